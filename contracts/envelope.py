@@ -1,0 +1,79 @@
+"""The event envelope every Kafka message carries."""
+
+from __future__ import annotations
+
+import unicodedata
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+DOSSIER_CODE_PATTERN = r"^\d{3}\.\d{2}\.\d{2}\.[A-Z]\d{2}-\d{6}-\d{4}$"
+
+
+def _nfc(value: str) -> str:
+    return unicodedata.normalize("NFC", value)
+
+
+NFCStr = Annotated[str, AfterValidator(_nfc)]
+"""A string normalised to Unicode NFC, as all Vietnamese text is."""
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamp must carry a timezone")
+    return value.astimezone(UTC)
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(_utc)]
+"""An aware timestamp, converted to UTC."""
+
+
+class EventPayload(BaseModel):
+    """Base of every event's data. Subclasses set ``event_type`` and ``schema_version``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    event_type: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+
+
+class Envelope(BaseModel):
+    """Metadata around an event's data; ``subject`` (the dossier code) is the Kafka key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: uuid.UUID
+    type: str = Field(min_length=3, description="Event type, e.g. dossier.received")
+    schema_version: int = Field(ge=1)
+    occurred_at: UtcDateTime
+    subject: str = Field(min_length=1, description="Dossier code, or another aggregate key")
+    correlation_id: uuid.UUID
+    causation_id: uuid.UUID | None = None
+    producer: str = Field(min_length=1)
+    data: dict[str, Any]
+
+
+def new_envelope(
+    payload: EventPayload,
+    *,
+    subject: str,
+    producer: str,
+    occurred_at: datetime,
+    correlation_id: uuid.UUID | None = None,
+    causation_id: uuid.UUID | None = None,
+    event_id: uuid.UUID | None = None,
+) -> Envelope:
+    """Wrap ``payload``; a fresh event id and correlation id unless given."""
+    eid = event_id or uuid.uuid4()
+    return Envelope(
+        event_id=eid,
+        type=payload.event_type,
+        schema_version=payload.schema_version,
+        occurred_at=occurred_at,
+        subject=subject,
+        correlation_id=correlation_id or eid,
+        causation_id=causation_id,
+        producer=producer,
+        data=payload.model_dump(mode="json"),
+    )

@@ -1,0 +1,1 @@
+"""The four Liên thông services and their shared runtime."""

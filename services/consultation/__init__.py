@@ -1,0 +1,1 @@
+"""Consultation: templated opinion requests between agencies, with deadlines and escalation."""

@@ -1,0 +1,184 @@
+"""Consultation's HTTP API: each agency's inbox, replies, extensions, signers, audit."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.api import ConsultationView, ReplyRequest
+from contracts.common import AgencyId, Duration
+from contracts.envelope import NFCStr
+from services.consultation import domain, store
+from services.consultation.opinions import OpinionError, Opinions, Principal, view
+from services.consultation.templates import Role, TemplateBook
+from services.runtime import auth
+from services.runtime.service import Runtime
+
+
+class ExtendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    by: Duration
+    reason: NFCStr = Field(min_length=3, max_length=2000)
+
+
+class SignerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    key_id: str = Field(min_length=3, max_length=200)
+    agency_id: AgencyId
+    person: NFCStr = Field(min_length=2, max_length=200)
+    role: Role
+    public_key: str = Field(description="base64 of the raw 32-byte Ed25519 public key")
+    active: bool = True
+
+
+class TokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    agency_id: str
+    role: str = "department_head"
+    person: str = "demo"
+
+
+def _raise(exc: OpinionError) -> HTTPException:
+    return HTTPException(
+        exc.status,
+        detail={"detail": exc.reason, "errors": [{"field": exc.field, "reason": exc.reason}]},
+    )
+
+
+def build_router(rt: Runtime, opinions: Opinions, book: TemplateBook) -> APIRouter:
+    r = APIRouter(prefix="/v1")
+
+    def claims(request: Request) -> auth.Claims:
+        return auth.bearer(request, rt.settings.jwt_secret)
+
+    Caller = Annotated[auth.Claims, Depends(claims)]
+
+    def principal(c: auth.Claims) -> Principal:
+        return Principal(agency_id=c.agency_id, role=c.role, person=c.person)
+
+    def operator(c: auth.Claims) -> None:
+        if not c.is_operator:
+            raise HTTPException(403, detail="operators only")
+
+    @r.get("/consultations", response_model=list[ConsultationView], tags=["consultation"])
+    async def list_(
+        c: Caller,
+        dossier: Annotated[str | None, Query(max_length=40)] = None,
+        open_only: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Requests of a dossier: all for an operator; for an agency, those it was asked or sent."""
+        now = rt.clock.now()
+        if c.is_operator:
+            rows = await store.list_requests(rt.pool, dossier=dossier, open_only=open_only)
+        else:
+            rows = await store.list_requests(
+                rt.pool, dossier=dossier, agency=c.agency_id, open_only=open_only
+            ) + await store.list_requests(
+                rt.pool, dossier=dossier, lead=c.agency_id, open_only=open_only
+            )
+            rows = list({row["id"]: row for row in rows}.values())
+        return [view(row, now) for row in rows]
+
+    @r.get("/inbox", response_model=list[ConsultationView], tags=["consultation"])
+    async def inbox(c: Caller) -> list[dict[str, Any]]:
+        """The calling agency's open requests, soonest deadline first, with time left."""
+        now = rt.clock.now()
+        rows = await store.list_requests(rt.pool, agency=c.agency_id, open_only=True)
+        return sorted((view(row, now) for row in rows), key=lambda v: v["due_at"])
+
+    @r.get("/consultations/{rid}", response_model=ConsultationView, tags=["consultation"])
+    async def read(rid: UUID, c: Caller) -> dict[str, Any]:
+        try:
+            row = (
+                await opinions.read(rid, principal(c))
+                if not c.is_operator
+                else (await store.get_request(rt.pool, rid))
+            )
+        except OpinionError as exc:
+            raise _raise(exc) from None
+        if row is None:
+            raise HTTPException(404, detail="no such request")
+        return view(row, rt.clock.now(), with_body=True)
+
+    @r.post("/consultations/{rid}/reply", response_model=ConsultationView, tags=["consultation"])
+    async def reply(rid: UUID, body: ReplyRequest, c: Caller) -> dict[str, Any]:
+        try:
+            row = await opinions.reply(rid, body, principal(c))
+        except OpinionError as exc:
+            raise _raise(exc) from None
+        return view(row, rt.clock.now())
+
+    @r.post(
+        "/consultations/{rid}/extension", response_model=ConsultationView, tags=["consultation"]
+    )
+    async def extend(rid: UUID, body: ExtendRequest, c: Caller) -> dict[str, Any]:
+        try:
+            row = await opinions.extend(rid, body.by, body.reason, principal(c))
+        except OpinionError as exc:
+            raise _raise(exc) from None
+        return view(row, rt.clock.now())
+
+    @r.get("/consultations/{rid}/audit", tags=["audit"])
+    async def audit_trail(rid: UUID, c: Caller) -> list[dict[str, Any]]:
+        row = await store.get_request(rt.pool, rid)
+        if not c.is_operator:
+            try:
+                Opinions._visible(row, principal(c))
+            except OpinionError as exc:
+                raise _raise(exc) from None
+        return [dict(a) for a in await store.audit_rows(rt.pool, rid)]
+
+    @r.get("/audit/verify", tags=["audit"])
+    async def verify(c: Caller) -> dict[str, Any]:
+        operator(c)
+        broken = await store.verify_audit(rt.pool)
+        if broken is None:
+            return {"ok": True}
+        return {"ok": False, "first_broken": broken.__dict__}
+
+    @r.post("/signers", status_code=201, tags=["signers"])
+    async def register_signer(body: SignerIn, c: Caller) -> dict[str, str]:
+        operator(c)
+        try:
+            raw = base64.b64decode(body.public_key, validate=True)
+        except binascii.Error:
+            raw = b""
+        if len(raw) != 32:
+            raise HTTPException(
+                422,
+                detail={
+                    "detail": "invalid key",
+                    "errors": [{"field": "public_key", "reason": "base64 of 32 raw Ed25519 bytes"}],
+                },
+            )
+        await store.save_signer(
+            rt.pool,
+            domain.Signer(body.key_id, body.agency_id, body.person, body.role, raw, body.active),
+        )
+        return {"key_id": body.key_id}
+
+    @r.get("/templates", tags=["templates"])
+    async def templates() -> list[dict[str, Any]]:
+        return [t.model_dump(mode="json") for t in book.all()]
+
+    if rt.settings.dev_tokens:
+
+        @r.post("/dev/tokens", tags=["dev"])
+        async def dev_token(body: TokenIn) -> dict[str, str]:
+            """Development only: mint a token for any agency and role."""
+            return {
+                "token": auth.mint(
+                    rt.settings.jwt_secret,
+                    agency_id=body.agency_id,
+                    role=body.role,
+                    person=body.person,
+                    now=rt.clock.now(),
+                )
+            }
+
+    return r

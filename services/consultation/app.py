@@ -1,0 +1,31 @@
+"""Consultation's wiring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from contracts.topics import DOSSIER, ROUTING
+from services.consultation import api, handlers
+from services.consultation.opinions import Opinions
+from services.consultation.templates import TEMPLATES_DIR, TemplateBook
+from services.runtime.calendar import CompressedCalendar
+from services.runtime.service import Runtime, ServiceSpec, Wiring
+
+
+def wire(rt: Runtime) -> Wiring:
+    book = TemplateBook.load(rt.settings.templates_dir or TEMPLATES_DIR)
+    calendar = CompressedCalendar() if rt.settings.demo_minutes else rt.calendar
+    opinions = Opinions(rt, book, calendar)
+    return Wiring(
+        handlers=handlers.build(opinions),
+        timers=handlers.timer_handlers(opinions),
+        router=api.build_router(rt, opinions, book),
+    )
+
+
+SPEC = ServiceSpec(
+    name="consultation",
+    migrations=Path(__file__).parent / "migrations",
+    topics=(ROUTING, DOSSIER),
+    wire=wire,
+)

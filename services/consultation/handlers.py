@@ -1,0 +1,37 @@
+"""Consultation's subscribers and timer handlers."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from contracts.envelope import Envelope
+from contracts.events import DossierRouted, DossierStopped, DossierWithdrawn
+from services.consultation import domain
+from services.consultation.opinions import Opinions
+from services.runtime.consumer import Handler
+from services.runtime.timers import TimerHandler
+
+
+def build(opinions: Opinions) -> dict[str, Handler]:
+    async def on_routed(conn: asyncpg.Connection, env: Envelope, r: DossierRouted) -> None:
+        await opinions.open_round(conn, env, r)
+
+    async def on_withdrawn(conn: asyncpg.Connection, env: Envelope, w: DossierWithdrawn) -> None:
+        await opinions.cancel_dossier(conn, env, w.code, "hồ sơ bị rút theo yêu cầu của người nộp")
+
+    async def on_stopped(conn: asyncpg.Connection, env: Envelope, s: DossierStopped) -> None:
+        await opinions.cancel_dossier(conn, env, s.code, f"dừng xử lý hồ sơ: {s.reason}")
+
+    return {
+        "routing.dossier_routed": on_routed,
+        "dossier.withdrawn": on_withdrawn,
+        "dossier.stopped": on_stopped,
+    }
+
+
+def timer_handlers(opinions: Opinions) -> dict[str, TimerHandler]:
+    return {
+        domain.REMIND: opinions.on_remind,
+        domain.ESCALATE: opinions.on_escalate,
+        domain.FINAL: opinions.on_final,
+    }

@@ -1,0 +1,150 @@
+"""Opinion-request templates: versioned data files, validated on load."""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+from pathlib import Path
+
+import yaml
+from jinja2 import Environment, StrictUndefined
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from contracts.common import AgencyId, Duration, TimeUnit
+from contracts.envelope import NFCStr
+from contracts.events import Decision
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+
+
+class TemplateError(ValueError):
+    pass
+
+
+class Role(StrEnum):
+    OFFICER = "officer"
+    DEPARTMENT_HEAD = "department_head"
+    AGENCY_HEAD = "agency_head"
+    COORDINATOR = "coordinator"
+
+
+class Asked(BaseModel):
+    """Who is asked: an agency, optionally a department, and the role expected to answer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    role: Role = Role.DEPARTMENT_HEAD
+    department: NFCStr | None = None
+
+
+class DecisionRule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    requires: tuple[str, ...] = ()
+
+
+class ReplySchema(BaseModel):
+    """What a reply must contain: allowed decisions, the fields each needs, who may sign."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    decisions: dict[Decision, DecisionRule]
+    signer_roles: tuple[Role, ...] = (Role.DEPARTMENT_HEAD, Role.AGENCY_HEAD)
+
+    @model_validator(mode="after")
+    def _fields_known(self) -> ReplySchema:
+        for d, rule in self.decisions.items():
+            unknown = set(rule.requires) - {"conditions", "reasons"}
+            if unknown:
+                raise ValueError(f"decision {d.value}: unknown required fields {sorted(unknown)}")
+        return self
+
+
+class EscalationStep(BaseModel):
+    """At the deadline plus ``after``, tell ``notify`` and ask them to act."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    after: Duration
+    notify_role: Role
+    notify_name: NFCStr
+    notify_agency: AgencyId | None = None
+    ask: NFCStr
+
+
+class FinalLapse(BaseModel):
+    """What happens after the last escalation step: deemed consent needs a legal basis."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    deemed_consent: bool = False
+    legal_basis: NFCStr | None = None
+    after: Duration = Duration(value=0, unit=TimeUnit.WORKING_HOURS)
+
+    @model_validator(mode="after")
+    def _basis(self) -> FinalLapse:
+        if self.deemed_consent and not self.legal_basis:
+            raise ValueError("deemed_consent needs legal_basis (the text and article)")
+        return self
+
+
+class Template(BaseModel):
+    """One version of an opinion-request template."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str = Field(min_length=1)
+    version: int = Field(ge=1)
+    effective_from: date
+    title: NFCStr
+    asked: Asked = Asked()
+    subject: NFCStr = Field(description="Jinja2, e.g. 'Lấy ý kiến hồ sơ {{ code }}'")
+    questions: tuple[NFCStr, ...] = Field(min_length=1)
+    attachments: tuple[str, ...] = ()
+    reply: ReplySchema
+    deadline: Duration
+    reminders: tuple[Duration, ...] = ()
+    escalation: tuple[EscalationStep, ...] = ()
+    final: FinalLapse = FinalLapse()
+
+
+class TemplateBook:
+    """Every template version; a request takes the version in force when it opens."""
+
+    def __init__(self, templates: list[Template]) -> None:
+        self.by_id: dict[str, list[Template]] = {}
+        for t in templates:
+            self.by_id.setdefault(t.id, []).append(t)
+        for ts in self.by_id.values():
+            ts.sort(key=lambda t: t.version)
+
+    @classmethod
+    def load(cls, directory: Path | str = TEMPLATES_DIR) -> TemplateBook:
+        out: list[Template] = []
+        for path in sorted(Path(directory).glob("*.yaml")):
+            try:
+                raw = yaml.safe_load(path.read_text("utf-8"))
+                out.append(Template.model_validate(raw))
+            except ValidationError as exc:
+                e = exc.errors(include_url=False)[0]
+                where = ".".join(str(p) for p in e["loc"]) or "top level"
+                raise TemplateError(f"{path.name}: field {where}: {e['msg']}") from exc
+            except yaml.YAMLError as exc:
+                raise TemplateError(f"{path.name}: not valid YAML: {exc}") from exc
+        return cls(out)
+
+    def in_force(self, template_id: str, on: date) -> Template:
+        versions = [t for t in self.by_id.get(template_id, []) if t.effective_from <= on]
+        if not versions:
+            raise TemplateError(f"no template {template_id!r} in force on {on}")
+        return versions[-1]
+
+    def get(self, template_id: str, version: int) -> Template:
+        for t in self.by_id.get(template_id, []):
+            if t.version == version:
+                return t
+        raise TemplateError(f"no template {template_id!r} version {version}")
+
+    def all(self) -> list[Template]:
+        return [t for ts in self.by_id.values() for t in ts]
+
+
+_env = Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+def render_subject(template: Template, **context: object) -> str:
+    return _env.from_string(template.subject).render(**context)

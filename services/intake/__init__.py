@@ -1,0 +1,1 @@
+"""Intake: the one-stop desk. Receives dossiers, issues codes and Forms 01-03."""

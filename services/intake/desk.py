@@ -1,0 +1,404 @@
+"""The one-stop desk's use cases, shared by the desk API and the portal adapter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from contracts.api import DossierAccepted, SubmitDossier, SupplementDossier
+from contracts.common import Applicant, DocumentRef, PortalStatus, Procedure, RequiredDocument
+from contracts.events import (
+    DossierReceived,
+    DossierRefused,
+    DossierStopped,
+    DossierSupplemented,
+    DossierWithdrawn,
+    SupplementRequested,
+)
+from services.intake import domain, store
+from services.runtime.calendar import format_local
+from services.runtime.service import Runtime
+
+FINAL = (
+    PortalStatus.NOT_RECEIVED,
+    PortalStatus.WITHDRAWN,
+    PortalStatus.STOPPED,
+    PortalStatus.PROCESSED,
+    PortalStatus.RESULT_RETURNED,
+)
+
+
+class DeskError(Exception):
+    """A request the desk cannot accept: HTTP status, field and reason."""
+
+    def __init__(self, status: int, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.field = field
+        self.reason = reason
+
+
+@dataclass
+class Submitted:
+    accepted: DossierAccepted
+    replayed: bool = False
+
+
+class Desk:
+    def __init__(self, rt: Runtime, catalogue: domain.Catalogue) -> None:
+        self.rt = rt
+        self.catalogue = catalogue
+
+    # --- submission ------------------------------------------------------------------------
+
+    async def submit(self, cmd: SubmitDossier, idempotency_key: str | None = None) -> Submitted:
+        now = self.rt.clock.now()
+        received_at = cmd.received_at or now
+        if received_at.tzinfo is None:
+            raise DeskError(422, "received_at", "must carry a timezone, e.g. +07:00")
+        if received_at > now + timedelta(minutes=5):
+            raise DeskError(422, "received_at", "is in the future")
+        local_day = self.rt.calendar.local(received_at).date()
+        try:
+            procedure = self.catalogue.in_force(cmd.procedure_code, local_day)
+        except domain.UnknownProcedure as exc:
+            raise DeskError(
+                422, "procedure_code", f"unknown procedure or not in force: {exc}"
+            ) from None
+        receiving = cmd.receiving_agency or procedure.receiving_agency
+        assessment = domain.assess(procedure, cmd.applicant.object_type, cmd.documents)
+        fingerprint = domain.request_fingerprint(cmd.model_dump(mode="json"))
+        try:
+            async with self.rt.pool.acquire() as conn, conn.transaction():
+                if idempotency_key:
+                    prior = await store.find_by_idempotency_key(conn, idempotency_key)
+                    if prior is not None:
+                        return self._replay(prior, fingerprint)
+                accepted = await self._receive(
+                    conn,
+                    cmd,
+                    procedure,
+                    receiving,
+                    assessment,
+                    received_at,
+                    idempotency_key,
+                    fingerprint,
+                )
+        except asyncpg.UniqueViolationError:
+            if not idempotency_key:
+                raise
+            prior = await store.find_by_idempotency_key(self.rt.pool, idempotency_key)  # type: ignore[arg-type]
+            if prior is None:
+                raise
+            return self._replay(prior, fingerprint)
+        return Submitted(accepted)
+
+    def _replay(self, prior: asyncpg.Record, fingerprint: str) -> Submitted:
+        if prior["request_hash"] != fingerprint:
+            raise DeskError(
+                409,
+                "Idempotency-Key",
+                f"this key was used for a different request (dossier {prior['code']})",
+            )
+        return Submitted(DossierAccepted.model_validate(prior["response"]), replayed=True)
+
+    async def _receive(
+        self,
+        conn: asyncpg.Connection,
+        cmd: SubmitDossier,
+        procedure: Procedure,
+        receiving: str,
+        assessment: domain.Assessment,
+        received_at: datetime,
+        idempotency_key: str | None,
+        fingerprint: str,
+    ) -> DossierAccepted:
+        local_day = self.rt.calendar.local(received_at).date()
+        serial = await store.next_serial(conn, receiving, local_day)
+        if serial > domain.MAX_SERIAL:
+            raise DeskError(503, "receiving_agency", "daily serial numbers exhausted")
+        code = domain.dossier_code(receiving, local_day, serial)
+        outcome = assessment.outcome
+        sched = (
+            None
+            if outcome is domain.Outcome.REFUSED
+            else domain.schedule(self.rt.calendar, procedure, received_at)
+        )
+        status = {
+            domain.Outcome.RECEIVED: PortalStatus.RECEIVED,
+            domain.Outcome.SUPPLEMENT_REQUESTED: PortalStatus.SUPPLEMENT_REQUESTED,
+            domain.Outcome.REFUSED: PortalStatus.NOT_RECEIVED,
+        }[outcome]
+        accepted = DossierAccepted(
+            code=code,
+            status=status,
+            outcome=outcome.value,
+            received_at=received_at,
+            appointment_at=sched.appointment_at if sched else None,
+            appointment_local=format_local(sched.appointment_at) if sched else None,
+            missing_documents=[d.code for d in assessment.missing],
+            reasons=list(assessment.reasons),
+        )
+        await store.insert_dossier(
+            conn,
+            {
+                "code": code,
+                "procedure_code": procedure.code,
+                "procedure_version": procedure.version,
+                "procedure_name": procedure.name,
+                "channel": int(cmd.channel),
+                "applicant": cmd.applicant.model_dump(mode="json"),
+                "summary": cmd.summary,
+                "documents": [d.model_dump(mode="json") for d in cmd.documents],
+                "receiving_agency": receiving,
+                "lead_agency": procedure.lead_agency,
+                "status": int(status),
+                "outcome": outcome.value,
+                "received_at": received_at,
+                "clock_starts_at": sched.clock_starts_at if sched else None,
+                "appointment_at": sched.appointment_at if sched else None,
+                "missing": [d.model_dump(mode="json") for d in assessment.missing],
+                "reasons": list(assessment.reasons),
+                "supplement_requests": 1 if assessment.missing else 0,
+                "paused_at": sched.clock_starts_at if sched and assessment.missing else None,
+                "idempotency_key": idempotency_key,
+                "request_hash": fingerprint,
+                "response": accepted.model_dump(mode="json"),
+            },
+        )
+        if outcome is domain.Outcome.RECEIVED:
+            assert sched is not None
+            await self.rt.outbox.add(
+                conn,
+                _received(
+                    code,
+                    procedure,
+                    cmd.channel,
+                    cmd.applicant,
+                    cmd.summary,
+                    cmd.documents,
+                    receiving,
+                    received_at,
+                    sched,
+                ),
+                subject=code,
+            )
+        elif outcome is domain.Outcome.SUPPLEMENT_REQUESTED:
+            await self.rt.outbox.add(
+                conn,
+                SupplementRequested(
+                    code=code,
+                    procedure_code=procedure.code,
+                    procedure_name=procedure.name,
+                    channel=cmd.channel,
+                    applicant=cmd.applicant,
+                    receiving_agency=receiving,
+                    receiving_agency_name=procedure.receiving_agency_name,
+                    missing=assessment.missing,
+                    requested_at=received_at,
+                ),
+                subject=code,
+            )
+        else:
+            await self.rt.outbox.add(
+                conn,
+                DossierRefused(
+                    code=code,
+                    procedure_code=procedure.code,
+                    procedure_name=procedure.name,
+                    channel=cmd.channel,
+                    applicant=cmd.applicant,
+                    receiving_agency=receiving,
+                    receiving_agency_name=procedure.receiving_agency_name,
+                    reasons=assessment.reasons,
+                    refused_at=received_at,
+                ),
+                subject=code,
+            )
+        return accepted
+
+    # --- the applicant supplements; the clock resumes ----------------------------------------
+
+    async def supplement(self, code: str, cmd: SupplementDossier) -> dict[str, Any]:
+        now = self.rt.clock.now()
+        at = cmd.supplemented_at or now
+        async with self.rt.pool.acquire() as conn, conn.transaction():
+            row = await self._locked(conn, code)
+            if row["status"] != PortalStatus.SUPPLEMENT_REQUESTED:
+                raise DeskError(409, "code", "the dossier is not waiting for a supplement")
+            missing = [RequiredDocument.model_validate(m) for m in row["missing"]]
+            left = domain.still_missing(missing, cmd.documents)
+            if left:
+                names = "; ".join(f"{d.code} ({d.name})" for d in left)
+                raise DeskError(422, "documents", f"still missing: {names}")
+            paused_at = row["paused_at"]
+            at = max(at, paused_at)
+            paused, appointment = domain.resume(
+                self.rt.calendar, row["appointment_at"], paused_at, at
+            )
+            documents = [DocumentRef.model_validate(d) for d in row["documents"]]
+            documents += [d for d in cmd.documents if d.code not in {x.code for x in documents}]
+            at_receipt = row["outcome"] == domain.Outcome.SUPPLEMENT_REQUESTED
+            status = PortalStatus.RECEIVED if at_receipt else PortalStatus.PROCESSING
+            await store.update_dossier(
+                conn,
+                code,
+                status=int(status),
+                outcome=domain.Outcome.RECEIVED.value,
+                documents=[d.model_dump(mode="json") for d in documents],
+                missing=[],
+                paused_at=None,
+                paused_seconds=row["paused_seconds"] + paused,
+                appointment_at=appointment,
+            )
+            await self.rt.outbox.add(
+                conn,
+                DossierSupplemented(
+                    code=code,
+                    documents=tuple(cmd.documents),
+                    supplemented_at=at,
+                    paused_working_seconds=paused,
+                    appointment_at=appointment,
+                ),
+                subject=code,
+            )
+            if at_receipt:
+                procedure = self.catalogue.in_force(
+                    row["procedure_code"], self.rt.calendar.local(row["received_at"]).date()
+                )
+                await self.rt.outbox.add(
+                    conn,
+                    _received(
+                        code,
+                        procedure,
+                        row["channel"],
+                        Applicant.model_validate(row["applicant"]),
+                        row["summary"],
+                        documents,
+                        row["receiving_agency"],
+                        row["received_at"],
+                        domain.Schedule(row["clock_starts_at"], appointment),
+                    ),
+                    subject=code,
+                )
+        return {
+            "code": code,
+            "status": int(status),
+            "paused_working_seconds": paused,
+            "appointment_at": appointment,
+            "appointment_local": format_local(appointment),
+        }
+
+    async def request_supplement(
+        self, code: str, missing_codes: list[str], note: str | None
+    ) -> dict[str, Any]:
+        """A supplement request during processing: the law allows one per dossier."""
+        now = self.rt.clock.now()
+        async with self.rt.pool.acquire() as conn, conn.transaction():
+            row = await self._locked(conn, code)
+            if row["supplement_requests"] >= 1:
+                raise DeskError(
+                    409,
+                    "code",
+                    "a supplement was already requested for this dossier; the law allows only"
+                    " one request, and a second one would count the dossier as late",
+                )
+            if row["status"] not in (PortalStatus.RECEIVED, PortalStatus.PROCESSING):
+                raise DeskError(409, "code", f"dossier status {row['status']} cannot be paused")
+            procedure = self.catalogue.in_force(
+                row["procedure_code"], self.rt.calendar.local(row["received_at"]).date()
+            )
+            known = {d.code: d for d in procedure.required_documents}
+            unknown = [c for c in missing_codes if c not in known]
+            if unknown:
+                raise DeskError(422, "missing", f"not documents of this procedure: {unknown}")
+            missing = tuple(known[c] for c in missing_codes)
+            await store.update_dossier(
+                conn,
+                code,
+                status=int(PortalStatus.SUPPLEMENT_REQUESTED),
+                missing=[d.model_dump(mode="json") for d in missing],
+                supplement_requests=row["supplement_requests"] + 1,
+                paused_at=max(now, row["clock_starts_at"]),
+            )
+            await self.rt.outbox.add(
+                conn,
+                SupplementRequested(
+                    code=code,
+                    procedure_code=procedure.code,
+                    procedure_name=procedure.name,
+                    channel=row["channel"],
+                    applicant=Applicant.model_validate(row["applicant"]),
+                    receiving_agency=row["receiving_agency"],
+                    receiving_agency_name=procedure.receiving_agency_name,
+                    missing=missing,
+                    note=note,
+                    requested_at=now,
+                ),
+                subject=code,
+            )
+        return {"code": code, "status": int(PortalStatus.SUPPLEMENT_REQUESTED)}
+
+    async def end(self, code: str, *, withdrawn: bool, reason: str | None) -> dict[str, Any]:
+        """Withdrawal by the applicant, or a stop by the agency: no result."""
+        now = self.rt.clock.now()
+        async with self.rt.pool.acquire() as conn, conn.transaction():
+            row = await self._locked(conn, code)
+            if row["status"] in FINAL:
+                raise DeskError(
+                    409, "code", f"the dossier is already closed (status {row['status']})"
+                )
+            if withdrawn:
+                status, event = (
+                    PortalStatus.WITHDRAWN,
+                    DossierWithdrawn(code=code, reason=reason, withdrawn_at=now),
+                )
+            else:
+                if not reason:
+                    raise DeskError(422, "reason", "a stop needs a reason")
+                status, event = (
+                    PortalStatus.STOPPED,
+                    DossierStopped(code=code, reason=reason, stopped_at=now),
+                )
+            await store.update_dossier(conn, code, status=int(status))
+            await self.rt.outbox.add(conn, event, subject=code)
+        return {"code": code, "status": int(status)}
+
+    async def _locked(self, conn: asyncpg.Connection, code: str) -> asyncpg.Record:
+        row = await store.get_dossier(conn, code, for_update=True)
+        if row is None:
+            raise DeskError(404, "code", f"no dossier {code}")
+        return row
+
+
+def _received(
+    code: str,
+    procedure: Procedure,
+    channel: Any,
+    applicant: Applicant,
+    summary: str | None,
+    documents: Any,
+    receiving: str,
+    received_at: datetime,
+    sched: domain.Schedule,
+) -> DossierReceived:
+    return DossierReceived(
+        code=code,
+        procedure_code=procedure.code,
+        procedure_version=procedure.version,
+        procedure_name=procedure.name,
+        channel=channel,
+        applicant=applicant,
+        summary=summary,
+        documents=tuple(documents),
+        receiving_agency=receiving,
+        receiving_agency_name=procedure.receiving_agency_name,
+        lead_agency=procedure.lead_agency,
+        processing_time=procedure.processing_time,
+        received_at=received_at,
+        clock_starts_at=sched.clock_starts_at,
+        appointment_at=sched.appointment_at,
+    )

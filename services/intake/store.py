@@ -1,0 +1,108 @@
+"""Intake's SQL."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+import asyncpg
+
+from contracts.common import Procedure
+from contracts.envelope import Envelope
+
+
+async def save_procedure(conn: asyncpg.Connection, p: Procedure) -> bool:
+    """Store a catalogue version; False if that version is already there."""
+    inserted = await conn.fetchval(
+        "INSERT INTO procedures(code, version, effective_from, definition)"
+        " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true",
+        p.code,
+        p.version,
+        p.effective_from,
+        p.model_dump(mode="json"),
+    )
+    return bool(inserted)
+
+
+async def next_serial(conn: asyncpg.Connection, agency_id: str, day: date) -> int:
+    """The next serial of ``agency_id`` on ``day``; holds the row lock until commit."""
+    serial: int = await conn.fetchval(
+        "INSERT INTO serials(agency_id, day, last) VALUES ($1, $2, 1)"
+        " ON CONFLICT (agency_id, day) DO UPDATE SET last = serials.last + 1 RETURNING last",
+        agency_id,
+        day,
+    )
+    return serial
+
+
+async def find_by_idempotency_key(conn: asyncpg.Connection, key: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT code, request_hash, response FROM dossiers WHERE idempotency_key = $1", key
+    )
+
+
+async def insert_dossier(conn: asyncpg.Connection, row: dict[str, Any]) -> None:
+    cols = list(row)
+    await conn.execute(
+        f"INSERT INTO dossiers({', '.join(cols)}) VALUES"
+        f" ({', '.join(f'${i + 1}' for i in range(len(cols)))})",
+        *row.values(),
+    )
+
+
+async def get_dossier(
+    conn: asyncpg.Connection | asyncpg.Pool, code: str, *, for_update: bool = False
+) -> asyncpg.Record | None:
+    sql = "SELECT * FROM dossiers WHERE code = $1" + (" FOR UPDATE" if for_update else "")
+    return await conn.fetchrow(sql, code)
+
+
+async def update_dossier(conn: asyncpg.Connection, code: str, **fields: Any) -> None:
+    sets = ", ".join(f"{k} = ${i + 2}" for i, k in enumerate(fields))
+    await conn.execute(
+        f"UPDATE dossiers SET {sets}, updated_at = now() WHERE code = $1", code, *fields.values()
+    )
+
+
+async def record_event(conn: asyncpg.Connection, env: Envelope) -> None:
+    await conn.execute(
+        "INSERT INTO timeline(event_id, dossier_code, type, occurred_at, producer, data)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        env.event_id,
+        env.subject,
+        env.type,
+        env.occurred_at,
+        env.producer,
+        env.data,
+    )
+
+
+async def timeline(conn: asyncpg.Connection | asyncpg.Pool, code: str) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            "SELECT event_id, type, occurred_at, producer, data FROM timeline"
+            " WHERE dossier_code = $1 ORDER BY occurred_at, type",
+            code,
+        )
+    )
+
+
+async def set_status_if(
+    conn: asyncpg.Connection, code: str, status: int, allowed_from: tuple[int, ...]
+) -> None:
+    await conn.execute(
+        "UPDATE dossiers SET status = $2, updated_at = now()"
+        " WHERE code = $1 AND status = ANY($3::smallint[])",
+        code,
+        status,
+        list(allowed_from),
+    )
+
+
+async def count_by_status(pool: asyncpg.Pool) -> dict[int, int]:
+    rows = await pool.fetch("SELECT status, count(*) AS n FROM dossiers GROUP BY status")
+    return {r["status"]: r["n"] for r in rows}
+
+
+def now_or(value: datetime | None, now: datetime) -> datetime:
+    return value if value is not None else now

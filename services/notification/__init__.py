@@ -1,0 +1,1 @@
+"""Notification: renders forms and messages from templates and delivers them."""

@@ -1,0 +1,114 @@
+"""What to tell whom, rendered from versioned form templates. No I/O but reading forms."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import Environment, StrictUndefined
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from contracts.common import Applicant, Channel
+
+FORMS_DIR = Path(__file__).parent / "forms"
+NOTIFICATION_NS = uuid.UUID("a4d6c1f0-5b0e-4e8e-bf43-1f6b7d2c9e30")
+
+
+class FormVersion(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    version: int = Field(ge=1)
+    effective_from: date
+    legal_basis: str
+    subject: str
+    text: str
+    html: str
+
+
+class Form(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: str
+    name: str
+    versions: tuple[FormVersion, ...] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    kind: str
+    version: int
+    legal_basis: str
+    subject: str
+    text: str
+    html: str
+
+
+_text_env = Environment(undefined=StrictUndefined, autoescape=False, trim_blocks=True)
+_html_env = Environment(undefined=StrictUndefined, autoescape=True, trim_blocks=True)
+
+
+class FormBook:
+    """Every form and message template, by kind, each kind versioned by effective date."""
+
+    def __init__(self, forms: list[Form]) -> None:
+        self.forms = {f.kind: f for f in forms}
+
+    @classmethod
+    def load(cls, directory: Path = FORMS_DIR) -> FormBook:
+        forms = []
+        for path in sorted(directory.glob("*.yaml")):
+            try:
+                forms.append(Form.model_validate(yaml.safe_load(path.read_text("utf-8"))))
+            except ValidationError as exc:
+                e = exc.errors(include_url=False)[0]
+                where = ".".join(str(p) for p in e["loc"])
+                raise ValueError(f"{path.name}: field {where}: {e['msg']}") from exc
+        return cls(forms)
+
+    def in_force(self, kind: str, on: date) -> FormVersion:
+        versions = [v for v in self.forms[kind].versions if v.effective_from <= on]
+        if not versions:
+            raise LookupError(f"no version of form {kind} in force on {on}")
+        return max(versions, key=lambda v: v.version)
+
+    def render(self, kind: str, on: date, context: dict[str, Any]) -> Rendered:
+        v = self.in_force(kind, on)
+        ctx = {**context, "legal_basis": v.legal_basis}
+        return Rendered(
+            kind=kind,
+            version=v.version,
+            legal_basis=v.legal_basis,
+            subject=_text_env.from_string(v.subject).render(**ctx).strip(),
+            text=_text_env.from_string(v.text).render(**ctx),
+            html=_html_env.from_string(v.html).render(**ctx),
+        )
+
+
+@dataclass(frozen=True)
+class Recipient:
+    channel: str  # email | desk | post | agency
+    address: str
+
+
+def applicant_recipient(applicant: Applicant, channel: Channel) -> Recipient:
+    """Notices go back by the channel the dossier came in; email when we have one."""
+    if applicant.email:
+        return Recipient("email", applicant.email)
+    if channel is Channel.POST and applicant.address:
+        return Recipient("post", applicant.address)
+    return Recipient("desk", applicant.name)
+
+
+def notification_id(event_id: uuid.UUID, kind: str, recipient: str) -> uuid.UUID:
+    """Deterministic, so a redelivered event finds the notification it already made."""
+    return uuid.uuid5(NOTIFICATION_NS, f"{event_id}/{kind}/{recipient}")
+
+
+def serial_of(code: str) -> str:
+    return code.rsplit("-", 1)[-1]
+
+
+def iso(t: datetime | None) -> str | None:
+    return None if t is None else t.isoformat()

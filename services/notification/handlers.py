@@ -1,0 +1,194 @@
+"""Notification's subscribers and its delivery timer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from contracts.common import TimeUnit
+from contracts.envelope import Envelope
+from contracts.events import (
+    ConsultationEscalated,
+    ConsultationExtended,
+    ConsultationReminded,
+    ConsultationRequested,
+    DossierReceived,
+    DossierRefused,
+    NotificationSent,
+    SupplementRequested,
+)
+from services.notification import domain, store
+from services.notification.delivery import SmtpSender
+from services.runtime import timers
+from services.runtime.calendar import format_local
+from services.runtime.consumer import Handler
+from services.runtime.service import Runtime
+from services.runtime.timers import TimerHandler
+
+DELIVER = "notification.deliver"
+
+
+class Notifier:
+    def __init__(self, rt: Runtime, forms: domain.FormBook, smtp: SmtpSender) -> None:
+        self.rt = rt
+        self.forms = forms
+        self.smtp = smtp
+
+    async def notify(
+        self,
+        conn: asyncpg.Connection,
+        env: Envelope,
+        kind: str,
+        recipient: domain.Recipient,
+        context: dict[str, Any],
+    ) -> None:
+        """Render ``kind`` for the recipient and queue its delivery, once per event."""
+        now = self.rt.clock.now()
+        r = self.forms.render(kind, self.rt.calendar.local(env.occurred_at).date(), context)
+        nid = domain.notification_id(env.event_id, kind, recipient.address)
+        if await store.insert(
+            conn,
+            id=nid,
+            dossier_code=env.subject,
+            kind=kind,
+            form_version=r.version,
+            channel=recipient.channel,
+            recipient=recipient.address,
+            subject=r.subject,
+            body_text=r.text,
+            body_html=r.html,
+            caused_by=env.event_id,
+            created_at=now,
+        ):
+            await timers.schedule(conn, DELIVER, str(nid), now, {}, owner=str(nid))
+
+    async def deliver(self, conn: asyncpg.Connection, timer: asyncpg.Record) -> None:
+        n = await store.get(conn, UUID(timer["ref"]))
+        if n is None or n["status"] == "sent":
+            return
+        if n["channel"] == "email":
+            await self.smtp.send(n)
+        now = self.rt.clock.now()
+        await store.mark_sent(conn, n["id"], now)
+        await self.rt.outbox.add(
+            conn,
+            NotificationSent(
+                notification_id=n["id"],
+                code=n["dossier_code"],
+                kind=n["kind"],
+                channel=n["channel"],
+                recipient=n["recipient"],
+                subject=n["subject"],
+                sent_at=now,
+            ),
+            subject=n["dossier_code"],
+        )
+
+
+def _local(t: datetime) -> str:
+    return format_local(t) or ""
+
+
+def build(n: Notifier) -> dict[str, Handler]:
+    async def on_received(conn: asyncpg.Connection, env: Envelope, d: DossierReceived) -> None:
+        pt = d.processing_time
+        unit = "ngày làm việc" if pt.unit is TimeUnit.WORKING_DAYS else "giờ làm việc"
+        await n.notify(
+            conn,
+            env,
+            "form01",
+            domain.applicant_recipient(d.applicant, d.channel),
+            {
+                **d.model_dump(mode="python"),
+                "serial": domain.serial_of(d.code),
+                "processing_time": f"{pt.value:02d} {unit}",
+                "received_local": _local(d.received_at),
+                "received_iso": d.received_at.isoformat(),
+                "appointment_local": _local(d.appointment_at),
+                "appointment_iso": d.appointment_at.isoformat(),
+            },
+        )
+
+    async def on_supplement(
+        conn: asyncpg.Connection, env: Envelope, s: SupplementRequested
+    ) -> None:
+        await n.notify(
+            conn,
+            env,
+            "form02",
+            domain.applicant_recipient(s.applicant, s.channel),
+            {**s.model_dump(mode="python"), "requested_local": _local(s.requested_at)},
+        )
+
+    async def on_refused(conn: asyncpg.Connection, env: Envelope, r: DossierRefused) -> None:
+        await n.notify(
+            conn,
+            env,
+            "form03",
+            domain.applicant_recipient(r.applicant, r.channel),
+            r.model_dump(mode="python"),
+        )
+
+    async def on_requested(
+        conn: asyncpg.Connection, env: Envelope, c: ConsultationRequested
+    ) -> None:
+        await store.save_request(
+            conn,
+            request_id=c.request_id,
+            dossier_code=c.code,
+            agency_id=c.agency_id,
+            agency_name=c.agency_name,
+            due_at=c.due_at,
+        )
+
+    async def on_extended(conn: asyncpg.Connection, env: Envelope, c: ConsultationExtended) -> None:
+        await conn.execute(
+            "UPDATE consult_requests SET due_at = $2 WHERE request_id = $1", c.request_id, c.due_at
+        )
+
+    async def on_reminded(conn: asyncpg.Connection, env: Envelope, c: ConsultationReminded) -> None:
+        req = await store.get_request(conn, c.request_id)
+        name = req["agency_name"] if req else c.agency_id
+        await n.notify(
+            conn,
+            env,
+            "consultation_reminder",
+            domain.Recipient("agency", c.agency_id),
+            {"code": c.code, "agency_name": name, "due_local": _local(c.due_at)},
+        )
+
+    async def on_escalated(
+        conn: asyncpg.Connection, env: Envelope, c: ConsultationEscalated
+    ) -> None:
+        req = await store.get_request(conn, c.request_id)
+        name = req["agency_name"] if req else c.agency_id
+        await n.notify(
+            conn,
+            env,
+            "consultation_escalation",
+            domain.Recipient("agency", f"{c.notify_role}:{c.notify_name}"),
+            {
+                "code": c.code,
+                "agency_name": name,
+                "notify_name": c.notify_name,
+                "ask": c.ask,
+                "step": c.step,
+            },
+        )
+
+    return {
+        "dossier.received": on_received,
+        "dossier.supplement_requested": on_supplement,
+        "dossier.refused": on_refused,
+        "consultation.requested": on_requested,
+        "consultation.extended": on_extended,
+        "consultation.reminded": on_reminded,
+        "consultation.escalated": on_escalated,
+    }
+
+
+def timer_handlers(n: Notifier) -> dict[str, TimerHandler]:
+    return {DELIVER: n.deliver}

@@ -1,0 +1,2 @@
+"""Plumbing every service uses once: settings, clock, calendar, database, outbox, inbox,
+timers, broker, logging, metrics and the service assembly."""

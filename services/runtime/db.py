@@ -1,0 +1,76 @@
+"""asyncpg pool per service schema, and SQL migrations applied at start."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import asyncpg
+
+RUNTIME_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typ in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typ,
+            encoder=lambda v: json.dumps(v, ensure_ascii=False),
+            decoder=json.loads,
+            schema="pg_catalog",
+        )
+
+
+async def create_pool(
+    dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10
+) -> asyncpg.Pool:
+    """A pool whose connections see ``schema`` first on their search path."""
+    await ensure_schema(dsn, schema)
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        server_settings={"search_path": f"{schema},public", "timezone": "UTC"},
+        init=_init_connection,
+    )
+    assert pool is not None
+    return pool
+
+
+async def ensure_schema(dsn: str, schema: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+    except asyncpg.UniqueViolationError:
+        pass  # two replicas raced to create it
+    finally:
+        await conn.close()
+
+
+def _lock_key(schema: str) -> int:
+    return int.from_bytes(hashlib.sha256(schema.encode()).digest()[:8], "big", signed=True)
+
+
+async def migrate(pool: asyncpg.Pool, schema: str, *dirs: Path) -> list[str]:
+    """Apply every ``NNNN_*.sql`` file not yet applied, in name order, once per schema.
+
+    Runtime tables (outbox, inbox, timers) come first; an advisory lock keeps two
+    replicas starting together from applying the same file twice.
+    """
+    applied: list[str] = []
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(schema))
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+        for directory in (RUNTIME_MIGRATIONS, *dirs):
+            for path in sorted(directory.glob("*.sql")):
+                name = f"{directory.parent.name}/{path.name}"
+                if name in done:
+                    continue
+                await conn.execute(path.read_text("utf-8"))
+                await conn.execute("INSERT INTO schema_migrations(name) VALUES ($1)", name)
+                applied.append(name)
+    return applied

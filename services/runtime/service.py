@@ -1,0 +1,223 @@
+"""Assembles a service from its parts: the only place wiring happens.
+
+A service module provides a ``ServiceSpec``; ``create_app`` turns it into a FastAPI app
+whose lifespan opens the pool, applies migrations, creates topics, starts the producer,
+the consumer, the outbox relay and the timer scheduler, and stops them in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import uvicorn
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from contracts.topics import Topic
+from services.runtime import logging as rlog
+from services.runtime.broker import ensure_topics, make_broker, make_producer
+from services.runtime.calendar import CalendarOverrides, WorkingCalendar
+from services.runtime.clock import Clock, make_clock
+from services.runtime.consumer import EventConsumer, Handler
+from services.runtime.db import create_pool, migrate
+from services.runtime.outbox import Outbox, OutboxRelay, Waker
+from services.runtime.settings import ServiceSettings
+from services.runtime.timers import TimerHandler, TimerScheduler
+
+
+@dataclass
+class Wiring:
+    """What a service contributes: handlers per event type, timer kinds, HTTP routes."""
+
+    handlers: dict[str, Handler] = field(default_factory=dict)
+    timers: dict[str, TimerHandler] = field(default_factory=dict)
+    router: APIRouter | None = None
+    on_start: Callable[[], Awaitable[None]] | None = None
+
+
+@dataclass
+class ServiceSpec:
+    name: str
+    migrations: Path
+    topics: Sequence[Topic]
+    wire: Callable[[Runtime], Wiring]
+
+
+class Runtime:
+    """The shared parts a service's handlers and API use."""
+
+    def __init__(self, name: str, settings: ServiceSettings, clock: Clock | None = None) -> None:
+        self.name = name
+        self.settings = settings
+        self.clock = clock or make_clock(settings.clock_file)
+        self.calendar = WorkingCalendar.from_overrides(
+            CalendarOverrides.load(settings.calendar_overrides)
+        )
+        self.outbox = Outbox(name, self.clock, settings.topic_prefix)
+        self._pool: asyncpg.Pool | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self.relay: OutboxRelay | None = None
+        self.scheduler: TimerScheduler | None = None
+        self.consumer: EventConsumer | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("database pool not started")
+        return self._pool
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("producer not started")
+        return self._producer
+
+
+def _problem_422(_: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [
+        {
+            "field": ".".join(str(p) for p in e["loc"] if p not in ("body",)) or "body",
+            "reason": e["msg"],
+            "type": e["type"],
+        }
+        for e in exc.errors()
+    ]
+    return JSONResponse(status_code=422, content={"detail": "invalid request", "errors": errors})
+
+
+def create_app(
+    spec: ServiceSpec, settings: ServiceSettings | None = None, clock: Clock | None = None
+) -> FastAPI:
+    settings = settings or ServiceSettings.for_service(spec.name)
+    rt = Runtime(spec.name, settings, clock)
+    wiring = spec.wire(rt)
+    broker = make_broker(settings.kafka_bootstrap_servers, f"lienthong-{spec.name}")
+    if wiring.handlers:
+        rt.consumer = EventConsumer(
+            group_id=f"lienthong-{spec.name}",
+            topics=spec.topics,
+            handlers=wiring.handlers,
+            topic_prefix=settings.topic_prefix,
+            max_attempts=settings.handler_max_attempts,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        )
+        rt.consumer.register(broker, lambda: rt.pool, lambda: rt.producer)
+    log = rlog.get_logger(spec.name)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rlog.configure(spec.name, settings.log_level)
+        schema = settings.db_schema
+        rt._pool = await create_pool(
+            settings.database_url,
+            schema,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+        )
+        applied = await migrate(rt.pool, schema, spec.migrations)
+        await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_prefix)
+        rt._producer = make_producer(settings.kafka_bootstrap_servers, f"lienthong-{spec.name}")
+        await rt.producer.start()
+        wakers = [
+            Waker(settings.database_url, f"{schema}_outbox"),
+            Waker(settings.database_url, f"{schema}_timers"),
+        ]
+        for w in wakers:
+            await w.start()
+        rt.relay = OutboxRelay(
+            rt.pool,
+            rt.producer,
+            wakers[0],
+            batch_size=settings.relay_batch_size,
+            poll_interval=settings.relay_poll_interval_s,
+        )
+        rt.scheduler = TimerScheduler(
+            rt.pool,
+            rt.clock,
+            wiring.timers,
+            wakers[1],
+            batch_size=settings.timer_batch_size,
+            poll_interval=settings.timer_poll_interval_s,
+            replica=settings.replica,
+        )
+        tasks = [asyncio.create_task(rt.relay.run(), name="outbox-relay")]
+        if wiring.timers:
+            tasks.append(asyncio.create_task(rt.scheduler.run(), name="timers"))
+        if wiring.on_start:
+            await wiring.on_start()
+        await broker.start()
+        log.info("service_started", port=settings.http_port, migrations=applied)
+        try:
+            yield
+        finally:
+            log.info("service_stopping")
+            await broker.stop()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for w in wakers:
+                await w.stop()
+            await rt.producer.stop()
+            await rt.pool.close()
+
+    app = FastAPI(title=f"Liên thông {spec.name}", version="0.1.0", lifespan=lifespan)
+    app.state.runtime = rt
+    app.add_exception_handler(RequestValidationError, _problem_422)  # type: ignore[arg-type]
+
+    @app.get("/health", tags=["ops"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "service": spec.name}
+
+    @app.get("/ready", tags=["ops"])
+    async def ready() -> JSONResponse:
+        checks: dict[str, Any] = {}
+        try:
+            checks["database"] = await asyncio.wait_for(rt.pool.fetchval("SELECT 1"), 2) == 1
+        except Exception:
+            checks["database"] = False
+        try:
+            checks["broker"] = bool(await broker.ping(timeout=2))
+        except Exception:
+            checks["broker"] = False
+        if rt.consumer is not None:
+            checks["consuming"] = rt.consumer.assigned()
+        ok = all(checks.values())
+        return JSONResponse(
+            status_code=200 if ok else 503,
+            content={"status": "ready" if ok else "not ready", "checks": checks},
+        )
+
+    @app.get("/metrics", tags=["ops"])
+    async def metrics() -> Response:
+        if rt.relay is not None:
+            with contextlib.suppress(Exception):
+                await rt.relay.pending()
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    if wiring.router is not None:
+        app.include_router(wiring.router)
+    return app
+
+
+def main(spec: ServiceSpec) -> None:
+    """Run one service: ``python -m services.<name>``."""
+    settings = ServiceSettings.for_service(spec.name)
+    app = create_app(spec, settings)
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )

@@ -1,0 +1,81 @@
+"""Settings from the environment: shared names plus one prefix per service."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Everything a service reads from its environment.
+
+    Shared values use their plain names (``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_URL``) or
+    the ``LIENTHONG_`` prefix; per-service values use the service's own prefix, e.g.
+    ``INTAKE_HTTP_PORT``. Build with ``ServiceSettings.for_service("intake")``.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        validation_alias=AliasChoices(
+            "KAFKA_BOOTSTRAP_SERVERS", "LIENTHONG_KAFKA_BOOTSTRAP_SERVERS"
+        ),
+    )
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/postgres",
+        validation_alias=AliasChoices("DATABASE_URL", "LIENTHONG_DATABASE_URL"),
+    )
+    topic_prefix: str = Field("", validation_alias=AliasChoices("LIENTHONG_TOPIC_PREFIX"))
+    clock_file: str | None = Field(
+        None,
+        validation_alias=AliasChoices("LIENTHONG_CLOCK_FILE"),
+        description="Time travel: a file holding seconds to add to the wall clock",
+    )
+    calendar_overrides: str | None = Field(
+        None, validation_alias=AliasChoices("LIENTHONG_CALENDAR_OVERRIDES")
+    )
+    log_level: str = Field("INFO", validation_alias=AliasChoices("LIENTHONG_LOG_LEVEL"))
+    # Small session timeouts: every group join on the embedded broker costs half of it.
+    kafka_session_timeout_ms: int = Field(
+        2000, validation_alias=AliasChoices("LIENTHONG_KAFKA_SESSION_TIMEOUT_MS")
+    )
+    kafka_heartbeat_interval_ms: int = Field(
+        500, validation_alias=AliasChoices("LIENTHONG_KAFKA_HEARTBEAT_INTERVAL_MS")
+    )
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    db_schema: str = ""
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+    relay_batch_size: int = 500
+    relay_poll_interval_s: float = 1.0
+    timer_batch_size: int = 500
+    timer_poll_interval_s: float = 0.5
+    handler_max_attempts: int = 5
+    replica: str = "0"
+
+    # notification
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8025
+    smtp_sender: str = "mot-cua@lienthong.local"
+
+    # consultation
+    jwt_secret: str = "dev-only-secret-change-me-0123456789abcdef"
+    templates_dir: str | None = None
+    demo_minutes: bool = False
+    dev_tokens: bool = False
+
+    # intake
+    catalogue_dir: str | None = None
+
+    @classmethod
+    def for_service(cls, service: str, **overrides: object) -> ServiceSettings:
+        settings = cls(_env_prefix=f"{service.upper()}_", **overrides)  # type: ignore[call-arg]
+        if not settings.db_schema:
+            settings.db_schema = service
+        return settings
+
+    def topic(self, base: str) -> str:
+        return f"{self.topic_prefix}{base}"
