@@ -1,7 +1,5 @@
 """Consultation's HTTP API: each agency's inbox, replies, extensions, signers, audit."""
 
-from __future__ import annotations
-
 import base64
 import binascii
 from typing import Annotated, Any

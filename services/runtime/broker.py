@@ -21,6 +21,7 @@ def make_broker(bootstrap: str, client_id: str) -> KafkaBroker:
         enable_idempotence=False,
         logger=logging.getLogger(f"faststream.{client_id}"),
         graceful_timeout=10.0,
+        log_level=logging.DEBUG,  # one line per message is too much at INFO
     )
 
 

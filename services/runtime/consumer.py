@@ -74,7 +74,8 @@ class EventConsumer:
             heartbeat_interval_ms=self.heartbeat_interval_ms,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             max_poll_records=200,
-        )(on_message)
+        )
+        self.subscriber(on_message)
 
     def assigned(self) -> bool:
         consumer = getattr(self.subscriber, "consumer", None)

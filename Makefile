@@ -1,0 +1,55 @@
+# Liên thông — the two commands that matter: `make run` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install lint typecheck contracts contracts-check unit integration e2e bench clean watch
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install  ## start the whole system on the embedded default
+	$(BIN)/python -m deploy.dev
+
+watch: install  ## print every event live
+	$(BIN)/python -m deploy.watch
+
+test: install  ## lint, types, contracts, unit, integration and end-to-end tests
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy contracts services deploy
+	$(BIN)/python -m contracts.generate --check
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+unit: install
+	$(BIN)/python -m pytest -q tests/unit
+
+integration: install
+	$(BIN)/python -m pytest -q tests/integration
+
+e2e: install
+	$(BIN)/python -m pytest -q tests/e2e
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy contracts services deploy
+
+contracts: install  ## regenerate JSON Schema and AsyncAPI from the models
+	$(BIN)/python -m contracts.generate
+
+bench: install  ## benchmarks: print figures and ratios against a same-run baseline
+	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.timers
+
+clean:
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Deployment: embedded infrastructure for development and tests, and the dev launcher."""

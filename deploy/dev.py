@@ -1,0 +1,154 @@
+"""`make run`: the whole system on one machine.
+
+Starts embedded PostgreSQL and the embedded broker (unless DATABASE_URL /
+KAFKA_BOOTSTRAP_SERVERS point elsewhere), an SMTP sink, creates the topics, runs the four
+services as separate processes under honcho, waits until each is consuming, prints where
+to look, and stops everything on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from honcho.manager import Manager
+from rich.console import Console
+
+from deploy.local import (
+    DEFAULT_PORTS,
+    SERVICES,
+    EmbeddedKafka,
+    SmtpSink,
+    embedded_postgres,
+    port_is_free,
+    service_env,
+    wait_ready,
+)
+from services.runtime.broker import ensure_topics
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = ROOT / ".run"
+console = Console(stderr=True, soft_wrap=True)
+
+EXAMPLE = """{
+  "procedure_code": "1.009972", "channel": 1,
+  "applicant": {"name": "Công ty TNHH Xây dựng Minh Long", "object_type": 2,
+                "id_number": "0101234567", "phone": "0912345678",
+                "email": "minhlong@example.vn"},
+  "summary": "Xin cấp phép xây dựng tòa nhà văn phòng 9 tầng",
+  "documents": [{"code": "DDN"}, {"code": "QSDD"}, {"code": "BVTK"}]
+}"""
+
+
+def main() -> int:
+    started = time.monotonic()
+    RUN.mkdir(exist_ok=True)
+    ports = {s: DEFAULT_PORTS[s] for s in SERVICES}
+    busy = [f"{s}:{p}" for s, p in ports.items() if not port_is_free(p)]
+    if busy:
+        console.print(f"[red]ports in use: {busy}; is another `make run` going?[/]")
+        return 1
+    smtp = SmtpSink(port=8025 if port_is_free(8025) else 0, folder=RUN / "mail")
+    try:
+        return _run(started, ports, smtp, lambda k: kafka_holder.append(k))
+    finally:
+        smtp.stop()
+        for k in kafka_holder:
+            k.stop()
+        console.print("stopped")
+
+
+kafka_holder: list[EmbeddedKafka] = []
+
+
+def _run(
+    started: float,
+    ports: dict[str, int],
+    smtp: SmtpSink,
+    keep: Callable[[EmbeddedKafka], None],
+) -> int:
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    database_url = os.environ.get("DATABASE_URL")
+    if not database_url:
+        console.print("[bold]starting embedded PostgreSQL[/] in .run/pg")
+        database_url = embedded_postgres(RUN / "pg")
+    if not bootstrap:
+        kafka = EmbeddedKafka(19092 if port_is_free(19092) else None, log=RUN / "tansu.log")
+        keep(kafka)
+        bootstrap = kafka.start()
+        console.print(f"[bold]embedded broker (Tansu)[/] on {bootstrap}")
+    created = asyncio.run(ensure_topics(bootstrap))
+    console.print(f"topics ready ({len(created)} created)")
+    smtp_port = smtp.start()
+    clock_file = RUN / "clock-offset"
+
+    manager = Manager()
+    for name in SERVICES:
+        extra = {
+            "NOTIFICATION_SMTP_PORT": str(smtp_port),
+            "CONSULTATION_DEV_TOKENS": os.environ.get("CONSULTATION_DEV_TOKENS", "1"),
+            "CONSULTATION_DEMO_MINUTES": os.environ.get("DEMO_MINUTES", "0"),
+            "LIENTHONG_CLOCK_FILE": str(clock_file),
+        }
+        env = service_env(
+            name, port=ports[name], bootstrap=bootstrap, database_url=database_url, extra=extra
+        )
+        manager.add_process(name, f"{sys.executable} -m services.{name}", env=env, cwd=str(ROOT))
+
+    def announce() -> None:
+        urls = {s: f"http://127.0.0.1:{p}" for s, p in ports.items()}
+        try:
+            wait_ready(urls.values(), timeout=120)
+        except TimeoutError as exc:
+            console.print(f"[red]{exc}[/]")
+            return
+        took = time.monotonic() - started
+        token = _operator_token(urls["consultation"])
+        console.rule(f"[green]Liên thông is up in {took:.1f}s")
+        for s, u in urls.items():
+            console.print(f"  {s:<13} {u}/docs   (ready: {u}/ready, metrics: {u}/metrics)")
+        console.print(f"  broker        {bootstrap}   database  {database_url}")
+        console.print(f"  mail sink     smtp://127.0.0.1:{smtp_port}  -> {RUN / 'mail'}")
+        console.print("\nSubmit a dossier:")
+        console.print(
+            f"  curl -s -X POST {urls['intake']}/v1/dossiers -H 'content-type: application/json'"
+            f" -d '{EXAMPLE}'",
+            soft_wrap=True,
+        )
+        console.print("Then, with CODE from the answer:")
+        console.print(f"  curl -s {urls['intake']}/v1/dossiers/CODE")
+        console.print(f"  curl -s {urls['notification']}/v1/notifications?dossier=CODE")
+        console.print(
+            f"  curl -s -H 'authorization: Bearer {token}' "
+            f"{urls['consultation']}/v1/consultations?dossier=CODE",
+            soft_wrap=True,
+        )
+        console.print("Watch every event live:  .venv/bin/python -m deploy.watch")
+        console.print("Ctrl-C stops everything.")
+        (RUN / "operator-token").write_text(token)
+
+    threading.Thread(target=announce, daemon=True).start()
+    manager.loop()
+    return manager.returncode or 0
+
+
+def _operator_token(consultation_url: str) -> str:
+    try:
+        r = httpx.post(
+            f"{consultation_url}/v1/dev/tokens",
+            json={"agency_id": "000.00.00.H29", "role": "operator", "person": "operator"},
+            timeout=5,
+        )
+        return str(r.json()["token"])
+    except (httpx.HTTPError, KeyError, ValueError):
+        return "<set CONSULTATION_DEV_TOKENS=1 to mint tokens>"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

