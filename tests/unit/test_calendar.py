@@ -124,7 +124,7 @@ def test_overrides_add_days_off_and_working_days() -> None:
 def test_overrides_file_errors_name_the_file(tmp_path) -> None:
     f = tmp_path / "calendar.yaml"
     f.write_text("days_off: [not-a-date]\n")
-    with pytest.raises(ValueError, match="calendar.yaml"):
+    with pytest.raises(ValueError, match=r"calendar\.yaml"):
         CalendarOverrides.load(f)
 
 

@@ -39,7 +39,7 @@ def test_deemed_consent_needs_a_legal_basis(tmp_path: Path) -> None:
         Path(__file__).parents[2] / "services/consultation/templates/environment-opinion.yaml"
     ).read_text("utf-8")
     (tmp_path / "x.yaml").write_text(src.replace("legal_basis:", "legal_basis_gone:"), "utf-8")
-    with pytest.raises(TemplateError, match="x.yaml"):
+    with pytest.raises(TemplateError, match=r"x\.yaml"):
         TemplateBook.load(tmp_path)
 
 
