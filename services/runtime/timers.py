@@ -109,8 +109,8 @@ class TimerScheduler:
                     log.warning("timer_failed", kind=row["kind"], ref=row["ref"], error=repr(exc))
                     attempts = row["attempts"] + 1
                     await conn.execute(
-                        "UPDATE timers SET attempts = $2, last_error = $3, due_at = $4,"
-                        " status = CASE WHEN $2 >= $5 THEN 'failed' ELSE 'pending' END"
+                        "UPDATE timers SET attempts = $2::int, last_error = $3, due_at = $4,"
+                        " status = CASE WHEN $2::int >= $5::int THEN 'failed' ELSE 'pending' END"
                         " WHERE id = $1",
                         row["id"],
                         attempts,

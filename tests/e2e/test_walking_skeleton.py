@@ -1,0 +1,179 @@
+"""A dossier flows intake -> routing -> consultation -> notification over Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from deploy.local import SmtpSink
+from tests.e2e.stack import Stack
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.e2e
+
+PERMIT = {
+    "procedure_code": "1.009972",
+    "channel": 1,
+    "applicant": {
+        "name": "Công ty TNHH Xây dựng Minh Long",
+        "object_type": 2,
+        "id_number": "0101234567",
+        "phone": "0912345678",
+        "email": "minhlong@example.vn",
+    },
+    "summary": "Xin cấp phép xây dựng tòa nhà văn phòng 9 tầng",
+    "documents": [{"code": "DDN"}, {"code": "QSDD"}, {"code": "BVTK"}],
+}
+BIRTH = {
+    "procedure_code": "1.001193",
+    "channel": 2,
+    "applicant": {"name": "Nguyễn Thị Lan", "id_number": "001190012345", "email": "lan@example.vn"},
+    "documents": [{"code": "TK"}, {"code": "GCS"}, {"code": "TKCT"}],
+}
+CONSULTED = {"1.009972": 3, "1.001193": 2}
+
+
+async def operator_token(http: httpx.AsyncClient, stack: Stack) -> dict[str, str]:
+    r = await http.post(
+        f"{stack.url('consultation')}/v1/dev/tokens",
+        json={"agency_id": "000.00.00.H29", "role": "operator", "person": "test"},
+    )
+    return {"authorization": f"Bearer {r.json()['token']}"}
+
+
+async def test_one_dossier_end_to_end(
+    stack: Stack, http: httpx.AsyncClient, smtp: SmtpSink
+) -> None:
+    auth = await operator_token(http, stack)
+    started = time.monotonic()
+    r = await http.post(f"{stack.url('intake')}/v1/dossiers", json=PERMIT)
+    assert r.status_code == 201, r.text
+    code = r.json()["code"]
+    assert r.json()["appointment_local"].startswith("17:00 ngày")
+
+    async def notifications() -> list[dict[str, Any]]:
+        res = await http.get(
+            f"{stack.url('notification')}/v1/notifications", params={"dossier": code}
+        )
+        return [n for n in res.json() if n["status"] == "sent"]
+
+    async def requests() -> list[dict[str, Any]]:
+        res = await http.get(
+            f"{stack.url('consultation')}/v1/consultations", params={"dossier": code}, headers=auth
+        )
+        return list(res.json())
+
+    sent = await eventually(notifications, lambda n: len(n) == 1, timeout=10)
+    opened = await eventually(requests, lambda x: len(x) == 3, timeout=10)
+    elapsed = time.monotonic() - started
+    print(f"\nend-to-end: receipt and 3 requests {elapsed:.2f}s after submission")
+    assert sent[0]["kind"] == "form01" and sent[0]["recipient"] == "minhlong@example.vn"
+    assert code in sent[0]["body_text"] and "GIẤY TIẾP NHẬN HỒ SƠ" in sent[0]["body_text"]
+    assert {x["agency_id"] for x in opened} == {"000.70.04.H29", "000.80.06.H29", "000.90.08.H29"}
+    mail = await eventually(lambda: _async(smtp.for_dossier(code)), lambda m: len(m) == 1)
+    assert mail[0]["To"] == "minhlong@example.vn"
+    assert "Giấy tiếp nhận" in mail[0]["Subject"]
+
+    async def timeline() -> list[str]:
+        res = await http.get(f"{stack.url('intake')}/v1/dossiers/{code}")
+        return [e["type"] for e in res.json()["timeline"]]
+
+    types = await eventually(timeline, lambda t: len(t) >= 6)
+    assert types.count("consultation.requested") == 3
+    for t in ("dossier.received", "routing.dossier_routed", "notification.sent"):
+        assert t in types
+    dossier = (await http.get(f"{stack.url('intake')}/v1/dossiers/{code}")).json()
+    assert dossier["status"] == 4  # processing, once routed
+    route = (await http.get(f"{stack.url('routing')}/v1/routes/{code}")).json()
+    assert route["lead_agency"] == "000.50.03.H29" and route["state"] == "consulting"
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+async def test_bad_input_is_refused_clearly(stack: Stack, http: httpx.AsyncClient) -> None:
+    bad = {**PERMIT, "applicant": {**PERMIT["applicant"], "id_number": "12"}}
+    r = await http.post(f"{stack.url('intake')}/v1/dossiers", json=bad)
+    assert r.status_code == 422
+    assert any(
+        e["field"].startswith("applicant") and "digits" in e["reason"] for e in r.json()["errors"]
+    )
+    r = await http.post(
+        f"{stack.url('intake')}/v1/dossiers", json={**PERMIT, "procedure_code": "x"}
+    )
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "procedure_code"
+    r = await http.get(f"{stack.url('notification')}/v1/notifications")
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "query.dossier"
+    r = await http.get(f"{stack.url('consultation')}/v1/consultations")
+    assert r.status_code == 401
+
+
+@pytest.mark.slow
+async def test_sigkill_mid_batch_loses_and_doubles_nothing(
+    stack: Stack, http: httpx.AsyncClient, db: asyncpg.Connection, smtp: SmtpSink
+) -> None:
+    """200 dossiers; routing, consultation and notification are SIGKILLed mid-batch and
+    restarted. Every dossier ends with exactly one receipt and one request per agency."""
+    sem = asyncio.Semaphore(16)
+
+    async def submit(i: int) -> tuple[str, str]:
+        body = PERMIT if i % 2 else BIRTH
+        async with sem:
+            r = await http.post(f"{stack.url('intake')}/v1/dossiers", json=body)
+        assert r.status_code == 201, r.text
+        return r.json()["code"], body["procedure_code"]
+
+    first = await asyncio.gather(*(submit(i) for i in range(100)))
+    for name in ("consultation", "notification", "routing"):
+        stack.kill(name, signal.SIGKILL)
+    second = await asyncio.gather(*(submit(i) for i in range(100, 200)))
+    stack.start("consultation", "notification", "routing")
+    stack.wait_ready("consultation", "notification", "routing")
+    dossiers = dict(first + second)
+    assert len(dossiers) == 200
+
+    expected_requests = sum(CONSULTED[p] for p in dossiers.values())
+    await eventually(
+        lambda: db.fetchval("SELECT count(*) FROM consultation.requests"),
+        lambda n: n >= expected_requests,
+        timeout=90,
+        interval=0.5,
+    )
+    await eventually(
+        lambda: db.fetchval(
+            "SELECT count(*) FROM notification.notifications WHERE status = 'sent'"
+        ),
+        lambda n: n >= 200,
+        timeout=90,
+        interval=0.5,
+    )
+    receipts = await db.fetch(
+        "SELECT dossier_code, count(*) AS n FROM notification.notifications"
+        " WHERE kind = 'form01' GROUP BY dossier_code"
+    )
+    assert {r["dossier_code"] for r in receipts} == set(dossiers)
+    assert all(r["n"] == 1 for r in receipts)
+    per_dossier = await db.fetch(
+        "SELECT dossier_code, count(*) AS n, count(DISTINCT agency_id) AS agencies"
+        " FROM consultation.requests GROUP BY dossier_code"
+    )
+    assert {r["dossier_code"] for r in per_dossier} == set(dossiers)
+    for r in per_dossier:
+        assert r["n"] == r["agencies"] == CONSULTED[dossiers[r["dossier_code"]]]
+    routes = await db.fetchval("SELECT count(*) FROM routing.routes")
+    assert routes == 200
+    # Email is at-least-once: a crash between SMTP and commit may resend, with the same
+    # Message-ID so mailboxes can drop it. Every dossier got its receipt.
+    mailed = {m["X-Lienthong-Dossier"] for m in smtp.messages}
+    assert mailed == set(dossiers)
+    print(
+        f"\nemails: {len(smtp.messages)} for 200 receipts "
+        f"({len(smtp.messages) - 200} redelivered after SIGKILL)"
+    )

@@ -1,0 +1,64 @@
+"""Small helpers shared by integration and end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord
+
+T = TypeVar("T")
+
+
+async def read_topic(
+    bootstrap: str, topic: str, *, at_least: int, timeout: float = 20.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topic`` from the start, once at least ``at_least`` arrived."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    out: list[ConsumerRecord[bytes, bytes]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=300)
+            for records in batch.values():
+                out.extend(records)
+            if len(out) >= at_least:
+                # one more short poll, so extra (duplicate) records would show up too
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    out.extend(records)
+                break
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    ok: Callable[[T], bool],
+    *,
+    timeout: float = 20.0,
+    interval: float = 0.1,
+) -> T:
+    """Poll ``probe`` until ``ok`` holds; returns the last value or fails with it."""
+    deadline = time.monotonic() + timeout
+    value = await probe()
+    while not ok(value):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
+        await asyncio.sleep(interval)
+        value = await probe()
+    return value
+
+
+def headers(record: Any) -> dict[str, str]:
+    return {k: v.decode() for k, v in (record.headers or [])}
