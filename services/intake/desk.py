@@ -236,6 +236,10 @@ class Desk:
                 names = "; ".join(f"{d.code} ({d.name})" for d in left)
                 raise DeskError(422, "documents", f"still missing: {names}")
             paused_at = row["paused_at"]
+            if at > now + timedelta(minutes=5):
+                raise DeskError(422, "supplemented_at", "is in the future")
+            if at.tzinfo is None:
+                raise DeskError(422, "supplemented_at", "must carry a timezone")
             at = max(at, paused_at)
             paused, appointment = domain.resume(
                 self.rt.calendar, row["appointment_at"], paused_at, at

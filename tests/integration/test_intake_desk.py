@@ -1,0 +1,225 @@
+"""The one-stop desk through intake's HTTP API, on the real broker and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import httpx
+import pytest
+
+from services.intake.app import SPEC
+from services.runtime.calendar import VN_TZ, WorkingCalendar, format_local
+from services.runtime.service import create_app
+from services.runtime.settings import ServiceSettings
+
+cal = WorkingCalendar()
+MARRIAGE = {
+    "procedure_code": "1.001022",
+    "channel": 1,
+    "applicant": {"name": "Trần Văn Bình", "id_number": "001090001234", "phone": "0987654321"},
+    "documents": [{"code": "TK", "name": "Tờ khai đăng ký kết hôn"}],
+}
+PERMIT = {
+    "procedure_code": "1.009973",
+    "channel": 1,
+    "applicant": {"name": "Phạm Thị Hoa", "id_number": "001190067890", "email": "hoa@example.vn"},
+    "documents": [{"code": "DDN"}, {"code": "QSDD"}, {"code": "BVTK"}],
+}
+
+
+@pytest.fixture
+async def intake(
+    kafka_bootstrap: str, database_url: str, topic_prefix: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = ServiceSettings.for_service("intake")
+    settings.kafka_bootstrap_servers = kafka_bootstrap
+    settings.database_url = database_url
+    settings.topic_prefix = topic_prefix
+    app = create_app(SPEC, settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://intake") as client:
+            client.app = app  # type: ignore[attr-defined]
+            yield client
+
+
+async def test_catalogue_lists_the_sample(intake: httpx.AsyncClient) -> None:
+    r = await intake.get("/v1/procedures")
+    items = r.json()["items"]
+    assert len(items) >= 12
+    assert sum(1 for p in items if p["consultations"]) >= 4
+    assert (await intake.get("/v1/procedures/nope")).status_code == 404
+
+
+async def test_fifty_concurrent_submissions_get_consecutive_serials(
+    intake: httpx.AsyncClient,
+) -> None:
+    rs = await asyncio.gather(*(intake.post("/v1/dossiers", json=MARRIAGE) for _ in range(50)))
+    assert all(r.status_code == 201 for r in rs), [r.text for r in rs if r.status_code != 201]
+    codes = [r.json()["code"] for r in rs]
+    prefixes = {c.rsplit("-", 1)[0] for c in codes}
+    assert len(prefixes) == 1 and prefixes.pop().startswith("000.03.12.H29-")
+    assert sorted(int(c.rsplit("-", 1)[1]) for c in codes) == list(range(1, 51))
+
+
+async def test_idempotency_key(intake: httpx.AsyncClient) -> None:
+    key = {"Idempotency-Key": "desk-3-20261122-0001"}
+    a = await intake.post("/v1/dossiers", json=MARRIAGE, headers=key)
+    b = await intake.post("/v1/dossiers", json=MARRIAGE, headers=key)
+    assert a.status_code == b.status_code == 201
+    assert a.json() == b.json() and b.headers["Idempotent-Replayed"] == "true"
+    other = {**MARRIAGE, "applicant": {**MARRIAGE["applicant"], "name": "Người Khác"}}
+    c = await intake.post("/v1/dossiers", json=other, headers=key)
+    assert c.status_code == 409
+    assert c.json()["errors"][0]["field"] == "Idempotency-Key"
+    racing = {"Idempotency-Key": "desk-3-20261122-0002"}
+    rs = await asyncio.gather(
+        *(intake.post("/v1/dossiers", json=MARRIAGE, headers=racing) for _ in range(10))
+    )
+    assert len({r.json()["code"] for r in rs}) == 1
+
+
+async def test_friday_before_tet_after_cutoff_is_one_working_day_later(
+    intake: httpx.AsyncClient,
+) -> None:
+    def at(h: int, m: int) -> dict:
+        return {**PERMIT, "received_at": datetime(2026, 2, 13, h, m, tzinfo=VN_TZ).isoformat()}
+
+    early = (await intake.post("/v1/dossiers", json=at(14, 59))).json()
+    late = (await intake.post("/v1/dossiers", json=at(15, 30))).json()
+    # 15 working days; Tết 16-20 Feb and weekends skipped
+    assert early["appointment_local"] == "17:00 ngày 13/03/2026"
+    assert late["appointment_local"] == "17:00 ngày 16/03/2026"
+    e = datetime.fromisoformat(early["appointment_at"]).astimezone(VN_TZ).date()
+    l_ = datetime.fromisoformat(late["appointment_at"]).astimezone(VN_TZ).date()
+    assert cal.working_days_between(e, l_) == 1
+    assert early["code"].startswith("000.01.12.H29-260213-")
+
+
+async def test_missing_document_supplement_resumes_the_clock(intake: httpx.AsyncClient) -> None:
+    received = datetime(2026, 11, 16, 9, 0, tzinfo=VN_TZ)  # Monday
+    body = {**PERMIT, "documents": PERMIT["documents"][:2], "received_at": received.isoformat()}
+    r = await intake.post("/v1/dossiers", json=body)
+    assert r.status_code == 201
+    first = r.json()
+    assert (first["outcome"], first["status"], first["missing_documents"]) == (
+        "supplement_requested",
+        5,
+        ["BVTK"],
+    )
+    code = first["code"]
+    wrong = await intake.post(
+        f"/v1/dossiers/{code}/supplements", json={"documents": [{"code": "XYZ"}]}
+    )
+    assert wrong.status_code == 422 and "BVTK" in wrong.json()["errors"][0]["reason"]
+    came_back = datetime(2026, 11, 19, 10, 30, tzinfo=VN_TZ)  # Thu; Tue 24 Nov is a holiday
+    r = await intake.post(
+        f"/v1/dossiers/{code}/supplements",
+        json={"documents": [{"code": "BVTK"}], "supplemented_at": came_back.isoformat()},
+    )
+    assert r.status_code == 200, r.text
+    resumed = r.json()
+    paused = cal.working_seconds_between(received, came_back)
+    assert resumed["paused_working_seconds"] == paused == (7 + 8 + 8 + 2.5) * 3600
+    before = datetime.fromisoformat(first["appointment_at"])
+    after = datetime.fromisoformat(resumed["appointment_at"].replace("Z", "+00:00"))
+    assert cal.working_seconds_between(before, after) == paused
+    assert format_local(before) == "17:00 ngày 08/12/2026"
+    assert format_local(after) == "09:30 ngày 14/12/2026"
+    dossier = (await intake.get(f"/v1/dossiers/{code}")).json()
+    assert dossier["status"] == 2 and dossier["supplement_requests"] == 1
+    again = await intake.post(
+        f"/v1/dossiers/{code}/supplement-requests", json={"missing": ["QSDD"]}
+    )
+    assert again.status_code == 409
+    assert "only one request" in again.json()["detail"]
+    types = await intake.app.state.runtime.pool.fetch(  # type: ignore[attr-defined]
+        "SELECT event_type FROM outbox WHERE key = $1 ORDER BY id", code
+    )
+    assert [t["event_type"] for t in types] == [
+        "dossier.supplement_requested",
+        "dossier.supplemented",
+        "dossier.received",
+    ]
+
+
+async def test_one_supplement_request_during_processing(intake: httpx.AsyncClient) -> None:
+    code = (await intake.post("/v1/dossiers", json=PERMIT)).json()["code"]
+    bad = await intake.post(f"/v1/dossiers/{code}/supplement-requests", json={"missing": ["NOPE"]})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "missing"
+    ok = await intake.post(
+        f"/v1/dossiers/{code}/supplement-requests",
+        json={"missing": ["QSDD"], "note": "Bản sao chưa chứng thực"},
+    )
+    assert ok.status_code == 201
+    second = await intake.post(
+        f"/v1/dossiers/{code}/supplement-requests", json={"missing": ["BVTK"]}
+    )
+    assert second.status_code == 409
+
+
+async def test_refusal_and_unknown_procedure(intake: httpx.AsyncClient) -> None:
+    org = {
+        **MARRIAGE,
+        "applicant": {"name": "Công ty A", "object_type": 2, "id_number": "0101234567"},
+    }
+    r = await intake.post("/v1/dossiers", json=org)
+    assert r.status_code == 201
+    assert (r.json()["outcome"], r.json()["status"]) == ("refused", 3)
+    assert "không áp dụng" in r.json()["reasons"][0]
+    r = await intake.post("/v1/dossiers", json={**MARRIAGE, "procedure_code": "9.999999"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "procedure_code"
+    r = await intake.post(
+        "/v1/dossiers", json={**MARRIAGE, "received_at": "2099-01-01T00:00:00+07:00"}
+    )
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "received_at"
+
+
+async def test_portal_payload_makes_the_same_dossier_as_the_desk(
+    intake: httpx.AsyncClient,
+) -> None:
+    desk = {
+        **PERMIT,
+        "channel": 2,
+        "summary": "Xây nhà ở riêng lẻ 3 tầng",
+        "applicant": {**PERMIT["applicant"], "phone": "0912345678"},
+        "received_at": datetime(2026, 11, 20, 10, 0, tzinfo=VN_TZ).isoformat(),
+    }
+    portal = {
+        "MaHoSo": "G22.99-261120-000123",
+        "MaTTHC": "1.009973",
+        "KenhThucHien": 2,
+        "ChuHoSo": "Phạm Thị Hoa",
+        "LoaiDoiTuong": 1,
+        "MaDoiTuong": "001190067890",
+        "SoDienThoai": "0912345678",
+        "Email": "hoa@example.vn",
+        "TrichYeuHoSo": "Xây nhà ở riêng lẻ 3 tầng",
+        "NgayTiepNhan": "20261120100000",
+        "TaiLieuNop": [{"MaThanhPhanHoSo": c} for c in ("DDN", "QSDD", "BVTK")],
+    }
+    d = await intake.post("/v1/dossiers", json=desk)
+    p = await intake.post("/v1/portal/dossiers", json=portal)
+    assert p.status_code == 200 and p.json()["error_code"] == 0, p.text
+    again = await intake.post("/v1/portal/dossiers", json=portal)
+    assert again.json()["MaHoSo"] == p.json()["MaHoSo"]  # the portal retried: same dossier
+    dv = (await intake.get(f"/v1/dossiers/{d.json()['code']}")).json()
+    pv = (await intake.get(f"/v1/dossiers/{p.json()['MaHoSo']}")).json()
+    for k in (
+        "procedure_code",
+        "procedure_version",
+        "channel",
+        "applicant",
+        "status",
+        "appointment_at",
+        "documents",
+    ):
+        assert dv[k] == pv[k], k
+    assert p.json()["NgayHenTra"] == datetime.fromisoformat(
+        dv["appointment_at"].replace("Z", "+00:00")
+    ).astimezone(VN_TZ).strftime("%Y%m%d%H%M%S")
+    bad = await intake.post("/v1/portal/dossiers", json={**portal, "NgayTiepNhan": "20-11-2026"})
+    assert bad.status_code == 422 and bad.json()["error_code"] != 0
+    assert "NgayTiepNhan" in bad.json()["message"]
