@@ -52,7 +52,7 @@ def build_router(rt: Runtime, opinions: Opinions, book: TemplateBook) -> APIRout
     r = APIRouter(prefix="/v1")
 
     def claims(request: Request) -> auth.Claims:
-        return auth.bearer(request, rt.settings.jwt_secret)
+        return auth.bearer(request, rt.settings.jwt_secret, rt.clock.now())
 
     Caller = Annotated[auth.Claims, Depends(claims)]
 

@@ -296,9 +296,11 @@ class Opinions:
                 status=Status.OPEN.value,
             )
             await timers.cancel(conn, [str(rid)])
-            # Free the refs of reminders and the final lapse so they can be planned anew.
+            # Free the refs of cancelled timers and of fired reminders and finals so they can
+            # be planned anew; fired escalation rungs stay as the record of the climb.
             await conn.execute(
-                "DELETE FROM timers WHERE owner = $1 AND status <> 'pending' AND kind <> $2",
+                "DELETE FROM timers WHERE owner = $1"
+                " AND (status = 'cancelled' OR (status <> 'pending' AND kind <> $2))",
                 str(rid),
                 domain.ESCALATE,
             )

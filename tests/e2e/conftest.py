@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from deploy.local import SmtpSink
+from services.runtime.clock import FileOffsetClock
 from tests.e2e.stack import Stack
 
 
@@ -20,8 +21,19 @@ def smtp() -> Iterator[SmtpSink]:
 
 
 @pytest.fixture
+def clock(tmp_path: Path) -> FileOffsetClock:
+    """The clock every service of the stack reads: moving it moves time for all."""
+    return FileOffsetClock(tmp_path / "clock-offset")
+
+
+@pytest.fixture
 def stack(
-    kafka_bootstrap: str, database_url: str, topic_prefix: str, tmp_path: Path, smtp: SmtpSink
+    kafka_bootstrap: str,
+    database_url: str,
+    topic_prefix: str,
+    tmp_path: Path,
+    smtp: SmtpSink,
+    clock: FileOffsetClock,
 ) -> Iterator[Stack]:
     s = Stack(
         bootstrap=kafka_bootstrap,
@@ -29,7 +41,7 @@ def stack(
         topic_prefix=topic_prefix,
         logs=tmp_path,
         smtp_port=smtp.port,
-        extra={"CONSULTATION_DEV_TOKENS": "1"},
+        extra={"CONSULTATION_DEV_TOKENS": "1", "LIENTHONG_CLOCK_FILE": str(clock.path)},
     )
     s.start()
     try:
