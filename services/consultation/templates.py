@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
 
+import jinja2
 import yaml
 from jinja2 import Environment, StrictUndefined
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -146,5 +148,10 @@ class TemplateBook:
 _env = Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled_subject(source: str) -> jinja2.Template:
+    return _env.from_string(source)
+
+
 def render_subject(template: Template, **context: object) -> str:
-    return _env.from_string(template.subject).render(**context)
+    return _compiled_subject(template.subject).render(**context)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import Environment, StrictUndefined
+from jinja2 import Environment, StrictUndefined, Template
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.common import Applicant, Channel
@@ -54,6 +54,7 @@ class FormBook:
 
     def __init__(self, forms: list[Form]) -> None:
         self.forms = {f.kind: f for f in forms}
+        self._compiled: dict[tuple[str, int], tuple[Template, Template, Template]] = {}
 
     @classmethod
     def load(cls, directory: Path = FORMS_DIR) -> FormBook:
@@ -75,14 +76,23 @@ class FormBook:
 
     def render(self, kind: str, on: date, context: dict[str, Any]) -> Rendered:
         v = self.in_force(kind, on)
+        compiled = self._compiled.get((kind, v.version))
+        if compiled is None:  # compiling costs far more than rendering: once per version
+            compiled = (
+                _text_env.from_string(v.subject),
+                _text_env.from_string(v.text),
+                _html_env.from_string(v.html),
+            )
+            self._compiled[(kind, v.version)] = compiled
+        subject, text, html = compiled
         ctx = {**context, "legal_basis": v.legal_basis}
         return Rendered(
             kind=kind,
             version=v.version,
             legal_basis=v.legal_basis,
-            subject=_text_env.from_string(v.subject).render(**ctx).strip(),
-            text=_text_env.from_string(v.text).render(**ctx),
-            html=_html_env.from_string(v.html).render(**ctx),
+            subject=subject.render(**ctx).strip(),
+            text=text.render(**ctx),
+            html=html.render(**ctx),
         )
 
 

@@ -50,6 +50,7 @@ class EventConsumer:
     retry_later_limit: int = 120
     session_timeout_ms: int = 2000
     heartbeat_interval_ms: int = 500
+    fetch_max_wait_ms: int = 100
     processed: int = 0
     _attempts: dict[str, int] = field(default_factory=dict)
     subscriber: Any = None
@@ -74,6 +75,7 @@ class EventConsumer:
             heartbeat_interval_ms=self.heartbeat_interval_ms,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             max_poll_records=200,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
         )
         self.subscriber(on_message)
 

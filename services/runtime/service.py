@@ -120,6 +120,7 @@ def create_app(
             max_attempts=settings.handler_max_attempts,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         )
         rt.consumer.register(broker, lambda: rt.pool, lambda: rt.producer)
     log = rlog.get_logger(spec.name)

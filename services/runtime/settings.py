@@ -44,6 +44,12 @@ class ServiceSettings(BaseSettings):
         500, validation_alias=AliasChoices("LIENTHONG_KAFKA_HEARTBEAT_INTERVAL_MS")
     )
 
+    # The embedded broker's fetch long-poll does not wake when data arrives: an idle
+    # consumer sees new records only when this expires (measured; bench/pipeline.py).
+    kafka_fetch_max_wait_ms: int = Field(
+        100, validation_alias=AliasChoices("LIENTHONG_KAFKA_FETCH_MAX_WAIT_MS")
+    )
+
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     db_schema: str = ""
