@@ -129,6 +129,27 @@ def _run(
             f"{urls['consultation']}/v1/consultations?dossier=CODE",
             soft_wrap=True,
         )
+        console.print("Opinion requests (agency inbox, signed replies):")
+        console.print(
+            f"  curl -s -X POST {urls['consultation']}/v1/dev/tokens -H 'content-type:"
+            ' application/json\' -d \'{"agency_id": "000.90.08.H29"}\'   # an agency token',
+            soft_wrap=True,
+        )
+        console.print(
+            "  .venv/bin/python -m services.consultation.cli keygen --key-id pc07 --agency"
+            f" 000.90.08.H29 --person 'Lê Văn Hùng' --register {urls['consultation']}"
+            " --token $(cat .run/operator-token)",
+            soft_wrap=True,
+        )
+        console.print(
+            "  .venv/bin/python -m services.consultation.cli sign --key-file .run/keys/pc07.pem"
+            " --key-id pc07 --request REQUEST_ID --decision agree > reply.json",
+            soft_wrap=True,
+        )
+        console.print(
+            "Move time for every service: echo SECONDS > .run/clock-offset"
+            "   (DEMO_MINUTES=1 make run: a working day lasts a minute)"
+        )
         console.print("Watch every event live:  .venv/bin/python -m deploy.watch")
         console.print("Ctrl-C stops everything.")
         (RUN / "operator-token").write_text(token)

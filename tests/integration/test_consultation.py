@@ -380,6 +380,10 @@ async def test_audit_chain_verifies_and_reports_an_altered_row(h: Harness) -> No
     trail = (await h.http.get(f"/v1/consultations/{fire}/audit", headers=h.token(LEAD))).json()
     assert [a["action"] for a in trail] == ["opened", "read", "replied"]
 
+    from services.consultation import cli
+
+    url = h.rt.settings.database_url
+    assert await cli._verify(url, "consultation") == 0
     async with h.rt.pool.acquire() as conn:
         with pytest.raises(Exception, match="append-only"):
             await conn.execute(
@@ -395,3 +399,4 @@ async def test_audit_chain_verifies_and_reports_an_altered_row(h: Harness) -> No
     assert result["ok"] is False
     broken = result["first_broken"]
     assert (broken["request_id"], broken["seq"], broken["reason"]) == (fire, 2, "content altered")
+    assert await cli._verify(url, "consultation") == 1

@@ -123,3 +123,61 @@ def test_audit_chain_detects_alteration_and_removal() -> None:
     broken = domain.verify_chain(altered, prev)
     assert broken is not None and broken.seq == 2 and "altered" in broken.reason
     assert domain.verify_chain(rows[:2], prev) is not None
+
+
+def test_cli_keygen_and_sign_make_a_verifiable_reply(tmp_path: Path, capsys) -> None:
+    import json
+
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from services.consultation import cli
+
+    pem = tmp_path / "k.pem"
+    assert (
+        cli.main(
+            [
+                "keygen",
+                "--key-id",
+                "k1",
+                "--agency",
+                "000.70.04.H29",
+                "--person",
+                "Nguyễn Văn A",
+                "--out",
+                str(pem),
+            ]
+        )
+        == 0
+    )
+    public = base64.b64decode(json.loads(capsys.readouterr().out)["public_key"])
+    rid = uuid.uuid4()
+    assert (
+        cli.main(
+            [
+                "sign",
+                "--key-file",
+                str(pem),
+                "--key-id",
+                "k1",
+                "--request",
+                str(rid),
+                "--decision",
+                "disagree",
+                "--reasons",
+                "Không phù hợp quy hoạch",
+            ]
+        )
+        == 0
+    )
+    body = json.loads(capsys.readouterr().out)
+    assert load_pem_private_key(pem.read_bytes(), None) is not None
+    signer = domain.Signer("k1", "000.70.04.H29", "A", Role.DEPARTMENT_HEAD, public)
+    domain.verify_signature(
+        signer,
+        agency_id="000.70.04.H29",
+        allowed_roles=(Role.DEPARTMENT_HEAD,),
+        message=domain.canonical_reply(
+            rid, Decision.DISAGREE, None, body["reasons"], "k1", body["nonce"]
+        ),
+        signature_b64=body["signature"],
+    )
