@@ -53,3 +53,26 @@ def pct(values: list[float], p: float) -> float:
     if len(values) == 1:
         return values[0]
     return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
+
+
+async def seed_requests(
+    pool: asyncpg.Pool, n: int, *, due: object, template_id: str, agency_id: str
+) -> None:
+    """``n`` open opinion requests of distinct dossiers, all due at ``due``."""
+    await pool.execute(
+        """
+        INSERT INTO requests(id, dossier_code, lead_agency, lead_agency_name, agency_id,
+            agency_name, template_id, template_version, subject, body_text, body_html,
+            requested_at, due_at)
+        SELECT md5('r' || g)::uuid,
+               '000.00.16.H29-2612' || lpad((g / 9000 + 1)::text, 2, '0') || '-'
+                   || lpad((g % 9000 + 1)::text, 4, '0'),
+               '000.50.03.H29', 'Sở Xây dựng', $3, 'Cơ quan được hỏi ý kiến',
+               $4, 1, 's', 't', 'h', $1::timestamptz - interval '21 days', $1
+        FROM generate_series(1, $2::int) g
+        """,
+        due,
+        n,
+        agency_id,
+        template_id,
+    )

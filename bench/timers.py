@@ -17,7 +17,7 @@ import asyncpg
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import database, fresh_database, pct
+from bench.common import database, fresh_database, pct, seed_requests
 from services.consultation import domain, handlers
 from services.consultation.app import SPEC
 from services.consultation.opinions import Opinions
@@ -54,20 +54,12 @@ async def claim_cost(pool: asyncpg.Pool, at: datetime, runs: int = 30) -> float:
 
 async def seed(pool: asyncpg.Pool, due: datetime, others: int) -> None:
     await pool.execute("TRUNCATE requests, audit, timers, outbox")
-    await pool.execute(
-        """
-        INSERT INTO requests(id, dossier_code, lead_agency, lead_agency_name, agency_id,
-            agency_name, template_id, template_version, subject, body_text, body_html,
-            requested_at, due_at)
-        SELECT md5('r' || g)::uuid,
-               '000.00.16.H29-2612' || lpad((g / 9000 + 1)::text, 2, '0') || '-'
-                   || lpad((g % 9000 + 1)::text, 4, '0'),
-               '000.50.03.H29', 'Sở Xây dựng', '000.70.04.H29', 'Sở QH-KT',
-               'planning-architecture-opinion', 1, 's', 't', 'h', $1, $1
-        FROM generate_series(1, $2::int) g
-        """,
-        due - timedelta(days=21),
+    await seed_requests(
+        pool,
         LAPSING,
+        due=due,
+        template_id="planning-architecture-opinion",
+        agency_id="000.70.04.H29",
     )
     await pool.execute(
         "INSERT INTO timers(kind, ref, owner, due_at, payload)"

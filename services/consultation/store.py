@@ -10,17 +10,11 @@ import asyncpg
 
 from services.consultation import domain
 from services.consultation.templates import Role
+from services.runtime.db import insert_row, update_row
 
 
 async def insert_request(conn: asyncpg.Connection, **row: Any) -> bool:
-    cols = list(row)
-    inserted = await conn.fetchval(
-        f"INSERT INTO requests({', '.join(cols)}) VALUES"
-        f" ({', '.join(f'${i + 1}' for i in range(len(cols)))})"
-        " ON CONFLICT (dossier_code, agency_id) DO NOTHING RETURNING true",
-        *row.values(),
-    )
-    return bool(inserted)
+    return await insert_row(conn, "requests", row, on_conflict="(dossier_code, agency_id)")
 
 
 async def open_round(conn: asyncpg.Connection, code: str, expected: int, at: datetime) -> None:
@@ -41,8 +35,7 @@ async def get_request(
 
 
 async def update_request(conn: asyncpg.Connection, rid: UUID, **fields: Any) -> None:
-    sets = ", ".join(f"{k} = ${i + 2}" for i, k in enumerate(fields))
-    await conn.execute(f"UPDATE requests SET {sets} WHERE id = $1", rid, *fields.values())
+    await update_row(conn, "requests", "id", rid, fields)
 
 
 async def list_requests(

@@ -9,6 +9,7 @@ import asyncpg
 
 from contracts.common import Procedure
 from contracts.envelope import Envelope
+from services.runtime.db import insert_row, update_row
 
 
 async def save_procedure(conn: asyncpg.Connection, p: Procedure) -> bool:
@@ -42,12 +43,7 @@ async def find_by_idempotency_key(conn: asyncpg.Connection, key: str) -> asyncpg
 
 
 async def insert_dossier(conn: asyncpg.Connection, row: dict[str, Any]) -> None:
-    cols = list(row)
-    await conn.execute(
-        f"INSERT INTO dossiers({', '.join(cols)}) VALUES"
-        f" ({', '.join(f'${i + 1}' for i in range(len(cols)))})",
-        *row.values(),
-    )
+    await insert_row(conn, "dossiers", row)
 
 
 async def get_dossier(
@@ -58,10 +54,7 @@ async def get_dossier(
 
 
 async def update_dossier(conn: asyncpg.Connection, code: str, **fields: Any) -> None:
-    sets = ", ".join(f"{k} = ${i + 2}" for i, k in enumerate(fields))
-    await conn.execute(
-        f"UPDATE dossiers SET {sets}, updated_at = now() WHERE code = $1", code, *fields.values()
-    )
+    await update_row(conn, "dossiers", "code", code, fields, touch="updated_at")
 
 
 async def record_event(conn: asyncpg.Connection, env: Envelope) -> None:

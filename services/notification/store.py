@@ -8,16 +8,11 @@ from uuid import UUID
 
 import asyncpg
 
+from services.runtime.db import insert_row
+
 
 async def insert(conn: asyncpg.Connection, **row: Any) -> bool:
-    cols = list(row)
-    inserted = await conn.fetchval(
-        f"INSERT INTO notifications({', '.join(cols)}) VALUES"
-        f" ({', '.join(f'${i + 1}' for i in range(len(cols)))})"
-        " ON CONFLICT DO NOTHING RETURNING true",
-        *row.values(),
-    )
-    return bool(inserted)
+    return await insert_row(conn, "notifications", row, on_conflict="")
 
 
 async def get(conn: asyncpg.Connection | asyncpg.Pool, nid: UUID) -> asyncpg.Record | None:

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from contracts.common import Procedure
+from services.runtime.db import insert_row
 
 
 async def save_procedure(conn: asyncpg.Connection, p: Procedure) -> None:
@@ -28,14 +29,7 @@ async def get_procedure(conn: asyncpg.Connection, code: str, version: int) -> Pr
 
 
 async def insert_route(conn: asyncpg.Connection, **row: Any) -> bool:
-    cols = list(row)
-    inserted = await conn.fetchval(
-        f"INSERT INTO routes({', '.join(cols)}) VALUES"
-        f" ({', '.join(f'${i + 1}' for i in range(len(cols)))})"
-        " ON CONFLICT (dossier_code) DO NOTHING RETURNING true",
-        *row.values(),
-    )
-    return bool(inserted)
+    return await insert_row(conn, "routes", row, on_conflict="(dossier_code)")
 
 
 async def get_route(conn: asyncpg.Connection | asyncpg.Pool, code: str) -> asyncpg.Record | None:

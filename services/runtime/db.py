@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -45,6 +46,38 @@ async def ensure_schema(dsn: str, schema: str) -> None:
         pass  # two replicas raced to create it
     finally:
         await conn.close()
+
+
+async def insert_row(
+    conn: asyncpg.Connection, table: str, row: dict[str, Any], *, on_conflict: str | None = None
+) -> bool:
+    """INSERT one row from a dict; False if ``on_conflict`` (e.g. ``"(id)"`` or ``""``) made
+    it a no-op. Column and table names come from code, never from input."""
+    cols = ", ".join(row)
+    params = ", ".join(f"${i + 1}" for i in range(len(row)))
+    sql = f"INSERT INTO {table}({cols}) VALUES ({params})"
+    if on_conflict is not None:
+        sql += f" ON CONFLICT {on_conflict} DO NOTHING"
+    inserted = await conn.fetchval(sql + " RETURNING true", *row.values())
+    return bool(inserted)
+
+
+async def update_row(
+    conn: asyncpg.Connection,
+    table: str,
+    key: str,
+    value: Any,
+    fields: dict[str, Any],
+    *,
+    touch: str | None = None,
+) -> None:
+    """UPDATE the row whose ``key`` is ``value`` with ``fields`` (and ``touch`` = now())."""
+    sets = [f"{k} = ${i + 2}" for i, k in enumerate(fields)]
+    if touch:
+        sets.append(f"{touch} = now()")
+    await conn.execute(
+        f"UPDATE {table} SET {', '.join(sets)} WHERE {key} = $1", value, *fields.values()
+    )
 
 
 def _lock_key(schema: str) -> int:

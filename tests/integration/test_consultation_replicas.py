@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from bench.common import seed_requests
 from services.consultation import domain, handlers
 from services.consultation.app import SPEC
 from services.consultation.opinions import Opinions
@@ -24,20 +25,8 @@ DUE = datetime(2026, 12, 8, 17, 0, tzinfo=VN_TZ)
 
 
 async def seed(pool: asyncpg.Pool) -> None:
-    await pool.execute(
-        """
-        INSERT INTO requests(id, dossier_code, lead_agency, lead_agency_name, agency_id,
-            agency_name, template_id, template_version, subject, body_text, body_html,
-            requested_at, due_at)
-        SELECT md5('r' || g)::uuid,
-               '000.00.16.H29-2612' || lpad((g / 9000 + 1)::text, 2, '0') || '-'
-                   || lpad((g % 9000 + 1)::text, 4, '0'),
-               '000.50.03.H29', 'Sở Xây dựng', '000.80.06.H29', 'Sở NN và MT',
-               'environment-opinion', 1, 's', 't', 'h', $1::timestamptz - interval '7 days', $1
-        FROM generate_series(1, $2::int) g
-        """,
-        DUE,
-        N,
+    await seed_requests(
+        pool, N, due=DUE, template_id="environment-opinion", agency_id="000.80.06.H29"
     )
     await pool.execute(
         "INSERT INTO timers(kind, ref, owner, due_at)"

@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime
 
 import asyncpg
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from contracts.envelope import Envelope, new_envelope
@@ -34,11 +35,15 @@ def sent(n: int = 0) -> NotificationSent:
     )
 
 
-async def test_relay_publishes_only_committed_events(
-    pool: asyncpg.Pool, kafka_bootstrap: str, topic_prefix: str, database_url: str
-) -> None:
+@pytest.fixture
+async def outbox(kafka_bootstrap: str, topic_prefix: str) -> Outbox:
     await ensure_topics(kafka_bootstrap, topic_prefix)
-    outbox = Outbox("test", SystemClock(), topic_prefix)
+    return Outbox("test", SystemClock(), topic_prefix)
+
+
+async def test_relay_publishes_only_committed_events(
+    pool: asyncpg.Pool, outbox: Outbox, kafka_bootstrap: str, topic_prefix: str, database_url: str
+) -> None:
     async with pool.acquire() as conn, conn.transaction():
         kept = [await outbox.add(conn, sent(i), subject=CODE) for i in range(3)]
     try:
@@ -65,10 +70,8 @@ async def test_relay_publishes_only_committed_events(
 
 
 async def test_two_relays_publish_each_row_once(
-    pool: asyncpg.Pool, kafka_bootstrap: str, topic_prefix: str, database_url: str
+    pool: asyncpg.Pool, outbox: Outbox, kafka_bootstrap: str, topic_prefix: str, database_url: str
 ) -> None:
-    await ensure_topics(kafka_bootstrap, topic_prefix)
-    outbox = Outbox("test", SystemClock(), topic_prefix)
     async with pool.acquire() as conn, conn.transaction():
         for i in range(1000):
             await outbox.add(conn, sent(i), subject=CODE)
