@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import uuid
 from collections.abc import Iterable
@@ -24,6 +25,23 @@ from services.runtime.logging import get_logger
 from services.runtime.metrics import EVENTS_PUBLISHED, OUTBOX_PENDING, RELAY_LATENCY
 
 log = get_logger(__name__)
+
+_correlation: contextvars.ContextVar[uuid.UUID | None] = contextvars.ContextVar(
+    "correlation_id", default=None
+)
+
+
+def current_correlation() -> uuid.UUID | None:
+    """The correlation id of the HTTP request being served, if any."""
+    return _correlation.get()
+
+
+def set_correlation(value: uuid.UUID | None) -> contextvars.Token[uuid.UUID | None]:
+    return _correlation.set(value)
+
+
+def reset_correlation(token: contextvars.Token[uuid.UUID | None]) -> None:
+    _correlation.reset(token)
 
 
 def kafka_headers(env: Envelope) -> dict[str, str]:
@@ -60,7 +78,9 @@ class Outbox:
             subject=subject,
             producer=self.producer,
             occurred_at=self.clock.now(),
-            correlation_id=cause.correlation_id if cause else correlation_id,
+            correlation_id=(
+                cause.correlation_id if cause else correlation_id or current_correlation()
+            ),
             causation_id=cause.event_id if cause else None,
             event_id=event_id,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,13 @@ from services.runtime.calendar import CalendarOverrides, WorkingCalendar
 from services.runtime.clock import Clock, make_clock
 from services.runtime.consumer import EventConsumer, Handler
 from services.runtime.db import create_pool, migrate
-from services.runtime.outbox import Outbox, OutboxRelay, Waker
+from services.runtime.outbox import (
+    Outbox,
+    OutboxRelay,
+    Waker,
+    reset_correlation,
+    set_correlation,
+)
 from services.runtime.settings import ServiceSettings
 from services.runtime.timers import TimerHandler, TimerScheduler
 
@@ -185,6 +192,24 @@ def create_app(
     app.state.runtime = rt
     app.add_exception_handler(RequestValidationError, _problem_422)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _problem_http)  # type: ignore[arg-type]
+
+    @app.middleware("http")
+    async def correlation(request: Request, call_next: Any) -> Response:
+        """Take ``X-Correlation-ID`` (or make one), bind it to logs and to the events this
+        request causes, and echo it back."""
+        header = request.headers.get("x-correlation-id", "")
+        try:
+            cid = uuid.UUID(header)
+        except ValueError:
+            cid = uuid.uuid4()
+        token = set_correlation(cid)
+        try:
+            with rlog.bound_contextvars(correlation_id=str(cid)):
+                response: Response = await call_next(request)
+        finally:
+            reset_correlation(token)
+        response.headers["X-Correlation-ID"] = str(cid)
+        return response
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DEV_JWT_SECRET = "dev-only-secret-change-me-0123456789abcdef"
+
 
 class ServiceSettings(BaseSettings):
     """Everything a service reads from its environment.
@@ -68,7 +70,7 @@ class ServiceSettings(BaseSettings):
     smtp_sender: str = "mot-cua@lienthong.local"
 
     # consultation
-    jwt_secret: str = "dev-only-secret-change-me-0123456789abcdef"
+    jwt_secret: str = DEV_JWT_SECRET
     templates_dir: str | None = None
     demo_minutes: bool = False
     dev_tokens: bool = False

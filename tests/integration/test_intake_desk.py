@@ -223,3 +223,17 @@ async def test_portal_payload_makes_the_same_dossier_as_the_desk(
     bad = await intake.post("/v1/portal/dossiers", json={**portal, "NgayTiepNhan": "20-11-2026"})
     assert bad.status_code == 422 and bad.json()["error_code"] != 0
     assert "NgayTiepNhan" in bad.json()["message"]
+
+
+async def test_correlation_id_flows_from_the_desk_into_the_event(
+    intake: httpx.AsyncClient,
+) -> None:
+    cid = "6f1c2a9e-1111-4c3b-9c1d-2b7e0a5d9f00"
+    r = await intake.post("/v1/dossiers", json=MARRIAGE, headers={"X-Correlation-ID": cid})
+    assert r.headers["X-Correlation-ID"] == cid
+    payload = await intake.app.state.runtime.pool.fetchval(  # type: ignore[attr-defined]
+        "SELECT payload FROM outbox WHERE key = $1", r.json()["code"]
+    )
+    assert f'"correlation_id":"{cid}"' in payload
+    other = await intake.post("/v1/dossiers", json=MARRIAGE, headers={"X-Correlation-ID": "junk"})
+    assert other.headers["X-Correlation-ID"] != "junk"
