@@ -156,7 +156,8 @@ def _run(
 
     threading.Thread(target=announce, daemon=True).start()
     manager.loop()
-    return manager.returncode or 0
+    # Ctrl-C (130) or SIGTERM (143) is a stop the user asked for, not a failure.
+    return 0 if manager.returncode in (None, 130, 143) else manager.returncode
 
 
 def _operator_token(consultation_url: str) -> str:
