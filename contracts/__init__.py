@@ -5,7 +5,7 @@ documents under ``contracts/schema`` are generated from them (``make contracts``
 """
 
 from contracts.envelope import Envelope, EventPayload, new_envelope
-from contracts.events import EVENT_TYPES, event_type_of, parse_payload
+from contracts.events import EVENT_TYPES, parse_payload
 from contracts.topics import TOPICS, Topic, topic_for
 
 __all__ = [
@@ -14,7 +14,6 @@ __all__ = [
     "Envelope",
     "EventPayload",
     "Topic",
-    "event_type_of",
     "new_envelope",
     "parse_payload",
     "topic_for",

@@ -326,7 +326,3 @@ def parse_payload(event_type: str, data: dict[str, Any]) -> EventPayload:
     except KeyError:
         raise UnknownEventType(f"unknown event type {event_type!r}") from None
     return model.model_validate(data)
-
-
-def event_type_of(payload: EventPayload | type[EventPayload]) -> str:
-    return payload.event_type

@@ -82,10 +82,6 @@ async def complete_round(conn: asyncpg.Connection, code: str, at: datetime) -> b
     return bool(done)
 
 
-async def get_round(conn: asyncpg.Connection | asyncpg.Pool, code: str) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM rounds WHERE dossier_code = $1", code)
-
-
 # --- signers and nonces ----------------------------------------------------------------------
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 import asyncpg
@@ -95,7 +95,3 @@ async def set_status_if(
 async def count_by_status(pool: asyncpg.Pool) -> dict[int, int]:
     rows = await pool.fetch("SELECT status, count(*) AS n FROM dossiers GROUP BY status")
     return {r["status"]: r["n"] for r in rows}
-
-
-def now_or(value: datetime | None, now: datetime) -> datetime:
-    return value if value is not None else now

@@ -107,14 +107,6 @@ class WorkingCalendar:
             count += self.is_working_day(d)
         return count
 
-    def working_days_in(self, year: int) -> list[date]:
-        d, out = date(year, 1, 1), []
-        while d.year == year:
-            if self.is_working_day(d):
-                out.append(d)
-            d += timedelta(days=1)
-        return out
-
     # --- hours ---------------------------------------------------------------------------
 
     def _intervals(self, d: date) -> Iterable[tuple[datetime, datetime]]:

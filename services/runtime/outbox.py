@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import json
 import uuid
-from collections.abc import Iterable
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -117,9 +115,6 @@ class Waker:
     def _on_notify(self, *_: object) -> None:
         self._event.set()
 
-    def poke(self) -> None:
-        self._event.set()
-
     async def wait(self, seconds: float) -> None:
         if self._conn is not None and self._conn.is_closed():
             await self.start()  # the listening connection dropped: listen again
@@ -202,11 +197,3 @@ class OutboxRelay:
         n: int = await self.pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
         OUTBOX_PENDING.set(n)
         return n
-
-
-def decode_headers(headers: Iterable[tuple[str, bytes]] | None) -> dict[str, str]:
-    return {k: v.decode(errors="replace") for k, v in (headers or [])}
-
-
-def dumps(obj: object) -> str:
-    return json.dumps(obj, ensure_ascii=False, default=str)

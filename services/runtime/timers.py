@@ -137,12 +137,6 @@ class TimerScheduler:
         self.fired += len(fired)
         return len(rows)
 
-    async def next_due_in(self) -> float | None:
-        due: datetime | None = await self.pool.fetchval(
-            "SELECT min(due_at) FROM timers WHERE status = 'pending'"
-        )
-        return None if due is None else (due - self.clock.now()).total_seconds()
-
     async def run(self) -> None:
         while True:
             try:
