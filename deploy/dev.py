@@ -13,7 +13,6 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -55,32 +54,22 @@ def main() -> int:
         console.print(f"[red]ports in use: {busy}; is another `make run` going?[/]")
         return 1
     smtp = SmtpSink(port=8025 if port_is_free(8025) else 0, folder=RUN / "mail")
+    kafka = EmbeddedKafka(19092 if port_is_free(19092) else None, log=RUN / "tansu.log")
     try:
-        return _run(started, ports, smtp, lambda k: kafka_holder.append(k))
+        return _run(started, ports, smtp, kafka)
     finally:
         smtp.stop()
-        for k in kafka_holder:
-            k.stop()
+        kafka.stop()  # a no-op unless it was started
         console.print("stopped")
 
 
-kafka_holder: list[EmbeddedKafka] = []
-
-
-def _run(
-    started: float,
-    ports: dict[str, int],
-    smtp: SmtpSink,
-    keep: Callable[[EmbeddedKafka], None],
-) -> int:
+def _run(started: float, ports: dict[str, int], smtp: SmtpSink, kafka: EmbeddedKafka) -> int:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     database_url = os.environ.get("DATABASE_URL")
     if not database_url:
         console.print("[bold]starting embedded PostgreSQL[/] in .run/pg")
         database_url = embedded_postgres(RUN / "pg")
     if not bootstrap:
-        kafka = EmbeddedKafka(19092 if port_is_free(19092) else None, log=RUN / "tansu.log")
-        keep(kafka)
         bootstrap = kafka.start()
         console.print(f"[bold]embedded broker (Tansu)[/] on {bootstrap}")
     created = asyncio.run(ensure_topics(bootstrap))

@@ -498,13 +498,7 @@ class Opinions:
             RoundOutcome(
                 request_id=r["id"],
                 agency_id=r["agency_id"],
-                outcome=Outcome(
-                    {
-                        "replied": "replied",
-                        "deemed_consent": "deemed_consent",
-                        "cancelled": "cancelled",
-                    }[r["status"]]
-                ),
+                outcome=Outcome(r["status"]),  # final statuses are named as outcomes
                 decision=r["decision"],
             )
             for r in rows
