@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint typecheck contracts contracts-check unit integration e2e bench clean watch
+.PHONY: run test install lint typecheck contracts contracts-check unit integration e2e bench clean watch lag kafka cluster fault
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,18 @@ run: install  ## start the whole system on the embedded default
 
 watch: install  ## print every event live
 	$(BIN)/python -m deploy.watch
+
+lag: install  ## consumer lag per group, topic and partition (LAG_ARGS=--watch 2 to follow)
+	$(BIN)/python -m deploy.lag $(LAG_ARGS)
+
+kafka: install  ## fetch the Apache Kafka jars from Maven Central into ~/.cache/lienthong
+	$(BIN)/python -m deploy.kafka fetch
+
+cluster: install  ## a three-broker KRaft cluster on loopback, in the foreground
+	$(BIN)/python -m deploy.kafka cluster
+
+fault: install  ## the slow fault tests: broker SIGKILL in a 3-node cluster, broker restart
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow tests/faults
 
 test: install  ## lint, types, contracts, unit, integration and end-to-end tests
 	$(BIN)/ruff check .

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import asyncpg
 
-from deploy.local import EmbeddedKafka, embedded_postgres
+from deploy.local import embedded_postgres, local_broker
 
 
 @contextlib.contextmanager
@@ -29,12 +29,13 @@ def broker() -> Iterator[str]:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
         return
-    k = EmbeddedKafka()
-    k.start()
-    try:
-        yield k.bootstrap
-    finally:
-        k.stop()
+    with tempfile.TemporaryDirectory(prefix="lt-bench-kafka-") as tmp:
+        k = local_broker(Path(tmp))
+        k.start()
+        try:
+            yield k.bootstrap
+        finally:
+            k.stop()
 
 
 async def fresh_database(admin_url: str) -> str:

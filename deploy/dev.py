@@ -1,9 +1,9 @@
 """`make run`: the whole system on one machine.
 
-Starts embedded PostgreSQL and the embedded broker (unless DATABASE_URL /
-KAFKA_BOOTSTRAP_SERVERS point elsewhere), an SMTP sink, creates the topics, runs the four
-services as separate processes under honcho, waits until each is consuming, prints where
-to look, and stops everything on Ctrl-C.
+Starts embedded PostgreSQL and Apache Kafka on the JDK (unless DATABASE_URL /
+KAFKA_BOOTSTRAP_SERVERS point elsewhere; both keep their data under .run/), an SMTP sink,
+creates the topics, runs the four services as separate processes under honcho, waits until
+each is consuming, prints where to look, and stops everything on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ import httpx
 from honcho.manager import Manager
 from rich.console import Console
 
+from deploy.kafka import KafkaUnavailable, LocalKafka, kafka_version
 from deploy.local import (
     DEFAULT_PORTS,
     SERVICES,
-    EmbeddedKafka,
+    LocalBroker,
     SmtpSink,
     embedded_postgres,
+    local_broker,
     port_is_free,
     service_env,
     wait_ready,
@@ -54,7 +56,7 @@ def main() -> int:
         console.print(f"[red]ports in use: {busy}; is another `make run` going?[/]")
         return 1
     smtp = SmtpSink(port=8025 if port_is_free(8025) else 0, folder=RUN / "mail")
-    kafka = EmbeddedKafka(19092 if port_is_free(19092) else None, log=RUN / "tansu.log")
+    kafka = local_broker(RUN, 19092 if port_is_free(19092) else None)
     try:
         return _run(started, ports, smtp, kafka)
     finally:
@@ -63,15 +65,23 @@ def main() -> int:
         console.print("stopped")
 
 
-def _run(started: float, ports: dict[str, int], smtp: SmtpSink, kafka: EmbeddedKafka) -> int:
+def _run(started: float, ports: dict[str, int], smtp: SmtpSink, kafka: LocalBroker) -> int:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     database_url = os.environ.get("DATABASE_URL")
     if not database_url:
         console.print("[bold]starting embedded PostgreSQL[/] in .run/pg")
         database_url = embedded_postgres(RUN / "pg")
     if not bootstrap:
-        bootstrap = kafka.start()
-        console.print(f"[bold]embedded broker (Tansu)[/] on {bootstrap}")
+        if isinstance(kafka, LocalKafka):
+            console.print(f"[bold]starting Apache Kafka {kafka_version()}[/] in .run/kafka")
+            try:
+                bootstrap = kafka.start()
+            except KafkaUnavailable as exc:
+                console.print(f"[red]Apache Kafka cannot start:[/] {exc}")
+                return 2
+        else:
+            bootstrap = kafka.start()
+            console.print(f"[yellow]Tansu (opt-in, limited)[/] on {bootstrap}")
     created = asyncio.run(ensure_topics(bootstrap))
     console.print(f"topics ready ({len(created)} created)")
     smtp_port = smtp.start()
@@ -139,7 +149,11 @@ def _run(started: float, ports: dict[str, int], smtp: SmtpSink, kafka: EmbeddedK
             "Move time for every service: echo SECONDS > .run/clock-offset"
             "   (DEMO_MINUTES=1 make run: a working day lasts a minute)"
         )
-        console.print("Watch every event live:  .venv/bin/python -m deploy.watch")
+        console.print("Watch every event live:  make watch      consumer lag:  make lag")
+        console.print(
+            "Kafka's own tools:  .venv/bin/python -m deploy.kafka tool topics --list"
+            "   (see README: operating the broker)"
+        )
         console.print("Ctrl-C stops everything.")
         (RUN / "operator-token").write_text(token)
 

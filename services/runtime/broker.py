@@ -13,12 +13,17 @@ from faststream.kafka import KafkaBroker
 from contracts.topics import TOPICS
 
 
+class TopicSetupError(RuntimeError):
+    """The broker refused a topic as asked (not a broker still starting)."""
+
+
 def make_broker(bootstrap: str, client_id: str) -> KafkaBroker:
-    """A FastStream broker; idempotence stays off (the embedded broker does not have it)."""
+    """A FastStream broker for subscribers; its own producer is idempotent as well."""
     return KafkaBroker(
         bootstrap,
         client_id=client_id,
-        enable_idempotence=False,
+        enable_idempotence=True,
+        acks="all",
         logger=logging.getLogger(f"faststream.{client_id}"),
         graceful_timeout=10.0,
         log_level=logging.DEBUG,  # one line per message is too much at INFO
@@ -26,39 +31,57 @@ def make_broker(bootstrap: str, client_id: str) -> KafkaBroker:
 
 
 def make_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
+    """The outbox relay's producer: idempotent, so a retried batch is neither doubled nor
+    reordered within a partition (per-key order holds), and acknowledged by every in-sync
+    replica."""
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         client_id=client_id,
         acks="all",
-        enable_idempotence=False,
+        enable_idempotence=True,
         linger_ms=2,
-        request_timeout_ms=15000,
+        request_timeout_ms=30000,
     )
 
 
-async def ensure_topics(bootstrap: str, prefix: str = "", attempts: int = 30) -> list[str]:
-    """Create every contract topic that does not exist yet; returns the ones created."""
+async def ensure_topics(
+    bootstrap: str, prefix: str = "", attempts: int = 60, replication: int | None = None
+) -> list[str]:
+    """Create every contract topic that does not exist yet; returns the ones created.
+
+    Replication follows the cluster: 3 with ``min.insync.replicas=2`` when there are three
+    brokers or more (an acknowledged event survives the loss of one), else 1."""
     last: Exception | None = None
     for _ in range(attempts):
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="lienthong-admin")
         try:
             await admin.start()
+            brokers = len((await admin.describe_cluster())["brokers"])
+            rf = replication or min(3, brokers)
+            configs = {"min.insync.replicas": "2" if rf >= 3 else "1"}
             existing = set(await admin.list_topics())
             wanted = [
-                NewTopic(t.full_name(prefix), num_partitions=t.partitions, replication_factor=1)
+                NewTopic(
+                    t.full_name(prefix),
+                    num_partitions=t.partitions,
+                    replication_factor=rf,
+                    topic_configs=configs,
+                )
                 for t in TOPICS
                 if t.full_name(prefix) not in existing
             ]
+            if not wanted:
+                return []
+            response = await admin.create_topics(wanted)
             created = []
-            for topic in wanted:
-                try:
-                    await admin.create_topics([topic])
-                    created.append(topic.name)
-                except TopicAlreadyExistsError:
-                    pass
+            for name, code, *rest in response.topic_errors:
+                if code == 0:
+                    created.append(name)
+                elif code != TopicAlreadyExistsError.errno:
+                    raise TopicSetupError(f"creating topic {name} failed: error {code} {rest}")
             return created
-        except TopicAlreadyExistsError:
-            return []
+        except TopicSetupError:
+            raise
         except Exception as exc:  # broker still starting
             last = exc
             await asyncio.sleep(0.5)

@@ -48,9 +48,9 @@ class EventConsumer:
     topic_prefix: str = ""
     max_attempts: int = 5
     retry_later_limit: int = 120
-    session_timeout_ms: int = 2000
-    heartbeat_interval_ms: int = 500
-    fetch_max_wait_ms: int = 100
+    session_timeout_ms: int = 10000
+    heartbeat_interval_ms: int = 3000
+    fetch_max_wait_ms: int = 500
     processed: int = 0
     _attempts: dict[str, int] = field(default_factory=dict)
     subscriber: Any = None

@@ -31,3 +31,8 @@ TIMER_LATENESS = Histogram(
     ["kind"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
 )
+CONSUMER_LAG = Gauge(
+    "lienthong_consumer_lag",
+    "Log end offset minus the group's committed offset",
+    ["group", "topic", "partition"],
+)

@@ -31,6 +31,7 @@ from services.runtime.calendar import CalendarOverrides, WorkingCalendar
 from services.runtime.clock import Clock, make_clock
 from services.runtime.consumer import EventConsumer, Handler
 from services.runtime.db import create_pool, migrate
+from services.runtime.lag import LagProbe, PartitionLag, export
 from services.runtime.outbox import (
     Outbox,
     OutboxRelay,
@@ -76,6 +77,17 @@ class Runtime:
         self.relay: OutboxRelay | None = None
         self.scheduler: TimerScheduler | None = None
         self.consumer: EventConsumer | None = None
+        self.lag_probe: LagProbe | None = None
+
+    async def lag(self) -> list[PartitionLag]:
+        """This service's consumer lag per topic and partition (empty without a consumer)."""
+        if self.consumer is None or self.lag_probe is None:
+            return []
+        topics = [t.full_name(self.settings.topic_prefix) for t in self.consumer.topics]
+        async with asyncio.timeout(3.0):
+            rows = await self.lag_probe.group_lag(self.consumer.group_id, topics)
+        export(rows)
+        return rows
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -120,7 +132,7 @@ def create_app(
     broker = make_broker(settings.kafka_bootstrap_servers, f"lienthong-{spec.name}")
     if wiring.handlers:
         rt.consumer = EventConsumer(
-            group_id=f"lienthong-{spec.name}",
+            group_id=settings.group_id(spec.name),
             topics=spec.topics,
             handlers=wiring.handlers,
             topic_prefix=settings.topic_prefix,
@@ -146,6 +158,7 @@ def create_app(
         await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_prefix)
         rt._producer = make_producer(settings.kafka_bootstrap_servers, f"lienthong-{spec.name}")
         await rt.producer.start()
+        rt.lag_probe = LagProbe(settings.kafka_bootstrap_servers, f"lienthong-{spec.name}-lag")
         wakers = [
             Waker(settings.database_url, f"{schema}_outbox"),
             Waker(settings.database_url, f"{schema}_timers"),
@@ -185,6 +198,7 @@ def create_app(
             await asyncio.gather(*tasks, return_exceptions=True)
             for w in wakers:
                 await w.stop()
+            await rt.lag_probe.stop()
             await rt.producer.stop()
             await rt.pool.close()
 
@@ -229,16 +243,26 @@ def create_app(
         if rt.consumer is not None:
             checks["consuming"] = rt.consumer.assigned()
         ok = all(checks.values())
-        return JSONResponse(
-            status_code=200 if ok else 503,
-            content={"status": "ready" if ok else "not ready", "checks": checks},
-        )
+        content: dict[str, Any] = {"status": "ready" if ok else "not ready", "checks": checks}
+        if rt.consumer is not None:
+            try:
+                rows = await rt.lag()
+                content["lag"] = {
+                    "group": rt.consumer.group_id,
+                    "total": sum(r.lag for r in rows),
+                    "partitions": [r.as_dict() for r in rows],
+                }
+            except Exception as exc:  # lag is information, not a readiness condition
+                content["lag"] = {"error": repr(exc)}
+        return JSONResponse(status_code=200 if ok else 503, content=content)
 
     @app.get("/metrics", tags=["ops"])
     async def metrics() -> Response:
         if rt.relay is not None:
             with contextlib.suppress(Exception):
                 await rt.relay.pending()
+        with contextlib.suppress(Exception):
+            await rt.lag()
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     if wiring.router is not None:

@@ -38,18 +38,17 @@ class ServiceSettings(BaseSettings):
         None, validation_alias=AliasChoices("LIENTHONG_CALENDAR_OVERRIDES")
     )
     log_level: str = Field("INFO", validation_alias=AliasChoices("LIENTHONG_LOG_LEVEL"))
-    # Small session timeouts: every group join on the embedded broker costs half of it.
+    # The clients' own defaults, as a production cluster expects them: a member that stops
+    # heartbeating leaves the group after 10 s; an idle fetch waits up to 500 ms but returns
+    # as soon as data arrives.
     kafka_session_timeout_ms: int = Field(
-        2000, validation_alias=AliasChoices("LIENTHONG_KAFKA_SESSION_TIMEOUT_MS")
+        10000, validation_alias=AliasChoices("LIENTHONG_KAFKA_SESSION_TIMEOUT_MS")
     )
     kafka_heartbeat_interval_ms: int = Field(
-        500, validation_alias=AliasChoices("LIENTHONG_KAFKA_HEARTBEAT_INTERVAL_MS")
+        3000, validation_alias=AliasChoices("LIENTHONG_KAFKA_HEARTBEAT_INTERVAL_MS")
     )
-
-    # The embedded broker's fetch long-poll does not wake when data arrives: an idle
-    # consumer sees new records only when this expires (measured; bench/pipeline.py).
     kafka_fetch_max_wait_ms: int = Field(
-        100, validation_alias=AliasChoices("LIENTHONG_KAFKA_FETCH_MAX_WAIT_MS")
+        500, validation_alias=AliasChoices("LIENTHONG_KAFKA_FETCH_MAX_WAIT_MS")
     )
 
     http_host: str = "127.0.0.1"
@@ -84,6 +83,10 @@ class ServiceSettings(BaseSettings):
         if not settings.db_schema:
             settings.db_schema = service
         return settings
+
+    def group_id(self, service: str) -> str:
+        """A service's consumer group; the topic prefix keeps test deployments apart."""
+        return f"{self.topic_prefix}lienthong-{service}"
 
     def topic(self, base: str) -> str:
         return f"{self.topic_prefix}{base}"

@@ -1,0 +1,508 @@
+"""Apache Kafka, run locally on the JDK: the default broker of `make run` and of the tests.
+
+The jars come from Maven Central through ``deploy/kafka/pom.xml`` (the broker, its
+command-line tools and a log4j2 binding, versions pinned there) and are copied once into a
+cache outside the repository. A node is a combined KRaft broker and controller on loopback
+ports; a cluster is three of them with a static controller quorum.
+
+Command line (``python -m deploy.kafka``):
+
+- ``fetch``: download the jars into the cache (idempotent) and print where they are;
+- ``start [--dir D] [--port P]``: run one node in the foreground (Ctrl-C stops it);
+- ``cluster [--dir D]``: run a three-node cluster in the foreground;
+- ``tool NAME ARGS...``: run one of Kafka's own tools (``topics``, ``consumer-groups``,
+  ``console-consumer``, ``console-producer``, ``get-offsets``, ``producer-perf``,
+  ``storage``), with ``--bootstrap-server`` added when it is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+POM = ROOT / "deploy" / "kafka" / "pom.xml"
+DEFAULT_PORT = 19092
+
+# Kafka's shell scripts are thin wrappers around these main classes.
+TOOLS = {
+    "topics": "org.apache.kafka.tools.TopicCommand",
+    "consumer-groups": "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+    "console-consumer": "org.apache.kafka.tools.consumer.ConsoleConsumer",
+    "console-producer": "org.apache.kafka.tools.ConsoleProducer",
+    "get-offsets": "org.apache.kafka.tools.GetOffsetShell",
+    "producer-perf": "org.apache.kafka.tools.ProducerPerformance",
+    "storage": "kafka.tools.StorageTool",
+}
+NEEDS_BOOTSTRAP = {"topics", "consumer-groups", "console-consumer", "console-producer"}
+NEEDS_BOOTSTRAP |= {"get-offsets"}
+
+LOG4J2 = """\
+status = warn
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.target = {target}
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = {level}
+rootLogger.appenderRef.out.ref = OUT
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.controller.name = org.apache.kafka.controller
+logger.controller.level = WARN
+"""
+
+
+class KafkaUnavailable(RuntimeError):
+    """Java, Maven or the jars are missing; the message says what to install."""
+
+
+def kafka_version() -> str:
+    match = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", POM.read_text())
+    if not match:
+        raise KafkaUnavailable(f"{POM}: no <kafka.version> property")
+    return match.group(1)
+
+
+def cache_dir() -> Path:
+    """Where the jars live: ``$LIENTHONG_CACHE`` or ``~/.cache/lienthong``, one folder per
+    pom content, so a version bump fetches anew and never mixes jars."""
+    base = Path(os.environ.get("LIENTHONG_CACHE", Path.home() / ".cache" / "lienthong"))
+    digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:10]
+    return base / f"kafka-{kafka_version()}-{digest}"
+
+
+def java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    candidate = Path(home) / "bin" / "java" if home else None
+    found = str(candidate) if candidate and candidate.exists() else shutil.which("java")
+    if not found:
+        raise KafkaUnavailable(
+            "Apache Kafka needs a Java 17+ runtime: `apt-get install openjdk-17-jre-headless`"
+            " (or set KAFKA_BOOTSTRAP_SERVERS to a running cluster, or LIENTHONG_BROKER=tansu"
+            " for the limited embedded broker)"
+        )
+    return found
+
+
+def ensure_jars(quiet: bool = True) -> Path:
+    """The folder of broker jars, fetched with Maven the first time."""
+    libs = cache_dir() / "libs"
+    if (libs / ".complete").exists():
+        return libs
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise KafkaUnavailable(
+            "fetching Apache Kafka needs Maven: `apt-get install maven` (and a JDK 17+)"
+        )
+    java()
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="libs.", dir=libs.parent))
+    cmd = [
+        mvn,
+        "-B",
+        *(["-q"] if quiet else []),
+        "-f",
+        str(POM),
+        "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={tmp}",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise KafkaUnavailable(
+            f"`{' '.join(cmd)}` failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+        )
+    (tmp / ".complete").write_text(kafka_version())
+    try:
+        tmp.rename(libs)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return libs
+
+
+def _classpath() -> str:
+    return str(ensure_jars() / "*")
+
+
+def tool_command(name: str, args: Sequence[str], bootstrap: str | None = None) -> list[str]:
+    """The command line of one of Kafka's tools, as its shell script would build it."""
+    if name not in TOOLS:
+        raise KafkaUnavailable(f"unknown tool {name!r}; one of {', '.join(sorted(TOOLS))}")
+    extra: list[str] = []
+    if name in NEEDS_BOOTSTRAP and bootstrap and "--bootstrap-server" not in args:
+        extra = ["--bootstrap-server", bootstrap]
+    log_config = cache_dir() / "tools-log4j2.properties"
+    if not log_config.exists():
+        log_config.parent.mkdir(parents=True, exist_ok=True)
+        log_config.write_text(LOG4J2.format(target="SYSTEM_ERR", level="WARN"))
+    return [
+        java(),
+        "-Xmx256m",
+        "-XX:TieredStopAtLevel=1",
+        f"-Dlog4j2.configurationFile={log_config}",
+        "-cp",
+        _classpath(),
+        TOOLS[name],
+        *args,
+        *extra,
+    ]
+
+
+def run_tool(
+    name: str, args: Sequence[str], bootstrap: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        tool_command(name, args, bootstrap), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _port_is_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@dataclass
+class KafkaNode:
+    """One combined broker/controller process with its own log directory."""
+
+    node_id: int
+    port: int
+    controller_port: int
+    data_dir: Path
+    voters: str = ""
+    heap: str = "384m"
+    overrides: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "broker.log"
+
+    def config(self, cluster_size: int) -> dict[str, str]:
+        """Tuned for one small machine: small heap and thread pools, no rebalance delay,
+        internal topics replicated as far as the cluster allows."""
+        rf = str(min(3, cluster_size))
+        isr = "2" if cluster_size >= 3 else "1"
+        return {
+            "process.roles": "broker,controller",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self.voters,
+            "listeners": (
+                f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
+            ),
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data_dir / "logs"),
+            "num.network.threads": "2",
+            "num.io.threads": "4",
+            "num.recovery.threads.per.data.dir": "1",
+            "background.threads": "4",
+            "auto.create.topics.enable": "false",
+            "num.partitions": "1",
+            "default.replication.factor": rf,
+            "min.insync.replicas": isr,
+            "offsets.topic.replication.factor": rf,
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": isr,
+            "transaction.state.log.num.partitions": "4",
+            "share.coordinator.state.topic.replication.factor": rf,
+            "share.coordinator.state.topic.min.isr": isr,
+            "group.initial.rebalance.delay.ms": "0",
+            "log.retention.hours": "168",
+            "log.segment.bytes": str(64 * 1024 * 1024),
+            "unclean.leader.election.enable": "false",
+            **self.overrides,
+        }
+
+    def prepare(self, cluster_id: str, cluster_size: int) -> None:
+        """Write the config and format the storage once (formatting keeps existing data)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        props = "\n".join(f"{k}={v}" for k, v in self.config(cluster_size).items())
+        self.config_path.write_text(props + "\n")
+        (self.data_dir / "log4j2.properties").write_text(
+            LOG4J2.format(target="SYSTEM_OUT", level="INFO")
+        )
+        if (self.data_dir / "logs" / "meta.properties").exists():
+            return
+        result = run_tool(
+            "storage",
+            ["format", "--ignore-formatted", "-t", cluster_id, "-c", str(self.config_path)],
+        )
+        if result.returncode != 0:
+            raise KafkaUnavailable(f"formatting {self.data_dir} failed: {result.stderr[-2000:]}")
+
+    def start(self) -> None:
+        out = open(self.log_path, "ab")
+        cmd = [
+            java(),
+            f"-Xms{self.heap}",
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:+ExitOnOutOfMemoryError",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
+            "-cp",
+            _classpath(),
+            "kafka.Kafka",
+            str(self.config_path),
+        ]
+        self.proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        out.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        if not self.alive():
+            self.proc = None
+            return
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def tail(self, lines: int = 40) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+class LocalKafka:
+    """One node (``make run``, the test suite) or three (fault tests) on loopback.
+
+    The cluster id and ports are kept in ``data_dir/cluster.env`` so a restart reuses the
+    formatted storage and the same addresses: data survives ``make run`` restarts.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        nodes: int = 1,
+        port: int | None = None,
+        heap: str | None = None,
+        overrides: dict[str, str] | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.size = nodes
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        saved = self._load()
+        self.cluster_id = saved.get("cluster_id") or _cluster_id()
+        ports = [int(p) for p in saved.get("ports", "").split(",") if p]
+        if len(ports) != 2 * nodes or not all(_port_is_free(p) for p in ports):
+            first = port if port and _port_is_free(port) else None
+            ports = [first or _free_port()] + [_free_port() for _ in range(2 * nodes - 1)]
+            if first and _port_is_free(first + 1):
+                ports[nodes] = first + 1  # the habit: controller next to its broker
+        self.nodes = [
+            KafkaNode(
+                node_id=i + 1,
+                port=ports[i],
+                controller_port=ports[nodes + i],
+                data_dir=data_dir / f"node{i + 1}",
+                heap=heap or ("384m" if nodes > 1 else "512m"),
+                overrides=dict(overrides or {}),
+            )
+            for i in range(nodes)
+        ]
+        voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
+        for n in self.nodes:
+            n.voters = voters
+        self._save(ports)
+
+    def _load(self) -> dict[str, str]:
+        path = self.data_dir / "cluster.env"
+        if not path.exists():
+            return {}
+        pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+        return {k: v for k, v in pairs}
+
+    def _save(self, ports: list[int]) -> None:
+        (self.data_dir / "cluster.env").write_text(
+            f"cluster_id={self.cluster_id}\nports={','.join(map(str, ports))}\n"
+        )
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(n.bootstrap for n in self.nodes)
+
+    def start(self, timeout: float = 90) -> str:
+        """Format (first time), start every node and wait until all brokers serve."""
+        for n in self.nodes:
+            n.prepare(self.cluster_id, self.size)
+        for n in self.nodes:
+            n.start()
+        self.wait_ready(timeout)
+        return self.bootstrap
+
+    def wait_ready(self, timeout: float = 90, nodes: Sequence[KafkaNode] | None = None) -> None:
+        """Until every broker is registered with the controller and answers metadata."""
+        import asyncio
+
+        deadline = time.monotonic() + timeout
+        want = {n.node_id for n in (nodes or self.nodes)}
+        last = ""
+        while time.monotonic() < deadline:
+            for n in self.nodes:
+                if n.proc is not None and n.proc.poll() is not None:
+                    raise KafkaUnavailable(
+                        f"Kafka node {n.node_id} exited with {n.proc.returncode}:\n{n.tail()}"
+                    )
+            if not any(_listening(n.port) for n in self.nodes):
+                time.sleep(0.2)
+                continue
+            try:
+                seen = asyncio.run(_registered_brokers(self.bootstrap))
+                if want <= seen:
+                    return
+                last = f"brokers registered: {sorted(seen)}"
+            except Exception as exc:
+                last = repr(exc)
+            time.sleep(0.3)
+        raise KafkaUnavailable(f"Kafka not ready after {timeout}s ({last})")
+
+    def stop(self) -> None:
+        """SIGTERM every node at once: stopped one by one, the last would wait for a
+        controller quorum that is already gone."""
+        for n in self.nodes:
+            if n.alive():
+                assert n.proc is not None
+                n.proc.send_signal(signal.SIGTERM)
+        for n in self.nodes:
+            n.stop()
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+async def _registered_brokers(bootstrap: str) -> set[int]:
+    import logging
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="lienthong-probe", request_timeout_ms=3000
+    )
+    await admin.start()
+    try:
+        cluster = await admin.describe_cluster()
+        return {int(b["node_id"]) for b in cluster["brokers"]}
+    finally:
+        await admin.close()
+
+
+def _cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes in URL-safe base64 without padding."""
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m deploy.kafka", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("fetch", help="download the broker jars into the cache")
+    s = sub.add_parser("start", help="run one node in the foreground")
+    s.add_argument("--dir", type=Path, default=ROOT / ".run" / "kafka")
+    s.add_argument("--port", type=int, default=DEFAULT_PORT)
+    c = sub.add_parser("cluster", help="run a three-node cluster in the foreground")
+    c.add_argument("--dir", type=Path, default=ROOT / ".run" / "kafka-cluster")
+    t = sub.add_parser("tool", help="run one of Kafka's tools", add_help=False)
+    t.add_argument("name", choices=sorted(TOOLS))
+    t.add_argument("args", nargs=argparse.REMAINDER)
+    a = p.parse_args(argv)
+    try:
+        if a.cmd == "fetch":
+            started = time.monotonic()
+            libs = ensure_jars(quiet=False)
+            size = sum(f.stat().st_size for f in libs.glob("*.jar"))
+            print(
+                f"Apache Kafka {kafka_version()}: {len(list(libs.glob('*.jar')))} jars,"
+                f" {size / 2**20:.0f} MiB in {libs} ({time.monotonic() - started:.1f}s)"
+            )
+            return 0
+        if a.cmd == "tool":
+            bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{DEFAULT_PORT}")
+            return subprocess.call(tool_command(a.name, a.args, bootstrap))
+        cluster = a.cmd == "cluster"
+        kafka = LocalKafka(a.dir, nodes=3 if cluster else 1, port=None if cluster else a.port)
+        started = time.monotonic()
+        bootstrap = kafka.start()
+        took = time.monotonic() - started
+        print(f"Apache Kafka {kafka_version()} on {bootstrap}, ready in {took:.1f}s ({a.dir})")
+        try:
+            while all(n.alive() for n in kafka.nodes):
+                time.sleep(0.5)
+            print("a node exited; stopping", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            kafka.stop()
+    except KafkaUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
