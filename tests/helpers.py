@@ -62,3 +62,29 @@ async def eventually(
 
 def headers(record: Any) -> dict[str, str]:
     return {k: v.decode() for k, v in (record.headers or [])}
+
+
+async def read_all(bootstrap: str, topics: dict[str, int]) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topics`` (name: partition count) up to their end offsets now."""
+    from aiokafka import TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+    )
+    await consumer.start()
+    out: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        tps = [TopicPartition(t, p) for t, n in topics.items() for p in range(n)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        pending = {tp for tp in tps if ends[tp] > 0}
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=1000)
+            for tp, records in batch.items():
+                out.extend(records)
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    pending.discard(tp)
+    finally:
+        await consumer.stop()
+    return out

@@ -20,7 +20,7 @@ class TopicSetupError(RuntimeError):
 def make_broker(bootstrap: str, client_id: str) -> KafkaBroker:
     """A FastStream broker for subscribers; its own producer is idempotent as well."""
     return KafkaBroker(
-        bootstrap,
+        [h.strip() for h in bootstrap.split(",") if h.strip()],
         client_id=client_id,
         enable_idempotence=True,
         acks="all",
