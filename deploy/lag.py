@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import os
 
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
@@ -26,38 +26,53 @@ async def snapshot(probe: LagProbe, prefix: str) -> list[PartitionLag]:
     return rows
 
 
-def render(rows: list[PartitionLag], all_partitions: bool) -> Group:
-    table = Table(title="consumer lag (end offset − committed offset)")
-    table.add_column("group")
-    table.add_column("topic")
-    for col in ("partition", "committed", "end", "lag"):
+def render(rows: list[PartitionLag], partitions: bool) -> Table:
+    """One row per group and topic (the sums), or per partition with ``partitions``."""
+    table = Table(title="consumer lag = log end offset − committed offset", expand=False)
+    table.add_column("group", overflow="fold")
+    table.add_column("topic", overflow="fold")
+    if partitions:
+        table.add_column("partition", justify="right")
+    for col in ("committed", "end", "lag"):
         table.add_column(col, justify="right")
-    shown = [r for r in rows if all_partitions or r.lag or r.committed is not None]
-    for r in shown:
-        style = "red" if r.lag > 1000 else "yellow" if r.lag else ""
-        committed = "-" if r.committed is None else str(r.committed)
-        table.add_row(
-            r.group, r.topic, str(r.partition), committed, str(r.end), str(r.lag), style=style
-        )
-    totals = Table.grid(padding=(0, 2))
-    per_group: dict[str, int] = {}
+    if partitions:
+        for r in rows:
+            committed = "-" if r.committed is None else str(r.committed)
+            table.add_row(
+                r.group,
+                r.topic,
+                str(r.partition),
+                committed,
+                str(r.end),
+                str(r.lag),
+                style=_style(r.lag),
+            )
+        return table
+    sums: dict[tuple[str, str], list[int]] = {}
     for r in rows:
-        per_group[r.group] = per_group.get(r.group, 0) + r.lag
-    for group, lag in sorted(per_group.items()):
-        totals.add_row(group, f"total lag {lag}")
-    return Group(table, totals)
+        acc = sums.setdefault((r.group, r.topic), [0, 0, 0])
+        acc[0] += r.committed or 0
+        acc[1] += r.end
+        acc[2] += r.lag
+    for (group, topic), (done, end, lag) in sums.items():
+        table.add_row(group, topic, str(done), str(end), str(lag), style=_style(lag))
+    return table
 
 
-async def main_async(bootstrap: str, prefix: str, watch: float | None, all_p: bool) -> None:
+def _style(lag: int) -> str:
+    return "red" if lag > 1000 else "yellow" if lag else ""
+
+
+async def main_async(bootstrap: str, prefix: str, watch: float | None, per_p: bool) -> None:
     console = Console()
     probe = LagProbe(bootstrap, "lienthong-lag-cli")
     try:
         if watch is None:
-            console.print(render(await snapshot(probe, prefix), all_p))
+            console.print(render(await snapshot(probe, prefix), per_p))
             return
         with Live(console=console, auto_refresh=False) as live:
             while True:
-                live.update(render(await snapshot(probe, prefix), all_p), refresh=True)
+                live.update(render(await snapshot(probe, prefix), per_p), refresh=True)
                 await asyncio.sleep(watch)
     finally:
         await probe.stop()
@@ -70,10 +85,10 @@ def main() -> None:
     )
     p.add_argument("--prefix", default=os.environ.get("LIENTHONG_TOPIC_PREFIX", ""))
     p.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
-    p.add_argument("--all", action="store_true", help="also partitions never committed")
+    p.add_argument("--partitions", action="store_true", help="one row per partition")
     a = p.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main_async(a.bootstrap, a.prefix, a.watch, a.all))
+        asyncio.run(main_async(a.bootstrap, a.prefix, a.watch, a.partitions))
 
 
 if __name__ == "__main__":

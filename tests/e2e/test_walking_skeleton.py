@@ -93,6 +93,18 @@ async def test_one_dossier_end_to_end(
     route = (await http.get(f"{stack.url('routing')}/v1/routes/{code}")).json()
     assert route["lead_agency"] == "000.50.03.H29" and route["state"] == "consulting"
 
+    # Every consumer has caught up: lag (end offset minus committed offset) falls to 0.
+    for name in ("intake", "routing", "consultation", "notification"):
+
+        async def ready(name: str = name) -> dict[str, Any]:
+            return dict((await http.get(f"{stack.url(name)}/ready")).json())
+
+        body = await eventually(ready, lambda b: b.get("lag", {}).get("total") == 0)
+        assert body["lag"]["group"].endswith(f"lienthong-{name}")
+        assert any(p["committed"] for p in body["lag"]["partitions"])
+        metrics = (await http.get(f"{stack.url(name)}/metrics")).text
+        assert f'lienthong_consumer_lag{{group="{body["lag"]["group"]}"' in metrics
+
 
 async def _async(value: Any) -> Any:
     return value
