@@ -1,7 +1,8 @@
-"""End-to-end latency of a dossier, against the raw broker hop measured in the same run.
+"""End-to-end latency of a dossier, against the raw broker measured in the same run.
 
-Baseline: one message produced and consumed through the same broker (aiokafka, a joined
-consumer), 50 times in a row. Pipeline: the four services as processes; 50 dossiers
+Baselines: raw produce and consume rates of 1 KiB messages on a topic laid out as ours
+(6 partitions, idempotent producer, acks=all, a consumer group); and one message produced
+and consumed through the same broker, 50 times in a row (the raw hop). Pipeline: the four services as processes; 50 dossiers
 submitted one at a time, then a burst of 200 at once. Latency is read from the services'
 own records: receipt sent (notification) and last opinion request opened (consultation)
 minus receipt at the desk (intake).
@@ -51,8 +52,6 @@ async def raw_hop(bootstrap: str, n: int = 50) -> list[float]:
         bootstrap_servers=bootstrap,
         group_id="bench-hop",
         auto_offset_reset="earliest",
-        session_timeout_ms=2000,
-        heartbeat_interval_ms=500,
     )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await consumer.start()
@@ -68,6 +67,50 @@ async def raw_hop(bootstrap: str, n: int = 50) -> list[float]:
     await producer.stop()
     await consumer.stop()
     return out
+
+
+async def raw_throughput(bootstrap: str, n: int = 50_000, size: int = 1024) -> tuple[float, float]:
+    """Produce ``n`` keyed messages of ``size`` bytes, then consume them in a group: msg/s."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    topic = f"bench-raw-{time.time_ns()}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, 6, 1)])
+    await admin.close()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+    )
+    await producer.start()
+    value = b"x" * size
+    t = time.perf_counter()
+    futures = [
+        await producer.send(topic, value, key=f"000.00.16.H29-{i % 5000:06d}".encode())
+        for i in range(n)
+    ]
+    await asyncio.gather(*futures)
+    produce = n / (time.perf_counter() - t)
+    await producer.stop()
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"{topic}-group",
+        auto_offset_reset="earliest",
+        max_poll_records=500,
+    )
+    await consumer.start()
+    got = 0
+    t = time.perf_counter()
+    while got < n:
+        batch = await consumer.getmany(timeout_ms=1000)
+        got += sum(len(records) for records in batch.values())
+    consume = n / (time.perf_counter() - t)
+    await consumer.stop()
+    return produce, consume
 
 
 async def latencies(db: asyncpg.Connection, codes: list[str]) -> tuple[list[float], list[float]]:
@@ -101,6 +144,7 @@ async def wait_all(db: asyncpg.Connection, codes: list[str], timeout: float = 12
 
 async def main() -> None:
     with database() as admin, broker() as bootstrap, tempfile.TemporaryDirectory() as tmp:
+        produce_rate, consume_rate = await raw_throughput(bootstrap)
         hop = await raw_hop(bootstrap)
         url = await fresh_database(admin)
         await ensure_topics(bootstrap)
@@ -173,6 +217,12 @@ async def main() -> None:
         f"{pct(b_receipt, 50) / base:.0f}x",
     )
     console.print(table)
+    console.print(
+        f"raw broker, 1 KiB messages, 6 partitions: produce {produce_rate:,.0f} msg/s"
+        f" ({produce_rate / 1024:.1f} MiB/s), consume {consume_rate:,.0f} msg/s"
+        f" ({consume_rate / 1024:.1f} MiB/s); burst pipeline {200 / burst_total:.0f} dossiers/s"
+        f" = {200 / burst_total / produce_rate:.4f}x raw produce"
+    )
     console.print(
         f"services ready in {startup:.1f}s; burst of 200 accepted in {accepted:.1f}s "
         f"({200 / accepted:.0f}/s), all receipts sent after {burst_total:.1f}s"

@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -68,20 +69,25 @@ def main() -> int:
 def _run(started: float, ports: dict[str, int], smtp: SmtpSink, kafka: LocalBroker) -> int:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     database_url = os.environ.get("DATABASE_URL")
-    if not database_url:
-        console.print("[bold]starting embedded PostgreSQL[/] in .run/pg")
-        database_url = embedded_postgres(RUN / "pg")
-    if not bootstrap:
-        if isinstance(kafka, LocalKafka):
-            console.print(f"[bold]starting Apache Kafka {kafka_version()}[/] in .run/kafka")
+    with ThreadPoolExecutor(1) as pool:  # the broker's JVM starts while PostgreSQL does
+        pending = None
+        if not bootstrap:
+            if isinstance(kafka, LocalKafka):
+                console.print(f"[bold]starting Apache Kafka {kafka_version()}[/] in .run/kafka")
+            else:
+                console.print("[yellow]starting Tansu (opt-in, limited)[/]")
+            pending = pool.submit(kafka.start)
+        if not database_url:
+            console.print("[bold]starting embedded PostgreSQL[/] in .run/pg")
+            database_url = embedded_postgres(RUN / "pg")
+        if pending is not None:
             try:
-                bootstrap = kafka.start()
+                bootstrap = pending.result()
             except KafkaUnavailable as exc:
                 console.print(f"[red]Apache Kafka cannot start:[/] {exc}")
                 return 2
-        else:
-            bootstrap = kafka.start()
-            console.print(f"[yellow]Tansu (opt-in, limited)[/] on {bootstrap}")
+    assert bootstrap is not None
+    console.print(f"broker ready on {bootstrap}")
     created = asyncio.run(ensure_topics(bootstrap))
     console.print(f"topics ready ({len(created)} created)")
     smtp_port = smtp.start()

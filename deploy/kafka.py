@@ -30,6 +30,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -404,7 +405,9 @@ class LocalKafka:
                 time.sleep(0.2)
                 continue
             try:
-                seen = asyncio.run(_registered_brokers(self.bootstrap))
+                # in a thread of its own: the caller may be inside an event loop
+                with ThreadPoolExecutor(1) as pool:
+                    seen = pool.submit(asyncio.run, _registered_brokers(self.bootstrap)).result()
                 if want <= seen:
                     return
                 last = f"brokers registered: {sorted(seen)}"

@@ -94,8 +94,11 @@ class Submitter:
         await asyncio.gather(*(self.one(i) for i in range(n)))
 
     async def reached(self, n: int) -> None:
-        while len(self.accepted) < n:
-            await asyncio.sleep(0.05)
+        await eventually(lambda: _count(self.accepted), lambda got: got >= n, timeout=300)
+
+
+async def _count(accepted: dict[str, str]) -> int:
+    return len(accepted)
 
 
 async def _settle_and_count(
