@@ -1,18 +1,36 @@
-"""Idempotent event consumption: inbox, dispatch by event type, dead-letter topic.
+"""Idempotent event consumption: inbox, dispatch by event type, parking, dead letters.
 
 Each service has one consumer group subscribed to all its topics. For every message:
-parse and validate the envelope and its data (a malformed event goes to the dead-letter
-topic with the reason in headers, and the consumer carries on); skip types nobody here
-handles; otherwise, in one database transaction, record the event id in the inbox and
-apply the handler's effects (a redelivered event finds its id and has no second effect).
-The offset is committed only after that transaction commits.
+
+- parse and validate the envelope and its data; an undecodable event, an event type the
+  contracts do not know, or a schema version newer than this code understands goes to the
+  dead letters with the reason, and the consumer carries on;
+- skip known types nobody here handles;
+- otherwise, in one database transaction, record the event id in the inbox and apply the
+  handler's effects (a redelivered event finds its id and has no second effect). The
+  offset is committed only after that transaction commits.
+
+Failures are told apart. A database or network that is away or busy (``is_transient``)
+is retried in place with backoff, for as long as it takes, and never dead-lettered. An
+event that must wait for something (``RetryLater``, e.g. a procedure not yet in the
+catalogue) is parked under its subject (the dossier), and the subject's later events
+queue behind it; other dossiers go on, and a background loop retries the parked ones in
+order. A handler that keeps failing dead-letters the event after ``max_attempts``.
+
+Every dead letter is stored whole in the service's own ``dead_letters`` table (once per
+topic, partition and offset) and published to the dead-letter topic with the reason in
+headers; one too large for the topic is published as a reference to the stored copy, so
+no dead letter can wedge a partition.
 """
+
+from __future__ import annotations
 
 import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -23,19 +41,61 @@ from faststream.middlewares import AckPolicy
 from pydantic import ValidationError
 
 from contracts.envelope import Envelope, EventPayload
-from contracts.events import UnknownEventType, parse_payload
+from contracts.events import EVENT_TYPES, UnknownEventType, parse_payload
 from contracts.topics import DEAD_LETTER, Topic
+from services.runtime.db import is_transient
 from services.runtime.logging import bound_contextvars, get_logger
-from services.runtime.metrics import DEAD_LETTERS, EVENTS_CONSUMED, HANDLER_SECONDS
+from services.runtime.metrics import DEAD_LETTERS, EVENTS_CONSUMED, HANDLER_SECONDS, PARKED
+from services.runtime.outbox import MAX_EVENT_BYTES
 
 log = get_logger(__name__)
 
 Handler = Callable[[asyncpg.Connection, Envelope, Any], Awaitable[None]]
-TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError)
 
 
 class RetryLater(Exception):
-    """The event cannot be applied yet (e.g. a catalogue entry has not arrived): retry."""
+    """The event cannot be applied yet (e.g. a catalogue entry has not arrived): park it."""
+
+
+@dataclass(frozen=True)
+class Raw:
+    """What a consumer keeps of a Kafka record: enough to park or dead-letter it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    @classmethod
+    def of(cls, record: Any) -> Raw:
+        return cls(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value or b"",
+            headers=tuple((k, bytes(v)) for k, v in (record.headers or ())),
+        )
+
+    def header_dict(self) -> dict[str, str]:
+        return {k: v.decode("utf-8", "replace") for k, v in self.headers}
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a record cannot be consumed: it goes to the dead letters."""
+
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Decoded:
+    envelope: Envelope
+    handler: Handler | None
+    payload: EventPayload | None
 
 
 @dataclass
@@ -47,13 +107,14 @@ class EventConsumer:
     handlers: dict[str, Handler]
     topic_prefix: str = ""
     max_attempts: int = 5
-    retry_later_limit: int = 120
     session_timeout_ms: int = 10000
     heartbeat_interval_ms: int = 3000
     fetch_max_wait_ms: int = 500
+    parked_give_up: timedelta = timedelta(hours=24)
+    parked_poll_s: float = 1.0
     processed: int = 0
-    _attempts: dict[str, int] = field(default_factory=dict)
     subscriber: Any = None
+    _attempts: dict[str, int] = field(default_factory=dict)
 
     def register(
         self,
@@ -84,98 +145,360 @@ class EventConsumer:
         return bool(consumer is not None and consumer.assignment())
 
     async def handle(self, message: Any, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
-        record = message.raw_message
-        try:
-            env = Envelope.model_validate_json(message.body)
-            handler = self.handlers.get(env.type)
-            payload = parse_payload(env.type, env.data) if handler else None
-        except (ValidationError, UnknownEventType, ValueError) as exc:
-            await self.dead_letter(producer, record, "invalid", _reason(exc))
+        await self.consume(Raw.of(message.raw_message), pool, producer)
+
+    async def consume(self, raw: Raw, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
+        """Apply, skip, park or dead-letter one record; returns once it is settled."""
+        decoded = self._decode(raw)
+        if isinstance(decoded, Refusal):
+            await self.dead_letter(pool, producer, raw, decoded.reason, decoded.detail)
             return
+        env, handler, payload = decoded.envelope, decoded.handler, decoded.payload
         if handler is None:
             EVENTS_CONSUMED.labels(self.group_id, env.type, "ignored").inc()
             return
         with bound_contextvars(
             dossier_code=env.subject, correlation_id=str(env.correlation_id), event=env.type
         ):
-            await self._apply(pool, producer, record, env, payload, handler)
+            await self._apply(pool, producer, raw, env, payload, handler)
+
+    def _decode(self, raw: Raw) -> Decoded | Refusal:
+        try:
+            env = Envelope.model_validate_json(raw.value)
+        except (ValidationError, ValueError) as exc:
+            return Refusal("invalid", _reason(exc))
+        model = EVENT_TYPES.get(env.type)
+        if model is None:
+            return Refusal("unknown_type", f"event type {env.type!r} is not in the contracts")
+        if env.schema_version > model.schema_version:
+            return Refusal(
+                "unsupported_version",
+                f"{env.type} schema_version {env.schema_version}; this consumer understands"
+                f" up to {model.schema_version}",
+            )
+        handler = self.handlers.get(env.type)
+        if handler is None:
+            return Decoded(env, None, None)
+        try:
+            return Decoded(env, handler, parse_payload(env.type, env.data))
+        except (ValidationError, UnknownEventType, ValueError) as exc:
+            return Refusal("invalid", _reason(exc))
 
     async def _apply(
         self,
         pool: asyncpg.Pool,
         producer: AIOKafkaProducer,
-        record: Any,
+        raw: Raw,
         env: Envelope,
         payload: EventPayload | None,
         handler: Handler,
     ) -> None:
         key = str(env.event_id)
         started = time.perf_counter()
+        transient = 0
         while True:
             try:
-                async with pool.acquire() as conn, conn.transaction():
-                    fresh = await conn.fetchval(
-                        "INSERT INTO inbox(consumer, event_id, event_type) VALUES ($1, $2, $3)"
-                        " ON CONFLICT DO NOTHING RETURNING true",
-                        self.group_id,
-                        env.event_id,
-                        env.type,
-                    )
-                    if not fresh:
-                        EVENTS_CONSUMED.labels(self.group_id, env.type, "duplicate").inc()
-                        return
-                    await handler(conn, env, payload)
-                self._attempts.pop(key, None)
-                self.processed += 1
-                EVENTS_CONSUMED.labels(self.group_id, env.type, "ok").inc()
-                HANDLER_SECONDS.labels(self.group_id, env.type).observe(
-                    time.perf_counter() - started
-                )
-                return
-            except TRANSIENT as exc:
-                # Database or network away: keep the offset and try again, never dead-letter.
-                log.warning("handler_transient_failure", error=repr(exc))
-                await asyncio.sleep(1.0)
-                raise
+                outcome = await self._transaction(pool, raw, env, payload, handler)
             except RetryLater as exc:
-                n = self._attempts[key] = self._attempts.get(key, 0) + 1
-                if n >= self.retry_later_limit:
-                    self._attempts.pop(key, None)
-                    await self.dead_letter(producer, record, "gave_up_waiting", str(exc))
-                    return
-                await asyncio.sleep(min(0.05 * 2**n, 2.0))
+                await self._park(pool, raw, env, f"waiting: {exc}")
+                return
             except Exception as exc:
+                if is_transient(exc):
+                    transient += 1
+                    log.warning("handler_transient_failure", attempt=transient, error=repr(exc))
+                    await asyncio.sleep(min(0.2 * 2**transient, 10.0))
+                    continue
                 n = self._attempts[key] = self._attempts.get(key, 0) + 1
                 log.exception("handler_failed", attempt=n)
                 if n >= self.max_attempts:
                     self._attempts.pop(key, None)
-                    await self.dead_letter(producer, record, "handler_failed", _reason(exc))
+                    await self.dead_letter(pool, producer, raw, "handler_failed", _reason(exc))
                     return
                 await asyncio.sleep(min(0.1 * 2**n, 2.0))
+                continue
+            self._attempts.pop(key, None)
+            if outcome == "applied":
+                self.processed += 1
+                HANDLER_SECONDS.labels(self.group_id, env.type).observe(
+                    time.perf_counter() - started
+                )
+            EVENTS_CONSUMED.labels(self.group_id, env.type, outcome).inc()
+            return
+
+    async def _transaction(
+        self,
+        pool: asyncpg.Pool,
+        raw: Raw,
+        env: Envelope,
+        payload: EventPayload | None,
+        handler: Handler,
+    ) -> str:
+        """Inbox and effects in one transaction; ``parked`` if the subject has events
+        waiting (this one queues behind them), ``duplicate`` if seen before."""
+        async with pool.acquire() as conn, conn.transaction():
+            waiting = await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM parked WHERE consumer = $1 AND subject = $2)",
+                self.group_id,
+                env.subject,
+            )
+            if waiting:
+                await _insert_parked(conn, self.group_id, raw, env, "behind a parked event")
+                return "parked"
+            fresh = await conn.fetchval(
+                "INSERT INTO inbox(consumer, event_id, event_type) VALUES ($1, $2, $3)"
+                " ON CONFLICT DO NOTHING RETURNING true",
+                self.group_id,
+                env.event_id,
+                env.type,
+            )
+            if not fresh:
+                return "duplicate"
+            await handler(conn, env, payload)
+        return "applied"
+
+    async def _park(self, pool: asyncpg.Pool, raw: Raw, env: Envelope, reason: str) -> None:
+        while True:
+            try:
+                async with pool.acquire() as conn:
+                    await _insert_parked(conn, self.group_id, raw, env, reason)
+                break
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                await asyncio.sleep(1.0)
+        EVENTS_CONSUMED.labels(self.group_id, env.type, "parked").inc()
+        log.warning("event_parked", reason=reason)
+
+    async def retry_parked(self, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> int:
+        """Try the oldest parked event of each subject that is due; returns how many were
+        settled (applied, or given up and dead-lettered)."""
+        settled = 0
+        while True:
+            async with pool.acquire() as conn:
+                tx = conn.transaction()
+                await tx.start()
+                try:
+                    row = await conn.fetchrow(
+                        "SELECT * FROM parked p WHERE consumer = $1 AND next_attempt_at <= now()"
+                        " AND NOT EXISTS (SELECT 1 FROM parked q WHERE q.consumer = p.consumer"
+                        "   AND q.subject = p.subject AND q.id < p.id)"
+                        " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+                        self.group_id,
+                    )
+                    if row is None:
+                        await tx.rollback()
+                        return settled
+                    outcome = await self._retry_one(conn, row)
+                except Exception as exc:
+                    await tx.rollback()
+                    if is_transient(exc):
+                        raise
+                    log.exception("parked_handler_failed", event_id=str(row["event_id"]))
+                    if row["attempts"] + 1 >= self.max_attempts:
+                        await self._give_up(pool, producer, row, "handler_failed", _reason(exc))
+                        settled += 1
+                    else:
+                        await self._postpone(pool, row)
+                    continue
+                except BaseException:
+                    await tx.rollback()
+                    raise
+                if outcome == "wait":
+                    await tx.rollback()
+                    if await self._expired(pool, row):
+                        await self._give_up(pool, producer, row, "gave_up_waiting", "")
+                        settled += 1
+                    else:
+                        await self._postpone(pool, row)
+                    continue
+                await tx.commit()
+                settled += 1
+
+    async def _retry_one(self, conn: asyncpg.Connection, row: asyncpg.Record) -> str:
+        raw = _raw_of(row)
+        decoded = self._decode(raw)
+        if isinstance(decoded, Refusal) or decoded.handler is None:
+            await conn.execute("DELETE FROM parked WHERE id = $1", row["id"])
+            return "dropped"
+        env, handler, payload = decoded.envelope, decoded.handler, decoded.payload
+        try:
+            async with conn.transaction():
+                fresh = await conn.fetchval(
+                    "INSERT INTO inbox(consumer, event_id, event_type) VALUES ($1, $2, $3)"
+                    " ON CONFLICT DO NOTHING RETURNING true",
+                    self.group_id,
+                    env.event_id,
+                    env.type,
+                )
+                if fresh:
+                    await handler(conn, env, payload)
+        except RetryLater:
+            return "wait"
+        await conn.execute("DELETE FROM parked WHERE id = $1", row["id"])
+        EVENTS_CONSUMED.labels(self.group_id, env.type, "unparked").inc()
+        return "applied"
+
+    async def _postpone(self, pool: asyncpg.Pool, row: asyncpg.Record) -> None:
+        attempts = row["attempts"] + 1
+        await pool.execute(
+            "UPDATE parked SET attempts = $2,"
+            " next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1",
+            row["id"],
+            attempts,
+            min(0.5 * 2**attempts, 10.0),
+        )
+
+    async def _expired(self, pool: asyncpg.Pool, row: asyncpg.Record) -> bool:
+        return bool(
+            await pool.fetchval(
+                "SELECT parked_at < now() - $2::interval FROM parked WHERE id = $1",
+                row["id"],
+                self.parked_give_up,
+            )
+        )
+
+    async def _give_up(
+        self,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        row: asyncpg.Record,
+        reason: str,
+        detail: str,
+    ) -> None:
+        """Dead-letter a parked event; the subject's next parked event moves up."""
+        await self.dead_letter(
+            pool,
+            producer,
+            _raw_of(row),
+            reason,
+            f"{detail or row['reason']}; parked since {row['parked_at'].isoformat()}",
+        )
+        await pool.execute("DELETE FROM parked WHERE id = $1", row["id"])
+
+    async def run_parked(self, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
+        """Background loop: retry parked events, and keep the gauge current."""
+        while True:
+            try:
+                await self.retry_parked(pool, producer)
+                PARKED.set(
+                    await pool.fetchval(
+                        "SELECT count(*) FROM parked WHERE consumer = $1", self.group_id
+                    )
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("parked_retry_failed", error=repr(exc))
+            await asyncio.sleep(self.parked_poll_s)
 
     async def dead_letter(
-        self, producer: AIOKafkaProducer, record: Any, reason: str, detail: str
+        self,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        raw: Raw,
+        reason: str,
+        detail: str,
     ) -> None:
-        """Send the original bytes to the dead-letter topic with why, and carry on."""
+        """Keep the original record with why, publish it to the dead-letter topic (or a
+        reference to the stored copy when it is too large), and carry on."""
+        stored_id = await self._store_dead_letter(pool, raw, reason, detail)
+        if stored_id is None:  # this record was dead-lettered before (a redelivery)
+            return
         DEAD_LETTERS.labels(self.group_id, reason).inc()
         log.error(
-            "dead_lettered", reason=reason, detail=detail, topic=record.topic, offset=record.offset
+            "dead_lettered",
+            reason=reason,
+            detail=detail[:500],
+            topic=raw.topic,
+            offset=raw.offset,
+            stored=stored_id,
         )
         headers = [
-            *list(record.headers or []),
+            *raw.headers,
             ("dlq_reason", reason.encode()),
             ("dlq_detail", detail[:4000].encode()),
             ("dlq_consumer", self.group_id.encode()),
-            ("dlq_topic", record.topic.encode()),
-            ("dlq_partition", str(record.partition).encode()),
-            ("dlq_offset", str(record.offset).encode()),
+            ("dlq_topic", raw.topic.encode()),
+            ("dlq_partition", str(raw.partition).encode()),
+            ("dlq_offset", str(raw.offset).encode()),
+            ("dlq_stored_id", str(stored_id).encode()),
         ]
-        await producer.send_and_wait(
-            DEAD_LETTER.full_name(self.topic_prefix),
-            value=record.value,
-            key=record.key,
-            headers=headers,
-        )
+        value = raw.value
+        if len(value) > MAX_EVENT_BYTES:
+            headers.append(("dlq_value", b"stored"))
+            value = json.dumps(
+                {"stored_id": stored_id, "consumer": self.group_id, "size": len(raw.value)}
+            ).encode()
+        try:
+            await producer.send_and_wait(
+                DEAD_LETTER.full_name(self.topic_prefix),
+                value=value,
+                key=raw.key,
+                headers=headers,
+            )
+        except Exception as exc:  # stored anyway: an operator sees it and can replay it
+            log.error("dead_letter_not_published", stored=stored_id, error=repr(exc))
+            return
+        await pool.execute("UPDATE dead_letters SET published = true WHERE id = $1", stored_id)
+
+    async def _store_dead_letter(
+        self, pool: asyncpg.Pool, raw: Raw, reason: str, detail: str
+    ) -> int | None:
+        while True:
+            try:
+                stored: int | None = await pool.fetchval(
+                    'INSERT INTO dead_letters(consumer, topic, partition, "offset", key, value,'
+                    " headers, reason, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                    ' ON CONFLICT (consumer, topic, partition, "offset") DO NOTHING'
+                    " RETURNING id",
+                    self.group_id,
+                    raw.topic,
+                    raw.partition,
+                    raw.offset,
+                    raw.key,
+                    raw.value,
+                    raw.header_dict(),
+                    reason,
+                    detail,
+                )
+                return stored
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("dead_letter_store_waiting", error=repr(exc))
+                await asyncio.sleep(1.0)
+
+
+async def _insert_parked(
+    conn: asyncpg.Connection, consumer: str, raw: Raw, env: Envelope, reason: str
+) -> None:
+    await conn.execute(
+        "INSERT INTO parked(consumer, subject, event_id, event_type, topic, partition,"
+        ' "offset", key, value, headers, reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,'
+        ' $10, $11) ON CONFLICT (consumer, topic, partition, "offset") DO NOTHING',
+        consumer,
+        env.subject,
+        env.event_id,
+        env.type,
+        raw.topic,
+        raw.partition,
+        raw.offset,
+        raw.key,
+        raw.value,
+        raw.header_dict(),
+        reason[:2000],
+    )
+
+
+def _raw_of(row: asyncpg.Record) -> Raw:
+    return Raw(
+        topic=row["topic"],
+        partition=row["partition"],
+        offset=row["offset"],
+        key=row["key"],
+        value=bytes(row["value"]),
+        headers=tuple((k, v.encode()) for k, v in (row["headers"] or {}).items()),
+    )
 
 
 def _reason(exc: Exception) -> str:

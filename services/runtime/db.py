@@ -11,6 +11,25 @@ import asyncpg
 
 RUNTIME_MIGRATIONS = Path(__file__).parent / "migrations"
 
+# SQLSTATE classes that say "not now", never "not this": connection exceptions (08),
+# transaction rollbacks such as serialization failures and deadlocks (40), insufficient
+# resources such as too many connections (53), operator intervention such as admin
+# shutdown or "cannot connect now" (57), system and I/O errors (58), and lock not
+# available (55P03).
+TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
+TRANSIENT_SQLSTATES = ("55P03",)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when retrying the same work later can succeed: the database or the network is
+    away or busy, not the input at fault. Such failures are retried, never dead-lettered."""
+    if isinstance(exc, (OSError, TimeoutError, asyncpg.InterfaceError)):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        state = str(getattr(exc, "sqlstate", "") or "")
+        return state[:2] in TRANSIENT_SQLSTATE_CLASSES or state in TRANSIENT_SQLSTATES
+    return False
+
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typ in ("json", "jsonb"):

@@ -13,6 +13,12 @@ EVENTS_PUBLISHED = Counter(
     "lienthong_events_published_total", "Events relayed from the outbox", ["topic"]
 )
 OUTBOX_PENDING = Gauge("lienthong_outbox_pending", "Outbox rows not yet relayed")
+OUTBOX_FAILED = Gauge(
+    "lienthong_outbox_failed", "Outbox rows set aside because the broker refused them"
+)
+OUTBOX_SET_ASIDE = Counter(
+    "lienthong_outbox_set_aside_total", "Outbox rows set aside with their reason", ["topic"]
+)
 RELAY_LATENCY = Histogram(
     "lienthong_outbox_relay_seconds",
     "Time from outbox insert to broker acknowledgement",
@@ -36,3 +42,11 @@ CONSUMER_LAG = Gauge(
     "Log end offset minus the group's committed offset",
     ["group", "topic", "partition"],
 )
+TIMERS_FAILED = Counter(
+    "lienthong_timers_failed_total",
+    "Timers that failed every attempt and need an operator",
+    ["kind"],
+)
+TIMERS_FAILED_NOW = Gauge("lienthong_timers_in_failed_state", "Timers in the failed state now")
+PARKED = Gauge("lienthong_parked_events", "Events parked until what they wait for arrives")
+DEAD_LETTERS_STORED = Gauge("lienthong_dead_letters_stored", "Dead letters kept in the database")

@@ -1,9 +1,16 @@
 """Transactional outbox: events are rows written with the state change, relayed later.
 
-The relay wakes on NOTIFY from the outbox trigger and polls as a fallback; it claims rows
-with ``FOR UPDATE SKIP LOCKED`` so several replicas can relay side by side, and marks them
-published only after the broker acknowledged them (at-least-once; consumers dedupe by
-event id).
+An event larger than ``MAX_EVENT_BYTES`` is refused when it is written, so the state
+change that caused it rolls back with it instead of reaching a broker that would refuse it.
+
+The relay wakes on NOTIFY from the outbox trigger and polls as a fallback. One replica of
+a service relays at a time (a PostgreSQL advisory lock held on the relay's own
+connection; the others stand by and take over when its session ends), so every key's
+events leave in the order they were written. It sends a batch, awaits the broker's
+acknowledgements and then marks the rows published: a crash in between re-sends them
+(at-least-once; consumers dedupe by event id). A row the broker refuses for what it is
+(too large, invalid) is set aside with the reason and never blocks the rows behind it;
+a broker that is away leaves every row pending for the next round.
 """
 
 from __future__ import annotations
@@ -15,14 +22,54 @@ import uuid
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    UnsupportedForMessageFormatError,
+)
 
 from contracts.envelope import Envelope, EventPayload, new_envelope
 from contracts.topics import topic_for
 from services.runtime.clock import Clock
 from services.runtime.logging import get_logger
-from services.runtime.metrics import EVENTS_PUBLISHED, OUTBOX_PENDING, RELAY_LATENCY
+from services.runtime.metrics import (
+    EVENTS_PUBLISHED,
+    OUTBOX_FAILED,
+    OUTBOX_PENDING,
+    OUTBOX_SET_ASIDE,
+    RELAY_LATENCY,
+)
 
 log = get_logger(__name__)
+
+# Well under the broker's default max.message.bytes (1 MiB) and the producer's request
+# limit, with room for headers and the dead-letter topic's extra headers.
+MAX_EVENT_BYTES = 256 * 1024
+
+# What the broker or the client refuses because of the record itself: retrying the same
+# row can never succeed. Anything else (broker away, leader moving, not authorised yet) is
+# a condition of the cluster and is retried.
+ROW_ERRORS = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    InvalidTopicError,
+    CorruptRecordException,
+    UnsupportedForMessageFormatError,
+)
+
+
+class EventTooLarge(ValueError):
+    """An event over ``MAX_EVENT_BYTES``; the transaction writing it must not commit."""
+
+    def __init__(self, event_type: str, size: int) -> None:
+        super().__init__(
+            f"event {event_type} would be {size} bytes, over the {MAX_EVENT_BYTES}-byte limit"
+        )
+        self.event_type = event_type
+        self.size = size
+
 
 _correlation: contextvars.ContextVar[uuid.UUID | None] = contextvars.ContextVar(
     "correlation_id", default=None
@@ -82,6 +129,10 @@ class Outbox:
             causation_id=cause.event_id if cause else None,
             event_id=event_id,
         )
+        body = env.model_dump_json()
+        size = len(body.encode()) + len(subject.encode())
+        if size > MAX_EVENT_BYTES:
+            raise EventTooLarge(env.type, size)
         await conn.execute(
             "INSERT INTO outbox(event_id, topic, key, event_type, payload, headers)"
             " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
@@ -89,7 +140,7 @@ class Outbox:
             topic_for(env.type).full_name(self.topic_prefix),
             subject,
             env.type,
-            env.model_dump_json(),
+            body,
             kafka_headers(env),
         )
         return env
@@ -130,7 +181,7 @@ class Waker:
 
 
 class OutboxRelay:
-    """Moves outbox rows to Kafka."""
+    """Moves outbox rows to Kafka, one replica at a time."""
 
     def __init__(
         self,
@@ -140,60 +191,173 @@ class OutboxRelay:
         *,
         batch_size: int = 500,
         poll_interval: float = 1.0,
+        lock_name: str = "outbox",
     ) -> None:
         self.pool = pool
         self.producer = producer
         self.waker = waker
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.lock_name = lock_name
         self.published = 0
+        self.set_aside = 0
+        self._leader: asyncpg.pool.PoolConnectionProxy | None = None
+
+    async def _lead(self) -> asyncpg.pool.PoolConnectionProxy | None:
+        """The connection holding the relay lock of this schema, or None if another
+        replica holds it. The lock lives as long as the connection."""
+        if self._leader is not None:
+            if not self._leader.is_closed():
+                return self._leader
+            await self.resign()
+        conn = await self.pool.acquire()
+        try:
+            got = await conn.fetchval(
+                "SELECT pg_try_advisory_lock(hashtextextended("
+                " current_schema() || '.' || $1::text, 0))",
+                self.lock_name,
+            )
+        except BaseException:
+            await self.pool.release(conn)
+            raise
+        if not got:
+            await self.pool.release(conn)
+            return None
+        self._leader = conn
+        log.info("outbox_relay_leading")
+        return conn
+
+    async def resign(self) -> None:
+        """Give the lock (and the connection) back, so a standby replica takes over."""
+        conn, self._leader = self._leader, None
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            if not conn.is_closed():
+                await conn.execute("SELECT pg_advisory_unlock_all()")
+        with contextlib.suppress(Exception):
+            await self.pool.release(conn)
 
     async def relay_once(self) -> int:
-        """Publish one batch of unpublished rows; returns how many were published."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        """Publish one batch of pending rows; returns how many rows it settled (published
+        or set aside). Raises when the broker or the database is away."""
+        conn = await self._lead()
+        if conn is None:
+            return 0
+        try:
             rows = await conn.fetch(
-                "SELECT id, topic, key, payload, headers, created_at FROM outbox"
-                " WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                "SELECT id, topic, key, event_type, payload, headers, created_at FROM outbox"
+                " WHERE published_at IS NULL AND failed_at IS NULL ORDER BY id LIMIT $1",
                 self.batch_size,
             )
-            if not rows:
-                return 0
-            futures = [
-                await self.producer.send(
+        except BaseException:
+            await self.resign()
+            raise
+        if not rows:
+            return 0
+        sent: list[tuple[asyncpg.Record, asyncio.Future[object]]] = []
+        refused: list[tuple[asyncpg.Record, BaseException]] = []
+        for r in rows:
+            try:
+                future = await self.producer.send(
                     r["topic"],
                     value=r["payload"].encode(),
                     key=r["key"].encode(),
                     headers=[(k, str(v).encode()) for k, v in r["headers"].items()],
                 )
-                for r in rows
-            ]
-            await asyncio.gather(*futures)
+            except ROW_ERRORS as refusal:  # refused by the client before it left
+                refused.append((r, refusal))
+                continue
+            sent.append((r, future))
+        results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
+        published: list[asyncpg.Record] = []
+        away: BaseException | None = None
+        for (r, _), result in zip(sent, results, strict=True):
+            if isinstance(result, ROW_ERRORS):
+                refused.append((r, result))
+            elif isinstance(result, BaseException):
+                away = away or result
+            else:
+                published.append(r)
+        try:
             acked = await conn.fetchval("SELECT clock_timestamp()")
-            await conn.execute(
-                "UPDATE outbox SET published_at = $2 WHERE id = ANY($1::bigint[])",
-                [r["id"] for r in rows],
-                acked,
+            if published:
+                await conn.execute(
+                    "UPDATE outbox SET published_at = $2 WHERE id = ANY($1::bigint[])",
+                    [r["id"] for r in published],
+                    acked,
+                )
+            for r, why in refused:
+                await conn.execute(
+                    "UPDATE outbox SET failed_at = $2, failure = $3 WHERE id = $1",
+                    r["id"],
+                    acked,
+                    f"{type(why).__name__}: {why}"[:2000],
+                )
+        except BaseException:
+            await self.resign()
+            raise
+        for r, why in refused:
+            OUTBOX_SET_ASIDE.labels(r["topic"]).inc()
+            log.error(
+                "outbox_row_set_aside",
+                outbox_id=r["id"],
+                event_type=r["event_type"],
+                dossier_code=r["key"],
+                error=repr(why),
             )
-        for r in rows:
+        for r in published:
             EVENTS_PUBLISHED.labels(r["topic"]).inc()
             RELAY_LATENCY.observe(max(0.0, (acked - r["created_at"]).total_seconds()))
-        self.published += len(rows)
-        return len(rows)
+        self.published += len(published)
+        self.set_aside += len(refused)
+        if away is not None:
+            raise away
+        return len(published) + len(refused)
 
     async def run(self) -> None:
-        while True:
-            try:
-                n = await self.relay_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("outbox_relay_failed", error=repr(exc))
-                await asyncio.sleep(1.0)
-                continue
-            if n < self.batch_size:
-                await self.waker.wait(self.poll_interval)
+        try:
+            while True:
+                try:
+                    n = await self.relay_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("outbox_relay_failed", error=repr(exc))
+                    await asyncio.sleep(1.0)
+                    continue
+                if n < self.batch_size:
+                    await self.waker.wait(self.poll_interval)
+        finally:
+            await self.resign()
 
     async def pending(self) -> int:
-        n: int = await self.pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-        OUTBOX_PENDING.set(n)
-        return n
+        row = await self.pool.fetchrow(
+            "SELECT count(*) FILTER (WHERE failed_at IS NULL) AS pending,"
+            " count(*) FILTER (WHERE failed_at IS NOT NULL) AS failed"
+            " FROM outbox WHERE published_at IS NULL"
+        )
+        OUTBOX_PENDING.set(row["pending"])
+        OUTBOX_FAILED.set(row["failed"])
+        return int(row["pending"])
+
+
+async def failed_rows(pool: asyncpg.Pool, limit: int = 100) -> list[dict[str, object]]:
+    """Outbox rows set aside, newest first, for operators."""
+    rows = await pool.fetch(
+        "SELECT id, event_id, topic, key, event_type, length(payload) AS size, created_at,"
+        " failed_at, failure FROM outbox WHERE failed_at IS NOT NULL AND published_at IS NULL"
+        " ORDER BY id DESC LIMIT $1",
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def retry_row(pool: asyncpg.Pool, row_id: int) -> bool:
+    """Put a set-aside row back in line (after its cause was fixed)."""
+    result: str = await pool.execute(
+        "UPDATE outbox SET failed_at = NULL, failure = NULL"
+        " WHERE id = $1 AND failed_at IS NOT NULL AND published_at IS NULL",
+        row_id,
+    )
+    return result.endswith(" 1")

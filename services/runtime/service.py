@@ -32,6 +32,7 @@ from services.runtime.clock import Clock, make_clock
 from services.runtime.consumer import EventConsumer, Handler
 from services.runtime.db import create_pool, migrate
 from services.runtime.lag import LagProbe, PartitionLag, export
+from services.runtime.ops import install_edge_guards, ops_router
 from services.runtime.outbox import (
     Outbox,
     OutboxRelay,
@@ -182,6 +183,10 @@ def create_app(
             replica=settings.replica,
         )
         tasks = [asyncio.create_task(rt.relay.run(), name="outbox-relay")]
+        if rt.consumer is not None:
+            tasks.append(
+                asyncio.create_task(rt.consumer.run_parked(rt.pool, rt.producer), name="parked")
+            )
         if wiring.timers:
             tasks.append(asyncio.create_task(rt.scheduler.run(), name="timers"))
         if wiring.on_start:
@@ -206,6 +211,7 @@ def create_app(
     app.state.runtime = rt
     app.add_exception_handler(RequestValidationError, _problem_422)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _problem_http)  # type: ignore[arg-type]
+    install_edge_guards(app, settings.max_body_bytes)
 
     @app.middleware("http")
     async def correlation(request: Request, call_next: Any) -> Response:
@@ -267,6 +273,7 @@ def create_app(
 
     if wiring.router is not None:
         app.include_router(wiring.router)
+    app.include_router(ops_router(rt))
     return app
 
 

@@ -61,6 +61,7 @@ class ServiceSettings(BaseSettings):
     timer_batch_size: int = 500
     timer_poll_interval_s: float = 0.5
     handler_max_attempts: int = 5
+    max_body_bytes: int = 256 * 1024
     replica: str = "0"
 
     # notification

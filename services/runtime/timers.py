@@ -18,8 +18,9 @@ from typing import Any
 import asyncpg
 
 from services.runtime.clock import Clock
+from services.runtime.db import is_transient
 from services.runtime.logging import get_logger
-from services.runtime.metrics import TIMER_LATENESS, TIMERS_FIRED
+from services.runtime.metrics import TIMER_LATENESS, TIMERS_FAILED, TIMERS_FAILED_NOW, TIMERS_FIRED
 from services.runtime.outbox import Waker
 
 log = get_logger(__name__)
@@ -106,8 +107,28 @@ class TimerScheduler:
                         await handler(conn, row)
                     fired.append(row["id"])
                 except Exception as exc:
-                    log.warning("timer_failed", kind=row["kind"], ref=row["ref"], error=repr(exc))
+                    if is_transient(exc):  # a deadlock or a busy database: soon, uncounted
+                        log.warning("timer_deferred", kind=row["kind"], error=repr(exc))
+                        await conn.execute(
+                            "UPDATE timers SET due_at = $2 WHERE id = $1",
+                            row["id"],
+                            now + timedelta(seconds=1),
+                        )
+                        continue
                     attempts = row["attempts"] + 1
+                    if attempts >= self.max_attempts:
+                        TIMERS_FAILED.labels(row["kind"]).inc()
+                        log.error(
+                            "timer_failed_for_good",
+                            kind=row["kind"],
+                            ref=row["ref"],
+                            attempts=attempts,
+                            error=repr(exc),
+                        )
+                    else:
+                        log.warning(
+                            "timer_failed", kind=row["kind"], ref=row["ref"], error=repr(exc)
+                        )
                     await conn.execute(
                         "UPDATE timers SET attempts = $2::int, last_error = $3, due_at = $4,"
                         " status = CASE WHEN $2::int >= $5::int THEN 'failed' ELSE 'pending' END"
@@ -153,3 +174,28 @@ class TimerScheduler:
                 await self.waker.wait(self.poll_interval)
             else:
                 await asyncio.sleep(self.poll_interval)
+
+
+async def failed_timers(pool: asyncpg.Pool, limit: int = 100) -> list[dict[str, Any]]:
+    """Timers that failed every attempt, newest first: an operator must look at them, or a
+    reminder, an escalation or a lapse never happens."""
+    rows = await pool.fetch(
+        "SELECT id, kind, ref, owner, due_at, attempts, last_error, payload FROM timers"
+        " WHERE status = 'failed' ORDER BY id DESC LIMIT $1",
+        limit,
+    )
+    TIMERS_FAILED_NOW.set(
+        await pool.fetchval("SELECT count(*) FROM timers WHERE status = 'failed'")
+    )
+    return [dict(r) for r in rows]
+
+
+async def retry_timer(pool: asyncpg.Pool, timer_id: int, now: datetime) -> bool:
+    """Put a failed timer back to fire now, with its attempts reset."""
+    result: str = await pool.execute(
+        "UPDATE timers SET status = 'pending', attempts = 0, due_at = $2"
+        " WHERE id = $1 AND status = 'failed'",
+        timer_id,
+        now,
+    )
+    return result.endswith(" 1")

@@ -60,6 +60,7 @@ async def test_relay_publishes_only_committed_events(
         assert await relay.relay_once() == 3
         assert await relay.relay_once() == 0
     finally:
+        await relay.resign()
         await producer.stop()
     records = await read_topic(kafka_bootstrap, NOTIFICATION.full_name(topic_prefix), at_least=3)
     got = [Envelope.model_validate_json(r.value) for r in records]
@@ -69,12 +70,16 @@ async def test_relay_publishes_only_committed_events(
     assert await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
 
 
-async def test_two_relays_publish_each_row_once(
+async def test_two_relays_keep_each_keys_order_and_publish_each_row_once(
     pool: asyncpg.Pool, outbox: Outbox, kafka_bootstrap: str, topic_prefix: str, database_url: str
 ) -> None:
+    """Two replicas relay 1,000 events of 10 dossiers: one leads at a time, so each
+    dossier's events reach the topic in the order they were written, each once; when the
+    leader goes, the standby takes over."""
+    codes = [f"000.00.01.H22-251124-{i:04d}" for i in range(10)]
     async with pool.acquire() as conn, conn.transaction():
         for i in range(1000):
-            await outbox.add(conn, sent(i), subject=CODE)
+            await outbox.add(conn, sent(i), subject=codes[i % 10])
     producers = [make_producer(kafka_bootstrap, f"t{i}") for i in range(2)]
     for p in producers:
         await p.start()
@@ -82,20 +87,34 @@ async def test_two_relays_publish_each_row_once(
         OutboxRelay(pool, p, Waker(database_url, "rt_outbox"), batch_size=50) for p in producers
     ]
 
-    async def drain(r: OutboxRelay) -> None:
-        while await r.relay_once():
-            pass
+    async def drain(r: OutboxRelay, batches: int) -> None:
+        for _ in range(batches):
+            await r.relay_once()
 
     try:
-        await asyncio.gather(*(drain(r) for r in relays))
+        await asyncio.gather(*(drain(r, 10) for r in relays))
+        first = [r.published for r in relays]
+        assert sorted(first) == [0, 500], "one leader, one standby"
+        leader = relays[first.index(500)]
+        standby = relays[1 - first.index(500)]
+        await leader.resign()  # the leader's process ends
+        await drain(standby, 11)
     finally:
+        for r in relays:
+            await r.resign()
         for p in producers:
             await p.stop()
-    assert sum(r.published for r in relays) == 1000
-    assert all(r.published > 0 for r in relays), "both replicas should have taken batches"
+    assert standby.published == 500
     records = await read_topic(kafka_bootstrap, NOTIFICATION.full_name(topic_prefix), at_least=1000)
     ids = [json.loads(r.value)["event_id"] for r in records]
     assert len(ids) == len(set(ids)) == 1000
+    per_key: dict[bytes, list[int]] = {}
+    for r in records:
+        per_key.setdefault(r.key, []).append(int(json.loads(r.value)["data"]["kind"][1:]))
+    inversions = sum(
+        1 for seq in per_key.values() for a, b in zip(seq, seq[1:], strict=False) if a > b
+    )
+    assert inversions == 0
 
 
 async def test_consumer_applies_once_and_dead_letters_bad_events(

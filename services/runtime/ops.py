@@ -1,0 +1,154 @@
+"""What every service shows its operators, and the guards every service keeps at its edge.
+
+Operators see (and can put back in line) what was set aside so the pipeline could go on:
+outbox rows the broker refused, dead letters, parked events and timers that failed every
+attempt. The edge guards refuse, with a 4xx naming the part and the reason, what must
+never reach a handler or the database: bodies over the size limit, control characters in
+the path or query, events too large to publish, and values PostgreSQL cannot store.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from services.runtime import auth
+from services.runtime.outbox import EventTooLarge, failed_rows, retry_row
+from services.runtime.timers import failed_timers, retry_timer
+
+if TYPE_CHECKING:
+    from services.runtime.service import Runtime
+
+
+def problem(status: int, detail: str, field: str, reason: str) -> JSONResponse:
+    return JSONResponse(
+        status_code=status,
+        content={"detail": detail, "errors": [{"field": field, "reason": reason}]},
+    )
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(c) == "Cc" for c in text)
+
+
+def install_edge_guards(app: FastAPI, max_body_bytes: int) -> None:
+    """Body size limit, control characters in the URL, and the two backstops."""
+
+    @app.middleware("http")
+    async def edge(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if _has_control(request.url.path):
+            return problem(422, "invalid request", "path", "control characters are not allowed")
+        for name, value in request.query_params.multi_items():
+            if _has_control(name) or _has_control(value):
+                return problem(
+                    422, "invalid request", f"query.{name}", "control characters are not allowed"
+                )
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                return problem(400, "invalid request", "content-length", "not a number")
+            if int(declared) > max_body_bytes:
+                return problem(
+                    413,
+                    "request too large",
+                    "body",
+                    f"{declared} bytes; the limit is {max_body_bytes}",
+                )
+        elif request.method in ("POST", "PUT", "PATCH"):
+            body = await request.body()  # chunked: Starlette keeps it for the handler
+            if len(body) > max_body_bytes:
+                return problem(
+                    413,
+                    "request too large",
+                    "body",
+                    f"{len(body)} bytes; the limit is {max_body_bytes}",
+                )
+        return await call_next(request)
+
+    async def too_large(_: Request, exc: Exception) -> Response:
+        return problem(422, "request too large to record", "body", str(exc))
+
+    async def data_error(_: Request, exc: Exception) -> Response:
+        message = getattr(exc, "message", str(exc))
+        return problem(422, "invalid request", "body", f"value not accepted: {message}")
+
+    app.add_exception_handler(EventTooLarge, too_large)
+    app.add_exception_handler(asyncpg.DataError, data_error)
+
+
+def ops_router(rt: Runtime) -> APIRouter:
+    """``/v1/ops/*``: operators only."""
+    router = APIRouter(prefix="/v1/ops", tags=["ops"])
+
+    def operator(request: Request) -> auth.Claims:
+        claims = auth.bearer(request, rt.settings.jwt_secret, rt.clock.now())
+        if not claims.is_operator:
+            raise HTTPException(403, detail="operators only")
+        return claims
+
+    @router.get("/outbox/failed")
+    async def outbox_failed(
+        request: Request, limit: int = Query(100, ge=1, le=1000)
+    ) -> list[dict[str, Any]]:
+        """Outbox rows set aside because the broker refused them, with the reason."""
+        operator(request)
+        return await failed_rows(rt.pool, limit)
+
+    @router.post("/outbox/{row_id}/retry")
+    async def outbox_retry(request: Request, row_id: int) -> dict[str, Any]:
+        """Put a set-aside row back in line once its cause is fixed."""
+        operator(request)
+        if not await retry_row(rt.pool, row_id):
+            raise HTTPException(404, detail=f"no set-aside outbox row {row_id}")
+        return {"id": row_id, "status": "pending"}
+
+    @router.get("/timers/failed")
+    async def timers_failed(
+        request: Request, limit: int = Query(100, ge=1, le=1000)
+    ) -> list[dict[str, Any]]:
+        """Timers that failed every attempt: a reminder, escalation or lapse is stuck."""
+        operator(request)
+        return await failed_timers(rt.pool, limit)
+
+    @router.post("/timers/{timer_id}/retry")
+    async def timers_retry(request: Request, timer_id: int) -> dict[str, Any]:
+        operator(request)
+        if not await retry_timer(rt.pool, timer_id, rt.clock.now()):
+            raise HTTPException(404, detail=f"no failed timer {timer_id}")
+        return {"id": timer_id, "status": "pending"}
+
+    @router.get("/dead-letters")
+    async def dead_letters(
+        request: Request, limit: int = Query(100, ge=1, le=1000)
+    ) -> list[dict[str, Any]]:
+        """Events this service could not accept, newest first, with the reason."""
+        operator(request)
+        rows = await rt.pool.fetch(
+            'SELECT id, consumer, topic, partition, "offset", length(value) AS size, reason,'
+            " detail, published, created_at, replayed_at FROM dead_letters"
+            " ORDER BY id DESC LIMIT $1",
+            limit,
+        )
+        return [dict(r) for r in rows]
+
+    @router.get("/parked")
+    async def parked(
+        request: Request, limit: int = Query(100, ge=1, le=1000)
+    ) -> list[dict[str, Any]]:
+        """Events waiting for something, per dossier, oldest first."""
+        operator(request)
+        rows = await rt.pool.fetch(
+            "SELECT id, consumer, subject, event_id, event_type, reason, attempts, parked_at,"
+            " next_attempt_at FROM parked ORDER BY id LIMIT $1",
+            limit,
+        )
+        return [dict(r) for r in rows]
+
+    return router
