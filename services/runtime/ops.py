@@ -18,11 +18,15 @@ from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from services.runtime import auth
+from services.runtime.db import is_transient
+from services.runtime.logging import get_logger
 from services.runtime.outbox import EventTooLarge, failed_rows, retry_row
 from services.runtime.timers import failed_timers, retry_timer
 
 if TYPE_CHECKING:
     from services.runtime.service import Runtime
+
+log = get_logger(__name__)
 
 
 def problem(status: int, detail: str, field: str, reason: str) -> JSONResponse:
@@ -75,12 +79,22 @@ def install_edge_guards(app: FastAPI, max_body_bytes: int) -> None:
     async def too_large(_: Request, exc: Exception) -> Response:
         return problem(422, "request too large to record", "body", str(exc))
 
-    async def data_error(_: Request, exc: Exception) -> Response:
-        message = getattr(exc, "message", str(exc))
-        return problem(422, "invalid request", "body", f"value not accepted: {message}")
+    async def database_error(_: Request, exc: Exception) -> Response:
+        """A value PostgreSQL cannot store is the caller's (422); a database that is away
+        or busy is nobody's fault and passes (503, retry); anything else is ours (500)."""
+        if isinstance(exc, asyncpg.DataError):
+            message = getattr(exc, "message", str(exc))
+            return problem(422, "invalid request", "body", f"value not accepted: {message}")
+        if is_transient(exc):
+            response = problem(503, "database unavailable, retry shortly", "", repr(exc)[:200])
+            response.headers["Retry-After"] = "1"
+            return response
+        log.exception("unhandled_database_error", exc_info=exc)
+        return problem(500, "internal error", "", type(exc).__name__)
 
     app.add_exception_handler(EventTooLarge, too_large)
-    app.add_exception_handler(asyncpg.DataError, data_error)
+    for kind in (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+        app.add_exception_handler(kind, database_error)
 
 
 def ops_router(rt: Runtime) -> APIRouter:

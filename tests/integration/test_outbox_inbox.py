@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import uuid
 from datetime import UTC, datetime
@@ -111,9 +112,7 @@ async def test_two_relays_keep_each_keys_order_and_publish_each_row_once(
     per_key: dict[bytes, list[int]] = {}
     for r in records:
         per_key.setdefault(r.key, []).append(int(json.loads(r.value)["data"]["kind"][1:]))
-    inversions = sum(
-        1 for seq in per_key.values() for a, b in zip(seq, seq[1:], strict=False) if a > b
-    )
+    inversions = sum(1 for seq in per_key.values() for a, b in itertools.pairwise(seq) if a > b)
     assert inversions == 0
 
 
