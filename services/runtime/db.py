@@ -23,8 +23,11 @@ TRANSIENT_SQLSTATES = ("55P03",)
 def is_transient(exc: BaseException) -> bool:
     """True when retrying the same work later can succeed: the database or the network is
     away or busy, not the input at fault. Such failures are retried, never dead-lettered."""
-    if isinstance(exc, (OSError, TimeoutError, asyncpg.InterfaceError)):
-        return True
+    if isinstance(
+        exc,
+        (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError),
+    ):
+        return True  # includes a pooled connection left mid-operation by a lost server
     if isinstance(exc, asyncpg.PostgresError):
         state = str(getattr(exc, "sqlstate", "") or "")
         return state[:2] in TRANSIENT_SQLSTATE_CLASSES or state in TRANSIENT_SQLSTATES

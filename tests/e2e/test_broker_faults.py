@@ -12,8 +12,6 @@ agency, and no event is applied twice. Counts are printed for the closing note.
 from __future__ import annotations
 
 import asyncio
-import collections
-import json
 import random
 import time
 from collections.abc import Iterator
@@ -23,12 +21,10 @@ import asyncpg
 import httpx
 import pytest
 
-from contracts.topics import CONSULTATION, DOSSIER, NOTIFICATION, ROUTING
 from deploy.kafka import KafkaUnavailable, LocalKafka, ensure_jars
 from deploy.local import SmtpSink
+from tests.e2e.checks import Submitter, settle_and_count
 from tests.e2e.stack import Stack
-from tests.e2e.test_walking_skeleton import BIRTH, CONSULTED, PERMIT
-from tests.helpers import eventually, read_all
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -74,93 +70,6 @@ def _stack(bootstrap: str, database_url: str, prefix: str, logs: Path, smtp: Smt
     return stack
 
 
-class Submitter:
-    """Submits dossiers with bounded concurrency; counts what was accepted."""
-
-    def __init__(self, http: httpx.AsyncClient, url: str, concurrency: int) -> None:
-        self.http = http
-        self.url = url
-        self.sem = asyncio.Semaphore(concurrency)
-        self.accepted: dict[str, str] = {}
-
-    async def one(self, i: int) -> None:
-        body = PERMIT if i % 2 else BIRTH
-        async with self.sem:
-            r = await self.http.post(f"{self.url}/v1/dossiers", json=body)
-        assert r.status_code == 201, r.text
-        self.accepted[r.json()["code"]] = body["procedure_code"]
-
-    async def run(self, n: int) -> None:
-        await asyncio.gather(*(self.one(i) for i in range(n)))
-
-    async def reached(self, n: int) -> None:
-        await eventually(lambda: _count(self.accepted), lambda got: got >= n, timeout=300)
-
-
-async def _count(accepted: dict[str, str]) -> int:
-    return len(accepted)
-
-
-async def _settle_and_count(
-    db: asyncpg.Connection, bootstrap: str, prefix: str, dossiers: dict[str, str]
-) -> dict[str, int]:
-    """Wait until every effect is there, assert each exactly once, return the counts."""
-    expected_requests = sum(CONSULTED[p] for p in dossiers.values())
-    await eventually(
-        lambda: db.fetchval("SELECT count(*) FROM consultation.requests"),
-        lambda n: n >= expected_requests,
-        timeout=300,
-        interval=1,
-    )
-    await eventually(
-        lambda: db.fetchval("SELECT count(*) FROM notification.notifications WHERE kind='form01'"),
-        lambda n: n >= len(dossiers),
-        timeout=300,
-        interval=1,
-    )
-    receipts = await db.fetch(
-        "SELECT dossier_code, count(*) AS n FROM notification.notifications"
-        " WHERE kind = 'form01' GROUP BY dossier_code"
-    )
-    assert {r["dossier_code"] for r in receipts} == set(dossiers)
-    assert all(r["n"] == 1 for r in receipts), "a receipt recorded twice"
-    per_dossier = await db.fetch(
-        "SELECT dossier_code, count(*) AS n, count(DISTINCT agency_id) AS agencies"
-        " FROM consultation.requests GROUP BY dossier_code"
-    )
-    assert {r["dossier_code"] for r in per_dossier} == set(dossiers)
-    for r in per_dossier:
-        assert r["n"] == r["agencies"] == CONSULTED[dossiers[r["dossier_code"]]]
-    assert await db.fetchval("SELECT count(*) FROM routing.routes") == len(dossiers)
-
-    async def unpublished() -> int:
-        n = 0
-        for schema in ("intake", "routing", "consultation", "notification"):
-            n += await db.fetchval(
-                f"SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL"
-            )
-        return n
-
-    left = await eventually(unpublished, lambda n: n == 0, timeout=120, interval=0.5)
-
-    # On the wire: an event id seen twice is a relay re-send (at-least-once); the inbox
-    # must have absorbed it. The inboxes hold each event id at most once by their key.
-    topics = {
-        t.full_name(prefix): t.partitions for t in (DOSSIER, ROUTING, CONSULTATION, NOTIFICATION)
-    }
-    records = await read_all(bootstrap, topics)
-    seen = collections.Counter(json.loads(r.value)["event_id"] for r in records)
-    return {
-        "dossiers": len(dossiers),
-        "receipts": len(receipts),
-        "requests": sum(r["n"] for r in per_dossier),
-        "events_on_topics": len(records),
-        "duplicate_events_on_topics": sum(n - 1 for n in seen.values() if n > 1),
-        "effects_applied_twice": 0,  # asserted above: one receipt, one request per agency
-        "outbox_unpublished": left,
-    }
-
-
 async def test_sigkill_one_of_three_brokers_mid_stream(
     cluster: LocalKafka,
     database_url: str,
@@ -184,7 +93,7 @@ async def test_sigkill_one_of_three_brokers_mid_stream(
         restarted_at = len(submit.accepted)
         await flow
         await asyncio.to_thread(cluster.wait_ready, 120)
-        counts = await _settle_and_count(db, cluster.bootstrap, topic_prefix, submit.accepted)
+        counts = await settle_and_count(db, cluster.bootstrap, topic_prefix, submit.accepted)
         assert all(p.poll() is None for p in stack.procs.values()), "a service died"
     finally:
         stack.stop()
@@ -218,7 +127,7 @@ async def test_single_broker_stopped_and_started_mid_stream(
         node.start()
         await asyncio.to_thread(single.wait_ready, 120)
         await flow
-        counts = await _settle_and_count(db, single.bootstrap, topic_prefix, submit.accepted)
+        counts = await settle_and_count(db, single.bootstrap, topic_prefix, submit.accepted)
         alive = {n: p.pid for n, p in stack.procs.items() if p.poll() is None}
         assert alive == pids, "a service had to be restarted"
     finally:
