@@ -7,7 +7,7 @@ import logging
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
 
 from contracts.topics import TOPICS
@@ -88,4 +88,4 @@ async def ensure_topics(
             await asyncio.sleep(0.5)
         finally:
             await admin.close()
-    raise RuntimeError(f"could not create topics on {bootstrap}: {last!r}")
+    raise KafkaConnectionError(f"could not create topics on {bootstrap}: {last!r}")

@@ -207,7 +207,11 @@ class OutboxRelay:
         """The connection holding the relay lock of this schema, or None if another
         replica holds it. The lock lives as long as the connection."""
         if self._leader is not None:
-            if not self._leader.is_closed():
+            try:
+                alive = not self._leader.is_closed()
+            except asyncpg.InterfaceError:  # the pool took the connection back
+                alive = False
+            if alive:
                 return self._leader
             await self.resign()
         conn = await self.pool.acquire()
@@ -324,6 +328,7 @@ class OutboxRelay:
                     raise
                 except Exception as exc:
                     log.warning("outbox_relay_failed", error=repr(exc))
+                    await self.resign()  # lead again on a fresh connection
                     await asyncio.sleep(1.0)
                     continue
                 if n < self.batch_size:

@@ -13,11 +13,12 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import uvicorn
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -30,7 +31,7 @@ from services.runtime.broker import ensure_topics, make_broker, make_producer
 from services.runtime.calendar import CalendarOverrides, WorkingCalendar
 from services.runtime.clock import Clock, make_clock
 from services.runtime.consumer import EventConsumer, Handler
-from services.runtime.db import create_pool, migrate
+from services.runtime.db import create_pool, is_transient, migrate
 from services.runtime.lag import LagProbe, PartitionLag, export
 from services.runtime.ops import install_edge_guards, ops_router
 from services.runtime.outbox import (
@@ -42,6 +43,8 @@ from services.runtime.outbox import (
 )
 from services.runtime.settings import ServiceSettings
 from services.runtime.timers import TimerHandler, TimerScheduler
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -124,6 +127,24 @@ def _problem_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     return JSONResponse(status_code=exc.status_code, content=content, headers=exc.headers)
 
 
+async def _patiently(what: str, step: Callable[[], Awaitable[T]]) -> T:
+    """Run a start-up step until it succeeds while the database or the broker is away or
+    still starting: a service started in the middle of an outage waits for it, it does
+    not exit (nothing would start it again under ``make run``)."""
+    attempt = 0
+    while True:
+        try:
+            return await step()
+        except Exception as exc:
+            if not (is_transient(exc) or isinstance(exc, KafkaError)):
+                raise
+            attempt += 1
+            rlog.get_logger("runtime").warning(
+                "waiting_to_start", step=what, attempt=attempt, error=repr(exc)
+            )
+            await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+
+
 def create_app(
     spec: ServiceSpec, settings: ServiceSettings | None = None, clock: Clock | None = None
 ) -> FastAPI:
@@ -149,16 +170,31 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rlog.configure(spec.name, settings.log_level)
         schema = settings.db_schema
-        rt._pool = await create_pool(
-            settings.database_url,
-            schema,
-            min_size=settings.pool_min_size,
-            max_size=settings.pool_max_size,
+
+        async def open_pool() -> asyncpg.Pool:
+            return await create_pool(
+                settings.database_url,
+                schema,
+                min_size=settings.pool_min_size,
+                max_size=settings.pool_max_size,
+            )
+
+        rt._pool = await _patiently("database", open_pool)
+        applied = await _patiently("migrations", lambda: migrate(rt.pool, schema, spec.migrations))
+        await _patiently(
+            "topics", lambda: ensure_topics(settings.kafka_bootstrap_servers, settings.topic_prefix)
         )
-        applied = await migrate(rt.pool, schema, spec.migrations)
-        await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_prefix)
-        rt._producer = make_producer(settings.kafka_bootstrap_servers, f"lienthong-{spec.name}")
-        await rt.producer.start()
+
+        async def start_producer() -> AIOKafkaProducer:
+            producer = make_producer(settings.kafka_bootstrap_servers, f"lienthong-{spec.name}")
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            return producer
+
+        rt._producer = await _patiently("producer", start_producer)
         rt.lag_probe = LagProbe(settings.kafka_bootstrap_servers, f"lienthong-{spec.name}-lag")
         wakers = [
             Waker(settings.database_url, f"{schema}_outbox"),
@@ -190,8 +226,8 @@ def create_app(
         if wiring.timers:
             tasks.append(asyncio.create_task(rt.scheduler.run(), name="timers"))
         if wiring.on_start:
-            await wiring.on_start()
-        await broker.start()
+            await _patiently("on_start", wiring.on_start)
+        await _patiently("consumer", broker.start)
         log.info("service_started", port=settings.http_port, migrations=applied)
         try:
             yield

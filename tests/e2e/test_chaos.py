@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import random
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,10 +85,18 @@ def kafka(tmp_path: Path) -> Iterator[LocalKafka]:
 
 
 @pytest.fixture
-def postgres(tmp_path: Path) -> Postgres:
+def postgres() -> Iterator[Postgres]:
     if os.environ.get("DATABASE_URL"):
         pytest.skip("kills a database of its own; DATABASE_URL names a shared one")
-    return Postgres(tmp_path / "pg")
+    # Not under pytest's tmp_path: PostgreSQL runs as its own user, which must be able to
+    # reach the folder again when it restarts, and pytest keeps its folders 0700.
+    folder = Path(tempfile.mkdtemp(prefix="lt-chaos-pg-"))
+    folder.chmod(0o755)
+    pg = Postgres(folder / "pg")
+    yield pg
+    with contextlib.suppress(Exception):
+        pg.kill()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 async def test_chaos_kills_every_kind_of_process_during_2000_dossiers(
@@ -113,11 +124,13 @@ async def test_chaos_kills_every_kind_of_process_during_2000_dossiers(
         async with httpx.AsyncClient(timeout=30) as http:
             submit = Submitter(http, stack.url("intake"), concurrency=16, retry=True)
             flow = asyncio.create_task(submit.run(2000))
-            order = list(KINDS)
-            rng.shuffle(order)
-            while not flow.done() or len(kills) < len(KINDS):
-                await asyncio.sleep(rng.uniform(1.5, 4.0))
-                victim = order[sum(kills.values()) % len(order)]
+            # Each kind of process once per round, in random order, at random points of
+            # the stream; a killed process is started again after a random pause.
+            rounds = int(os.environ.get("CHAOS_ROUNDS", "1"))
+            plan = [k for _ in range(rounds) for k in rng.sample(KINDS, len(KINDS))]
+            marks = sorted(rng.sample(range(100, 1700), len(plan)))
+            for victim, mark in zip(plan, marks, strict=True):
+                await submit.reached(mark)
                 await asyncio.to_thread(_kill, victim, stack, kafka, postgres)
                 kills[victim] += 1
                 await asyncio.sleep(rng.uniform(0.3, 2.0))
