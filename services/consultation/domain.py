@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 from uuid import UUID
 
+import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from contracts.common import Duration
-from contracts.events import Decision
+from contracts.events import Decision, Outcome, RoundOutcome
 from services.consultation.templates import Role, Template
 
 
@@ -75,6 +75,89 @@ def timer_plan(
     return plan
 
 
+# --- the round: one dossier's consultation, the aggregate -----------------------------------
+
+
+@dataclass
+class RequestState:
+    """What the round needs to know of one of its requests."""
+
+    id: UUID
+    agency_id: str
+    status: Status
+    decision: str | None
+
+
+@dataclass
+class Round:
+    """A dossier's consultation round: the consistency boundary of its requests.
+
+    Loaded under its row lock (every path that changes a request of the dossier takes it
+    first, so replies, extensions, timers and cancellation never lock in different orders),
+    changed through its methods, saved with ``version`` bumped.
+    """
+
+    code: str
+    opened_at: datetime | None = None
+    completed_at: datetime | None = None
+    ended_at: datetime | None = None
+    ended_by: str | None = None
+    ended_reason: str | None = None
+    version: int = 0
+    requests: list[RequestState] = field(default_factory=list)
+
+    @property
+    def ended(self) -> bool:
+        """Withdrawn or stopped: no request opens and no timer is planned any more."""
+        return self.ended_at is not None
+
+    def may_open(self) -> bool:
+        """A routing may open requests only while the dossier is neither ended nor done."""
+        return not self.ended and self.completed_at is None
+
+    def open(self, expected: int, at: datetime) -> None:
+        if self.opened_at is None:
+            self.opened_at = at
+
+    def end(self, by: str, reason: str, at: datetime) -> list[RequestState]:
+        """Withdrawal or stop: remember it (even before routing) and cancel what is open.
+
+        Returns the requests this cancels; the first end wins, a second one is remembered
+        only by its events' absence.
+        """
+        if self.ended_at is None:
+            self.ended_at, self.ended_by, self.ended_reason = at, by, reason
+        cancelled = [r for r in self.requests if r.status in ANSWERABLE]
+        for r in cancelled:
+            r.status = Status.CANCELLED
+        return cancelled
+
+    def settle(self, rid: UUID, status: Status, decision: str | None = None) -> None:
+        """Record a request's new status inside the round."""
+        for r in self.requests:
+            if r.id == rid:
+                r.status = status
+                if decision is not None:
+                    r.decision = decision
+
+    def complete(self, at: datetime) -> tuple[RoundOutcome, ...] | None:
+        """The outcomes, once, when every request of an opened round has one."""
+        if self.opened_at is None or self.completed_at is not None or not self.requests:
+            return None
+        if any(r.status not in FINAL_STATUSES for r in self.requests):
+            return None
+        self.completed_at = at
+        return tuple(
+            RoundOutcome(
+                request_id=r.id,
+                agency_id=r.agency_id,
+                outcome=Outcome(r.status.value),  # final statuses are named as outcomes
+                decision=Decision(r.decision) if r.decision else None,
+            )
+            for r in sorted(self.requests, key=lambda r: r.agency_id)
+        )
+
+
 class ReplyError(ValueError):
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(reason)
@@ -104,7 +187,10 @@ def canonical_reply(
     signer: str,
     nonce: str,
 ) -> bytes:
-    """The exact bytes a signer signs: sorted-key JSON, UTF-8, no spaces."""
+    """The exact bytes a signer signs: the reply's fields in RFC 8785 canonical JSON (JCS).
+
+    Any agency's client can produce them with an RFC 8785 library (absent texts are "").
+    """
     doc = {
         "request_id": str(request_id),
         "decision": decision.value,
@@ -113,7 +199,7 @@ def canonical_reply(
         "signer": signer,
         "nonce": nonce,
     }
-    return json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    return rfc8785.dumps(doc)
 
 
 @dataclass(frozen=True)
@@ -165,7 +251,7 @@ def audit_hash(
     details: dict[str, Any],
 ) -> str:
     """sha256 over the previous hash and this row's canonical content."""
-    body = json.dumps(
+    body = rfc8785.dumps(
         {
             "prev": prev_hash,
             "request_id": str(request_id),
@@ -174,13 +260,9 @@ def audit_hash(
             "actor": actor,
             "at": at.isoformat(),
             "details": details,
-        },
-        sort_keys=True,
-        ensure_ascii=False,
-        separators=(",", ":"),
-        default=str,
+        }
     )
-    return hashlib.sha256(body.encode()).hexdigest()
+    return hashlib.sha256(body).hexdigest()
 
 
 @dataclass(frozen=True)

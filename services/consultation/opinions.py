@@ -25,16 +25,16 @@ from contracts.events import (
     ConsultationRequested,
     ConsultationRoundCompleted,
     DossierRouted,
-    Outcome,
-    RoundOutcome,
 )
 from services.consultation import domain, store
 from services.consultation.domain import Status
 from services.consultation.templates import Role, Template, TemplateBook, render_subject
 from services.runtime import timers
 from services.runtime.calendar import format_local
+from services.runtime.logging import get_logger
 from services.runtime.service import Runtime
 
+log = get_logger(__name__)
 REQUEST_NS = uuid.UUID("3c5e7d0a-9f64-4b1a-8d2e-51a0c6b7e4f2")
 _render = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "render"),
@@ -96,10 +96,17 @@ class Opinions:
     # --- opening ---------------------------------------------------------------------------
 
     async def open_round(self, conn: asyncpg.Connection, env: Envelope, r: DossierRouted) -> None:
+        """Open one request per consulted agency, unless the dossier already ended."""
         now = self.rt.clock.now()
         if not r.consult:
             return
-        await store.open_round(conn, r.code, len(r.consult), now)
+        rnd = await store.lock_round(conn, r.code)
+        if not rnd.may_open():
+            # A withdrawal or stop overtook the routing (or the round is done): no
+            # request, no timer, no event.
+            log.info("round_not_opened", code=r.code, ended_by=rnd.ended_by)
+            return
+        rnd.open(len(r.consult), now)
         for target in r.consult:
             template = self.book.in_force(target.template_id, now.date())
             rid = request_id(r.code, target.agency_id)
@@ -142,6 +149,7 @@ class Opinions:
             )
             if not inserted:
                 continue
+            rnd.requests.append(domain.RequestState(rid, target.agency_id, Status.OPEN, None))
             row = {"id": rid}
             await store.audit(
                 conn,
@@ -169,18 +177,46 @@ class Opinions:
                 subject=r.code,
                 cause=env,
             )
+        await store.save_round(conn, rnd)
 
     async def _schedule(
-        self, conn: asyncpg.Connection, template: Template, rid: uuid.UUID, due: datetime
+        self,
+        conn: asyncpg.Connection,
+        template: Template,
+        rid: uuid.UUID,
+        due: datetime,
+        *,
+        generation: int = 0,
+        now: datetime | None = None,
+        climbed: int = 0,
     ) -> None:
+        """Plan the request's timers. Each extension is a new generation with refs of its
+        own, so re-planning never touches a timer row a scheduler may hold; a timer of an
+        older generation that still fires finds itself superseded and does nothing."""
         for t in domain.timer_plan(self.calendar, template, rid, due):
-            await timers.schedule(conn, t.kind, t.ref, t.due_at, t.payload, owner=str(rid))
+            if now is not None and t.kind == domain.REMIND and t.due_at <= now:
+                continue
+            if t.kind == domain.ESCALATE and t.payload["step"] <= climbed:
+                continue  # rungs already climbed stay climbed
+            ref = t.ref if generation == 0 else t.ref.replace("/", f"/g{generation}/", 1)
+            payload = {**t.payload, "gen": generation}
+            await timers.schedule(conn, t.kind, ref, t.due_at, payload, owner=str(rid))
 
     # --- reading ---------------------------------------------------------------------------
 
+    async def _locked(
+        self, conn: asyncpg.Connection, rid: uuid.UUID
+    ) -> tuple[domain.Round | None, asyncpg.Record | None]:
+        """The request's round locked first, then the request as it is under that lock."""
+        code = await store.dossier_of(conn, rid)
+        if code is None:
+            return None, None
+        rnd = await store.lock_round(conn, code)
+        return rnd, await store.get_request(conn, rid)
+
     async def read(self, rid: uuid.UUID, who: Principal) -> asyncpg.Record:
         async with self.rt.pool.acquire() as conn, conn.transaction():
-            row = await store.get_request(conn, rid, for_update=True)
+            _, row = await self._locked(conn, rid)
             self._visible(row, who)
             assert row is not None
             if who.agency_id == row["agency_id"]:
@@ -199,9 +235,9 @@ class Opinions:
     async def reply(self, rid: uuid.UUID, body: ReplyRequest, who: Principal) -> asyncpg.Record:
         now = self.rt.clock.now()
         async with self.rt.pool.acquire() as conn, conn.transaction():
-            row = await store.get_request(conn, rid, for_update=True)
+            rnd, row = await self._locked(conn, rid)
             self._visible(row, who)
-            assert row is not None
+            assert row is not None and rnd is not None
             if who.agency_id != row["agency_id"]:
                 raise OpinionError(403, "agency", "only the asked agency may answer")
             if Status(row["status"]) not in domain.ANSWERABLE:
@@ -251,7 +287,7 @@ class Opinions:
                 now,
                 {"decision": body.decision.value, "signer": body.signer, "nonce": body.nonce},
             )
-            await timers.cancel(conn, [str(rid)])
+            await store.cancel_timers(conn, [str(rid)])
             cause = await self.rt.outbox.add(
                 conn,
                 ConsultationReplied(
@@ -266,7 +302,8 @@ class Opinions:
                 ),
                 subject=row["dossier_code"],
             )
-            await self._maybe_complete(conn, row["dossier_code"], cause)
+            rnd.settle(rid, Status.REPLIED, body.decision.value)
+            await self._complete(conn, rnd, cause)
             fresh = await store.get_request(conn, rid)
             assert fresh is not None
             return fresh
@@ -278,39 +315,40 @@ class Opinions:
     ) -> asyncpg.Record:
         now = self.rt.clock.now()
         async with self.rt.pool.acquire() as conn, conn.transaction():
-            row = await store.get_request(conn, rid, for_update=True)
+            rnd, row = await self._locked(conn, rid)
             self._visible(row, who)
-            assert row is not None
+            assert row is not None and rnd is not None
             if who.agency_id != row["lead_agency"]:
                 raise OpinionError(403, "agency", "only the lead agency may extend a request")
             if Status(row["status"]) not in domain.ANSWERABLE:
                 raise OpinionError(409, "status", f"the request is closed ({row['status']})")
             template = self.book.get(row["template_id"], row["template_version"])
             previous = row["due_at"]
-            due = self.calendar.after(previous, by)
+            try:
+                due = self.calendar.after(previous, by)
+            except (OverflowError, ValueError):
+                raise OpinionError(422, "by", "the new deadline is out of range") from None
+            generation = row["extensions"] + 1
             await store.update_request(
                 conn,
                 rid,
                 due_at=due,
-                extensions=row["extensions"] + 1,
+                extensions=generation,
                 status=Status.OPEN.value,
             )
-            await timers.cancel(conn, [str(rid)])
-            # Free the refs of cancelled timers and of fired reminders and finals so they can
-            # be planned anew; fired escalation rungs stay as the record of the climb.
-            await conn.execute(
-                "DELETE FROM timers WHERE owner = $1"
-                " AND (status = 'cancelled' OR (status <> 'pending' AND kind <> $2))",
-                str(rid),
-                domain.ESCALATE,
+            rnd.settle(rid, Status.OPEN)
+            # Pending timers of the old plan are cancelled; fired escalation rungs stay as
+            # the record of the climb, and only what lies after the present is planned.
+            await store.cancel_timers(conn, [str(rid)])
+            await self._schedule(
+                conn,
+                template,
+                rid,
+                due,
+                generation=generation,
+                now=now,
+                climbed=row["escalation_step"],
             )
-            # Rungs already climbed stay climbed: only plan what lies after the present.
-            for t in domain.timer_plan(self.calendar, template, rid, due):
-                if t.kind == domain.REMIND and t.due_at <= now:
-                    continue
-                if t.kind == domain.ESCALATE and t.payload["step"] <= row["escalation_step"]:
-                    continue
-                await timers.schedule(conn, t.kind, t.ref, t.due_at, t.payload, owner=str(rid))
             await store.audit(
                 conn,
                 row,
@@ -336,6 +374,7 @@ class Opinions:
                 ),
                 subject=row["dossier_code"],
             )
+            await store.save_round(conn, rnd)
             fresh = await store.get_request(conn, rid)
             assert fresh is not None
             return fresh
@@ -343,14 +382,18 @@ class Opinions:
     async def cancel_dossier(
         self, conn: asyncpg.Connection, env: Envelope, code: str, reason: str
     ) -> None:
+        """Withdrawal or stop: remembered by the round even before routing reaches it, so
+        a late routing opens nothing; what is open is cancelled."""
         now = self.rt.clock.now()
+        rnd = await store.lock_round(conn, code)
+        cancelled = {r.id for r in rnd.end(env.type, reason, now)}
         for row in await store.requests_of(conn, code):
-            if Status(row["status"]) not in domain.ANSWERABLE:
+            if row["id"] not in cancelled:
                 continue
             await store.update_request(
                 conn, row["id"], status=Status.CANCELLED.value, outcome_at=now
             )
-            await timers.cancel(conn, [str(row["id"])])
+            await store.cancel_timers(conn, [str(row["id"])])
             await store.audit(
                 conn, row, "cancelled", f"system ({env.type})", now, {"reason": reason}
             )
@@ -366,24 +409,33 @@ class Opinions:
                 subject=code,
                 cause=env,
             )
-        await self._maybe_complete(conn, code, env)
+        await self._complete(conn, rnd, env)
 
     # --- timers ------------------------------------------------------------------------------
 
     async def _timer_request(
         self, conn: asyncpg.Connection, timer: asyncpg.Record
-    ) -> tuple[asyncpg.Record, Template] | None:
+    ) -> tuple[domain.Round, asyncpg.Record, Template] | None:
+        """The timer's round locked first (without waiting if this batch already holds
+        another round), then its request; None when there is nothing left to do."""
         rid = uuid.UUID(timer["ref"].split("/", 1)[0])
-        row = await store.get_request(conn, rid, for_update=True)
+        code = await store.dossier_of(conn, rid)
+        if code is None:
+            return None
+        rnd = await store.lock_round(conn, code, nowait_if_holding=True)
+        row = await store.get_request(conn, rid)
         if row is None or Status(row["status"]) not in domain.ANSWERABLE:
             return None  # answered or cancelled meanwhile: nothing to do
-        return row, self.book.get(row["template_id"], row["template_version"])
+        gen = timer["payload"].get("gen")
+        if gen is not None and gen != row["extensions"]:
+            return None  # planned before an extension: superseded
+        return rnd, row, self.book.get(row["template_id"], row["template_version"])
 
     async def on_remind(self, conn: asyncpg.Connection, timer: asyncpg.Record) -> None:
         found = await self._timer_request(conn, timer)
         if found is None:
             return
-        row, _ = found
+        rnd, row, _ = found
         now = self.rt.clock.now()
         await store.update_request(conn, row["id"], reminders_sent=row["reminders_sent"] + 1)
         await store.audit(
@@ -400,12 +452,13 @@ class Opinions:
             ),
             subject=row["dossier_code"],
         )
+        await store.save_round(conn, rnd)
 
     async def on_escalate(self, conn: asyncpg.Connection, timer: asyncpg.Record) -> None:
         found = await self._timer_request(conn, timer)
         if found is None:
             return
-        row, template = found
+        rnd, row, template = found
         n = int(timer["payload"]["step"])
         step = template.escalation[n - 1]
         now = self.rt.clock.now()
@@ -437,12 +490,13 @@ class Opinions:
             ),
             subject=row["dossier_code"],
         )
+        await store.save_round(conn, rnd)
 
     async def on_final(self, conn: asyncpg.Connection, timer: asyncpg.Record) -> None:
         found = await self._timer_request(conn, timer)
         if found is None:
             return
-        row, template = found
+        rnd, row, template = found
         now = self.rt.clock.now()
         if template.final.deemed_consent and template.final.legal_basis:
             basis = template.final.legal_basis
@@ -466,7 +520,8 @@ class Opinions:
                 ),
                 subject=row["dossier_code"],
             )
-            await self._maybe_complete(conn, row["dossier_code"], cause)
+            rnd.settle(row["id"], Status.DEEMED_CONSENT, "agree")
+            await self._complete(conn, rnd, cause)
         elif row["status"] == Status.OPEN.value:
             await store.update_request(conn, row["id"], status=Status.LAPSED.value)
             await store.audit(
@@ -482,31 +537,24 @@ class Opinions:
                 ),
                 subject=row["dossier_code"],
             )
+            rnd.settle(row["id"], Status.LAPSED)
+            await store.save_round(conn, rnd)
 
     # --- the round -----------------------------------------------------------------------------
 
-    async def _maybe_complete(
-        self, conn: asyncpg.Connection, code: str, cause: Envelope | None
+    async def _complete(
+        self, conn: asyncpg.Connection, rnd: domain.Round, cause: Envelope | None
     ) -> None:
-        rows = await store.requests_of(conn, code)
-        if not rows or any(Status(r["status"]) not in domain.FINAL_STATUSES for r in rows):
-            return
+        """Save the round; when this change gave every request an outcome, say so once."""
         now = self.rt.clock.now()
-        if not await store.complete_round(conn, code, now):
+        outcomes = rnd.complete(now)
+        await store.save_round(conn, rnd)
+        if outcomes is None:
             return
-        outcomes = tuple(
-            RoundOutcome(
-                request_id=r["id"],
-                agency_id=r["agency_id"],
-                outcome=Outcome(r["status"]),  # final statuses are named as outcomes
-                decision=r["decision"],
-            )
-            for r in rows
-        )
         await self.rt.outbox.add(
             conn,
-            ConsultationRoundCompleted(code=code, outcomes=outcomes, completed_at=now),
-            subject=code,
+            ConsultationRoundCompleted(code=rnd.code, outcomes=outcomes, completed_at=now),
+            subject=rnd.code,
             cause=cause,
         )
 

@@ -17,14 +17,90 @@ async def insert_request(conn: asyncpg.Connection, **row: Any) -> bool:
     return await insert_row(conn, "requests", row, on_conflict="(dossier_code, agency_id)")
 
 
-async def open_round(conn: asyncpg.Connection, code: str, expected: int, at: datetime) -> None:
-    await conn.execute(
-        "INSERT INTO rounds(dossier_code, expected, opened_at) VALUES ($1, $2, $3)"
-        " ON CONFLICT DO NOTHING",
-        code,
-        expected,
-        at,
+# --- the round aggregate ---------------------------------------------------------------------
+
+_HOLDS_ROUND = "consultation.holds_round"
+
+
+async def lock_round(
+    conn: asyncpg.Connection, code: str, *, nowait_if_holding: bool = False
+) -> domain.Round:
+    """Lock the dossier's round row (creating it if this is the first word of the dossier),
+    then its requests, and load them as the aggregate. Always the first lock of any path
+    that changes a request of the dossier.
+
+    ``nowait_if_holding``: a timer batch holds the rounds of the timers it fired before;
+    waiting for a second round there could close a cycle with another replica's batch, so
+    it fails at once (``LockNotAvailableError``; the timer retries) instead of deadlocking.
+    """
+    nowait = nowait_if_holding and (
+        await conn.fetchval("SELECT current_setting($1, true)", _HOLDS_ROUND) == "1"
     )
+    sql = "SELECT *, set_config($2, '1', true) FROM rounds WHERE dossier_code = $1 FOR UPDATE" + (
+        " NOWAIT" if nowait else ""
+    )
+    row = await conn.fetchrow(sql, code, _HOLDS_ROUND)
+    if row is None:
+        await conn.execute(
+            "INSERT INTO rounds(dossier_code) VALUES ($1) ON CONFLICT DO NOTHING", code
+        )
+        row = await conn.fetchrow(sql, code, _HOLDS_ROUND)
+    assert row is not None
+    requests = await conn.fetch(
+        "SELECT id, agency_id, status, decision FROM requests WHERE dossier_code = $1"
+        " ORDER BY agency_id FOR UPDATE",
+        code,
+    )
+    return domain.Round(
+        code=code,
+        opened_at=row["opened_at"],
+        completed_at=row["completed_at"],
+        ended_at=row["ended_at"],
+        ended_by=row["ended_by"],
+        ended_reason=row["ended_reason"],
+        version=row["version"],
+        requests=[
+            domain.RequestState(r["id"], r["agency_id"], domain.Status(r["status"]), r["decision"])
+            for r in requests
+        ],
+    )
+
+
+async def save_round(conn: asyncpg.Connection, rnd: domain.Round) -> None:
+    """Write the round's own fields back, bumping its version (its row lock is held)."""
+    rnd.version = await conn.fetchval(
+        "UPDATE rounds SET expected = $2, opened_at = $3, completed_at = $4, ended_at = $5,"
+        " ended_by = $6, ended_reason = $7, version = version + 1"
+        " WHERE dossier_code = $1 RETURNING version",
+        rnd.code,
+        len(rnd.requests),
+        rnd.opened_at,
+        rnd.completed_at,
+        rnd.ended_at,
+        rnd.ended_by,
+        rnd.ended_reason,
+    )
+
+
+async def dossier_of(conn: asyncpg.Connection | asyncpg.Pool, rid: UUID) -> str | None:
+    """The dossier a request belongs to (immutable, so read without a lock)."""
+    code: str | None = await conn.fetchval("SELECT dossier_code FROM requests WHERE id = $1", rid)
+    return code
+
+
+async def cancel_timers(conn: asyncpg.Connection, owners: list[str]) -> int:
+    """Cancel the owners' pending timers without waiting for any a scheduler has claimed.
+
+    A claimed timer is about to fire; its handler waits for the round lock, finds the
+    request settled (or its plan superseded) and does nothing. Waiting here instead would
+    hold the round while the batch holding the timer waits for the round: a deadlock.
+    """
+    result: str = await conn.execute(
+        "UPDATE timers SET status = 'cancelled' WHERE id IN (SELECT id FROM timers"
+        " WHERE status = 'pending' AND owner = ANY($1) FOR UPDATE SKIP LOCKED)",
+        owners,
+    )
+    return int(result.split()[-1])
 
 
 async def get_request(
@@ -65,21 +141,40 @@ async def list_requests(
 
 
 async def requests_of(conn: asyncpg.Connection, code: str) -> list[asyncpg.Record]:
+    """The dossier's requests; the caller holds the round (and so their locks)."""
+    return list(
+        await conn.fetch("SELECT * FROM requests WHERE dossier_code = $1 ORDER BY agency_id", code)
+    )
+
+
+async def inbox_page(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    agency: str,
+    *,
+    after: tuple[datetime, UUID] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """One page of an agency's open requests by (due_at, id), after a keyset position:
+    rows inserted meanwhile cannot shift the pages, and every request is reachable."""
+    if after is None:
+        return list(
+            await conn.fetch(
+                "SELECT * FROM requests WHERE agency_id = $1 AND status IN ('open', 'lapsed')"
+                " ORDER BY due_at, id LIMIT $2",
+                agency,
+                limit,
+            )
+        )
     return list(
         await conn.fetch(
-            "SELECT * FROM requests WHERE dossier_code = $1 ORDER BY agency_id FOR UPDATE", code
+            "SELECT * FROM requests WHERE agency_id = $1 AND status IN ('open', 'lapsed')"
+            " AND (due_at, id) > ($2, $3) ORDER BY due_at, id LIMIT $4",
+            agency,
+            after[0],
+            after[1],
+            limit,
         )
     )
-
-
-async def complete_round(conn: asyncpg.Connection, code: str, at: datetime) -> bool:
-    done = await conn.fetchval(
-        "UPDATE rounds SET completed_at = $2 WHERE dossier_code = $1 AND completed_at IS NULL"
-        " RETURNING true",
-        code,
-        at,
-    )
-    return bool(done)
 
 
 # --- signers and nonces ----------------------------------------------------------------------
