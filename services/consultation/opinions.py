@@ -1,4 +1,9 @@
-"""Opinion requests' use cases: open a round, reply, extend, cancel, and what timers do."""
+"""Opinion requests' use cases: open a round, reply, extend, cancel, and what timers do.
+
+Each one has the same shape: lock and load the dossier's round (the aggregate, always the
+first lock), call its method, save it with its events in the outbox, in one transaction.
+Rendering and labels stay here; the rules are in ``domain.Round``.
+"""
 
 from __future__ import annotations
 
@@ -14,22 +19,10 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from contracts.api import ReplyRequest
 from contracts.common import Duration, TimeUnit
 from contracts.envelope import Envelope
-from contracts.events import (
-    ConsultationCancelled,
-    ConsultationDeemedConsent,
-    ConsultationEscalated,
-    ConsultationExtended,
-    ConsultationLapsed,
-    ConsultationReminded,
-    ConsultationReplied,
-    ConsultationRequested,
-    ConsultationRoundCompleted,
-    DossierRouted,
-)
+from contracts.events import ConsultationRoundCompleted, DossierRouted
 from services.consultation import domain, store
-from services.consultation.domain import Status
-from services.consultation.templates import Role, Template, TemplateBook, render_subject
-from services.runtime import timers
+from services.consultation.domain import Refusal, Refused, Status
+from services.consultation.templates import Role, TemplateBook, render_subject
 from services.runtime.calendar import format_local
 from services.runtime.logging import get_logger
 from services.runtime.service import Runtime
@@ -77,6 +70,19 @@ class OpinionError(Exception):
         self.reason = reason
 
 
+HTTP_STATUS = {
+    Refusal.NOT_FOUND: 404,
+    Refusal.FORBIDDEN: 403,
+    Refusal.CLOSED: 409,
+    Refusal.INVALID: 422,
+    Refusal.UNSIGNED: 401,
+}
+
+
+def _refused(exc: Refused) -> OpinionError:
+    return OpinionError(HTTP_STATUS[exc.kind], exc.field, exc.reason)
+
+
 def request_id(code: str, agency_id: str) -> uuid.UUID:
     """Deterministic: one request per consulted agency per dossier, however often routed."""
     return uuid.uuid5(REQUEST_NS, f"{code}/{agency_id}")
@@ -93,6 +99,30 @@ class Opinions:
         self.book = book
         self.calendar = calendar
 
+    async def _save(
+        self, conn: asyncpg.Connection, rnd: domain.Round, cause: Envelope | None = None
+    ) -> None:
+        """Save the round and put its events in the outbox, in order. An event without an
+        outside cause (an HTTP call, a timer) causes the round's completion it led to."""
+        events, rnd.events = rnd.events, []
+        await store.save_round(conn, rnd)
+        last: Envelope | None = None
+        for ev in events:
+            because = cause
+            if because is None and isinstance(ev, ConsultationRoundCompleted):
+                because = last
+            last = await self.rt.outbox.add(conn, ev, subject=rnd.code, cause=because)
+
+    async def _round_of(
+        self, conn: asyncpg.Connection, rid: uuid.UUID, *, nowait_if_holding: bool = False
+    ) -> domain.Round | None:
+        """The round of a request, locked first (the request's dossier never changes, so it
+        is read without a lock)."""
+        code = await store.dossier_of(conn, rid)
+        if code is None:
+            return None
+        return await store.lock_round(conn, code, nowait_if_holding=nowait_if_holding)
+
     # --- opening ---------------------------------------------------------------------------
 
     async def open_round(self, conn: asyncpg.Connection, env: Envelope, r: DossierRouted) -> None:
@@ -106,7 +136,6 @@ class Opinions:
             # request, no timer, no event.
             log.info("round_not_opened", code=r.code, ended_by=rnd.ended_by)
             return
-        rnd.open(len(r.consult), now)
         for target in r.consult:
             template = self.book.in_force(target.template_id, now.date())
             rid = request_id(r.code, target.agency_id)
@@ -148,79 +177,44 @@ class Opinions:
                 due_at=due,
             )
             if not inserted:
-                continue
-            rnd.requests.append(domain.RequestState(rid, target.agency_id, Status.OPEN, None))
-            row = {"id": rid}
-            await store.audit(
-                conn,
-                row,
-                "opened",
-                f"system@{r.lead_agency}",
-                now,
-                {"due_at": due.isoformat(), "template": f"{template.id}@{template.version}"},
-            )
-            await self._schedule(conn, template, rid, due)
-            await self.rt.outbox.add(
-                conn,
-                ConsultationRequested(
-                    request_id=rid,
-                    code=r.code,
+                continue  # this agency was asked already (a repeated routing)
+            rnd.add_request(
+                domain.Request(
+                    id=rid,
+                    dossier_code=r.code,
                     lead_agency=r.lead_agency,
                     agency_id=target.agency_id,
-                    agency_name=target.agency_name,
                     template_id=template.id,
                     template_version=template.version,
-                    subject=subject,
-                    requested_at=now,
+                    status=Status.OPEN,
                     due_at=due,
                 ),
-                subject=r.code,
-                cause=env,
+                template=template,
+                calendar=self.calendar,
+                agency_name=target.agency_name,
+                subject=subject,
+                actor=f"system@{r.lead_agency}",
+                at=now,
             )
-        await store.save_round(conn, rnd)
-
-    async def _schedule(
-        self,
-        conn: asyncpg.Connection,
-        template: Template,
-        rid: uuid.UUID,
-        due: datetime,
-        *,
-        generation: int = 0,
-        now: datetime | None = None,
-        climbed: int = 0,
-    ) -> None:
-        """Plan the request's timers. Each extension is a new generation with refs of its
-        own, so re-planning never touches a timer row a scheduler may hold; a timer of an
-        older generation that still fires finds itself superseded and does nothing."""
-        for t in domain.timer_plan(self.calendar, template, rid, due):
-            if now is not None and t.kind == domain.REMIND and t.due_at <= now:
-                continue
-            if t.kind == domain.ESCALATE and t.payload["step"] <= climbed:
-                continue  # rungs already climbed stay climbed
-            ref = t.ref if generation == 0 else t.ref.replace("/", f"/g{generation}/", 1)
-            payload = {**t.payload, "gen": generation}
-            await timers.schedule(conn, t.kind, ref, t.due_at, payload, owner=str(rid))
+        await self._save(conn, rnd, env)
 
     # --- reading ---------------------------------------------------------------------------
 
-    async def _locked(
-        self, conn: asyncpg.Connection, rid: uuid.UUID
-    ) -> tuple[domain.Round | None, asyncpg.Record | None]:
-        """The request's round locked first, then the request as it is under that lock."""
-        code = await store.dossier_of(conn, rid)
-        if code is None:
-            return None, None
-        rnd = await store.lock_round(conn, code)
-        return rnd, await store.get_request(conn, rid)
-
     async def read(self, rid: uuid.UUID, who: Principal) -> asyncpg.Record:
+        """A request for an agency that may see it; the asked agency's read is audited."""
         async with self.rt.pool.acquire() as conn, conn.transaction():
-            _, row = await self._locked(conn, rid)
-            self._visible(row, who)
+            rnd = await self._round_of(conn, rid)
+            if rnd is None:
+                raise OpinionError(404, "request_id", "no such request")
+            try:
+                req = rnd.visible(rid, who.agency_id)
+            except Refused as exc:
+                raise _refused(exc) from None
+            if who.agency_id == req.agency_id:
+                rnd.audit(req, "read", who.actor, self.rt.clock.now())
+                await self._save(conn, rnd)
+            row = await store.get_request(conn, rid)
             assert row is not None
-            if who.agency_id == row["agency_id"]:
-                await store.audit(conn, row, "read", who.actor, self.rt.clock.now())
             return row
 
     @staticmethod
@@ -235,75 +229,30 @@ class Opinions:
     async def reply(self, rid: uuid.UUID, body: ReplyRequest, who: Principal) -> asyncpg.Record:
         now = self.rt.clock.now()
         async with self.rt.pool.acquire() as conn, conn.transaction():
-            rnd, row = await self._locked(conn, rid)
-            self._visible(row, who)
-            assert row is not None and rnd is not None
-            if who.agency_id != row["agency_id"]:
-                raise OpinionError(403, "agency", "only the asked agency may answer")
-            if Status(row["status"]) not in domain.ANSWERABLE:
-                raise OpinionError(
-                    409,
-                    "status",
-                    f"the request is closed ({row['status']}); its outcome is final",
-                )
-            template = self.book.get(row["template_id"], row["template_version"])
+            rnd = await self._round_of(conn, rid)
+            if rnd is None:
+                raise OpinionError(404, "request_id", "no such request")
             try:
-                domain.check_reply_content(template, body.decision, body.conditions, body.reasons)
-                if not body.signer or not body.nonce or not body.signature:
-                    raise domain.ReplyError(
-                        "signature", "a reply must be signed: signer, nonce and signature"
-                    )
-                message = domain.canonical_reply(
-                    rid, body.decision, body.conditions, body.reasons, body.signer, body.nonce
-                )
-                domain.verify_signature(
-                    await store.get_signer(conn, body.signer),
-                    agency_id=row["agency_id"],
-                    allowed_roles=template.reply.signer_roles,
-                    message=message,
-                    signature_b64=body.signature,
-                )
-            except domain.ReplyError as exc:
-                status = 422 if exc.field in ("decision", "conditions", "reasons") else 401
-                raise OpinionError(status, exc.field, exc.reason) from None
-            if not await store.use_nonce(conn, body.signer, body.nonce):
-                raise OpinionError(409, "nonce", "this nonce was already used: replay refused")
-            await store.update_request(
-                conn,
-                rid,
-                status=Status.REPLIED.value,
-                decision=body.decision.value,
-                conditions=body.conditions,
-                reasons=body.reasons,
-                signer=body.signer,
-                signature=body.signature,
-                outcome_at=now,
-            )
-            await store.audit(
-                conn,
-                row,
-                "replied",
-                who.actor,
-                now,
-                {"decision": body.decision.value, "signer": body.signer, "nonce": body.nonce},
-            )
-            await store.cancel_timers(conn, [str(rid)])
-            cause = await self.rt.outbox.add(
-                conn,
-                ConsultationReplied(
-                    request_id=rid,
-                    code=row["dossier_code"],
-                    agency_id=row["agency_id"],
+                req = rnd.visible(rid, who.agency_id)
+                rnd.record_reply(
+                    rid,
+                    agency_id=who.agency_id,
+                    actor=who.actor,
+                    template=self.book.get(req.template_id, req.template_version),
                     decision=body.decision,
                     conditions=body.conditions,
                     reasons=body.reasons,
-                    signer=body.signer,
-                    replied_at=now,
-                ),
-                subject=row["dossier_code"],
-            )
-            rnd.settle(rid, Status.REPLIED, body.decision.value)
-            await self._complete(conn, rnd, cause)
+                    signer_key=body.signer,
+                    nonce=body.nonce,
+                    signature=body.signature,
+                    signer=await store.get_signer(conn, body.signer) if body.signer else None,
+                    at=now,
+                )
+            except Refused as exc:
+                raise _refused(exc) from None
+            if not await store.use_nonce(conn, body.signer, body.nonce):
+                raise OpinionError(409, "nonce", "this nonce was already used: replay refused")
+            await self._save(conn, rnd)
             fresh = await store.get_request(conn, rid)
             assert fresh is not None
             return fresh
@@ -315,66 +264,24 @@ class Opinions:
     ) -> asyncpg.Record:
         now = self.rt.clock.now()
         async with self.rt.pool.acquire() as conn, conn.transaction():
-            rnd, row = await self._locked(conn, rid)
-            self._visible(row, who)
-            assert row is not None and rnd is not None
-            if who.agency_id != row["lead_agency"]:
-                raise OpinionError(403, "agency", "only the lead agency may extend a request")
-            if Status(row["status"]) not in domain.ANSWERABLE:
-                raise OpinionError(409, "status", f"the request is closed ({row['status']})")
-            template = self.book.get(row["template_id"], row["template_version"])
-            previous = row["due_at"]
+            rnd = await self._round_of(conn, rid)
+            if rnd is None:
+                raise OpinionError(404, "request_id", "no such request")
             try:
-                due = self.calendar.after(previous, by)
-            except (OverflowError, ValueError):
-                raise OpinionError(422, "by", "the new deadline is out of range") from None
-            generation = row["extensions"] + 1
-            await store.update_request(
-                conn,
-                rid,
-                due_at=due,
-                extensions=generation,
-                status=Status.OPEN.value,
-            )
-            rnd.settle(rid, Status.OPEN)
-            # Pending timers of the old plan are cancelled; fired escalation rungs stay as
-            # the record of the climb, and only what lies after the present is planned.
-            await store.cancel_timers(conn, [str(rid)])
-            await self._schedule(
-                conn,
-                template,
-                rid,
-                due,
-                generation=generation,
-                now=now,
-                climbed=row["escalation_step"],
-            )
-            await store.audit(
-                conn,
-                row,
-                "extended",
-                who.actor,
-                now,
-                {
-                    "previous_due_at": previous.isoformat(),
-                    "due_at": due.isoformat(),
-                    "reason": reason,
-                },
-            )
-            await self.rt.outbox.add(
-                conn,
-                ConsultationExtended(
-                    request_id=rid,
-                    code=row["dossier_code"],
-                    agency_id=row["agency_id"],
-                    previous_due_at=previous,
-                    due_at=due,
+                req = rnd.visible(rid, who.agency_id)
+                rnd.extend(
+                    rid,
+                    agency_id=who.agency_id,
+                    actor=who.actor,
+                    by=by,
                     reason=reason,
-                    extended_at=now,
-                ),
-                subject=row["dossier_code"],
-            )
-            await store.save_round(conn, rnd)
+                    template=self.book.get(req.template_id, req.template_version),
+                    calendar=self.calendar,
+                    at=now,
+                )
+            except Refused as exc:
+                raise _refused(exc) from None
+            await self._save(conn, rnd)
             fresh = await store.get_request(conn, rid)
             assert fresh is not None
             return fresh
@@ -384,179 +291,53 @@ class Opinions:
     ) -> None:
         """Withdrawal or stop: remembered by the round even before routing reaches it, so
         a late routing opens nothing; what is open is cancelled."""
-        now = self.rt.clock.now()
         rnd = await store.lock_round(conn, code)
-        cancelled = {r.id for r in rnd.end(env.type, reason, now)}
-        for row in await store.requests_of(conn, code):
-            if row["id"] not in cancelled:
-                continue
-            await store.update_request(
-                conn, row["id"], status=Status.CANCELLED.value, outcome_at=now
-            )
-            await store.cancel_timers(conn, [str(row["id"])])
-            await store.audit(
-                conn, row, "cancelled", f"system ({env.type})", now, {"reason": reason}
-            )
-            await self.rt.outbox.add(
-                conn,
-                ConsultationCancelled(
-                    request_id=row["id"],
-                    code=code,
-                    agency_id=row["agency_id"],
-                    reason=reason,
-                    cancelled_at=now,
-                ),
-                subject=code,
-                cause=env,
-            )
-        await self._complete(conn, rnd, env)
+        rnd.end(env.type, reason, self.rt.clock.now())
+        await self._save(conn, rnd, env)
 
     # --- timers ------------------------------------------------------------------------------
 
-    async def _timer_request(
+    async def _on_timer(
         self, conn: asyncpg.Connection, timer: asyncpg.Record
-    ) -> tuple[domain.Round, asyncpg.Record, Template] | None:
-        """The timer's round locked first (without waiting if this batch already holds
-        another round), then its request; None when there is nothing left to do."""
+    ) -> tuple[domain.Round, uuid.UUID, int | None, domain.Request] | None:
+        """The timer's round, locked first without waiting if this batch already holds
+        another round (a cycle with another replica's batch could close otherwise)."""
         rid = uuid.UUID(timer["ref"].split("/", 1)[0])
-        code = await store.dossier_of(conn, rid)
-        if code is None:
+        rnd = await self._round_of(conn, rid, nowait_if_holding=True)
+        if rnd is None:
             return None
-        rnd = await store.lock_round(conn, code, nowait_if_holding=True)
-        row = await store.get_request(conn, rid)
-        if row is None or Status(row["status"]) not in domain.ANSWERABLE:
-            return None  # answered or cancelled meanwhile: nothing to do
+        req = next((r for r in rnd.requests if r.id == rid), None)
+        if req is None:
+            return None
         gen = timer["payload"].get("gen")
-        if gen is not None and gen != row["extensions"]:
-            return None  # planned before an extension: superseded
-        return rnd, row, self.book.get(row["template_id"], row["template_version"])
+        return rnd, rid, None if gen is None else int(gen), req
 
     async def on_remind(self, conn: asyncpg.Connection, timer: asyncpg.Record) -> None:
-        found = await self._timer_request(conn, timer)
+        found = await self._on_timer(conn, timer)
         if found is None:
             return
-        rnd, row, _ = found
-        now = self.rt.clock.now()
-        await store.update_request(conn, row["id"], reminders_sent=row["reminders_sent"] + 1)
-        await store.audit(
-            conn, row, "reminded", "system", now, {"reminder": timer["payload"].get("index", 0)}
-        )
-        await self.rt.outbox.add(
-            conn,
-            ConsultationReminded(
-                request_id=row["id"],
-                code=row["dossier_code"],
-                agency_id=row["agency_id"],
-                due_at=row["due_at"],
-                reminded_at=now,
-            ),
-            subject=row["dossier_code"],
-        )
-        await store.save_round(conn, rnd)
+        rnd, rid, gen, _ = found
+        rnd.remind(rid, gen, int(timer["payload"].get("index", 0)), self.rt.clock.now())
+        await self._save(conn, rnd)
 
     async def on_escalate(self, conn: asyncpg.Connection, timer: asyncpg.Record) -> None:
-        found = await self._timer_request(conn, timer)
+        found = await self._on_timer(conn, timer)
         if found is None:
             return
-        rnd, row, template = found
-        n = int(timer["payload"]["step"])
-        step = template.escalation[n - 1]
-        now = self.rt.clock.now()
-        await store.update_request(conn, row["id"], escalation_step=max(n, row["escalation_step"]))
-        await store.audit(
-            conn,
-            row,
-            "escalated",
-            "system",
-            now,
-            {
-                "step": n,
-                "notify_role": step.notify_role.value,
-                "notify_name": step.notify_name,
-                "ask": step.ask,
-            },
-        )
-        await self.rt.outbox.add(
-            conn,
-            ConsultationEscalated(
-                request_id=row["id"],
-                code=row["dossier_code"],
-                agency_id=row["agency_id"],
-                step=n,
-                notify_role=step.notify_role.value,
-                notify_name=step.notify_name,
-                ask=step.ask,
-                escalated_at=now,
-            ),
-            subject=row["dossier_code"],
-        )
-        await store.save_round(conn, rnd)
+        rnd, rid, gen, req = found
+        template = self.book.get(req.template_id, req.template_version)
+        step = int(timer["payload"]["step"])
+        rnd.escalate(rid, gen, step, template, self.rt.clock.now())
+        await self._save(conn, rnd)
 
     async def on_final(self, conn: asyncpg.Connection, timer: asyncpg.Record) -> None:
-        found = await self._timer_request(conn, timer)
+        found = await self._on_timer(conn, timer)
         if found is None:
             return
-        rnd, row, template = found
-        now = self.rt.clock.now()
-        if template.final.deemed_consent and template.final.legal_basis:
-            basis = template.final.legal_basis
-            await store.update_request(
-                conn,
-                row["id"],
-                status=Status.DEEMED_CONSENT.value,
-                legal_basis=basis,
-                decision="agree",
-                outcome_at=now,
-            )
-            await store.audit(conn, row, "deemed_consent", "system", now, {"legal_basis": basis})
-            cause = await self.rt.outbox.add(
-                conn,
-                ConsultationDeemedConsent(
-                    request_id=row["id"],
-                    code=row["dossier_code"],
-                    agency_id=row["agency_id"],
-                    legal_basis=basis,
-                    deemed_at=now,
-                ),
-                subject=row["dossier_code"],
-            )
-            rnd.settle(row["id"], Status.DEEMED_CONSENT, "agree")
-            await self._complete(conn, rnd, cause)
-        elif row["status"] == Status.OPEN.value:
-            await store.update_request(conn, row["id"], status=Status.LAPSED.value)
-            await store.audit(
-                conn, row, "lapsed", "system", now, {"escalation_step": row["escalation_step"]}
-            )
-            await self.rt.outbox.add(
-                conn,
-                ConsultationLapsed(
-                    request_id=row["id"],
-                    code=row["dossier_code"],
-                    agency_id=row["agency_id"],
-                    lapsed_at=now,
-                ),
-                subject=row["dossier_code"],
-            )
-            rnd.settle(row["id"], Status.LAPSED)
-            await store.save_round(conn, rnd)
-
-    # --- the round -----------------------------------------------------------------------------
-
-    async def _complete(
-        self, conn: asyncpg.Connection, rnd: domain.Round, cause: Envelope | None
-    ) -> None:
-        """Save the round; when this change gave every request an outcome, say so once."""
-        now = self.rt.clock.now()
-        outcomes = rnd.complete(now)
-        await store.save_round(conn, rnd)
-        if outcomes is None:
-            return
-        await self.rt.outbox.add(
-            conn,
-            ConsultationRoundCompleted(code=rnd.code, outcomes=outcomes, completed_at=now),
-            subject=rnd.code,
-            cause=cause,
-        )
+        rnd, rid, gen, req = found
+        template = self.book.get(req.template_id, req.template_version)
+        rnd.lapse(rid, gen, template, self.rt.clock.now())
+        await self._save(conn, rnd)
 
 
 def view(row: asyncpg.Record, now: datetime, *, with_body: bool = False) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import asyncpg
 
 from services.consultation import domain
 from services.consultation.templates import Role
+from services.runtime import timers
 from services.runtime.db import insert_row, update_row
 
 
@@ -47,8 +48,9 @@ async def lock_round(
         row = await conn.fetchrow(sql, code, _HOLDS_ROUND)
     assert row is not None
     requests = await conn.fetch(
-        "SELECT id, agency_id, status, decision FROM requests WHERE dossier_code = $1"
-        " ORDER BY agency_id FOR UPDATE",
+        "SELECT id, dossier_code, lead_agency, agency_id, template_id, template_version,"
+        " status, due_at, reminders_sent, escalation_step, extensions, decision"
+        " FROM requests WHERE dossier_code = $1 ORDER BY agency_id FOR UPDATE",
         code,
     )
     return domain.Round(
@@ -60,14 +62,30 @@ async def lock_round(
         ended_reason=row["ended_reason"],
         version=row["version"],
         requests=[
-            domain.RequestState(r["id"], r["agency_id"], domain.Status(r["status"]), r["decision"])
-            for r in requests
+            domain.Request(**{**dict(r), "status": domain.Status(r["status"])}) for r in requests
         ],
     )
 
 
 async def save_round(conn: asyncpg.Connection, rnd: domain.Round) -> None:
-    """Write the round's own fields back, bumping its version (its row lock is held)."""
+    """Write what the round's methods changed, under its row lock: requests, their audit
+    rows, timers cancelled (never waiting for one a scheduler holds) and planned, and the
+    round itself with its version bumped. Its events go to the outbox with the caller's
+    envelope as cause (see ``Opinions._save``)."""
+    for r in rnd.requests:
+        if r.changed:
+            await update_request(conn, r.id, **r.changed)
+            r.changed = {}
+    for a in rnd.audits:
+        await audit(conn, {"id": a.request_id}, a.action, a.actor, a.at, a.details)
+    rnd.audits = []
+    if rnd.cancel_timers:
+        await cancel_timers(conn, [str(rid) for rid in rnd.cancel_timers])
+        rnd.cancel_timers = []
+    for t in rnd.plan_timers:
+        owner = t.ref.split("/", 1)[0]
+        await timers.schedule(conn, t.kind, t.ref, t.due_at, t.payload, owner=owner)
+    rnd.plan_timers = []
     rnd.version = await conn.fetchval(
         "UPDATE rounds SET expected = $2, opened_at = $3, completed_at = $4, ended_at = $5,"
         " ended_by = $6, ended_reason = $7, version = version + 1"
