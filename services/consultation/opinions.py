@@ -113,15 +113,13 @@ class Opinions:
                 because = last
             last = await self.rt.outbox.add(conn, ev, subject=rnd.code, cause=because)
 
-    async def _round_of(
-        self, conn: asyncpg.Connection, rid: uuid.UUID, *, nowait_if_holding: bool = False
-    ) -> domain.Round | None:
+    async def _round_of(self, conn: asyncpg.Connection, rid: uuid.UUID) -> domain.Round | None:
         """The round of a request, locked first (the request's dossier never changes, so it
         is read without a lock)."""
         code = await store.dossier_of(conn, rid)
         if code is None:
             return None
-        return await store.lock_round(conn, code, nowait_if_holding=nowait_if_holding)
+        return await store.lock_round(conn, code)
 
     # --- opening ---------------------------------------------------------------------------
 
@@ -300,10 +298,9 @@ class Opinions:
     async def _on_timer(
         self, conn: asyncpg.Connection, timer: asyncpg.Record
     ) -> tuple[domain.Round, uuid.UUID, int | None, domain.Request] | None:
-        """The timer's round, locked first without waiting if this batch already holds
-        another round (a cycle with another replica's batch could close otherwise)."""
+        """The timer's round, locked first (see ``store.lock_round_in_batch``)."""
         rid = uuid.UUID(timer["ref"].split("/", 1)[0])
-        rnd = await self._round_of(conn, rid, nowait_if_holding=True)
+        rnd = await store.lock_round_in_batch(conn, rid)
         if rnd is None:
             return None
         req = next((r for r in rnd.requests if r.id == rid), None)

@@ -21,25 +21,17 @@ async def insert_request(conn: asyncpg.Connection, **row: Any) -> bool:
 # --- the round aggregate ---------------------------------------------------------------------
 
 _HOLDS_ROUND = "consultation.holds_round"
+BATCH_LOCK_TIMEOUT = "250ms"
+"""How long a timer batch that already holds a round waits for another one: less than
+PostgreSQL's ``deadlock_timeout`` (1 s), so a cycle between two replicas' batches ends in
+a lock timeout (that timer retries shortly), never in a deadlock."""
 
 
-async def lock_round(
-    conn: asyncpg.Connection, code: str, *, nowait_if_holding: bool = False
-) -> domain.Round:
+async def lock_round(conn: asyncpg.Connection, code: str) -> domain.Round:
     """Lock the dossier's round row (creating it if this is the first word of the dossier),
     then its requests, and load them as the aggregate. Always the first lock of any path
-    that changes a request of the dossier.
-
-    ``nowait_if_holding``: a timer batch holds the rounds of the timers it fired before;
-    waiting for a second round there could close a cycle with another replica's batch, so
-    it fails at once (``LockNotAvailableError``; the timer retries) instead of deadlocking.
-    """
-    nowait = nowait_if_holding and (
-        await conn.fetchval("SELECT current_setting($1, true)", _HOLDS_ROUND) == "1"
-    )
-    sql = "SELECT *, set_config($2, '1', true) FROM rounds WHERE dossier_code = $1 FOR UPDATE" + (
-        " NOWAIT" if nowait else ""
-    )
+    that changes a request of the dossier."""
+    sql = "SELECT *, set_config($2, '1', true) FROM rounds WHERE dossier_code = $1 FOR UPDATE"
     row = await conn.fetchrow(sql, code, _HOLDS_ROUND)
     if row is None:
         await conn.execute(
@@ -104,6 +96,27 @@ async def dossier_of(conn: asyncpg.Connection | asyncpg.Pool, rid: UUID) -> str 
     """The dossier a request belongs to (immutable, so read without a lock)."""
     code: str | None = await conn.fetchval("SELECT dossier_code FROM requests WHERE id = $1", rid)
     return code
+
+
+async def lock_round_in_batch(conn: asyncpg.Connection, rid: UUID) -> domain.Round | None:
+    """The round of a timer's request, for a scheduler batch that fires many timers in one
+    transaction and so holds every round it has locked until it commits.
+
+    The first round is waited for like anywhere else; after it, the batch waits for
+    another round at most ``BATCH_LOCK_TIMEOUT``: two replicas' batches locking the same
+    dossiers in different orders would otherwise deadlock.
+    """
+    row = await conn.fetchrow(
+        "SELECT dossier_code, current_setting($2, true) AS holds FROM requests WHERE id = $1",
+        rid,
+        _HOLDS_ROUND,
+    )
+    if row is None:
+        return None
+    rnd = await lock_round(conn, row["dossier_code"])
+    if row["holds"] != "1":
+        await conn.execute(f"SET LOCAL lock_timeout = '{BATCH_LOCK_TIMEOUT}'")
+    return rnd
 
 
 async def cancel_timers(conn: asyncpg.Connection, owners: list[str]) -> int:
