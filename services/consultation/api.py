@@ -15,9 +15,9 @@ from services.consultation.inputs import (
     Text,
     decode_cursor,
     encode_cursor,
-    nul_fields,
     problem,
     public_key_bytes,
+    unstorable_fields,
 )
 from services.consultation.opinions import OpinionError, Opinions, Principal, view
 from services.consultation.templates import Role, TemplateBook
@@ -141,8 +141,8 @@ def build_router(rt: Runtime, opinions: Opinions, book: TemplateBook) -> APIRout
 
     @r.post("/consultations/{rid}/reply", response_model=ConsultationView, tags=["consultation"])
     async def reply(rid: UUID, body: ReplyRequest, c: Caller) -> dict[str, Any]:
-        if bad := nul_fields(body):
-            raise HTTPException(422, detail=problem(bad[0], "must not contain U+0000"))
+        if bad := unstorable_fields(body):
+            raise HTTPException(422, detail=problem(*bad[0]))
         try:
             row = await opinions.reply(rid, body, principal(c))
         except OpinionError as exc:

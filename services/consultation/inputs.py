@@ -18,10 +18,24 @@ from contracts.envelope import NFCStr
 
 
 def no_nul(value: str) -> str:
-    """PostgreSQL text cannot hold U+0000; refuse it at the edge with the field's name."""
-    if "\x00" in value:
-        raise ValueError("must not contain the NUL character (U+0000)")
+    """Text PostgreSQL can store: no U+0000 (its text type cannot hold it) and no lone
+    surrogate (JSON's "\\ud800" decodes to one; it has no UTF-8 form). Refused at the edge
+    with the field's name instead of failing in the database."""
+    reason = unstorable(value)
+    if reason:
+        raise ValueError(reason)
     return value
+
+
+def unstorable(value: str) -> str | None:
+    """Why PostgreSQL could not store ``value`` as text, or None."""
+    if "\x00" in value:
+        return "must not contain the NUL character (U+0000)"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (a lone surrogate has no UTF-8 form)"
+    return None
 
 
 Text = Annotated[NFCStr, AfterValidator(no_nul)]
@@ -31,13 +45,14 @@ PlainText = Annotated[str, AfterValidator(no_nul)]
 """An identifier-like string without NUL (not normalised: it is signed as given)."""
 
 
-def nul_fields(body: BaseModel) -> list[str]:
-    """Names of the string fields of ``body`` that hold a NUL character."""
-    return [
-        name
-        for name, value in body.model_dump().items()
-        if isinstance(value, str) and "\x00" in value
-    ]
+def unstorable_fields(body: BaseModel) -> list[tuple[str, str]]:
+    """The string fields of ``body`` PostgreSQL could not store, with why."""
+    out: list[tuple[str, str]] = []
+    for name, value in body.model_dump().items():
+        reason = unstorable(value) if isinstance(value, str) else None
+        if reason:
+            out.append((name, reason))
+    return out
 
 
 def public_key_bytes(text: str) -> bytes | None:

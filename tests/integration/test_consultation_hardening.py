@@ -305,20 +305,30 @@ async def test_bad_input_is_a_422_naming_the_field(h: Harness) -> None:
         ({"person": "Trần\x00Bình"}, "person"),
         ({"key_id": "key\x00x"}, "key_id"),
         ({"key_id": "k" * 201}, "key_id"),
+        ({"person": "Trần \ud800 Bình"}, "person"),
     ]
     for change, field in cases:
-        r = await h.http.post("/v1/signers", headers=op, json=signer | change)
+        r = await h.http.post(
+            "/v1/signers",
+            headers=op | {"content-type": "application/json"},
+            content=json.dumps(signer | change),  # ASCII JSON: a lone surrogate as \ud800
+        )
         assert r.status_code == 422, (change, r.status_code, r.text)
         assert _field(r) == field, r.text
 
     code = "000.00.16.H29-261201-0810"
     rid = {r["agency_id"]: r["id"] for r in await h.route(code)}[FIRE]
     for field in ("reasons", "conditions", "signer", "nonce", "signature"):
-        body = h.signed(rid, FIRE, Decision.DISAGREE, reasons="Thiếu hồ sơ")
-        body[field] = "x\x00y"
-        r = await h.http.post(f"/v1/consultations/{rid}/reply", headers=h.token(FIRE), json=body)
-        assert r.status_code == 422, (field, r.text)
-        assert _field(r) == field
+        for bad in ("x\x00y", "x\ud800y"):
+            body = h.signed(rid, FIRE, Decision.DISAGREE, reasons="Thiếu hồ sơ")
+            body[field] = bad
+            r = await h.http.post(
+                f"/v1/consultations/{rid}/reply",
+                headers=h.token(FIRE) | {"content-type": "application/json"},
+                content=json.dumps(body),  # ensure_ascii: the lone surrogate travels as \ud800
+            )
+            assert r.status_code == 422, (field, bad, r.text)
+            assert _field(r) == field
     body = h.signed(rid, FIRE, Decision.DISAGREE, reasons="x" * 5001)
     r = await h.http.post(f"/v1/consultations/{rid}/reply", headers=h.token(FIRE), json=body)
     assert r.status_code == 422 and _field(r) == "reasons"
