@@ -1,5 +1,6 @@
-"""Consultation rules, free of I/O: the timer plan of a request, reply validation,
-signatures over canonical content, and the audit hash chain."""
+"""Consultation rules, free of I/O: the round aggregate (a dossier's requests and what may
+happen to them), the timer plan of a request, reply validation, signatures over RFC 8785
+canonical content, and the audit hash chain."""
 
 from __future__ import annotations
 

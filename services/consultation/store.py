@@ -134,11 +134,9 @@ async def cancel_timers(conn: asyncpg.Connection, owners: list[str]) -> int:
     return int(result.split()[-1])
 
 
-async def get_request(
-    conn: asyncpg.Connection | asyncpg.Pool, rid: UUID, *, for_update: bool = False
-) -> asyncpg.Record | None:
-    sql = "SELECT * FROM requests WHERE id = $1" + (" FOR UPDATE" if for_update else "")
-    return await conn.fetchrow(sql, rid)
+async def get_request(conn: asyncpg.Connection | asyncpg.Pool, rid: UUID) -> asyncpg.Record | None:
+    """One request as a row, for views (changes go through the round)."""
+    return await conn.fetchrow("SELECT * FROM requests WHERE id = $1", rid)
 
 
 async def update_request(conn: asyncpg.Connection, rid: UUID, **fields: Any) -> None:
@@ -169,13 +167,6 @@ async def list_requests(
         + f" ORDER BY requested_at, agency_id LIMIT ${len(args)}"
     )
     return list(await conn.fetch(sql, *args))
-
-
-async def requests_of(conn: asyncpg.Connection, code: str) -> list[asyncpg.Record]:
-    """The dossier's requests; the caller holds the round (and so their locks)."""
-    return list(
-        await conn.fetch("SELECT * FROM requests WHERE dossier_code = $1 ORDER BY agency_id", code)
-    )
 
 
 async def inbox_page(
