@@ -14,7 +14,15 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP)
+# Node clients the tests drive (an agency's signer in JavaScript), pinned by their lock file.
+NODE_SIGNER := tests/node/signer
+NODE_STAMP := $(NODE_SIGNER)/node_modules/.installed
+
+$(NODE_STAMP): $(NODE_SIGNER)/package.json $(NODE_SIGNER)/package-lock.json
+	cd $(NODE_SIGNER) && npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
+
+install: $(STAMP) $(NODE_STAMP)
 
 run: install  ## start the whole system on the embedded default
 	$(BIN)/python -m deploy.dev

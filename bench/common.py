@@ -77,3 +77,9 @@ async def seed_requests(
         agency_id,
         template_id,
     )
+    # Each request's round: the aggregate every consultation path locks first.
+    await pool.execute(
+        "INSERT INTO rounds(dossier_code, expected, opened_at)"
+        " SELECT dossier_code, count(*), min(requested_at) FROM requests GROUP BY dossier_code"
+        " ON CONFLICT DO NOTHING"
+    )

@@ -1,17 +1,24 @@
 """Consultation's HTTP API: each agency's inbox, replies, extensions, signers, audit."""
 
-import base64
-import binascii
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.api import ConsultationView, ReplyRequest
 from contracts.common import AgencyId, Duration
-from contracts.envelope import NFCStr
 from services.consultation import domain, store
+from services.consultation.inputs import (
+    CursorError,
+    PlainText,
+    Text,
+    decode_cursor,
+    encode_cursor,
+    problem,
+    public_key_bytes,
+    unstorable_fields,
+)
 from services.consultation.opinions import OpinionError, Opinions, Principal, view
 from services.consultation.templates import Role, TemplateBook
 from services.runtime import auth
@@ -21,24 +28,26 @@ from services.runtime.service import Runtime
 class ExtendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     by: Duration
-    reason: NFCStr = Field(min_length=3, max_length=2000)
+    reason: Text = Field(min_length=3, max_length=2000)
 
 
 class SignerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    key_id: str = Field(min_length=3, max_length=200)
+    key_id: PlainText = Field(min_length=3, max_length=200)
     agency_id: AgencyId
-    person: NFCStr = Field(min_length=2, max_length=200)
+    person: Text = Field(min_length=2, max_length=200)
     role: Role
-    public_key: str = Field(description="base64 of the raw 32-byte Ed25519 public key")
+    public_key: str = Field(
+        max_length=100, description="base64 of the raw 32-byte Ed25519 public key"
+    )
     active: bool = True
 
 
 class TokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    agency_id: str
-    role: str = "department_head"
-    person: str = "demo"
+    agency_id: PlainText = Field(max_length=40)
+    role: PlainText = Field(default="department_head", max_length=40)
+    person: PlainText = Field(default="demo", max_length=200)
 
 
 def _raise(exc: OpinionError) -> HTTPException:
@@ -66,7 +75,7 @@ def build_router(rt: Runtime, opinions: Opinions, book: TemplateBook) -> APIRout
     @r.get("/consultations", response_model=list[ConsultationView], tags=["consultation"])
     async def list_(
         c: Caller,
-        dossier: Annotated[str | None, Query(max_length=40)] = None,
+        dossier: Annotated[str | None, Query(max_length=40, pattern=r"^[0-9A-Za-z.\-]+$")] = None,
         open_only: bool = False,
     ) -> list[dict[str, Any]]:
         """Requests of a dossier: all for an operator; for an agency, those it was asked or sent."""
@@ -82,12 +91,39 @@ def build_router(rt: Runtime, opinions: Opinions, book: TemplateBook) -> APIRout
             rows = list({row["id"]: row for row in rows}.values())
         return [view(row, now) for row in rows]
 
-    @r.get("/inbox", response_model=list[ConsultationView], tags=["consultation"])
-    async def inbox(c: Caller) -> list[dict[str, Any]]:
-        """The calling agency's open requests, soonest deadline first, with time left."""
+    @r.get(
+        "/inbox",
+        response_model=list[ConsultationView],
+        tags=["consultation"],
+        responses={
+            200: {
+                "headers": {
+                    "X-Next-Cursor": {"description": "pass as ?cursor= for the next page"},
+                    "Link": {"description": 'the next page, rel="next" (RFC 8288)'},
+                }
+            }
+        },
+    )
+    async def inbox(
+        c: Caller,
+        response: Response,
+        cursor: Annotated[str | None, Query(max_length=200)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> list[dict[str, Any]]:
+        """The calling agency's open requests, soonest deadline first, with time left; one
+        page at a time, the next page's cursor in ``X-Next-Cursor`` and ``Link``."""
         now = rt.clock.now()
-        rows = await store.list_requests(rt.pool, agency=c.agency_id, open_only=True)
-        return sorted((view(row, now) for row in rows), key=lambda v: v["due_at"])
+        try:
+            after = decode_cursor(cursor) if cursor is not None else None
+        except CursorError as exc:
+            raise HTTPException(422, detail=problem("cursor", str(exc))) from None
+        rows = await store.inbox_page(rt.pool, c.agency_id, after=after, limit=limit + 1)
+        if len(rows) > limit:
+            rows = rows[:limit]
+            nxt = encode_cursor(rows[-1]["due_at"], rows[-1]["id"])
+            response.headers["X-Next-Cursor"] = nxt
+            response.headers["Link"] = f'</v1/inbox?cursor={nxt}&limit={limit}>; rel="next"'
+        return [view(row, now) for row in rows]
 
     @r.get("/consultations/{rid}", response_model=ConsultationView, tags=["consultation"])
     async def read(rid: UUID, c: Caller) -> dict[str, Any]:
@@ -105,6 +141,8 @@ def build_router(rt: Runtime, opinions: Opinions, book: TemplateBook) -> APIRout
 
     @r.post("/consultations/{rid}/reply", response_model=ConsultationView, tags=["consultation"])
     async def reply(rid: UUID, body: ReplyRequest, c: Caller) -> dict[str, Any]:
+        if bad := unstorable_fields(body):
+            raise HTTPException(422, detail=problem(*bad[0]))
         try:
             row = await opinions.reply(rid, body, principal(c))
         except OpinionError as exc:
@@ -142,17 +180,10 @@ def build_router(rt: Runtime, opinions: Opinions, book: TemplateBook) -> APIRout
     @r.post("/signers", status_code=201, tags=["signers"])
     async def register_signer(body: SignerIn, c: Caller) -> dict[str, str]:
         operator(c)
-        try:
-            raw = base64.b64decode(body.public_key, validate=True)
-        except binascii.Error:
-            raw = b""
-        if len(raw) != 32:
+        raw = public_key_bytes(body.public_key)
+        if raw is None:
             raise HTTPException(
-                422,
-                detail={
-                    "detail": "invalid key",
-                    "errors": [{"field": "public_key", "reason": "base64 of 32 raw Ed25519 bytes"}],
-                },
+                422, detail=problem("public_key", "base64 (ASCII) of 32 raw Ed25519 bytes")
             )
         await store.save_signer(
             rt.pool,

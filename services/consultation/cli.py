@@ -2,7 +2,9 @@
 
 - ``keygen``: an Ed25519 key for a signer; writes the private key (PEM) and prints the
   public key, optionally registering it with a running consultation service.
-- ``sign``: the JSON body of a signed reply to a request, ready to POST.
+- ``sign``: the JSON body of a signed reply to a request, ready to POST: Ed25519 over the
+  reply's RFC 8785 canonical JSON (``domain.canonical_reply``), the form any agency's
+  client produces with an RFC 8785 library.
 - ``token``: a bearer token for an agency and role (needs the service's JWT secret).
 - ``verify-audit``: walks every request's hash chain in the database; exit 1 and the
   first broken link if any.
@@ -70,6 +72,7 @@ def sign(a: argparse.Namespace) -> int:
         return 2
     nonce = a.nonce or uuid.uuid4().hex
     decision = Decision(a.decision)
+    # The same RFC 8785 bytes the service verifies (and Node's `canonicalize` produces).
     message = domain.canonical_reply(
         uuid.UUID(a.request), decision, a.conditions, a.reasons, a.key_id, nonce
     )

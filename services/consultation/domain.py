@@ -1,22 +1,37 @@
-"""Consultation rules, free of I/O: the timer plan of a request, reply validation,
-signatures over canonical content, and the audit hash chain."""
+"""Consultation rules, free of I/O: the round aggregate (a dossier's requests and what may
+happen to them), the timer plan of a request, reply validation, signatures over RFC 8785
+canonical content, and the audit hash chain."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 from uuid import UUID
 
+import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from contracts.common import Duration
-from contracts.events import Decision
+from contracts.envelope import EventPayload
+from contracts.events import (
+    ConsultationCancelled,
+    ConsultationDeemedConsent,
+    ConsultationEscalated,
+    ConsultationExtended,
+    ConsultationLapsed,
+    ConsultationReminded,
+    ConsultationReplied,
+    ConsultationRequested,
+    ConsultationRoundCompleted,
+    Decision,
+    Outcome,
+    RoundOutcome,
+)
 from services.consultation.templates import Role, Template
 
 
@@ -75,6 +90,436 @@ def timer_plan(
     return plan
 
 
+# --- the round: one dossier's consultation, the aggregate -----------------------------------
+
+
+class Refusal(StrEnum):
+    """Why the round refuses a command (the HTTP adapter maps each to a status)."""
+
+    NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
+    CLOSED = "closed"
+    INVALID = "invalid"
+    UNSIGNED = "unsigned"
+
+
+class Refused(Exception):
+    def __init__(self, kind: Refusal, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.field = field
+        self.reason = reason
+
+
+@dataclass
+class Request:
+    """One opinion request as the round holds it; ``changed`` collects what to write."""
+
+    id: UUID
+    dossier_code: str
+    lead_agency: str
+    agency_id: str
+    template_id: str
+    template_version: int
+    status: Status
+    due_at: datetime
+    reminders_sent: int = 0
+    escalation_step: int = 0
+    extensions: int = 0
+    decision: str | None = None
+    changed: dict[str, Any] = field(default_factory=dict)
+
+    def set(self, **values: Any) -> None:
+        """Change columns of the request (those the round tracks, and any other)."""
+        for name, value in values.items():
+            plain = value.value if isinstance(value, StrEnum) else value
+            self.changed[name] = plain
+            if name == "status":
+                self.status = Status(plain)
+            elif name in _TRACKED:
+                setattr(self, name, plain)
+
+    @property
+    def answerable(self) -> bool:
+        return self.status in ANSWERABLE
+
+
+_TRACKED = frozenset({"due_at", "reminders_sent", "escalation_step", "extensions", "decision"})
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    request_id: UUID
+    action: str
+    actor: str
+    at: datetime
+    details: dict[str, Any]
+
+
+@dataclass
+class Round:
+    """A dossier's consultation round: the consistency boundary of its requests.
+
+    Loaded under its row lock (every path that changes a request of the dossier takes it
+    first, so replies, extensions, timers and cancellation never lock in different orders),
+    changed only through its methods, which check the rules and record what happened:
+    ``events`` for the outbox, ``audits`` for each request's chain, timers to cancel and
+    to plan. The store saves all of it with ``version`` bumped, in the same transaction.
+    """
+
+    code: str
+    opened_at: datetime | None = None
+    completed_at: datetime | None = None
+    ended_at: datetime | None = None
+    ended_by: str | None = None
+    ended_reason: str | None = None
+    version: int = 0
+    requests: list[Request] = field(default_factory=list)
+    events: list[EventPayload] = field(default_factory=list)
+    audits: list[AuditEntry] = field(default_factory=list)
+    cancel_timers: list[UUID] = field(default_factory=list)
+    plan_timers: list[PlannedTimer] = field(default_factory=list)
+
+    # --- queries ---
+
+    @property
+    def ended(self) -> bool:
+        """Withdrawn or stopped: no request opens and no timer is planned any more."""
+        return self.ended_at is not None
+
+    def may_open(self) -> bool:
+        """A routing may open requests only while the dossier is neither ended nor done."""
+        return not self.ended and self.completed_at is None
+
+    def request(self, rid: UUID) -> Request:
+        for r in self.requests:
+            if r.id == rid:
+                return r
+        raise Refused(Refusal.NOT_FOUND, "request_id", "no such request")
+
+    def visible(self, rid: UUID, agency_id: str) -> Request:
+        """The request, if ``agency_id`` was asked or is the lead agency."""
+        r = self.request(rid)
+        if agency_id not in (r.agency_id, r.lead_agency):
+            raise Refused(Refusal.FORBIDDEN, "agency", "this request belongs to another agency")
+        return r
+
+    # --- commands ---
+
+    def audit(self, r: Request, action: str, actor: str, at: datetime, **details: Any) -> None:
+        self.audits.append(AuditEntry(r.id, action, actor, at, details))
+
+    def add_request(
+        self,
+        r: Request,
+        *,
+        template: Template,
+        calendar: Calendar,
+        agency_name: str,
+        subject: str,
+        actor: str,
+        at: datetime,
+    ) -> None:
+        """A request just written for this round: its audit row, timers and event."""
+        if self.opened_at is None:
+            self.opened_at = at
+        self.requests.append(r)
+        self.audit(
+            r,
+            "opened",
+            actor,
+            at,
+            due_at=r.due_at.isoformat(),
+            template=f"{template.id}@{template.version}",
+        )
+        self._plan(calendar, template, r, generation=0)
+        self.events.append(
+            ConsultationRequested(
+                request_id=r.id,
+                code=self.code,
+                lead_agency=r.lead_agency,
+                agency_id=r.agency_id,
+                agency_name=agency_name,
+                template_id=template.id,
+                template_version=template.version,
+                subject=subject,
+                requested_at=at,
+                due_at=r.due_at,
+            )
+        )
+
+    def record_reply(
+        self,
+        rid: UUID,
+        *,
+        agency_id: str,
+        actor: str,
+        template: Template,
+        decision: Decision,
+        conditions: str | None,
+        reasons: str | None,
+        signer_key: str,
+        nonce: str,
+        signature: str,
+        signer: Signer | None,
+        at: datetime,
+    ) -> None:
+        """An agency's signed reply: asked agency, open request, allowed content, a valid
+        signature of an allowed signer; then the request's outcome, final."""
+        r = self.visible(rid, agency_id)
+        if agency_id != r.agency_id:
+            raise Refused(Refusal.FORBIDDEN, "agency", "only the asked agency may answer")
+        if not r.answerable:
+            raise Refused(
+                Refusal.CLOSED,
+                "status",
+                f"the request is closed ({r.status}); its outcome is final",
+            )
+        try:
+            check_reply_content(template, decision, conditions, reasons)
+        except ReplyError as exc:
+            raise Refused(Refusal.INVALID, exc.field, exc.reason) from None
+        try:
+            if not signer_key or not nonce or not signature:
+                raise ReplyError("signature", "a reply must be signed: signer, nonce and signature")
+            verify_signature(
+                signer,
+                agency_id=r.agency_id,
+                allowed_roles=template.reply.signer_roles,
+                message=canonical_reply(rid, decision, conditions, reasons, signer_key, nonce),
+                signature_b64=signature,
+            )
+        except ReplyError as exc:
+            raise Refused(Refusal.UNSIGNED, exc.field, exc.reason) from None
+        r.set(
+            status=Status.REPLIED,
+            decision=decision.value,
+            conditions=conditions,
+            reasons=reasons,
+            signer=signer_key,
+            signature=signature,
+            outcome_at=at,
+        )
+        self.audit(r, "replied", actor, at, decision=decision.value, signer=signer_key, nonce=nonce)
+        self.cancel_timers.append(r.id)
+        self.events.append(
+            ConsultationReplied(
+                request_id=r.id,
+                code=self.code,
+                agency_id=r.agency_id,
+                decision=decision,
+                conditions=conditions,
+                reasons=reasons,
+                signer=signer_key,
+                replied_at=at,
+            )
+        )
+        self._complete(at)
+
+    def extend(
+        self,
+        rid: UUID,
+        *,
+        agency_id: str,
+        actor: str,
+        by: Duration,
+        reason: str,
+        template: Template,
+        calendar: Calendar,
+        at: datetime,
+    ) -> None:
+        """The lead agency moves the deadline: a new generation of timers replaces the
+        pending ones; rungs already climbed stay climbed, reminders already past are not
+        planned again."""
+        r = self.visible(rid, agency_id)
+        if agency_id != r.lead_agency:
+            raise Refused(Refusal.FORBIDDEN, "agency", "only the lead agency may extend a request")
+        if not r.answerable:
+            raise Refused(Refusal.CLOSED, "status", f"the request is closed ({r.status})")
+        previous = r.due_at
+        try:
+            due = calendar.after(previous, by)
+        except (OverflowError, ValueError):
+            raise Refused(Refusal.INVALID, "by", "the new deadline is out of range") from None
+        r.set(due_at=due, extensions=r.extensions + 1, status=Status.OPEN)
+        self.cancel_timers.append(r.id)
+        self._plan(calendar, template, r, generation=r.extensions, now=at)
+        self.audit(
+            r,
+            "extended",
+            actor,
+            at,
+            previous_due_at=previous.isoformat(),
+            due_at=due.isoformat(),
+            reason=reason,
+        )
+        self.events.append(
+            ConsultationExtended(
+                request_id=r.id,
+                code=self.code,
+                agency_id=r.agency_id,
+                previous_due_at=previous,
+                due_at=due,
+                reason=reason,
+                extended_at=at,
+            )
+        )
+
+    def _due_timer(self, rid: UUID, generation: int | None) -> Request | None:
+        """The request a timer acts on, or None: settled meanwhile, or planned before an
+        extension (an older generation)."""
+        r = next((q for q in self.requests if q.id == rid), None)
+        if r is None or not r.answerable:
+            return None
+        if generation is not None and generation != r.extensions:
+            return None
+        return r
+
+    def remind(self, rid: UUID, generation: int | None, index: int, at: datetime) -> None:
+        r = self._due_timer(rid, generation)
+        if r is None:
+            return
+        r.set(reminders_sent=r.reminders_sent + 1)
+        self.audit(r, "reminded", "system", at, reminder=index)
+        self.events.append(
+            ConsultationReminded(
+                request_id=r.id,
+                code=self.code,
+                agency_id=r.agency_id,
+                due_at=r.due_at,
+                reminded_at=at,
+            )
+        )
+
+    def escalate(
+        self, rid: UUID, generation: int | None, n: int, template: Template, at: datetime
+    ) -> None:
+        r = self._due_timer(rid, generation)
+        if r is None:
+            return
+        step = template.escalation[n - 1]
+        r.set(escalation_step=max(n, r.escalation_step))
+        self.audit(
+            r,
+            "escalated",
+            "system",
+            at,
+            step=n,
+            notify_role=step.notify_role.value,
+            notify_name=step.notify_name,
+            ask=step.ask,
+        )
+        self.events.append(
+            ConsultationEscalated(
+                request_id=r.id,
+                code=self.code,
+                agency_id=r.agency_id,
+                step=n,
+                notify_role=step.notify_role.value,
+                notify_name=step.notify_name,
+                ask=step.ask,
+                escalated_at=at,
+            )
+        )
+
+    def lapse(self, rid: UUID, generation: int | None, template: Template, at: datetime) -> None:
+        """The final lapse: deemed consent where the template names the legal basis, else
+        the request stays waiting, marked lapsed."""
+        r = self._due_timer(rid, generation)
+        if r is None:
+            return
+        basis = template.final.legal_basis
+        if template.final.deemed_consent and basis:
+            r.set(status=Status.DEEMED_CONSENT, legal_basis=basis, decision="agree", outcome_at=at)
+            self.audit(r, "deemed_consent", "system", at, legal_basis=basis)
+            self.events.append(
+                ConsultationDeemedConsent(
+                    request_id=r.id,
+                    code=self.code,
+                    agency_id=r.agency_id,
+                    legal_basis=basis,
+                    deemed_at=at,
+                )
+            )
+            self._complete(at)
+        elif r.status is Status.OPEN:
+            r.set(status=Status.LAPSED)
+            self.audit(r, "lapsed", "system", at, escalation_step=r.escalation_step)
+            self.events.append(
+                ConsultationLapsed(
+                    request_id=r.id, code=self.code, agency_id=r.agency_id, lapsed_at=at
+                )
+            )
+
+    def end(self, by: str, reason: str, at: datetime) -> list[Request]:
+        """Withdrawal or stop: remembered (even before routing: the round then never
+        opens), and every request still open is cancelled. The first end is the one kept.
+        Returns the requests this cancels."""
+        if self.ended_at is None:
+            self.ended_at, self.ended_by, self.ended_reason = at, by, reason
+        cancelled = [r for r in self.requests if r.answerable]
+        for r in cancelled:
+            r.set(status=Status.CANCELLED, outcome_at=at)
+            self.cancel_timers.append(r.id)
+            self.audit(r, "cancelled", f"system ({by})", at, reason=reason)
+            self.events.append(
+                ConsultationCancelled(
+                    request_id=r.id,
+                    code=self.code,
+                    agency_id=r.agency_id,
+                    reason=reason,
+                    cancelled_at=at,
+                )
+            )
+        self._complete(at)
+        return cancelled
+
+    def _plan(
+        self,
+        calendar: Calendar,
+        template: Template,
+        r: Request,
+        *,
+        generation: int,
+        now: datetime | None = None,
+    ) -> None:
+        """Each plan is a generation with timer refs of its own, so re-planning never
+        touches a timer row a scheduler may hold; a timer of an older generation that still
+        fires finds itself superseded and does nothing."""
+        for t in timer_plan(calendar, template, r.id, r.due_at):
+            if now is not None and t.kind == REMIND and t.due_at <= now:
+                continue
+            if t.kind == ESCALATE and t.payload["step"] <= r.escalation_step:
+                continue  # rungs already climbed stay climbed
+            ref = t.ref if generation == 0 else t.ref.replace("/", f"/g{generation}/", 1)
+            self.plan_timers.append(
+                PlannedTimer(t.kind, ref, t.due_at, {**t.payload, "gen": generation})
+            )
+
+    def _complete(self, at: datetime) -> None:
+        """Once every request of an opened round has an outcome, say so, once."""
+        if self.opened_at is None or self.completed_at is not None or not self.requests:
+            return
+        if any(r.status not in FINAL_STATUSES for r in self.requests):
+            return
+        self.completed_at = at
+        self.events.append(
+            ConsultationRoundCompleted(
+                code=self.code,
+                outcomes=tuple(
+                    RoundOutcome(
+                        request_id=r.id,
+                        agency_id=r.agency_id,
+                        outcome=Outcome(r.status.value),  # final statuses are named so
+                        decision=Decision(r.decision) if r.decision else None,
+                    )
+                    for r in sorted(self.requests, key=lambda r: r.agency_id)
+                ),
+                completed_at=at,
+            )
+        )
+
+
 class ReplyError(ValueError):
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(reason)
@@ -104,7 +549,10 @@ def canonical_reply(
     signer: str,
     nonce: str,
 ) -> bytes:
-    """The exact bytes a signer signs: sorted-key JSON, UTF-8, no spaces."""
+    """The exact bytes a signer signs: the reply's fields in RFC 8785 canonical JSON (JCS).
+
+    Any agency's client can produce them with an RFC 8785 library (absent texts are "").
+    """
     doc = {
         "request_id": str(request_id),
         "decision": decision.value,
@@ -113,7 +561,7 @@ def canonical_reply(
         "signer": signer,
         "nonce": nonce,
     }
-    return json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    return rfc8785.dumps(doc)
 
 
 @dataclass(frozen=True)
@@ -165,7 +613,7 @@ def audit_hash(
     details: dict[str, Any],
 ) -> str:
     """sha256 over the previous hash and this row's canonical content."""
-    body = json.dumps(
+    body = rfc8785.dumps(
         {
             "prev": prev_hash,
             "request_id": str(request_id),
@@ -174,13 +622,9 @@ def audit_hash(
             "actor": actor,
             "at": at.isoformat(),
             "details": details,
-        },
-        sort_keys=True,
-        ensure_ascii=False,
-        separators=(",", ":"),
-        default=str,
+        }
     )
-    return hashlib.sha256(body.encode()).hexdigest()
+    return hashlib.sha256(body).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,9 @@
-"""Opinion requests' use cases: open a round, reply, extend, cancel, and what timers do."""
+"""Opinion requests' use cases: open a round, reply, extend, cancel, and what timers do.
+
+Each one has the same shape: lock and load the dossier's round (the aggregate, always the
+first lock), call its method, save it with its events in the outbox, in one transaction.
+Rendering and labels stay here; the rules are in ``domain.Round``.
+"""
 
 from __future__ import annotations
 
@@ -14,27 +19,15 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from contracts.api import ReplyRequest
 from contracts.common import Duration, TimeUnit
 from contracts.envelope import Envelope
-from contracts.events import (
-    ConsultationCancelled,
-    ConsultationDeemedConsent,
-    ConsultationEscalated,
-    ConsultationExtended,
-    ConsultationLapsed,
-    ConsultationReminded,
-    ConsultationReplied,
-    ConsultationRequested,
-    ConsultationRoundCompleted,
-    DossierRouted,
-    Outcome,
-    RoundOutcome,
-)
+from contracts.events import ConsultationRoundCompleted, DossierRouted
 from services.consultation import domain, store
-from services.consultation.domain import Status
-from services.consultation.templates import Role, Template, TemplateBook, render_subject
-from services.runtime import timers
+from services.consultation.domain import Refusal, Refused, Status
+from services.consultation.templates import Role, TemplateBook, render_subject
 from services.runtime.calendar import format_local
+from services.runtime.logging import get_logger
 from services.runtime.service import Runtime
 
+log = get_logger(__name__)
 REQUEST_NS = uuid.UUID("3c5e7d0a-9f64-4b1a-8d2e-51a0c6b7e4f2")
 _render = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "render"),
@@ -77,6 +70,19 @@ class OpinionError(Exception):
         self.reason = reason
 
 
+HTTP_STATUS = {
+    Refusal.NOT_FOUND: 404,
+    Refusal.FORBIDDEN: 403,
+    Refusal.CLOSED: 409,
+    Refusal.INVALID: 422,
+    Refusal.UNSIGNED: 401,
+}
+
+
+def _refused(exc: Refused) -> OpinionError:
+    return OpinionError(HTTP_STATUS[exc.kind], exc.field, exc.reason)
+
+
 def request_id(code: str, agency_id: str) -> uuid.UUID:
     """Deterministic: one request per consulted agency per dossier, however often routed."""
     return uuid.uuid5(REQUEST_NS, f"{code}/{agency_id}")
@@ -93,13 +99,41 @@ class Opinions:
         self.book = book
         self.calendar = calendar
 
+    async def _save(
+        self, conn: asyncpg.Connection, rnd: domain.Round, cause: Envelope | None = None
+    ) -> None:
+        """Save the round and put its events in the outbox, in order. An event without an
+        outside cause (an HTTP call, a timer) causes the round's completion it led to."""
+        events, rnd.events = rnd.events, []
+        await store.save_round(conn, rnd)
+        last: Envelope | None = None
+        for ev in events:
+            because = cause
+            if because is None and isinstance(ev, ConsultationRoundCompleted):
+                because = last
+            last = await self.rt.outbox.add(conn, ev, subject=rnd.code, cause=because)
+
+    async def _round_of(self, conn: asyncpg.Connection, rid: uuid.UUID) -> domain.Round | None:
+        """The round of a request, locked first (the request's dossier never changes, so it
+        is read without a lock)."""
+        code = await store.dossier_of(conn, rid)
+        if code is None:
+            return None
+        return await store.lock_round(conn, code)
+
     # --- opening ---------------------------------------------------------------------------
 
     async def open_round(self, conn: asyncpg.Connection, env: Envelope, r: DossierRouted) -> None:
+        """Open one request per consulted agency, unless the dossier already ended."""
         now = self.rt.clock.now()
         if not r.consult:
             return
-        await store.open_round(conn, r.code, len(r.consult), now)
+        rnd = await store.lock_round(conn, r.code)
+        if not rnd.may_open():
+            # A withdrawal or stop overtook the routing (or the round is done): no
+            # request, no timer, no event.
+            log.info("round_not_opened", code=r.code, ended_by=rnd.ended_by)
+            return
         for target in r.consult:
             template = self.book.in_force(target.template_id, now.date())
             rid = request_id(r.code, target.agency_id)
@@ -141,50 +175,44 @@ class Opinions:
                 due_at=due,
             )
             if not inserted:
-                continue
-            row = {"id": rid}
-            await store.audit(
-                conn,
-                row,
-                "opened",
-                f"system@{r.lead_agency}",
-                now,
-                {"due_at": due.isoformat(), "template": f"{template.id}@{template.version}"},
-            )
-            await self._schedule(conn, template, rid, due)
-            await self.rt.outbox.add(
-                conn,
-                ConsultationRequested(
-                    request_id=rid,
-                    code=r.code,
+                continue  # this agency was asked already (a repeated routing)
+            rnd.add_request(
+                domain.Request(
+                    id=rid,
+                    dossier_code=r.code,
                     lead_agency=r.lead_agency,
                     agency_id=target.agency_id,
-                    agency_name=target.agency_name,
                     template_id=template.id,
                     template_version=template.version,
-                    subject=subject,
-                    requested_at=now,
+                    status=Status.OPEN,
                     due_at=due,
                 ),
-                subject=r.code,
-                cause=env,
+                template=template,
+                calendar=self.calendar,
+                agency_name=target.agency_name,
+                subject=subject,
+                actor=f"system@{r.lead_agency}",
+                at=now,
             )
-
-    async def _schedule(
-        self, conn: asyncpg.Connection, template: Template, rid: uuid.UUID, due: datetime
-    ) -> None:
-        for t in domain.timer_plan(self.calendar, template, rid, due):
-            await timers.schedule(conn, t.kind, t.ref, t.due_at, t.payload, owner=str(rid))
+        await self._save(conn, rnd, env)
 
     # --- reading ---------------------------------------------------------------------------
 
     async def read(self, rid: uuid.UUID, who: Principal) -> asyncpg.Record:
+        """A request for an agency that may see it; the asked agency's read is audited."""
         async with self.rt.pool.acquire() as conn, conn.transaction():
-            row = await store.get_request(conn, rid, for_update=True)
-            self._visible(row, who)
+            rnd = await self._round_of(conn, rid)
+            if rnd is None:
+                raise OpinionError(404, "request_id", "no such request")
+            try:
+                req = rnd.visible(rid, who.agency_id)
+            except Refused as exc:
+                raise _refused(exc) from None
+            if who.agency_id == req.agency_id:
+                rnd.audit(req, "read", who.actor, self.rt.clock.now())
+                await self._save(conn, rnd)
+            row = await store.get_request(conn, rid)
             assert row is not None
-            if who.agency_id == row["agency_id"]:
-                await store.audit(conn, row, "read", who.actor, self.rt.clock.now())
             return row
 
     @staticmethod
@@ -199,74 +227,30 @@ class Opinions:
     async def reply(self, rid: uuid.UUID, body: ReplyRequest, who: Principal) -> asyncpg.Record:
         now = self.rt.clock.now()
         async with self.rt.pool.acquire() as conn, conn.transaction():
-            row = await store.get_request(conn, rid, for_update=True)
-            self._visible(row, who)
-            assert row is not None
-            if who.agency_id != row["agency_id"]:
-                raise OpinionError(403, "agency", "only the asked agency may answer")
-            if Status(row["status"]) not in domain.ANSWERABLE:
-                raise OpinionError(
-                    409,
-                    "status",
-                    f"the request is closed ({row['status']}); its outcome is final",
-                )
-            template = self.book.get(row["template_id"], row["template_version"])
+            rnd = await self._round_of(conn, rid)
+            if rnd is None:
+                raise OpinionError(404, "request_id", "no such request")
             try:
-                domain.check_reply_content(template, body.decision, body.conditions, body.reasons)
-                if not body.signer or not body.nonce or not body.signature:
-                    raise domain.ReplyError(
-                        "signature", "a reply must be signed: signer, nonce and signature"
-                    )
-                message = domain.canonical_reply(
-                    rid, body.decision, body.conditions, body.reasons, body.signer, body.nonce
-                )
-                domain.verify_signature(
-                    await store.get_signer(conn, body.signer),
-                    agency_id=row["agency_id"],
-                    allowed_roles=template.reply.signer_roles,
-                    message=message,
-                    signature_b64=body.signature,
-                )
-            except domain.ReplyError as exc:
-                status = 422 if exc.field in ("decision", "conditions", "reasons") else 401
-                raise OpinionError(status, exc.field, exc.reason) from None
-            if not await store.use_nonce(conn, body.signer, body.nonce):
-                raise OpinionError(409, "nonce", "this nonce was already used: replay refused")
-            await store.update_request(
-                conn,
-                rid,
-                status=Status.REPLIED.value,
-                decision=body.decision.value,
-                conditions=body.conditions,
-                reasons=body.reasons,
-                signer=body.signer,
-                signature=body.signature,
-                outcome_at=now,
-            )
-            await store.audit(
-                conn,
-                row,
-                "replied",
-                who.actor,
-                now,
-                {"decision": body.decision.value, "signer": body.signer, "nonce": body.nonce},
-            )
-            await timers.cancel(conn, [str(rid)])
-            cause = await self.rt.outbox.add(
-                conn,
-                ConsultationReplied(
-                    request_id=rid,
-                    code=row["dossier_code"],
-                    agency_id=row["agency_id"],
+                req = rnd.visible(rid, who.agency_id)
+                rnd.record_reply(
+                    rid,
+                    agency_id=who.agency_id,
+                    actor=who.actor,
+                    template=self.book.get(req.template_id, req.template_version),
                     decision=body.decision,
                     conditions=body.conditions,
                     reasons=body.reasons,
-                    signer=body.signer,
-                    replied_at=now,
-                ),
-                subject=row["dossier_code"],
-            )
-            await self._maybe_complete(conn, row["dossier_code"], cause)
+                    signer_key=body.signer,
+                    nonce=body.nonce,
+                    signature=body.signature,
+                    signer=await store.get_signer(conn, body.signer) if body.signer else None,
+                    at=now,
+                )
+            except Refused as exc:
+                raise _refused(exc) from None
+            if not await store.use_nonce(conn, body.signer, body.nonce):
+                raise OpinionError(409, "nonce", "this nonce was already used: replay refused")
+            await self._save(conn, rnd)
             fresh = await store.get_request(conn, rid)
             assert fresh is not None
             return fresh
@@ -278,64 +262,24 @@ class Opinions:
     ) -> asyncpg.Record:
         now = self.rt.clock.now()
         async with self.rt.pool.acquire() as conn, conn.transaction():
-            row = await store.get_request(conn, rid, for_update=True)
-            self._visible(row, who)
-            assert row is not None
-            if who.agency_id != row["lead_agency"]:
-                raise OpinionError(403, "agency", "only the lead agency may extend a request")
-            if Status(row["status"]) not in domain.ANSWERABLE:
-                raise OpinionError(409, "status", f"the request is closed ({row['status']})")
-            template = self.book.get(row["template_id"], row["template_version"])
-            previous = row["due_at"]
-            due = self.calendar.after(previous, by)
-            await store.update_request(
-                conn,
-                rid,
-                due_at=due,
-                extensions=row["extensions"] + 1,
-                status=Status.OPEN.value,
-            )
-            await timers.cancel(conn, [str(rid)])
-            # Free the refs of cancelled timers and of fired reminders and finals so they can
-            # be planned anew; fired escalation rungs stay as the record of the climb.
-            await conn.execute(
-                "DELETE FROM timers WHERE owner = $1"
-                " AND (status = 'cancelled' OR (status <> 'pending' AND kind <> $2))",
-                str(rid),
-                domain.ESCALATE,
-            )
-            # Rungs already climbed stay climbed: only plan what lies after the present.
-            for t in domain.timer_plan(self.calendar, template, rid, due):
-                if t.kind == domain.REMIND and t.due_at <= now:
-                    continue
-                if t.kind == domain.ESCALATE and t.payload["step"] <= row["escalation_step"]:
-                    continue
-                await timers.schedule(conn, t.kind, t.ref, t.due_at, t.payload, owner=str(rid))
-            await store.audit(
-                conn,
-                row,
-                "extended",
-                who.actor,
-                now,
-                {
-                    "previous_due_at": previous.isoformat(),
-                    "due_at": due.isoformat(),
-                    "reason": reason,
-                },
-            )
-            await self.rt.outbox.add(
-                conn,
-                ConsultationExtended(
-                    request_id=rid,
-                    code=row["dossier_code"],
-                    agency_id=row["agency_id"],
-                    previous_due_at=previous,
-                    due_at=due,
+            rnd = await self._round_of(conn, rid)
+            if rnd is None:
+                raise OpinionError(404, "request_id", "no such request")
+            try:
+                req = rnd.visible(rid, who.agency_id)
+                rnd.extend(
+                    rid,
+                    agency_id=who.agency_id,
+                    actor=who.actor,
+                    by=by,
                     reason=reason,
-                    extended_at=now,
-                ),
-                subject=row["dossier_code"],
-            )
+                    template=self.book.get(req.template_id, req.template_version),
+                    calendar=self.calendar,
+                    at=now,
+                )
+            except Refused as exc:
+                raise _refused(exc) from None
+            await self._save(conn, rnd)
             fresh = await store.get_request(conn, rid)
             assert fresh is not None
             return fresh
@@ -343,172 +287,54 @@ class Opinions:
     async def cancel_dossier(
         self, conn: asyncpg.Connection, env: Envelope, code: str, reason: str
     ) -> None:
-        now = self.rt.clock.now()
-        for row in await store.requests_of(conn, code):
-            if Status(row["status"]) not in domain.ANSWERABLE:
-                continue
-            await store.update_request(
-                conn, row["id"], status=Status.CANCELLED.value, outcome_at=now
-            )
-            await timers.cancel(conn, [str(row["id"])])
-            await store.audit(
-                conn, row, "cancelled", f"system ({env.type})", now, {"reason": reason}
-            )
-            await self.rt.outbox.add(
-                conn,
-                ConsultationCancelled(
-                    request_id=row["id"],
-                    code=code,
-                    agency_id=row["agency_id"],
-                    reason=reason,
-                    cancelled_at=now,
-                ),
-                subject=code,
-                cause=env,
-            )
-        await self._maybe_complete(conn, code, env)
+        """Withdrawal or stop: remembered by the round even before routing reaches it, so
+        a late routing opens nothing; what is open is cancelled."""
+        rnd = await store.lock_round(conn, code)
+        rnd.end(env.type, reason, self.rt.clock.now())
+        await self._save(conn, rnd, env)
 
     # --- timers ------------------------------------------------------------------------------
 
-    async def _timer_request(
+    async def _on_timer(
         self, conn: asyncpg.Connection, timer: asyncpg.Record
-    ) -> tuple[asyncpg.Record, Template] | None:
+    ) -> tuple[domain.Round, uuid.UUID, int | None, domain.Request] | None:
+        """The timer's round, locked first (see ``store.lock_round_in_batch``)."""
         rid = uuid.UUID(timer["ref"].split("/", 1)[0])
-        row = await store.get_request(conn, rid, for_update=True)
-        if row is None or Status(row["status"]) not in domain.ANSWERABLE:
-            return None  # answered or cancelled meanwhile: nothing to do
-        return row, self.book.get(row["template_id"], row["template_version"])
+        rnd = await store.lock_round_in_batch(conn, rid)
+        if rnd is None:
+            return None
+        req = next((r for r in rnd.requests if r.id == rid), None)
+        if req is None:
+            return None
+        gen = timer["payload"].get("gen")
+        return rnd, rid, None if gen is None else int(gen), req
 
     async def on_remind(self, conn: asyncpg.Connection, timer: asyncpg.Record) -> None:
-        found = await self._timer_request(conn, timer)
+        found = await self._on_timer(conn, timer)
         if found is None:
             return
-        row, _ = found
-        now = self.rt.clock.now()
-        await store.update_request(conn, row["id"], reminders_sent=row["reminders_sent"] + 1)
-        await store.audit(
-            conn, row, "reminded", "system", now, {"reminder": timer["payload"].get("index", 0)}
-        )
-        await self.rt.outbox.add(
-            conn,
-            ConsultationReminded(
-                request_id=row["id"],
-                code=row["dossier_code"],
-                agency_id=row["agency_id"],
-                due_at=row["due_at"],
-                reminded_at=now,
-            ),
-            subject=row["dossier_code"],
-        )
+        rnd, rid, gen, _ = found
+        rnd.remind(rid, gen, int(timer["payload"].get("index", 0)), self.rt.clock.now())
+        await self._save(conn, rnd)
 
     async def on_escalate(self, conn: asyncpg.Connection, timer: asyncpg.Record) -> None:
-        found = await self._timer_request(conn, timer)
+        found = await self._on_timer(conn, timer)
         if found is None:
             return
-        row, template = found
-        n = int(timer["payload"]["step"])
-        step = template.escalation[n - 1]
-        now = self.rt.clock.now()
-        await store.update_request(conn, row["id"], escalation_step=max(n, row["escalation_step"]))
-        await store.audit(
-            conn,
-            row,
-            "escalated",
-            "system",
-            now,
-            {
-                "step": n,
-                "notify_role": step.notify_role.value,
-                "notify_name": step.notify_name,
-                "ask": step.ask,
-            },
-        )
-        await self.rt.outbox.add(
-            conn,
-            ConsultationEscalated(
-                request_id=row["id"],
-                code=row["dossier_code"],
-                agency_id=row["agency_id"],
-                step=n,
-                notify_role=step.notify_role.value,
-                notify_name=step.notify_name,
-                ask=step.ask,
-                escalated_at=now,
-            ),
-            subject=row["dossier_code"],
-        )
+        rnd, rid, gen, req = found
+        template = self.book.get(req.template_id, req.template_version)
+        step = int(timer["payload"]["step"])
+        rnd.escalate(rid, gen, step, template, self.rt.clock.now())
+        await self._save(conn, rnd)
 
     async def on_final(self, conn: asyncpg.Connection, timer: asyncpg.Record) -> None:
-        found = await self._timer_request(conn, timer)
+        found = await self._on_timer(conn, timer)
         if found is None:
             return
-        row, template = found
-        now = self.rt.clock.now()
-        if template.final.deemed_consent and template.final.legal_basis:
-            basis = template.final.legal_basis
-            await store.update_request(
-                conn,
-                row["id"],
-                status=Status.DEEMED_CONSENT.value,
-                legal_basis=basis,
-                decision="agree",
-                outcome_at=now,
-            )
-            await store.audit(conn, row, "deemed_consent", "system", now, {"legal_basis": basis})
-            cause = await self.rt.outbox.add(
-                conn,
-                ConsultationDeemedConsent(
-                    request_id=row["id"],
-                    code=row["dossier_code"],
-                    agency_id=row["agency_id"],
-                    legal_basis=basis,
-                    deemed_at=now,
-                ),
-                subject=row["dossier_code"],
-            )
-            await self._maybe_complete(conn, row["dossier_code"], cause)
-        elif row["status"] == Status.OPEN.value:
-            await store.update_request(conn, row["id"], status=Status.LAPSED.value)
-            await store.audit(
-                conn, row, "lapsed", "system", now, {"escalation_step": row["escalation_step"]}
-            )
-            await self.rt.outbox.add(
-                conn,
-                ConsultationLapsed(
-                    request_id=row["id"],
-                    code=row["dossier_code"],
-                    agency_id=row["agency_id"],
-                    lapsed_at=now,
-                ),
-                subject=row["dossier_code"],
-            )
-
-    # --- the round -----------------------------------------------------------------------------
-
-    async def _maybe_complete(
-        self, conn: asyncpg.Connection, code: str, cause: Envelope | None
-    ) -> None:
-        rows = await store.requests_of(conn, code)
-        if not rows or any(Status(r["status"]) not in domain.FINAL_STATUSES for r in rows):
-            return
-        now = self.rt.clock.now()
-        if not await store.complete_round(conn, code, now):
-            return
-        outcomes = tuple(
-            RoundOutcome(
-                request_id=r["id"],
-                agency_id=r["agency_id"],
-                outcome=Outcome(r["status"]),  # final statuses are named as outcomes
-                decision=r["decision"],
-            )
-            for r in rows
-        )
-        await self.rt.outbox.add(
-            conn,
-            ConsultationRoundCompleted(code=code, outcomes=outcomes, completed_at=now),
-            subject=code,
-            cause=cause,
-        )
+        rnd, rid, gen, req = found
+        template = self.book.get(req.template_id, req.template_version)
+        rnd.lapse(rid, gen, template, self.rt.clock.now())
+        await self._save(conn, rnd)
 
 
 def view(row: asyncpg.Record, now: datetime, *, with_body: bool = False) -> dict[str, Any]:

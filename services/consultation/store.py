@@ -10,6 +10,7 @@ import asyncpg
 
 from services.consultation import domain
 from services.consultation.templates import Role
+from services.runtime import timers
 from services.runtime.db import insert_row, update_row
 
 
@@ -17,21 +18,125 @@ async def insert_request(conn: asyncpg.Connection, **row: Any) -> bool:
     return await insert_row(conn, "requests", row, on_conflict="(dossier_code, agency_id)")
 
 
-async def open_round(conn: asyncpg.Connection, code: str, expected: int, at: datetime) -> None:
-    await conn.execute(
-        "INSERT INTO rounds(dossier_code, expected, opened_at) VALUES ($1, $2, $3)"
-        " ON CONFLICT DO NOTHING",
+# --- the round aggregate ---------------------------------------------------------------------
+
+_HOLDS_ROUND = "consultation.holds_round"
+BATCH_LOCK_TIMEOUT = "250ms"
+"""How long a timer batch that already holds a round waits for another one: less than
+PostgreSQL's ``deadlock_timeout`` (1 s), so a cycle between two replicas' batches ends in
+a lock timeout (that timer retries shortly), never in a deadlock."""
+
+
+async def lock_round(conn: asyncpg.Connection, code: str) -> domain.Round:
+    """Lock the dossier's round row (creating it if this is the first word of the dossier),
+    then its requests, and load them as the aggregate. Always the first lock of any path
+    that changes a request of the dossier."""
+    sql = "SELECT *, set_config($2, '1', true) FROM rounds WHERE dossier_code = $1 FOR UPDATE"
+    row = await conn.fetchrow(sql, code, _HOLDS_ROUND)
+    if row is None:
+        await conn.execute(
+            "INSERT INTO rounds(dossier_code) VALUES ($1) ON CONFLICT DO NOTHING", code
+        )
+        row = await conn.fetchrow(sql, code, _HOLDS_ROUND)
+    assert row is not None
+    requests = await conn.fetch(
+        "SELECT id, dossier_code, lead_agency, agency_id, template_id, template_version,"
+        " status, due_at, reminders_sent, escalation_step, extensions, decision"
+        " FROM requests WHERE dossier_code = $1 ORDER BY agency_id FOR UPDATE",
         code,
-        expected,
-        at,
+    )
+    return domain.Round(
+        code=code,
+        opened_at=row["opened_at"],
+        completed_at=row["completed_at"],
+        ended_at=row["ended_at"],
+        ended_by=row["ended_by"],
+        ended_reason=row["ended_reason"],
+        version=row["version"],
+        requests=[
+            domain.Request(**{**dict(r), "status": domain.Status(r["status"])}) for r in requests
+        ],
     )
 
 
-async def get_request(
-    conn: asyncpg.Connection | asyncpg.Pool, rid: UUID, *, for_update: bool = False
-) -> asyncpg.Record | None:
-    sql = "SELECT * FROM requests WHERE id = $1" + (" FOR UPDATE" if for_update else "")
-    return await conn.fetchrow(sql, rid)
+async def save_round(conn: asyncpg.Connection, rnd: domain.Round) -> None:
+    """Write what the round's methods changed, under its row lock: requests, their audit
+    rows, timers cancelled (never waiting for one a scheduler holds) and planned, and the
+    round itself with its version bumped. Its events go to the outbox with the caller's
+    envelope as cause (see ``Opinions._save``)."""
+    for r in rnd.requests:
+        if r.changed:
+            await update_request(conn, r.id, **r.changed)
+            r.changed = {}
+    for a in rnd.audits:
+        await audit(conn, {"id": a.request_id}, a.action, a.actor, a.at, a.details)
+    rnd.audits = []
+    if rnd.cancel_timers:
+        await cancel_timers(conn, [str(rid) for rid in rnd.cancel_timers])
+        rnd.cancel_timers = []
+    for t in rnd.plan_timers:
+        owner = t.ref.split("/", 1)[0]
+        await timers.schedule(conn, t.kind, t.ref, t.due_at, t.payload, owner=owner)
+    rnd.plan_timers = []
+    rnd.version = await conn.fetchval(
+        "UPDATE rounds SET expected = $2, opened_at = $3, completed_at = $4, ended_at = $5,"
+        " ended_by = $6, ended_reason = $7, version = version + 1"
+        " WHERE dossier_code = $1 RETURNING version",
+        rnd.code,
+        len(rnd.requests),
+        rnd.opened_at,
+        rnd.completed_at,
+        rnd.ended_at,
+        rnd.ended_by,
+        rnd.ended_reason,
+    )
+
+
+async def dossier_of(conn: asyncpg.Connection | asyncpg.Pool, rid: UUID) -> str | None:
+    """The dossier a request belongs to (immutable, so read without a lock)."""
+    code: str | None = await conn.fetchval("SELECT dossier_code FROM requests WHERE id = $1", rid)
+    return code
+
+
+async def lock_round_in_batch(conn: asyncpg.Connection, rid: UUID) -> domain.Round | None:
+    """The round of a timer's request, for a scheduler batch that fires many timers in one
+    transaction and so holds every round it has locked until it commits.
+
+    The first round is waited for like anywhere else; after it, the batch waits for
+    another round at most ``BATCH_LOCK_TIMEOUT``: two replicas' batches locking the same
+    dossiers in different orders would otherwise deadlock.
+    """
+    row = await conn.fetchrow(
+        "SELECT dossier_code, current_setting($2, true) AS holds FROM requests WHERE id = $1",
+        rid,
+        _HOLDS_ROUND,
+    )
+    if row is None:
+        return None
+    rnd = await lock_round(conn, row["dossier_code"])
+    if row["holds"] != "1":
+        await conn.execute(f"SET LOCAL lock_timeout = '{BATCH_LOCK_TIMEOUT}'")
+    return rnd
+
+
+async def cancel_timers(conn: asyncpg.Connection, owners: list[str]) -> int:
+    """Cancel the owners' pending timers without waiting for any a scheduler has claimed.
+
+    A claimed timer is about to fire; its handler waits for the round lock, finds the
+    request settled (or its plan superseded) and does nothing. Waiting here instead would
+    hold the round while the batch holding the timer waits for the round: a deadlock.
+    """
+    result: str = await conn.execute(
+        "UPDATE timers SET status = 'cancelled' WHERE id IN (SELECT id FROM timers"
+        " WHERE status = 'pending' AND owner = ANY($1) FOR UPDATE SKIP LOCKED)",
+        owners,
+    )
+    return int(result.split()[-1])
+
+
+async def get_request(conn: asyncpg.Connection | asyncpg.Pool, rid: UUID) -> asyncpg.Record | None:
+    """One request as a row, for views (changes go through the round)."""
+    return await conn.fetchrow("SELECT * FROM requests WHERE id = $1", rid)
 
 
 async def update_request(conn: asyncpg.Connection, rid: UUID, **fields: Any) -> None:
@@ -64,22 +169,34 @@ async def list_requests(
     return list(await conn.fetch(sql, *args))
 
 
-async def requests_of(conn: asyncpg.Connection, code: str) -> list[asyncpg.Record]:
+async def inbox_page(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    agency: str,
+    *,
+    after: tuple[datetime, UUID] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """One page of an agency's open requests by (due_at, id), after a keyset position:
+    rows inserted meanwhile cannot shift the pages, and every request is reachable."""
+    if after is None:
+        return list(
+            await conn.fetch(
+                "SELECT * FROM requests WHERE agency_id = $1 AND status IN ('open', 'lapsed')"
+                " ORDER BY due_at, id LIMIT $2",
+                agency,
+                limit,
+            )
+        )
     return list(
         await conn.fetch(
-            "SELECT * FROM requests WHERE dossier_code = $1 ORDER BY agency_id FOR UPDATE", code
+            "SELECT * FROM requests WHERE agency_id = $1 AND status IN ('open', 'lapsed')"
+            " AND (due_at, id) > ($2, $3) ORDER BY due_at, id LIMIT $4",
+            agency,
+            after[0],
+            after[1],
+            limit,
         )
     )
-
-
-async def complete_round(conn: asyncpg.Connection, code: str, at: datetime) -> bool:
-    done = await conn.fetchval(
-        "UPDATE rounds SET completed_at = $2 WHERE dossier_code = $1 AND completed_at IS NULL"
-        " RETURNING true",
-        code,
-        at,
-    )
-    return bool(done)
 
 
 # --- signers and nonces ----------------------------------------------------------------------
