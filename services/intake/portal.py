@@ -16,10 +16,8 @@ from contracts.api import DossierAccepted, SubmitDossier
 from contracts.common import (
     MAX_DOCUMENTS,
     Address,
-    Applicant,
     Channel,
     DocumentCode,
-    DocumentRef,
     DocumentUrl,
     EmailAddress,
     Line,
@@ -89,24 +87,29 @@ class PortalDossier(BaseModel):
 
 
 def to_submission(p: PortalDossier) -> SubmitDossier:
-    """The same submission a desk officer would make for this portal payload."""
-    return SubmitDossier(
-        procedure_code=p.MaTTHC,
-        channel=Channel(p.KenhThucHien),
-        applicant=Applicant(
-            name=p.ChuHoSo,
-            object_type=ObjectType(p.LoaiDoiTuong),
-            id_number=p.MaDoiTuong,
-            phone=p.SoDienThoai,
-            email=p.Email,
-            address=p.DiaChi,
-        ),
-        summary=p.TrichYeuHoSo,
-        documents=[
-            DocumentRef(code=t.MaThanhPhanHoSo, name=t.TenTepDinhKem, url=t.DuongDanTaiTepTin)
-            for t in p.TaiLieuNop
-        ],
-        received_at=parse_portal_time(p.NgayTiepNhan) if p.NgayTiepNhan else None,
+    """The same submission a desk officer would make for this portal payload.
+
+    Validated as one document, so an error's location names the field (``portal_field``).
+    """
+    return SubmitDossier.model_validate(
+        {
+            "procedure_code": p.MaTTHC,
+            "channel": Channel(p.KenhThucHien),
+            "applicant": {
+                "name": p.ChuHoSo,
+                "object_type": ObjectType(p.LoaiDoiTuong),
+                "id_number": p.MaDoiTuong,
+                "phone": p.SoDienThoai,
+                "email": p.Email,
+                "address": p.DiaChi,
+            },
+            "summary": p.TrichYeuHoSo,
+            "documents": [
+                {"code": t.MaThanhPhanHoSo, "name": t.TenTepDinhKem, "url": t.DuongDanTaiTepTin}
+                for t in p.TaiLieuNop
+            ],
+            "received_at": parse_portal_time(p.NgayTiepNhan) if p.NgayTiepNhan else None,
+        }
     )
 
 
