@@ -171,7 +171,7 @@ class DeliveryPolicy:
     """How many to claim at once, how long a claim holds, how often and how late to retry."""
 
     batch_size: int = 20
-    lease: timedelta = timedelta(seconds=120)
+    lease: timedelta = timedelta(seconds=30)  # > one send's worst case (2 x SMTP timeout)
     max_attempts: int = 8
     retry_base: timedelta = timedelta(seconds=2)
     retry_max: timedelta = timedelta(minutes=10)
@@ -251,12 +251,10 @@ class Deliveries:
     async def release(
         self, claim: uuid.UUID, rows: Sequence[asyncpg.Record], outcome: Outcome
     ) -> None:
-        """Hand back claimed rows not tried (the server is unreachable, or time ran out)."""
+        """Hand back claimed rows not tried: the server is unreachable."""
         if not rows:
             return
-        due = self.rt.clock.now() + (
-            self.policy.backoff(1) if outcome.result is Result.UNREACHABLE else timedelta(0)
-        )
+        due = self.rt.clock.now() + self.policy.backoff(1)
         async with self.rt.pool.acquire() as conn, conn.transaction():
             for n in rows:
                 await store.retry_later(
@@ -264,13 +262,18 @@ class Deliveries:
                 )
 
     async def run_once(self) -> int:
-        """Claim, send and mark one batch; returns how many were claimed."""
+        """Claim, send and mark one batch; returns how many were claimed.
+
+        The lease is short, so a crashed sender's claim passes to another soon; a live
+        sender renews it for what it still holds once a third of it has gone.
+        """
         claim, rows = await self.claim()
-        deadline = self.rt.clock.now() + self.policy.lease / 2
+        renewed = self.rt.clock.now()
         for i, n in enumerate(rows):
-            if self.rt.clock.now() > deadline:  # leave the rest before the lease runs out
-                await self.release(claim, rows[i:], Outcome(Result.RETRY, None))
-                break
+            now = self.rt.clock.now()
+            if now - renewed > self.policy.lease / 3:
+                await store.renew(self.rt.pool, claim, now + self.policy.lease)
+                renewed = now
             outcome = await self.attempt(n)
             await self.record(claim, n, outcome)
             if outcome.result is Result.UNREACHABLE:

@@ -67,6 +67,15 @@ async def claim_due(
     return sorted(rows, key=lambda r: (r["created_at"], r["id"]))
 
 
+async def renew(pool: asyncpg.Pool, claim: UUID, until: datetime) -> None:
+    """Extend the lease of the rows a sender still holds (it is alive, just slow)."""
+    await pool.execute(
+        "UPDATE notifications SET due_at = $2 WHERE claim = $1 AND status = 'sending'",
+        claim,
+        until,
+    )
+
+
 async def mark_sent(
     conn: asyncpg.Connection, nid: UUID, claim: UUID, at: datetime, message_id: str | None
 ) -> bool:

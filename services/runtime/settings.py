@@ -70,7 +70,7 @@ class ServiceSettings(BaseSettings):
     smtp_timeout_s: float = 10.0
     # the sender loop: claim a batch with a lease, send outside transactions, mark each
     delivery_batch_size: int = 20
-    delivery_lease_s: float = 120.0
+    delivery_lease_s: float = 30.0
     delivery_max_attempts: int = 8
     delivery_retry_base_s: float = 2.0
     delivery_retry_max_s: float = 600.0
