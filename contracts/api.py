@@ -155,10 +155,14 @@ class NotificationView(BaseModel):
     channel: str
     recipient: str
     subject: str
-    status: str
+    status: str = Field(description="pending | sending | sent | failed")
     created_at: datetime
     sent_at: datetime | None
     body_text: str
+    attempts: int = Field(default=0, description="Delivery attempts so far")
+    last_error: str | None = Field(
+        default=None, description="Why the last attempt failed, or why it was given up"
+    )
 
 
 class Problem(BaseModel):

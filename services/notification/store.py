@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
+from contracts.envelope import DOSSIER_CODE_PATTERN
 from services.runtime.db import insert_row
+
+DOSSIER_CODE = re.compile(DOSSIER_CODE_PATTERN)
 
 
 async def insert(conn: asyncpg.Connection, **row: Any) -> bool:
@@ -20,6 +24,8 @@ async def get(conn: asyncpg.Connection | asyncpg.Pool, nid: UUID) -> asyncpg.Rec
 
 
 async def of_dossier(conn: asyncpg.Connection | asyncpg.Pool, code: str) -> list[asyncpg.Record]:
+    if not DOSSIER_CODE.fullmatch(code):  # a code that cannot exist is never sent to PostgreSQL
+        return []
     return list(
         await conn.fetch(
             "SELECT * FROM notifications WHERE dossier_code = $1 ORDER BY created_at, kind", code

@@ -11,11 +11,14 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import httpx
 import pytest
+from fastapi import FastAPI
 
 from contracts.envelope import Envelope, new_envelope
 from contracts.events import DossierWithdrawn
 from deploy.local import SmtpSink
+from services.notification import api
 from services.notification.app import SPEC
 from services.notification.delivery import Deliveries, DeliveryPolicy, Result, SmtpSender
 from services.notification.domain import FormBook, Recipient
@@ -220,3 +223,18 @@ async def test_a_transient_refusal_is_retried_then_given_up(rt: Runtime, smtp: S
     assert (row["status"], row["attempts"]) == ("failed", 1)  # 550 is permanent at once
     assert row["failed_at"] is not None and "550" in row["last_error"]
     await loop.smtp.close()
+
+
+async def test_the_api_shows_why_and_never_sends_a_nul_to_postgresql(rt: Runtime) -> None:
+    (nid,) = await _queue(rt, ["sai dia chi@example.vn"])
+    app = FastAPI()
+    app.include_router(api.build_router(rt))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://n"
+    ) as client:
+        (view,) = (await client.get("/v1/notifications", params={"dossier": CODE})).json()
+        assert view["id"] == str(nid) and view["status"] == "failed"
+        assert view["last_error"].startswith("invalid address") and view["attempts"] == 0
+        for bad in (f"{CODE}\x00", "\x00", CODE.replace("-", "\x00")):
+            r = await client.get("/v1/notifications", params={"dossier": bad})
+            assert r.status_code == 200 and r.json() == []
