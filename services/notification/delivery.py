@@ -191,6 +191,7 @@ class Deliveries:
         self.smtp = smtp
         self.policy = policy
         self.sent = 0
+        self.unreachable = 0  # consecutive attempts that found the server unreachable
 
     async def claim(self) -> tuple[uuid.UUID, list[asyncpg.Record]]:
         """Take a batch of due notifications (one short transaction, committed)."""
@@ -211,6 +212,10 @@ class Deliveries:
         """Mark the outcome of one attempt (one short transaction)."""
         now = self.rt.clock.now()
         DELIVERIES.labels(n["channel"], outcome.result.value).inc()
+        if outcome.result is Result.UNREACHABLE:
+            self.unreachable += 1
+        elif n["channel"] == "email":
+            self.unreachable = 0
         async with self.rt.pool.acquire() as conn, conn.transaction():
             if outcome.result is Result.SENT:
                 if await store.mark_sent(conn, n["id"], claim, now, outcome.message_id):
@@ -237,13 +242,14 @@ class Deliveries:
                 log.warning("notification_failed", id=str(n["id"]), reason=reason)
                 await store.mark_failed(conn, n["id"], claim, now, reason)
             else:
+                # An outage backs off on how long it has lasted, not on the message.
                 unreachable = outcome.result is Result.UNREACHABLE
-                attempts = n["attempts"] - (1 if unreachable else 0)
+                tries = self.unreachable if unreachable else n["attempts"]
                 await store.retry_later(
                     conn,
                     n["id"],
                     claim,
-                    now + self.policy.backoff(max(1, attempts)),
+                    now + self.policy.backoff(max(1, tries)),
                     outcome.reason,
                     count_attempt=not unreachable,
                 )
@@ -254,7 +260,7 @@ class Deliveries:
         """Hand back claimed rows not tried: the server is unreachable."""
         if not rows:
             return
-        due = self.rt.clock.now() + self.policy.backoff(1)
+        due = self.rt.clock.now() + self.policy.backoff(max(1, self.unreachable))
         async with self.rt.pool.acquire() as conn, conn.transaction():
             for n in rows:
                 await store.retry_later(
