@@ -25,6 +25,7 @@ from services.intake.desk import Desk, DeskError
 from services.intake.domain import Catalogue
 from services.runtime.service import Runtime
 
+# The payloads live in contracts; the old names keep the endpoints below unchanged.
 SupplementRequest = RequestSupplement
 EndRequest = EndDossier
 IdempotencyKey = Annotated[
@@ -131,8 +132,7 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
     @r.post("/portal/dossiers", tags=["portal"])
     async def portal_inbound(body: Annotated[dict[str, Any], Body()]) -> JSONResponse:
         try:
-            cmd = portal.parse(body)
-            payload = portal.PortalDossier.model_validate(body)
+            payload, cmd = portal.parse(body)
         except portal.PortalInvalid as exc:
             return JSONResponse(status_code=422, content=portal.failure(-1, exc.field, exc.reason))
         except ValueError as exc:

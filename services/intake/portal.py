@@ -140,10 +140,11 @@ def portal_field(loc: Sequence[int | str]) -> str:
     return _PORTAL_NAMES.get(dotted, dotted) or "body"
 
 
-def parse(body: dict[str, Any]) -> SubmitDossier:
+def parse(body: dict[str, Any]) -> tuple[PortalDossier, SubmitDossier]:
     """Validate a portal payload into a submission; ``PortalInvalid`` names the bad field."""
     try:
-        return to_submission(PortalDossier.model_validate(body))
+        payload = PortalDossier.model_validate(body)
+        return payload, to_submission(payload)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         raise PortalInvalid(portal_field(first["loc"]), first["msg"]) from None
