@@ -31,7 +31,7 @@ def wire(rt: Runtime) -> Wiring:
     notifier = handlers.Notifier(rt, FormBook.load())
     smtp = SmtpSender(s.smtp_host, s.smtp_port, s.smtp_sender, timeout=s.smtp_timeout_s)
     deliveries = Deliveries(rt, smtp, policy(s))
-    tasks: list[asyncio.Task[None]] = []
+    tasks: list[asyncio.Task[None]] = []  # a reference keeps the task from being collected
 
     async def start_sender() -> None:
         """The sender loop runs beside the consumer; it ends when the pool closes."""
@@ -39,7 +39,6 @@ def wire(rt: Runtime) -> Wiring:
         await waker.start()
         tasks.append(asyncio.create_task(deliveries.run(waker), name="notification-sender"))
 
-    rt.deliveries = deliveries  # type: ignore[attr-defined]
     return Wiring(
         handlers=handlers.build(notifier),
         timers=handlers.timer_handlers(notifier),
