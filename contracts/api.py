@@ -3,30 +3,47 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.common import Applicant, Channel, DocumentRef, PortalStatus, Procedure
-from contracts.envelope import NFCStr
+from contracts.common import (
+    MAX_DOCUMENTS,
+    AgencyId,
+    Applicant,
+    Channel,
+    DocumentCode,
+    DocumentRef,
+    LongParagraph,
+    Paragraph,
+    PortalStatus,
+    Procedure,
+    ProcedureCode,
+)
 from contracts.events import Decision
+from contracts.text import Token
+
+IDEMPOTENCY_KEY_PATTERN = r"[\x21-\x7e](?:[\x20-\x7e]{0,198}[\x21-\x7e])?"
+IDEMPOTENCY_KEY_MAX = 200
+"""``Idempotency-Key``: 1 to 200 printable ASCII characters, no leading or trailing space."""
 
 
 class SubmitDossier(BaseModel):
     """A dossier handed in at the one-stop desk (or by the portal on a citizen's behalf)."""
 
     model_config = ConfigDict(extra="forbid")
-    procedure_code: str = Field(min_length=1, max_length=40)
+    procedure_code: ProcedureCode
     channel: Channel = Channel.IN_PERSON
     applicant: Applicant
-    summary: NFCStr | None = Field(default=None, max_length=2000)
-    documents: list[DocumentRef] = Field(default_factory=list, max_length=200)
+    summary: Paragraph | None = None
+    documents: list[DocumentRef] = Field(default_factory=list, max_length=MAX_DOCUMENTS)
     received_at: datetime | None = Field(
         default=None, description="When the desk received it; defaults to now"
     )
-    receiving_agency: str | None = Field(
-        default=None, description="Override the procedure's receiving agency"
+    receiving_agency: AgencyId | None = Field(
+        default=None,
+        description="Override the procedure's receiving agency: an agency of the catalogue",
     )
 
 
@@ -45,8 +62,25 @@ class DossierAccepted(BaseModel):
 
 class SupplementDossier(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    documents: list[DocumentRef] = Field(min_length=1, max_length=200)
+    documents: list[DocumentRef] = Field(min_length=1, max_length=MAX_DOCUMENTS)
     supplemented_at: datetime | None = None
+
+
+class RequestSupplement(BaseModel):
+    """An officer's one request to supplement during processing."""
+
+    model_config = ConfigDict(extra="forbid")
+    missing: list[DocumentCode] = Field(
+        min_length=1, max_length=MAX_DOCUMENTS, description="Document codes still needed"
+    )
+    note: Paragraph | None = None
+
+
+class EndDossier(BaseModel):
+    """A withdrawal by the applicant or a stop by the agency (a stop needs the reason)."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: Paragraph | None = None
 
 
 class TimelineEntry(BaseModel):
@@ -103,11 +137,15 @@ class ReplyRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     decision: Decision
-    conditions: NFCStr | None = Field(default=None, max_length=5000)
-    reasons: NFCStr | None = Field(default=None, max_length=5000)
-    signer: str = Field(default="", max_length=200, description="Key id of the signer")
-    nonce: str = Field(default="", max_length=100)
-    signature: str = Field(default="", max_length=400, description="base64 Ed25519 signature")
+    conditions: LongParagraph | None = None
+    reasons: LongParagraph | None = None
+    signer: Annotated[str, Token(r"[\x21-\x7e]*", 200, "a key id of printable ASCII")] = Field(
+        default="", description="Key id of the signer"
+    )
+    nonce: Annotated[str, Token(r"[\x21-\x7e]*", 100, "a nonce of printable ASCII")] = ""
+    signature: Annotated[str, Token(r"[A-Za-z0-9+/_=-]*", 400, "base64")] = Field(
+        default="", description="base64 Ed25519 signature"
+    )
 
 
 class NotificationView(BaseModel):
@@ -117,10 +155,14 @@ class NotificationView(BaseModel):
     channel: str
     recipient: str
     subject: str
-    status: str
+    status: str = Field(description="pending | sending | sent | failed")
     created_at: datetime
     sent_at: datetime | None
     body_text: str
+    attempts: int = Field(default=0, description="Delivery attempts so far")
+    last_error: str | None = Field(
+        default=None, description="Why the last attempt failed, or why it was given up"
+    )
 
 
 class Problem(BaseModel):

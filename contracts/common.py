@@ -7,22 +7,57 @@ from datetime import date
 from enum import IntEnum, StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from contracts.envelope import NFCStr
+from contracts.envelope import DOSSIER_CODE_PATTERN, NFCStr
+from contracts.text import Email, Text, Token
 
-AGENCY_ID_PATTERN = r"^\d{3}\.\d{2}\.\d{2}\.[A-Z]\d{2}$"
+# QCVN 102:2016/BTTTT: four groups, the last (a letter and two digits) naming the level-1
+# body, e.g. H29 for Hồ Chí Minh City; the whole id is 13 characters.
+AGENCY_ID_PATTERN = r"^[0-9]{3}\.[0-9]{2}\.[0-9]{2}\.[A-Z][0-9]{2}$"
 AgencyId = Annotated[
     str,
-    Field(pattern=AGENCY_ID_PATTERN, description="National code list id, e.g. 000.00.01.H22"),
+    Field(
+        pattern=AGENCY_ID_PATTERN,
+        max_length=13,
+        description="National code list id (QCVN 102:2016), e.g. 000.00.01.H22",
+    ),
 ]
 DossierCode = Annotated[
     str,
     Field(
-        pattern=r"^\d{3}\.\d{2}\.\d{2}\.[A-Z]\d{2}-\d{6}-\d{4}$",
-        description="<agency id>-<YYMMDD>-<NNNN>",
+        pattern=DOSSIER_CODE_PATTERN,
+        max_length=26,
+        description="<agency id>-<YYMMDD>-<NNNN>; the serial widens to 5 digits past 9,999",
     ),
 ]
+
+# Limits of the fields a caller sends, chosen as an official would expect them.
+PersonName = Annotated[str, Text(200, min_length=2)]
+Address = Annotated[str, Text(500)]
+Line = Annotated[str, Text(300)]
+Paragraph = Annotated[str, Text(2000, multiline=True)]
+LongParagraph = Annotated[str, Text(5000, multiline=True)]
+EmailAddress = Annotated[str, Email()]
+ProcedureCode = Annotated[
+    str, Token(r"[0-9A-Za-z][0-9A-Za-z._-]*", 40, "a procedure code (mã TTHC), e.g. 1.009972")
+]
+DocumentCode = Annotated[
+    str, Token(r"[0-9A-Za-z][0-9A-Za-z._-]*", 40, "a document code of letters, digits, . _ -")
+]
+DocumentUrl = Annotated[
+    str, Token(r"[\x21-\x7e]+", 2000, "a URL or path of printable ASCII without spaces")
+]
+MAX_DOCUMENTS = 50
+"""Documents one dossier or supplement may list (procedures require up to a dozen)."""
 
 
 class Channel(IntEnum):
@@ -72,11 +107,19 @@ class Duration(BaseModel):
         return self.value * 8 if self.unit is TimeUnit.WORKING_DAYS else self.value
 
 
-_PHONE = re.compile(r"^(?:0|\+84)(?:3|5|7|8|9|2\d)\d{8}$")
+ID_NUMBER_RULES: dict[bool, str] = {
+    # ASCII digits only (``\d`` would take any script's digits)
+    False: r"[0-9]{12}|[0-9]{9}",  # citizen: CCCD, old CMND
+    True: r"[0-9]{10}(?:-[0-9]{3})?|[0-9]{13}",  # organisation: tax code, branch tax code
+}
+
+_PHONE = re.compile(r"^(?:0|\+84)(?:3|5|7|8|9|2[0-9])[0-9]{8}$")
 
 
 def _phone(value: str) -> str:
-    compact = re.sub(r"[\s.\-()]", "", value)
+    if len(value) > 20:  # separators are skipped below, so bound the raw field first
+        raise ValueError("a phone number has at most 20 characters")
+    compact = re.sub(r"[ .\-()]", "", value)
     if not _PHONE.match(compact):
         raise ValueError("not a Vietnamese phone number (0xxxxxxxxx or +84xxxxxxxxx)")
     return "0" + compact[3:] if compact.startswith("+84") else compact
@@ -90,38 +133,42 @@ class Applicant(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: NFCStr = Field(min_length=2, max_length=200)
+    name: PersonName
     object_type: ObjectType = ObjectType.CITIZEN
     id_number: str = Field(
-        description="Citizen: 9 or 12-digit ID number. Organisation: 10 or 13-digit tax code."
+        max_length=14,
+        description="Citizen: CCCD of 12 digits or old CMND of 9. Organisation: tax code of"
+        " 10 digits, or 10-3 for a branch (0101234567-001; 13 digits without the dash).",
     )
     phone: Phone | None = None
-    email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)
-    address: NFCStr | None = Field(default=None, max_length=500)
+    email: EmailAddress | None = None
+    address: Address | None = None
     birth_date: date | None = None
 
-    @model_validator(mode="after")
-    def _id_matches_type(self) -> Applicant:
-        digits = self.id_number.replace("-", "")
-        if not digits.isdigit():
-            raise ValueError("id_number: digits only")
-        allowed = (9, 12) if self.object_type is ObjectType.CITIZEN else (10, 13)
-        if len(digits) not in allowed:
-            kind = "ID number" if self.object_type is ObjectType.CITIZEN else "tax code"
-            raise ValueError(f"id_number: a {kind} has {' or '.join(map(str, allowed))} digits")
-        if not self.name.strip():
-            raise ValueError("name: must not be blank")
-        return self
+    @field_validator("id_number")
+    @classmethod
+    def _id_matches_type(cls, value: str, info: ValidationInfo) -> str:
+        """The rule counts the whole field: no padding, spaces or stray dashes pass."""
+        org = info.data.get("object_type") is ObjectType.ORGANISATION
+        pattern = ID_NUMBER_RULES[org]
+        if not re.fullmatch(pattern, value):
+            raise PydanticCustomError(
+                "id_number_format",
+                "a tax code is 10 digits, or 10 digits, a dash and 3 (a branch)"
+                if org
+                else "an ID number is 12 digits (CCCD) or 9 (old CMND), digits only",
+            )
+        return value
 
 
 class DocumentRef(BaseModel):
     """A document handed in with a dossier (thành phần hồ sơ)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    code: str = Field(min_length=1, max_length=40)
-    name: NFCStr | None = Field(default=None, max_length=300)
+    code: DocumentCode
+    name: Line | None = None
     copies: int = Field(default=1, ge=1, le=100)
-    url: str | None = Field(default=None, max_length=2000)
+    url: DocumentUrl | None = None
 
 
 class RequiredDocument(BaseModel):

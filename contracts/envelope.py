@@ -9,7 +9,11 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-DOSSIER_CODE_PATTERN = r"^\d{3}\.\d{2}\.\d{2}\.[A-Z]\d{2}-\d{6}-\d{4}$"
+# The serial is 4 digits, widening to 5 past 9,999 dossiers of one agency in a day
+# (services/intake/domain.py, ``dossier_code``).
+DOSSIER_CODE_PATTERN = (
+    r"^[0-9]{3}\.[0-9]{2}\.[0-9]{2}\.[A-Z][0-9]{2}-[0-9]{6}-(?:[0-9]{4}|[1-9][0-9]{4})$"
+)
 
 
 def _nfc(value: str) -> str:

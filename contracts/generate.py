@@ -23,6 +23,8 @@ API_MODELS: tuple[type[BaseModel], ...] = (
     api.SubmitDossier,
     api.DossierAccepted,
     api.SupplementDossier,
+    api.RequestSupplement,
+    api.EndDossier,
     api.DossierView,
     api.ProcedureList,
     api.ConsultationView,

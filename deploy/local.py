@@ -142,6 +142,10 @@ class SmtpSink:
     port: int = 0
     folder: Path | None = None
     messages: list[EmailMessage] = field(default_factory=list)
+    refuse: set[str] = field(default_factory=set)
+    """Recipients answered ``550`` at RCPT, as a real server refuses an unknown mailbox."""
+    resets: int = 0
+    """RSET commands received: a client resets its session after a refused message."""
     _controller: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -151,6 +155,19 @@ class SmtpSink:
         sink = self
 
         class Handler:
+            async def handle_RCPT(
+                self, server: Any, session: Any, envelope: Any, address: str, options: Any
+            ) -> str:
+                if address in sink.refuse:
+                    return "550 5.1.1 mailbox unavailable"
+                envelope.rcpt_tos.append(address)
+                return "250 OK"
+
+            async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
+                with sink._lock:
+                    sink.resets += 1
+                return "250 OK"
+
             async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
                 msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
                 with sink._lock:

@@ -6,39 +6,45 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, HTTPException, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.api import (
+    IDEMPOTENCY_KEY_MAX,
+    IDEMPOTENCY_KEY_PATTERN,
     DossierAccepted,
     DossierView,
+    EndDossier,
     ProcedureList,
+    RequestSupplement,
     SubmitDossier,
     SupplementDossier,
     TimelineEntry,
 )
 from contracts.common import Procedure
-from contracts.envelope import NFCStr
 from services.intake import portal, store
 from services.intake.desk import Desk, DeskError
 from services.intake.domain import Catalogue
 from services.runtime.service import Runtime
 
-
-class SupplementRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    missing: list[str] = Field(min_length=1, description="Document codes still needed")
-    note: NFCStr | None = None
-
-
-class EndRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    reason: NFCStr | None = Field(default=None, max_length=2000)
+# The payloads live in contracts; the old names keep the endpoints below unchanged.
+SupplementRequest = RequestSupplement
+EndRequest = EndDossier
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        min_length=1,
+        max_length=IDEMPOTENCY_KEY_MAX,
+        pattern=f"^{IDEMPOTENCY_KEY_PATTERN}$",
+        description="1 to 200 printable ASCII characters; a retry with the same key and body"
+        " answers the first result",
+    ),
+]
 
 
 def _error(exc: DeskError) -> HTTPException:
     return HTTPException(
         exc.status,
         detail={"detail": exc.reason, "errors": [{"field": exc.field, "reason": exc.reason}]},
+        headers=None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)},
     )
 
 
@@ -61,7 +67,7 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
     async def submit(
         cmd: SubmitDossier,
         response: Response,
-        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> DossierAccepted:
         try:
             result = await desk.submit(cmd, idempotency_key)
@@ -126,16 +132,13 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
     @r.post("/portal/dossiers", tags=["portal"])
     async def portal_inbound(body: Annotated[dict[str, Any], Body()]) -> JSONResponse:
         try:
-            payload = portal.PortalDossier.model_validate(body)
-            cmd = portal.to_submission(payload)
-        except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            field = ".".join(str(p) for p in first["loc"]) or "body"
-            return JSONResponse(status_code=422, content=portal.failure(-1, field, first["msg"]))
+            payload, cmd = portal.parse(body)
+        except portal.PortalInvalid as exc:
+            return JSONResponse(status_code=422, content=portal.failure(-1, exc.field, exc.reason))
         except ValueError as exc:
             return JSONResponse(status_code=422, content=portal.failure(-1, "body", str(exc)))
         try:
-            result = await desk.submit(cmd, portal.idempotency_key(payload))
+            result = await desk.submit(cmd, portal.idempotency_key(payload), portal=True)
         except DeskError as exc:
             return JSONResponse(
                 status_code=exc.status, content=portal.failure(-exc.status, exc.field, exc.reason)

@@ -22,6 +22,9 @@ from services.intake import domain, store
 from services.runtime.calendar import format_local
 from services.runtime.service import Runtime
 
+PORTAL_KEY_PREFIX = "portal:"
+"""Idempotency keys of the portal adapter; a desk client may not take one."""
+
 FINAL = (
     PortalStatus.NOT_RECEIVED,
     PortalStatus.WITHDRAWN,
@@ -34,11 +37,14 @@ FINAL = (
 class DeskError(Exception):
     """A request the desk cannot accept: HTTP status, field and reason."""
 
-    def __init__(self, status: int, field: str, reason: str) -> None:
+    def __init__(
+        self, status: int, field: str, reason: str, *, retry_after: int | None = None
+    ) -> None:
         super().__init__(reason)
         self.status = status
         self.field = field
         self.reason = reason
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -54,7 +60,13 @@ class Desk:
 
     # --- submission ------------------------------------------------------------------------
 
-    async def submit(self, cmd: SubmitDossier, idempotency_key: str | None = None) -> Submitted:
+    async def submit(
+        self, cmd: SubmitDossier, idempotency_key: str | None = None, *, portal: bool = False
+    ) -> Submitted:
+        if idempotency_key and idempotency_key.startswith(PORTAL_KEY_PREFIX) and not portal:
+            raise DeskError(
+                422, "Idempotency-Key", f"keys starting {PORTAL_KEY_PREFIX!r} are the portal's"
+            )
         now = self.rt.clock.now()
         received_at = cmd.received_at or now
         if received_at.tzinfo is None:
@@ -69,6 +81,10 @@ class Desk:
                 422, "procedure_code", f"unknown procedure or not in force: {exc}"
             ) from None
         receiving = cmd.receiving_agency or procedure.receiving_agency
+        if receiving not in self.catalogue.agencies:
+            raise DeskError(
+                422, "receiving_agency", f"{receiving} is not an agency of the catalogue"
+            )
         assessment = domain.assess(procedure, cmd.applicant.object_type, cmd.documents)
         fingerprint = domain.request_fingerprint(cmd.model_dump(mode="json"))
         try:
@@ -119,8 +135,17 @@ class Desk:
     ) -> DossierAccepted:
         local_day = self.rt.calendar.local(received_at).date()
         serial = await store.next_serial(conn, receiving, local_day)
-        if serial > domain.MAX_SERIAL:
-            raise DeskError(503, "receiving_agency", "daily serial numbers exhausted")
+        if serial > domain.MAX_SERIAL:  # the rule is in domain.py, next to MAX_SERIAL
+            midnight = datetime.combine(
+                local_day + timedelta(days=1), datetime.min.time(), self.rt.calendar.tz
+            )
+            raise DeskError(
+                503,
+                "receiving_agency",
+                f"{receiving} has used all {domain.MAX_SERIAL:,} serial numbers of"
+                f" {local_day:%d/%m/%Y}; the desk receives again from midnight",
+                retry_after=max(1, int((midnight - self.rt.clock.now()).total_seconds())),
+            )
         code = domain.dossier_code(receiving, local_day, serial)
         outcome = assessment.outcome
         sched = (

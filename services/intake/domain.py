@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,16 @@ from contracts.common import DocumentRef, ObjectType, Procedure, RequiredDocumen
 from services.runtime.calendar import WorkingCalendar
 
 CATALOGUE_DIR = Path(__file__).parent / "catalogue"
-MAX_SERIAL = 9999
+
+# Serial numbers (the NNNN of a dossier code). domain.md gives 4 digits, 0001..9999, per
+# receiving agency per day. The 10,000th dossier of a day does not stop the desk: the
+# serial widens to 5 digits (…-10000 to …-99999), so codes stay unique, keep their shape
+# up to the serial and sort correctly within a width. No agency receives 100,000 dossiers
+# in a day; only then does the desk refuse (503, Retry-After until local midnight), since a
+# sixth digit would mean something is wrong (the per-client rate limit sits in front).
+SERIAL_DIGITS = 4
+WIDE_SERIAL_DIGITS = 5
+MAX_SERIAL = 10**WIDE_SERIAL_DIGITS - 1
 
 
 class CatalogueError(ValueError):
@@ -83,6 +93,16 @@ class Catalogue:
             raise UnknownProcedure(f"{code} is not in force on {on.isoformat()}")
         return live[-1]
 
+    @cached_property
+    def agencies(self) -> frozenset[str]:
+        """Every agency the catalogue names: receiving, lead, consulted, or doing a step."""
+        ids: set[str] = set()
+        for p in self.all():
+            ids.update((p.receiving_agency, p.lead_agency))
+            ids.update(c.agency_id for c in p.consultations)
+            ids.update(s.agency_id for s in p.steps)
+        return frozenset(ids)
+
     def current(self) -> list[Procedure]:
         today = date.today()
         out = []
@@ -110,10 +130,13 @@ def _describe_loc(raw: Any, loc: Sequence[Any]) -> str:
 
 
 def dossier_code(agency_id: str, day: date, serial: int) -> str:
-    """``<agency id>-<YYMMDD>-<NNNN>``: unique nationwide, the key of everything."""
+    """``<agency id>-<YYMMDD>-<NNNN>``: unique nationwide, the key of everything.
+
+    Serials 1..9,999 take 4 digits; 10,000..99,999 take 5 (see ``MAX_SERIAL``).
+    """
     if not 1 <= serial <= MAX_SERIAL:
         raise ValueError(f"serial {serial} out of range 1..{MAX_SERIAL}")
-    return f"{agency_id}-{day:%y%m%d}-{serial:04d}"
+    return f"{agency_id}-{day:%y%m%d}-{serial:0{SERIAL_DIGITS}d}"
 
 
 # --- receipt ---------------------------------------------------------------------------------

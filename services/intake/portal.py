@@ -6,14 +6,28 @@ No official public specification was found; field names follow the open-source c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from contracts.api import DossierAccepted, SubmitDossier
-from contracts.common import Applicant, Channel, DocumentRef, ObjectType
-from contracts.envelope import NFCStr
+from contracts.common import (
+    MAX_DOCUMENTS,
+    Address,
+    Channel,
+    DocumentCode,
+    DocumentUrl,
+    EmailAddress,
+    Line,
+    ObjectType,
+    Paragraph,
+    PersonName,
+    ProcedureCode,
+)
+from contracts.text import Text, Token
+from services.intake.desk import PORTAL_KEY_PREFIX
 from services.runtime.calendar import VN_TZ
 
 PORTAL_TIME = "%Y%m%d%H%M%S"
@@ -30,34 +44,39 @@ def format_portal_time(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(VN_TZ).strftime(PORTAL_TIME)
 
 
+Ref = Annotated[str, Token(r"[\x21-\x7e]+", 60, "a reference of printable ASCII")]
+Code = Annotated[str, Token(r"[0-9A-Za-z][0-9A-Za-z._-]*", 40, "a code of letters and digits")]
+PortalTime = Annotated[str, Token(r"[0-9]{14}", 14, "yyyyMMddHHmmss, e.g. 20251124093000")]
+
+
 class TaiLieu(BaseModel):
     """A document handed in through the portal (TaiLieuNop item)."""
 
     model_config = ConfigDict(extra="ignore")
-    MaThanhPhanHoSo: str = Field(min_length=1)
-    TenTepDinhKem: NFCStr | None = None
-    DuongDanTaiTepTin: str | None = None
+    MaThanhPhanHoSo: DocumentCode
+    TenTepDinhKem: Line | None = None
+    DuongDanTaiTepTin: DocumentUrl | None = None
 
 
 class PortalDossier(BaseModel):
-    """DongBoHoSoMC-style payload as the portal sends it."""
+    """DongBoHoSoMC-style payload as the portal sends it, with the desk's limits."""
 
     model_config = ConfigDict(extra="ignore")
-    MaHoSo: str = Field(min_length=1, max_length=60, description="Portal's reference")
-    MaTTHC: str = Field(min_length=1)
-    TenTTHC: NFCStr | None = None
-    MaLinhVuc: str | None = None
-    KenhThucHien: int = 2
-    ChuHoSo: NFCStr = Field(min_length=2)
-    LoaiDoiTuong: int = 1
-    MaDoiTuong: str = Field(min_length=1, description="ID number or tax code")
-    SoDienThoai: str | None = None
-    Email: str | None = None
-    DiaChi: NFCStr | None = None
-    TrichYeuHoSo: NFCStr | None = None
-    NgayTiepNhan: str | None = None
-    DonViXuLy: str | None = None
-    TaiLieuNop: list[TaiLieu] = Field(default_factory=list)
+    MaHoSo: Ref = Field(description="Portal's reference")
+    MaTTHC: ProcedureCode
+    TenTTHC: Annotated[str, Text(500)] | None = None
+    MaLinhVuc: Code | None = None
+    KenhThucHien: int = Field(default=2, ge=1, le=3)
+    ChuHoSo: PersonName
+    LoaiDoiTuong: int = Field(default=1, ge=1, le=2)
+    MaDoiTuong: str = Field(min_length=1, max_length=14, description="ID number or tax code")
+    SoDienThoai: str | None = Field(default=None, max_length=20)
+    Email: EmailAddress | None = None
+    DiaChi: Address | None = None
+    TrichYeuHoSo: Paragraph | None = None
+    NgayTiepNhan: PortalTime | None = None
+    DonViXuLy: Line | None = None
+    TaiLieuNop: list[TaiLieu] = Field(default_factory=list, max_length=MAX_DOCUMENTS)
 
     @field_validator("NgayTiepNhan")
     @classmethod
@@ -68,29 +87,80 @@ class PortalDossier(BaseModel):
 
 
 def to_submission(p: PortalDossier) -> SubmitDossier:
-    """The same submission a desk officer would make for this portal payload."""
-    return SubmitDossier(
-        procedure_code=p.MaTTHC,
-        channel=Channel(p.KenhThucHien),
-        applicant=Applicant(
-            name=p.ChuHoSo,
-            object_type=ObjectType(p.LoaiDoiTuong),
-            id_number=p.MaDoiTuong,
-            phone=p.SoDienThoai,
-            email=p.Email,
-            address=p.DiaChi,
-        ),
-        summary=p.TrichYeuHoSo,
-        documents=[
-            DocumentRef(code=t.MaThanhPhanHoSo, name=t.TenTepDinhKem, url=t.DuongDanTaiTepTin)
-            for t in p.TaiLieuNop
-        ],
-        received_at=parse_portal_time(p.NgayTiepNhan) if p.NgayTiepNhan else None,
+    """The same submission a desk officer would make for this portal payload.
+
+    Validated as one document, so an error's location names the field (``portal_field``).
+    """
+    return SubmitDossier.model_validate(
+        {
+            "procedure_code": p.MaTTHC,
+            "channel": Channel(p.KenhThucHien),
+            "applicant": {
+                "name": p.ChuHoSo,
+                "object_type": ObjectType(p.LoaiDoiTuong),
+                "id_number": p.MaDoiTuong,
+                "phone": p.SoDienThoai,
+                "email": p.Email,
+                "address": p.DiaChi,
+            },
+            "summary": p.TrichYeuHoSo,
+            "documents": [
+                {"code": t.MaThanhPhanHoSo, "name": t.TenTepDinhKem, "url": t.DuongDanTaiTepTin}
+                for t in p.TaiLieuNop
+            ],
+            "received_at": parse_portal_time(p.NgayTiepNhan) if p.NgayTiepNhan else None,
+        }
     )
 
 
+# Our field names back to the portal's, so an error names the field the portal sent.
+_PORTAL_NAMES = {
+    "procedure_code": "MaTTHC",
+    "channel": "KenhThucHien",
+    "applicant.name": "ChuHoSo",
+    "applicant.object_type": "LoaiDoiTuong",
+    "applicant.id_number": "MaDoiTuong",
+    "applicant.phone": "SoDienThoai",
+    "applicant.email": "Email",
+    "applicant.address": "DiaChi",
+    "summary": "TrichYeuHoSo",
+    "documents": "TaiLieuNop",
+    "received_at": "NgayTiepNhan",
+}
+_DOCUMENT_NAMES = {"code": "MaThanhPhanHoSo", "name": "TenTepDinhKem", "url": "DuongDanTaiTepTin"}
+
+
+def portal_field(loc: Sequence[int | str]) -> str:
+    """The portal's name of the field at ``loc`` (ours or the portal's own)."""
+    parts = [str(p) for p in loc]
+    if len(parts) >= 2 and parts[0] == "documents":
+        tail = ".".join(_DOCUMENT_NAMES.get(p, p) for p in parts[2:])
+        return ".".join(filter(None, ("TaiLieuNop", parts[1], tail)))
+    dotted = ".".join(parts)
+    return _PORTAL_NAMES.get(dotted, dotted) or "body"
+
+
+def parse(body: dict[str, Any]) -> tuple[PortalDossier, SubmitDossier]:
+    """Validate a portal payload into a submission; ``PortalInvalid`` names the bad field."""
+    try:
+        payload = PortalDossier.model_validate(body)
+        return payload, to_submission(payload)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        raise PortalInvalid(portal_field(first["loc"]), first["msg"]) from None
+
+
+class PortalInvalid(ValueError):
+    """A portal payload the desk cannot take: the portal's field name and the reason."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
 def idempotency_key(p: PortalDossier) -> str:
-    return f"portal:{p.MaHoSo}"
+    return f"{PORTAL_KEY_PREFIX}{p.MaHoSo}"
 
 
 def success(accepted: DossierAccepted, portal_ref: str) -> dict[str, Any]:

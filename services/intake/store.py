@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Any
 
 import asyncpg
 
 from contracts.common import Procedure
-from contracts.envelope import Envelope
+from contracts.envelope import DOSSIER_CODE_PATTERN, Envelope
 from services.runtime.db import insert_row, update_row
+
+DOSSIER_CODE = re.compile(DOSSIER_CODE_PATTERN)
 
 
 async def save_procedure(conn: asyncpg.Connection, p: Procedure) -> bool:
@@ -49,6 +52,8 @@ async def insert_dossier(conn: asyncpg.Connection, row: dict[str, Any]) -> None:
 async def get_dossier(
     conn: asyncpg.Connection | asyncpg.Pool, code: str, *, for_update: bool = False
 ) -> asyncpg.Record | None:
+    if not DOSSIER_CODE.fullmatch(code):  # a code that cannot exist is never sent to PostgreSQL
+        return None
     sql = "SELECT * FROM dossiers WHERE code = $1" + (" FOR UPDATE" if for_update else "")
     return await conn.fetchrow(sql, code)
 

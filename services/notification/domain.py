@@ -13,6 +13,7 @@ from jinja2 import Environment, StrictUndefined, Template
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.common import Applicant, Channel
+from contracts.text import email_problem, forbidden_character
 
 FORMS_DIR = Path(__file__).parent / "forms"
 NOTIFICATION_NS = uuid.UUID("a4d6c1f0-5b0e-4e8e-bf43-1f6b7d2c9e30")
@@ -109,6 +110,22 @@ def applicant_recipient(applicant: Applicant, channel: Channel) -> Recipient:
     if channel is Channel.POST and applicant.address:
         return Recipient("post", applicant.address)
     return Recipient("desk", applicant.name)
+
+
+def address_problem(recipient: Recipient) -> str | None:
+    """Why an email recipient cannot be mailed (strict syntax, no DNS), or None."""
+    if recipient.channel != "email":
+        return None
+    return email_problem(recipient.address)
+
+
+def printable(value: str) -> str:
+    """``value`` with the characters a text column must not hold written as escapes."""
+    if forbidden_character(value) is None:
+        return value
+    return "".join(f"\\u{ord(c):04x}" if forbidden_character(c) is not None else c for c in value)[
+        :1000
+    ]
 
 
 def notification_id(event_id: uuid.UUID, kind: str, recipient: str) -> uuid.UUID:

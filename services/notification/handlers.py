@@ -1,10 +1,9 @@
-"""Notification's subscribers and its delivery timer."""
+"""Notification's subscribers: what to tell whom, queued for the sender loop."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
-from uuid import UUID
 
 import asyncpg
 
@@ -17,25 +16,25 @@ from contracts.events import (
     ConsultationRequested,
     DossierReceived,
     DossierRefused,
-    NotificationSent,
     SupplementRequested,
 )
 from services.notification import domain, store
-from services.notification.delivery import SmtpSender
-from services.runtime import timers
 from services.runtime.calendar import format_local
 from services.runtime.consumer import Handler
+from services.runtime.logging import get_logger
 from services.runtime.service import Runtime
 from services.runtime.timers import TimerHandler
 
 DELIVER = "notification.deliver"
+"""Timer kind of deliveries scheduled before migration 0002 (now the sender loop's job)."""
+
+log = get_logger(__name__)
 
 
 class Notifier:
-    def __init__(self, rt: Runtime, forms: domain.FormBook, smtp: SmtpSender) -> None:
+    def __init__(self, rt: Runtime, forms: domain.FormBook) -> None:
         self.rt = rt
         self.forms = forms
-        self.smtp = smtp
 
     async def notify(
         self,
@@ -45,47 +44,40 @@ class Notifier:
         recipient: domain.Recipient,
         context: dict[str, Any],
     ) -> None:
-        """Render ``kind`` for the recipient and queue its delivery, once per event."""
+        """Render ``kind`` for the recipient and queue its delivery, once per event.
+
+        An email address that mail cannot be sent to makes the notification ``failed``
+        with the reason at once: it never reaches the SMTP connection others share.
+        """
         now = self.rt.clock.now()
         r = self.forms.render(kind, self.rt.calendar.local(env.occurred_at).date(), context)
         nid = domain.notification_id(env.event_id, kind, recipient.address)
-        if await store.insert(
+        problem = domain.address_problem(recipient)
+        await store.insert(
             conn,
             id=nid,
             dossier_code=env.subject,
             kind=kind,
             form_version=r.version,
             channel=recipient.channel,
-            recipient=recipient.address,
+            recipient=domain.printable(recipient.address),
             subject=r.subject,
             body_text=r.text,
             body_html=r.html,
             caused_by=env.event_id,
             created_at=now,
-        ):
-            await timers.schedule(conn, DELIVER, str(nid), now, {}, owner=str(nid))
-
-    async def deliver(self, conn: asyncpg.Connection, timer: asyncpg.Record) -> None:
-        n = await store.get(conn, UUID(timer["ref"]))
-        if n is None or n["status"] == "sent":
-            return
-        if n["channel"] == "email":
-            await self.smtp.send(n)
-        now = self.rt.clock.now()
-        await store.mark_sent(conn, n["id"], now)
-        await self.rt.outbox.add(
-            conn,
-            NotificationSent(
-                notification_id=n["id"],
-                code=n["dossier_code"],
-                kind=n["kind"],
-                channel=n["channel"],
-                recipient=n["recipient"],
-                subject=n["subject"],
-                sent_at=now,
-            ),
-            subject=n["dossier_code"],
+            status="failed" if problem else "pending",
+            due_at=None if problem else now,
+            last_error=f"invalid address: {problem}" if problem else None,
+            failed_at=now if problem else None,
         )
+        if problem:
+            log.warning("notification_invalid_address", id=str(nid), reason=problem)
+
+
+async def _scheduled_before_0002(conn: asyncpg.Connection, timer: asyncpg.Record) -> None:
+    """Delivery timers written before the sender loop: the loop delivers those
+    notifications now (migration 0002 made them due), so the timer has nothing to do."""
 
 
 def _local(t: datetime) -> str:
@@ -191,4 +183,4 @@ def build(n: Notifier) -> dict[str, Handler]:
 
 
 def timer_handlers(n: Notifier) -> dict[str, TimerHandler]:
-    return {DELIVER: n.deliver}
+    return {DELIVER: _scheduled_before_0002}

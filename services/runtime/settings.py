@@ -68,6 +68,14 @@ class ServiceSettings(BaseSettings):
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 8025
     smtp_sender: str = "mot-cua@lienthong.local"
+    smtp_timeout_s: float = 10.0
+    # the sender loop: claim a batch with a lease, send outside transactions, mark each
+    delivery_batch_size: int = 20
+    delivery_lease_s: float = 30.0
+    delivery_max_attempts: int = 8
+    delivery_retry_base_s: float = 2.0
+    delivery_retry_max_s: float = 600.0
+    delivery_poll_interval_s: float = 0.5
 
     # consultation
     jwt_secret: str = DEV_JWT_SECRET

@@ -6,8 +6,9 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from pydantic import TypeAdapter, ValidationError
 
-from contracts.common import DocumentRef, ObjectType
+from contracts.common import DocumentRef, DossierCode, ObjectType
 from services.intake import domain
 from services.intake.domain import Catalogue, CatalogueError, Outcome
 
@@ -31,8 +32,20 @@ def test_dossier_code_format() -> None:
     assert (
         domain.dossier_code("000.00.01.H22", date(2025, 11, 24), 7) == "000.00.01.H22-251124-0007"
     )
-    with pytest.raises(ValueError):
-        domain.dossier_code("000.00.01.H22", date(2025, 11, 24), 10000)
+    day = date(2025, 11, 24)
+    # Past 9,999 in a day the serial widens to 5 digits; past 99,999 there is no code.
+    assert domain.dossier_code("000.00.01.H22", day, 9999) == "000.00.01.H22-251124-9999"
+    assert domain.dossier_code("000.00.01.H22", day, 10000) == "000.00.01.H22-251124-10000"
+    assert domain.dossier_code("000.00.01.H22", day, 99999) == "000.00.01.H22-251124-99999"
+    for bad in (0, 100000):
+        with pytest.raises(ValueError):
+            domain.dossier_code("000.00.01.H22", day, bad)
+    codes = TypeAdapter(DossierCode)
+    for serial in (1, 9999, 10000, 99999):
+        codes.validate_python(domain.dossier_code("000.00.01.H22", day, serial))
+    for wrong in ("000.00.01.H22-251124-00001", "000.00.01.H22-251124-100000"):
+        with pytest.raises(ValidationError):
+            codes.validate_python(wrong)  # one spelling per serial
 
 
 def test_version_in_force(tmp_path: Path, catalogue: Catalogue) -> None:
