@@ -24,13 +24,15 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from contracts.topics import Topic
+from contracts.topics import TOPICS, Topic
 from services.runtime import logging as rlog
+from services.runtime.acl import SERVICES, service_topics
 from services.runtime.broker import ensure_topics, make_broker, make_producer
 from services.runtime.calendar import CalendarOverrides, WorkingCalendar
 from services.runtime.clock import Clock, make_clock
 from services.runtime.consumer import EventConsumer, Handler
 from services.runtime.db import create_pool, migrate
+from services.runtime.kafka_auth import KafkaSecurity
 from services.runtime.lag import LagProbe, PartitionLag, export
 from services.runtime.outbox import (
     Outbox,
@@ -129,7 +131,9 @@ def create_app(
     settings = settings or ServiceSettings.for_service(spec.name)
     rt = Runtime(spec.name, settings, clock)
     wiring = spec.wire(rt)
-    broker = make_broker(settings.kafka_bootstrap_servers, f"lienthong-{spec.name}")
+    # The service's own principal: {NAME}_KAFKA_SASL_USERNAME, else KAFKA_SASL_USERNAME.
+    security = KafkaSecurity.from_env(spec.name)
+    broker = make_broker(settings.kafka_bootstrap_servers, f"lienthong-{spec.name}", security)
     if wiring.handlers:
         rt.consumer = EventConsumer(
             group_id=settings.group_id(spec.name),
@@ -155,10 +159,19 @@ def create_app(
             max_size=settings.pool_max_size,
         )
         applied = await migrate(rt.pool, schema, spec.migrations)
-        await ensure_topics(settings.kafka_bootstrap_servers, settings.topic_prefix)
-        rt._producer = make_producer(settings.kafka_bootstrap_servers, f"lienthong-{spec.name}")
+        await ensure_topics(
+            settings.kafka_bootstrap_servers,
+            settings.topic_prefix,
+            security=security,
+            topics=service_topics(spec.name) if spec.name in SERVICES else TOPICS,
+        )
+        rt._producer = make_producer(
+            settings.kafka_bootstrap_servers, f"lienthong-{spec.name}", security
+        )
         await rt.producer.start()
-        rt.lag_probe = LagProbe(settings.kafka_bootstrap_servers, f"lienthong-{spec.name}-lag")
+        rt.lag_probe = LagProbe(
+            settings.kafka_bootstrap_servers, f"lienthong-{spec.name}-lag", security
+        )
         wakers = [
             Waker(settings.database_url, f"{schema}_outbox"),
             Waker(settings.database_url, f"{schema}_timers"),
