@@ -191,6 +191,18 @@ async def grant(
     return acls
 
 
+async def grant_from_env(
+    bootstrap: str, env: Mapping[str, str] | None = None, prefix: str = ""
+) -> list[Acl]:
+    """Every service's ACLs for ``prefix``, as the admin of ``env``, for the services
+    ``env`` names a principal of (none without SASL)."""
+    security = KafkaSecurity.from_env(None, env)
+    principals = principals_from_env(env)
+    if not security.sasl or not principals:
+        return []
+    return await grant(bootstrap, principals, [prefix], security)
+
+
 async def provision(
     bootstrap: str,
     prefix: str = "",

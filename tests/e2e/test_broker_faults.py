@@ -61,13 +61,14 @@ def single(jars: Path, tmp_path: Path) -> Iterator[LocalKafka]:
         kafka.stop()
 
 
-def _stack(bootstrap: str, database_url: str, prefix: str, logs: Path, smtp: SmtpSink) -> Stack:
+def _stack(kafka: LocalKafka, database_url: str, prefix: str, logs: Path, smtp: SmtpSink) -> Stack:
     stack = Stack(
-        bootstrap=bootstrap,
+        bootstrap=kafka.bootstrap,
         database_url=database_url,
         topic_prefix=prefix,
         logs=logs,
         smtp_port=smtp.port,
+        extra=kafka.client_env(),  # these brokers' own credentials, one principal a service
     )
     stack.start()
     stack.wait_ready(timeout=120)
@@ -102,7 +103,7 @@ async def _count(accepted: dict[str, str]) -> int:
 
 
 async def _settle_and_count(
-    db: asyncpg.Connection, bootstrap: str, prefix: str, dossiers: dict[str, str]
+    db: asyncpg.Connection, kafka: LocalKafka, prefix: str, dossiers: dict[str, str]
 ) -> dict[str, int]:
     """Wait until every effect is there, assert each exactly once, return the counts."""
     expected_requests = sum(CONSULTED[p] for p in dossiers.values())
@@ -148,7 +149,7 @@ async def _settle_and_count(
     topics = {
         t.full_name(prefix): t.partitions for t in (DOSSIER, ROUTING, CONSULTATION, NOTIFICATION)
     }
-    records = await read_all(bootstrap, topics)
+    records = await read_all(kafka.bootstrap, topics, kafka.admin)
     seen = collections.Counter(json.loads(r.value)["event_id"] for r in records)
     return {
         "dossiers": len(dossiers),
@@ -170,7 +171,7 @@ async def test_sigkill_one_of_three_brokers_mid_stream(
     http: httpx.AsyncClient,
     db: asyncpg.Connection,
 ) -> None:
-    stack = _stack(cluster.bootstrap, database_url, topic_prefix, tmp_path, smtp)
+    stack = _stack(cluster, database_url, topic_prefix, tmp_path, smtp)
     try:
         submit = Submitter(http, stack.url("intake"), concurrency=32)
         started = time.monotonic()
@@ -184,7 +185,7 @@ async def test_sigkill_one_of_three_brokers_mid_stream(
         restarted_at = len(submit.accepted)
         await flow
         await asyncio.to_thread(cluster.wait_ready, 120)
-        counts = await _settle_and_count(db, cluster.bootstrap, topic_prefix, submit.accepted)
+        counts = await _settle_and_count(db, cluster, topic_prefix, submit.accepted)
         assert all(p.poll() is None for p in stack.procs.values()), "a service died"
     finally:
         stack.stop()
@@ -204,7 +205,7 @@ async def test_single_broker_stopped_and_started_mid_stream(
     http: httpx.AsyncClient,
     db: asyncpg.Connection,
 ) -> None:
-    stack = _stack(single.bootstrap, database_url, topic_prefix, tmp_path, smtp)
+    stack = _stack(single, database_url, topic_prefix, tmp_path, smtp)
     pids = {n: p.pid for n, p in stack.procs.items()}
     try:
         submit = Submitter(http, stack.url("intake"), concurrency=8)
@@ -218,7 +219,7 @@ async def test_single_broker_stopped_and_started_mid_stream(
         node.start()
         await asyncio.to_thread(single.wait_ready, 120)
         await flow
-        counts = await _settle_and_count(db, single.bootstrap, topic_prefix, submit.accepted)
+        counts = await _settle_and_count(db, single, topic_prefix, submit.accepted)
         alive = {n: p.pid for n, p in stack.procs.items() if p.poll() is None}
         assert alive == pids, "a service had to be restarted"
     finally:
