@@ -45,7 +45,7 @@ def component_schemas() -> tuple[dict[str, Any], dict[str, str]]:
     schema per model, referred to as ``#/components/schemas/Name`` (a document-local
     ``$defs`` of a model's own schema would not resolve once moved into the document).
     Returns the schemas and, per event type, the name of its data schema."""
-    models = [Envelope, *(m for _, m in sorted(EVENT_TYPES.items()))]
+    models: list[type[BaseModel]] = [Envelope, *(m for _, m in sorted(EVENT_TYPES.items()))]
     refs, top = models_json_schema([(m, "validation") for m in models], ref_template=REF_TEMPLATE)
     schemas: dict[str, Any] = top.get("$defs", {})
     names = {
