@@ -651,9 +651,10 @@ RUN_CREDENTIALS = ROOT / ".run" / "kafka" / "credentials.env"
 def dev_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for developer tools (``tool``, ``make watch``, ``make lag``): as it is
     when it says how to connect, else with ``make run``'s credentials when there are some
-    (and no other cluster was named)."""
+    and the broker is a local one (no remote cluster named)."""
     env = dict(os.environ if env is None else env)
-    if security_configured(env) or env.get("KAFKA_BOOTSTRAP_SERVERS"):
+    hosts = [h.rsplit(":", 1)[0] for h in env.get("KAFKA_BOOTSTRAP_SERVERS", "").split(",") if h]
+    if security_configured(env) or any(h not in ("127.0.0.1", "localhost") for h in hosts):
         return env
     return {**read_env_file(RUN_CREDENTIALS), **env}
 

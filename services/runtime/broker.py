@@ -29,6 +29,9 @@ def make_broker(
         [h.strip() for h in bootstrap.split(",") if h.strip()],
         client_id=client_id,
         security=security.faststream(),
+        # Topics are created beforehand (ensure_topics; with ACLs, the admin's provision):
+        # a service's principal may not create them, so FastStream must not try.
+        allow_auto_create_topics=False,
         enable_idempotence=True,
         acks="all",
         logger=logging.getLogger(f"faststream.{client_id}"),

@@ -101,3 +101,18 @@ def test_tools_get_the_client_properties_with_their_own_flag(tmp_path: Path) -> 
     cmd = kafka.tool_command("console-consumer", ["--topic", "t"], "127.0.0.1:1", config)
     assert cmd[-2:] == ["--consumer.config", str(config)]
     assert "org.apache.kafka.tools.AclCommand" in kafka.tool_command("acls", ["--list"])
+
+
+def test_dev_tools_read_make_runs_credentials_only_for_a_local_broker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creds = tmp_path / "credentials.env"
+    creds.write_text("KAFKA_SASL_USERNAME=admin\nKAFKA_SASL_PASSWORD=pw\n")
+    monkeypatch.setattr(kafka, "RUN_CREDENTIALS", creds)
+    assert kafka.dev_env({})["KAFKA_SASL_USERNAME"] == "admin"
+    local = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:29092"}
+    assert kafka.dev_env(local)["KAFKA_SASL_PASSWORD"] == "pw"
+    remote = {"KAFKA_BOOTSTRAP_SERVERS": "kafka.example.vn:9092"}
+    assert "KAFKA_SASL_USERNAME" not in kafka.dev_env(remote)
+    own = {"KAFKA_SASL_USERNAME": "ops", "KAFKA_SASL_PASSWORD": "x"}
+    assert kafka.dev_env(own)["KAFKA_SASL_USERNAME"] == "ops"
