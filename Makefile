@@ -44,7 +44,7 @@ cluster: install  ## a three-broker KRaft cluster on loopback, in the foreground
 	$(BIN)/python -m deploy.kafka cluster
 
 fault: install  ## the slow fault tests: broker SIGKILL in a 3-node cluster, broker restart
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow tests/faults
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow tests/e2e/test_broker_faults.py
 
 test: install  ## lint, types, contracts, unit, integration and end-to-end tests
 	$(BIN)/ruff check .
