@@ -42,7 +42,8 @@ def kafka(tmp: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
     service's principal as ``INTAKE_KAFKA_SASL_…`` etc. (for the local broker, whose
     security is on; from the environment for a cluster named there; empty otherwise)."""
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"], "env", {}
+        kafka_env = {k: v for k, v in os.environ.items() if "KAFKA_S" in k}  # SASL, SECURITY
+        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"], "env", kafka_env
     elif docker_available():
         from testcontainers.kafka import KafkaContainer
 

@@ -33,7 +33,7 @@ async def secured(
 ) -> AsyncIterator[dict[str, str]]:
     """Topics and ACLs of this test's prefix, created by the admin."""
     if not KafkaSecurity.from_env(None, kafka_env).sasl:
-        pytest.skip("the session's broker has no SASL (a cluster named by the environment)")
+        pytest.skip("the session's broker has no SASL (testcontainers, or a PLAINTEXT cluster)")
     await provision(kafka_bootstrap, topic_prefix, env=kafka_env)
     yield kafka_env
 
