@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint typecheck contracts contracts-check unit integration e2e bench clean watch lag kafka cluster fault
+.PHONY: asyncapi-check run test install lint typecheck contracts contracts-check unit integration e2e bench clean watch lag kafka cluster fault
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,18 @@ $(NODE_STAMP): $(NODE_SIGNER)/package.json $(NODE_SIGNER)/package-lock.json
 
 install: $(STAMP) $(NODE_STAMP)
 
+# The official AsyncAPI parser (npm) checks the generated contracts; its lock file pins it.
+CONTRACTS_NODE := contracts/node
+CONTRACTS_NODE_STAMP := $(CONTRACTS_NODE)/node_modules/.installed
+$(CONTRACTS_NODE_STAMP): $(CONTRACTS_NODE)/package.json $(CONTRACTS_NODE)/package-lock.json
+	@command -v npm >/dev/null || { echo "the contract check needs Node 20+ and npm"; exit 2; }
+	cd $(CONTRACTS_NODE) && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+install: $(CONTRACTS_NODE_STAMP)
+
+asyncapi-check: install  ## the AsyncAPI document in the official parser, JSON Schemas in Ajv
+	node $(CONTRACTS_NODE)/check.mjs
+
 run: install  ## start the whole system on the embedded default
 	$(BIN)/python -m deploy.dev
 
@@ -40,13 +52,14 @@ cluster: install  ## a three-broker KRaft cluster on loopback, in the foreground
 	$(BIN)/python -m deploy.kafka cluster
 
 fault: install  ## the slow fault tests: broker SIGKILL in a 3-node cluster, broker restart
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow tests/faults
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow tests/e2e/test_broker_faults.py
 
 test: install  ## lint, types, contracts, unit, integration and end-to-end tests
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy contracts services deploy
 	$(BIN)/python -m contracts.generate --check
+	node $(CONTRACTS_NODE)/check.mjs
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 unit: install

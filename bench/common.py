@@ -12,7 +12,14 @@ from pathlib import Path
 
 import asyncpg
 
+from deploy.kafka import LocalKafka
 from deploy.local import embedded_postgres, local_broker
+from services.runtime.kafka_auth import KafkaSecurity
+
+
+def kafka_kwargs() -> dict[str, object]:
+    """SASL settings of the environment (the admin) for a raw aiokafka client."""
+    return KafkaSecurity.from_env().kwargs()
 
 
 @contextlib.contextmanager
@@ -32,10 +39,19 @@ def broker() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="lt-bench-kafka-") as tmp:
         k = local_broker(Path(tmp))
         k.start()
+        # SASL: the bench itself is the admin; ServiceStack gives each service its own.
+        env = k.client_env() if isinstance(k, LocalKafka) else {}
+        saved = {key: os.environ.get(key) for key in env}
+        os.environ.update(env)
         try:
             yield k.bootstrap
         finally:
             k.stop()
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 async def fresh_database(admin_url: str) -> str:

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import broker, database, fresh_database, pct
+from bench.common import broker, database, fresh_database, kafka_kwargs, pct
 from deploy.local import ServiceStack, SmtpSink
 from services.runtime.broker import ensure_topics
 
@@ -43,7 +43,7 @@ async def raw_hop(bootstrap: str, n: int = 50) -> list[float]:
     topic = f"bench-hop-{time.time_ns()}"
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_kwargs())
     await admin.start()
     await admin.create_topics([NewTopic(topic, 1, 1)])
     await admin.close()
@@ -52,8 +52,9 @@ async def raw_hop(bootstrap: str, n: int = 50) -> list[float]:
         bootstrap_servers=bootstrap,
         group_id="bench-hop",
         auto_offset_reset="earliest",
+        **kafka_kwargs(),
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, **kafka_kwargs())
     await consumer.start()
     await producer.start()
     await producer.send_and_wait(topic, b"warm-up")
@@ -74,7 +75,7 @@ async def raw_throughput(bootstrap: str, n: int = 50_000, size: int = 1024) -> t
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     topic = f"bench-raw-{time.time_ns()}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_kwargs())
     await admin.start()
     await admin.create_topics([NewTopic(topic, 6, 1)])
     await admin.close()
@@ -84,6 +85,7 @@ async def raw_throughput(bootstrap: str, n: int = 50_000, size: int = 1024) -> t
         enable_idempotence=True,
         linger_ms=5,
         max_batch_size=256 * 1024,
+        **kafka_kwargs(),
     )
     await producer.start()
     value = b"x" * size
@@ -101,6 +103,7 @@ async def raw_throughput(bootstrap: str, n: int = 50_000, size: int = 1024) -> t
         group_id=f"{topic}-group",
         auto_offset_reset="earliest",
         max_poll_records=500,
+        **kafka_kwargs(),
     )
     await consumer.start()
     got = 0

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
 from contracts import api
 from contracts.envelope import Envelope
@@ -38,16 +39,33 @@ def _dump(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
 
 
+REF_TEMPLATE = "#/components/schemas/{model}"
+
+
+def component_schemas() -> tuple[dict[str, Any], dict[str, str]]:
+    """Every model's JSON Schema as ``components.schemas``, nested models included: one
+    schema per model, referred to as ``#/components/schemas/Name`` (a document-local
+    ``$defs`` of a model's own schema would not resolve once moved into the document).
+    Returns the schemas and, per event type, the name of its data schema."""
+    models: list[type[BaseModel]] = [Envelope, *(m for _, m in sorted(EVENT_TYPES.items()))]
+    refs, top = models_json_schema([(m, "validation") for m in models], ref_template=REF_TEMPLATE)
+    schemas: dict[str, Any] = top.get("$defs", {})
+    names = {
+        event_type: refs[(model, "validation")]["$ref"].rsplit("/", 1)[1]
+        for event_type, model in EVENT_TYPES.items()
+    }
+    return dict(sorted(schemas.items())), names
+
+
 def asyncapi() -> dict[str, Any]:
     """An AsyncAPI 3.0 document: one channel per topic, one message per event type."""
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages_by_topic: dict[str, dict[str, Any]] = {t.name: {} for t in TOPICS}
     components_messages: dict[str, Any] = {}
-    schemas: dict[str, Any] = {"Envelope": Envelope.model_json_schema()}
+    schemas, data_schema = component_schemas()
     for event_type, model in sorted(EVENT_TYPES.items()):
         key = event_type.replace(".", "_")
-        schemas[key] = model.model_json_schema()
         components_messages[key] = {
             "name": event_type,
             "title": model.__name__,
@@ -68,7 +86,7 @@ def asyncapi() -> dict[str, Any]:
                         "type": "object",
                         "properties": {
                             "type": {"const": event_type},
-                            "data": {"$ref": f"#/components/schemas/{key}"},
+                            "data": {"$ref": f"#/components/schemas/{data_schema[event_type]}"},
                         },
                     },
                 ]

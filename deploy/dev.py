@@ -32,7 +32,9 @@ from deploy.local import (
     service_env,
     wait_ready,
 )
+from services.runtime.acl import grant_from_env
 from services.runtime.broker import ensure_topics
+from services.runtime.kafka_auth import KafkaSecurity
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run"
@@ -69,6 +71,7 @@ def main() -> int:
 def _run(started: float, ports: dict[str, int], smtp: SmtpSink, kafka: LocalBroker) -> int:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     database_url = os.environ.get("DATABASE_URL")
+    started_here = not bootstrap
     with ThreadPoolExecutor(1) as pool:  # the broker's JVM starts while PostgreSQL does
         pending = None
         if not bootstrap:
@@ -88,14 +91,23 @@ def _run(started: float, ports: dict[str, int], smtp: SmtpSink, kafka: LocalBrok
                 return 2
     assert bootstrap is not None
     console.print(f"broker ready on {bootstrap}")
-    created = asyncio.run(ensure_topics(bootstrap))
+    # SASL: the local broker's credentials (admin + one principal per service), or what
+    # the environment says for a cluster of its own.
+    kafka_env = kafka.client_env() if isinstance(kafka, LocalKafka) and started_here else {}
+    env = {**os.environ, **kafka_env}
+    created = asyncio.run(ensure_topics(bootstrap, security=KafkaSecurity.from_env(None, env)))
     console.print(f"topics ready ({len(created)} created)")
+    acls = asyncio.run(grant_from_env(bootstrap, env))
+    if acls:
+        where = kafka.credentials_path if kafka_env and isinstance(kafka, LocalKafka) else "env"
+        console.print(f"SASL/SCRAM on: {len(acls)} ACLs for the services; credentials in {where}")
     smtp_port = smtp.start()
     clock_file = RUN / "clock-offset"
 
     manager = Manager()
     for name in SERVICES:
         extra = {
+            **kafka_env,
             "NOTIFICATION_SMTP_PORT": str(smtp_port),
             "CONSULTATION_DEV_TOKENS": os.environ.get("CONSULTATION_DEV_TOKENS", "1"),
             "CONSULTATION_DEMO_MINUTES": os.environ.get("DEMO_MINUTES", "0"),

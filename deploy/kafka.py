@@ -11,8 +11,17 @@ Command line (``python -m deploy.kafka``):
 - ``start [--dir D] [--port P]``: run one node in the foreground (Ctrl-C stops it);
 - ``cluster [--dir D]``: run a three-node cluster in the foreground;
 - ``tool NAME ARGS...``: run one of Kafka's own tools (``topics``, ``consumer-groups``,
-  ``console-consumer``, ``console-producer``, ``get-offsets``, ``producer-perf``,
-  ``storage``), with ``--bootstrap-server`` added when it is missing.
+  ``console-consumer``, ``console-producer``, ``get-offsets``, ``producer-perf``, ``acls``,
+  ``storage``), with ``--bootstrap-server`` and the admin's client properties added when
+  they are missing.
+
+Security is on by default: clients connect to a SASL_PLAINTEXT listener with SCRAM-SHA-512;
+the credentials of an admin, of the brokers and of one principal per service are created
+when the storage is formatted and written to ``DIR/credentials.env`` (mode 0600), which the
+dev launcher, the tools and the test fixtures read. The admin (and the brokers) are super
+users; services get only the ACLs of ``services.runtime.acl``. The controller listener
+stays PLAINTEXT on loopback (its principal, ANONYMOUS, is a super user, as the brokers need
+to register with the controller before any ACL exists).
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import contextlib
 import hashlib
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -29,10 +39,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from services.runtime.kafka_auth import KafkaSecurity, read_env_file, security_configured
 
 ROOT = Path(__file__).resolve().parent.parent
 POM = ROOT / "deploy" / "kafka" / "pom.xml"
@@ -48,8 +60,22 @@ TOOLS = {
     "producer-perf": "org.apache.kafka.tools.ProducerPerformance",
     "storage": "kafka.tools.StorageTool",
 }
+TOOLS["acls"] = "org.apache.kafka.tools.AclCommand"
 NEEDS_BOOTSTRAP = {"topics", "consumer-groups", "console-consumer", "console-producer"}
-NEEDS_BOOTSTRAP |= {"get-offsets"}
+NEEDS_BOOTSTRAP |= {"get-offsets", "acls"}
+# How each tool takes a client properties file (SASL settings).
+CONFIG_FLAG = {
+    "topics": "--command-config",
+    "consumer-groups": "--command-config",
+    "get-offsets": "--command-config",
+    "acls": "--command-config",
+    "console-consumer": "--consumer.config",
+    "console-producer": "--producer.config",
+    "producer-perf": "--producer.config",
+}
+SERVICES = ("intake", "routing", "consultation", "notification")
+ADMIN, BROKER = "admin", "broker"
+MECHANISM = "SCRAM-SHA-512"
 
 LOG4J2 = """\
 status = warn
@@ -140,13 +166,19 @@ def _classpath() -> str:
     return str(ensure_jars() / "*")
 
 
-def tool_command(name: str, args: Sequence[str], bootstrap: str | None = None) -> list[str]:
-    """The command line of one of Kafka's tools, as its shell script would build it."""
+def tool_command(
+    name: str, args: Sequence[str], bootstrap: str | None = None, config: Path | None = None
+) -> list[str]:
+    """The command line of one of Kafka's tools, as its shell script would build it;
+    ``config`` is a client properties file (SASL), passed with the tool's own flag."""
     if name not in TOOLS:
         raise KafkaUnavailable(f"unknown tool {name!r}; one of {', '.join(sorted(TOOLS))}")
     extra: list[str] = []
     if name in NEEDS_BOOTSTRAP and bootstrap and "--bootstrap-server" not in args:
         extra = ["--bootstrap-server", bootstrap]
+    flag = CONFIG_FLAG.get(name)
+    if config is not None and flag and flag not in args:
+        extra += [flag, str(config)]
     log_config = cache_dir() / "tools-log4j2.properties"
     if not log_config.exists():
         log_config.parent.mkdir(parents=True, exist_ok=True)
@@ -165,11 +197,94 @@ def tool_command(name: str, args: Sequence[str], bootstrap: str | None = None) -
 
 
 def run_tool(
-    name: str, args: Sequence[str], bootstrap: str | None = None, timeout: float = 120
+    name: str,
+    args: Sequence[str],
+    bootstrap: str | None = None,
+    timeout: float = 120,
+    security: KafkaSecurity | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        tool_command(name, args, bootstrap), capture_output=True, text=True, timeout=timeout
-    )
+    """Run a tool to completion; ``security`` (default: the environment's) becomes its
+    client properties file for the run."""
+    security = security or KafkaSecurity.from_env()
+    with client_config(security) as config:
+        return subprocess.run(
+            tool_command(name, args, bootstrap, config),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+@contextlib.contextmanager
+def client_config(security: KafkaSecurity) -> Iterator[Path | None]:
+    """A private, temporary client properties file for ``security`` (None: PLAINTEXT)."""
+    if security.protocol == "PLAINTEXT":
+        yield None
+        return
+    fd, name = tempfile.mkstemp(prefix="kafka-client.", suffix=".properties")
+    try:
+        with os.fdopen(fd, "w") as f:  # mkstemp: readable by this user only
+            f.write(security.properties())
+        yield Path(name)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """SCRAM passwords of the admin, the brokers and each service (username: password)."""
+
+    passwords: dict[str, str]
+
+    @classmethod
+    def generate(cls) -> Credentials:
+        users = (ADMIN, BROKER, *SERVICES)
+        return cls({u: secrets.token_urlsafe(24) for u in users})
+
+    @classmethod
+    def load(cls, path: Path) -> Credentials | None:
+        env = read_env_file(path)
+        if not env.get("KAFKA_SASL_USERNAME"):
+            return None
+        passwords = {env["KAFKA_SASL_USERNAME"]: env["KAFKA_SASL_PASSWORD"]}
+        passwords[BROKER] = env.get("LIENTHONG_KAFKA_BROKER_PASSWORD", "")
+        for s in SERVICES:
+            passwords[env[f"{s.upper()}_KAFKA_SASL_USERNAME"]] = env[
+                f"{s.upper()}_KAFKA_SASL_PASSWORD"
+            ]
+        return cls(passwords)
+
+    def save(self, path: Path) -> None:
+        text = "".join(f"{k}={v}\n" for k, v in self.env().items())
+        text += f"LIENTHONG_KAFKA_BROKER_PASSWORD={self.passwords[BROKER]}\n"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("# SCRAM-SHA-512 credentials of this local Kafka (deploy/kafka.py)\n" + text)
+
+    def env(self) -> dict[str, str]:
+        """Client settings: the admin as the shared principal, each service's own."""
+        out = {
+            "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "KAFKA_SASL_MECHANISM": MECHANISM,
+            "KAFKA_SASL_USERNAME": ADMIN,
+            "KAFKA_SASL_PASSWORD": self.passwords[ADMIN],
+        }
+        for s in SERVICES:
+            out[f"{s.upper()}_KAFKA_SASL_USERNAME"] = s
+            out[f"{s.upper()}_KAFKA_SASL_PASSWORD"] = self.passwords[s]
+        return out
+
+    def admin(self) -> KafkaSecurity:
+        return KafkaSecurity("SASL_PLAINTEXT", MECHANISM, ADMIN, self.passwords[ADMIN])
+
+    def scram_args(self) -> list[str]:
+        """``kafka-storage format`` arguments that create every user."""
+        out = []
+        for user, pw in self.passwords.items():
+            out += ["--add-scram", f"{MECHANISM}=[name={user},password={pw}]"]
+        return out
 
 
 def _free_port() -> int:
@@ -205,6 +320,7 @@ class KafkaNode:
     heap: str = "384m"
     overrides: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    credentials: Credentials | None = None  # None: PLAINTEXT, no authorizer
 
     @property
     def bootstrap(self) -> str:
@@ -223,6 +339,33 @@ class KafkaNode:
         internal topics replicated as far as the cluster allows."""
         rf = str(min(3, cluster_size))
         isr = "2" if cluster_size >= 3 else "1"
+        return {**self._base(rf, isr), **self._security(), **self.overrides}
+
+    def _security(self) -> dict[str, str]:
+        """SASL/SCRAM on the client (and inter-broker) listener, StandardAuthorizer."""
+        if self.credentials is None:
+            return {}
+        pw = self.credentials.passwords[BROKER]
+        return {
+            "listeners": (
+                f"SASL_PLAINTEXT://127.0.0.1:{self.port},"
+                f"CONTROLLER://127.0.0.1:{self.controller_port}"
+            ),
+            "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{self.port}",
+            "inter.broker.listener.name": "SASL_PLAINTEXT",
+            "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "sasl.enabled.mechanisms": MECHANISM,
+            "sasl.mechanism.inter.broker.protocol": MECHANISM,
+            f"listener.name.sasl_plaintext.{MECHANISM.lower()}.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required"
+                f' username="{BROKER}" password="{pw}";'
+            ),
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": f"User:{ADMIN};User:{BROKER};User:ANONYMOUS",
+            "allow.everyone.if.no.acl.found": "false",
+        }
+
+    def _base(self, rf: str, isr: str) -> dict[str, str]:
         return {
             "process.roles": "broker,controller",
             "node.id": str(self.node_id),
@@ -254,7 +397,6 @@ class KafkaNode:
             "log.retention.hours": "168",
             "log.segment.bytes": str(64 * 1024 * 1024),
             "unclean.leader.election.enable": "false",
-            **self.overrides,
         }
 
     def prepare(self, cluster_id: str, cluster_size: int) -> None:
@@ -267,9 +409,11 @@ class KafkaNode:
         )
         if (self.data_dir / "logs" / "meta.properties").exists():
             return
+        scram = self.credentials.scram_args() if self.credentials else []
         result = run_tool(
             "storage",
-            ["format", "--ignore-formatted", "-t", cluster_id, "-c", str(self.config_path)],
+            ["format", "--ignore-formatted", "-t", cluster_id, "-c", str(self.config_path), *scram],
+            security=KafkaSecurity(),
         )
         if result.returncode != 0:
             raise KafkaUnavailable(f"formatting {self.data_dir} failed: {result.stderr[-2000:]}")
@@ -335,10 +479,12 @@ class LocalKafka:
         port: int | None = None,
         heap: str | None = None,
         overrides: dict[str, str] | None = None,
+        secure: bool = True,
     ) -> None:
         self.data_dir = data_dir
         self.size = nodes
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.credentials = self._credentials(nodes) if secure else None
         saved = self._load()
         self.cluster_id = saved.get("cluster_id") or _cluster_id()
         ports = [int(p) for p in saved.get("ports", "").split(",") if p]
@@ -355,6 +501,7 @@ class LocalKafka:
                 data_dir=data_dir / f"node{i + 1}",
                 heap=heap or ("384m" if nodes > 1 else "512m"),
                 overrides=dict(overrides or {}),
+                credentials=self.credentials,
             )
             for i in range(nodes)
         ]
@@ -362,6 +509,39 @@ class LocalKafka:
         for n in self.nodes:
             n.voters = voters
         self._save(ports)
+
+    @property
+    def credentials_path(self) -> Path:
+        return self.data_dir / "credentials.env"
+
+    def _credentials(self, nodes: int) -> Credentials:
+        """Those saved with the storage; new ones for storage not formatted yet."""
+        saved = Credentials.load(self.credentials_path)
+        if saved is not None:
+            return saved
+        formatted = [
+            d
+            for d in (self.data_dir / f"node{i + 1}" for i in range(nodes))
+            if (d / "logs" / "meta.properties").exists()
+        ]
+        if formatted:
+            raise KafkaUnavailable(
+                f"{self.data_dir} was formatted without SCRAM credentials (before the broker"
+                " had authentication): `make clean` (or remove that folder) to start afresh"
+            )
+        creds = Credentials.generate()
+        creds.save(self.credentials_path)
+        return creds
+
+    def client_env(self) -> dict[str, str]:
+        """Environment for clients: the admin as shared principal plus each service's own
+        (empty when security is off)."""
+        return self.credentials.env() if self.credentials else {}
+
+    @property
+    def admin(self) -> KafkaSecurity:
+        """The admin principal's client settings (PLAINTEXT when security is off)."""
+        return self.credentials.admin() if self.credentials else KafkaSecurity()
 
     def _load(self) -> dict[str, str]:
         path = self.data_dir / "cluster.env"
@@ -407,7 +587,8 @@ class LocalKafka:
             try:
                 # in a thread of its own: the caller may be inside an event loop
                 with ThreadPoolExecutor(1) as pool:
-                    seen = pool.submit(asyncio.run, _registered_brokers(self.bootstrap)).result()
+                    probe = _registered_brokers(self.bootstrap, self.admin)
+                    seen = pool.submit(asyncio.run, probe).result()
                 if want <= seen:
                     return
                 last = f"brokers registered: {sorted(seen)}"
@@ -437,14 +618,17 @@ def _listening(port: int) -> bool:
         return False
 
 
-async def _registered_brokers(bootstrap: str) -> set[int]:
+async def _registered_brokers(bootstrap: str, security: KafkaSecurity) -> set[int]:
     import logging
 
     from aiokafka.admin import AIOKafkaAdminClient
 
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, client_id="lienthong-probe", request_timeout_ms=3000
+        bootstrap_servers=bootstrap,
+        client_id="lienthong-probe",
+        request_timeout_ms=3000,
+        **security.kwargs(),
     )
     await admin.start()
     try:
@@ -459,6 +643,20 @@ def _cluster_id() -> str:
     import base64
 
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+RUN_CREDENTIALS = ROOT / ".run" / "kafka" / "credentials.env"
+
+
+def dev_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for developer tools (``tool``, ``make watch``, ``make lag``): as it is
+    when it says how to connect, else with ``make run``'s credentials when there are some
+    and the broker is a local one (no remote cluster named)."""
+    env = dict(os.environ if env is None else env)
+    hosts = [h.rsplit(":", 1)[0] for h in env.get("KAFKA_BOOTSTRAP_SERVERS", "").split(",") if h]
+    if security_configured(env) or any(h not in ("127.0.0.1", "localhost") for h in hosts):
+        return env
+    return {**read_env_file(RUN_CREDENTIALS), **env}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -486,13 +684,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if a.cmd == "tool":
             bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{DEFAULT_PORT}")
-            return subprocess.call(tool_command(a.name, a.args, bootstrap))
+            with client_config(KafkaSecurity.from_env(None, dev_env())) as config:
+                return subprocess.call(tool_command(a.name, a.args, bootstrap, config))
         cluster = a.cmd == "cluster"
         kafka = LocalKafka(a.dir, nodes=3 if cluster else 1, port=None if cluster else a.port)
         started = time.monotonic()
         bootstrap = kafka.start()
         took = time.monotonic() - started
         print(f"Apache Kafka {kafka_version()} on {bootstrap}, ready in {took:.1f}s ({a.dir})")
+        if kafka.credentials:
+            import asyncio
+
+            from services.runtime.acl import provision
+
+            env = kafka.client_env()
+            asyncio.run(provision(bootstrap, os.environ.get("LIENTHONG_TOPIC_PREFIX", ""), env=env))
+            print(f"SASL/SCRAM on; credentials in {kafka.credentials_path}")
         try:
             while all(n.alive() for n in kafka.nodes):
                 time.sleep(0.5)

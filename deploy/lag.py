@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from deploy.kafka import dev_env
+from services.runtime.kafka_auth import KafkaSecurity
 from services.runtime.lag import LagProbe, PartitionLag
 
 
@@ -65,7 +67,7 @@ def _style(lag: int) -> str:
 
 async def main_async(bootstrap: str, prefix: str, watch: float | None, per_p: bool) -> None:
     console = Console()
-    probe = LagProbe(bootstrap, "lienthong-lag-cli")
+    probe = LagProbe(bootstrap, "lienthong-lag-cli", KafkaSecurity.from_env(None, dev_env()))
     try:
         if watch is None:
             console.print(render(await snapshot(probe, prefix), per_p))

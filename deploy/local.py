@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import httpx
 
 from deploy.kafka import LocalKafka
+from services.runtime.kafka_auth import KafkaSecurity, only_service
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("intake", "routing", "consultation", "notification")
@@ -201,7 +202,8 @@ def service_env(
     database_url: str,
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment of one service process."""
+    """The environment of one service process, with its own Kafka principal only
+    (``{NAME}_KAFKA_SASL_…`` becomes its ``KAFKA_SASL_…``; other principals' are dropped)."""
     prefix = name.upper()
     env = {
         **os.environ,
@@ -211,7 +213,22 @@ def service_env(
         "PYTHONUNBUFFERED": "1",
     }
     env.update(extra or {})
-    return env
+    return only_service(env, name, SERVICES)
+
+
+def provision_kafka(bootstrap: str, prefix: str, env: Mapping[str, str]) -> None:
+    """Topics and per-service ACLs of a deployment, as the admin of ``env``, before its
+    services start under their own principals (a no-op without SASL). Runs in a thread of
+    its own: the caller may be inside an event loop."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from services.runtime.acl import provision
+
+    if not KafkaSecurity.from_env(None, env).sasl:
+        return
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, provision(bootstrap, prefix, env=env)).result()
 
 
 def wait_ready(urls: Iterable[str], timeout: float = 60.0) -> dict[str, float]:
@@ -247,8 +264,10 @@ class ServiceStack:
     ) -> None:
         self.bootstrap = bootstrap
         self.database_url = database_url
+        self.topic_prefix = topic_prefix
         self.logs = logs
         self.ports = {s: free_port() for s in SERVICES}
+        self.provisioned = False
         self.env_extra = {
             "LIENTHONG_TOPIC_PREFIX": topic_prefix,
             "NOTIFICATION_SMTP_PORT": str(smtp_port),
@@ -261,6 +280,9 @@ class ServiceStack:
         return f"http://127.0.0.1:{self.ports[name]}"
 
     def start(self, *names: str) -> None:
+        if not self.provisioned:
+            provision_kafka(self.bootstrap, self.topic_prefix, {**os.environ, **self.env_extra})
+            self.provisioned = True
         for name in names or SERVICES:
             env = service_env(
                 name,

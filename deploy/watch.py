@@ -19,7 +19,9 @@ from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 
 from contracts.topics import TOPICS
+from deploy.kafka import dev_env
 from services.runtime.calendar import VN_TZ
+from services.runtime.kafka_auth import KafkaSecurity
 
 COLOURS = {
     "procedure": "dim",
@@ -39,6 +41,7 @@ async def watch(bootstrap: str, prefix: str, from_beginning: bool, dossier: str 
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
+        **KafkaSecurity.from_env(None, dev_env()).kwargs(),
     )
     await consumer.start()
     console.print(f"[bold]watching[/] {bootstrap} ({len(TOPICS)} topics); Ctrl-C to stop")

@@ -16,9 +16,21 @@ def infra_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(infra_dir: Path) -> Iterator[str]:
-    with infra.kafka(infra_dir) as (bootstrap, _kind):
-        yield bootstrap
+def kafka_session(infra_dir: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """The session's broker and its client environment; the test process is its admin."""
+    with infra.kafka(infra_dir) as (bootstrap, _kind, env), infra.admin_environment(env):
+        yield bootstrap, env
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_session: tuple[str, dict[str, str]]) -> str:
+    return kafka_session[0]
+
+
+@pytest.fixture(scope="session")
+def kafka_env(kafka_session: tuple[str, dict[str, str]]) -> dict[str, str]:
+    """SASL settings of the admin and of each service's principal (empty: PLAINTEXT)."""
+    return kafka_session[1]
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,23 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
+from services.runtime.kafka_auth import KafkaSecurity
+
 T = TypeVar("T")
 
 
+def kafka_kwargs(security: KafkaSecurity | None = None) -> dict[str, Any]:
+    """Client keyword arguments for ``security`` (default: the environment's, the admin)."""
+    return (security or KafkaSecurity.from_env()).kwargs()
+
+
 async def read_topic(
-    bootstrap: str, topic: str, *, at_least: int, timeout: float = 20.0
+    bootstrap: str,
+    topic: str,
+    *,
+    at_least: int,
+    timeout: float = 20.0,
+    security: KafkaSecurity | None = None,
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topic`` from the start, once at least ``at_least`` arrived."""
     consumer = AIOKafkaConsumer(
@@ -23,6 +35,7 @@ async def read_topic(
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        **kafka_kwargs(security),
     )
     await consumer.start()
     out: list[ConsumerRecord[bytes, bytes]] = []
@@ -64,12 +77,17 @@ def headers(record: Any) -> dict[str, str]:
     return {k: v.decode() for k, v in (record.headers or [])}
 
 
-async def read_all(bootstrap: str, topics: dict[str, int]) -> list[ConsumerRecord[bytes, bytes]]:
+async def read_all(
+    bootstrap: str, topics: dict[str, int], security: KafkaSecurity | None = None
+) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topics`` (name: partition count) up to their end offsets now."""
     from aiokafka import TopicPartition
 
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        **kafka_kwargs(security),
     )
     await consumer.start()
     out: list[ConsumerRecord[bytes, bytes]] = []

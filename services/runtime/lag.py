@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from services.runtime.kafka_auth import KafkaSecurity
 from services.runtime.metrics import CONSUMER_LAG
 
 
@@ -43,16 +44,25 @@ class PartitionLag:
 class LagProbe:
     """An admin client and a group-less consumer, kept open between reads."""
 
-    def __init__(self, bootstrap: str, client_id: str = "lienthong-lag") -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        client_id: str = "lienthong-lag",
+        security: KafkaSecurity | None = None,
+    ) -> None:
         self.bootstrap = bootstrap
         self.client_id = client_id
+        self.security = security or KafkaSecurity.from_env()
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
         self._admin = AIOKafkaAdminClient(
-            bootstrap_servers=self.bootstrap, client_id=self.client_id, request_timeout_ms=5000
+            bootstrap_servers=self.bootstrap,
+            client_id=self.client_id,
+            request_timeout_ms=5000,
+            **self.security.kwargs(),
         )
         await self._admin.start()
         self._consumer = AIOKafkaConsumer(
@@ -61,6 +71,7 @@ class LagProbe:
             group_id=None,
             enable_auto_commit=False,
             request_timeout_ms=5000,
+            **self.security.kwargs(),
         )
         await self._consumer.start()
 

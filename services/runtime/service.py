@@ -25,13 +25,15 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from contracts.topics import Topic
+from contracts.topics import TOPICS, Topic
 from services.runtime import logging as rlog
+from services.runtime.acl import SERVICES, service_topics
 from services.runtime.broker import ensure_topics, make_broker, make_producer
 from services.runtime.calendar import CalendarOverrides, WorkingCalendar
 from services.runtime.clock import Clock, make_clock
 from services.runtime.consumer import EventConsumer, Handler
 from services.runtime.db import create_pool, is_transient, migrate
+from services.runtime.kafka_auth import KafkaSecurity
 from services.runtime.lag import LagProbe, PartitionLag, export
 from services.runtime.ops import install_edge_guards, ops_router
 from services.runtime.outbox import (
@@ -151,7 +153,9 @@ def create_app(
     settings = settings or ServiceSettings.for_service(spec.name)
     rt = Runtime(spec.name, settings, clock)
     wiring = spec.wire(rt)
-    broker = make_broker(settings.kafka_bootstrap_servers, f"lienthong-{spec.name}")
+    # The service's own principal: {NAME}_KAFKA_SASL_USERNAME, else KAFKA_SASL_USERNAME.
+    security = KafkaSecurity.from_env(spec.name)
+    broker = make_broker(settings.kafka_bootstrap_servers, f"lienthong-{spec.name}", security)
     if wiring.handlers:
         rt.consumer = EventConsumer(
             group_id=settings.group_id(spec.name),
@@ -182,11 +186,19 @@ def create_app(
         rt._pool = await _patiently("database", open_pool)
         applied = await _patiently("migrations", lambda: migrate(rt.pool, schema, spec.migrations))
         await _patiently(
-            "topics", lambda: ensure_topics(settings.kafka_bootstrap_servers, settings.topic_prefix)
+            "topics",
+            lambda: ensure_topics(
+                settings.kafka_bootstrap_servers,
+                settings.topic_prefix,
+                security=security,
+                topics=service_topics(spec.name) if spec.name in SERVICES else TOPICS,
+            ),
         )
 
         async def start_producer() -> AIOKafkaProducer:
-            producer = make_producer(settings.kafka_bootstrap_servers, f"lienthong-{spec.name}")
+            producer = make_producer(
+                settings.kafka_bootstrap_servers, f"lienthong-{spec.name}", security
+            )
             try:
                 await producer.start()
             except BaseException:
@@ -195,7 +207,9 @@ def create_app(
             return producer
 
         rt._producer = await _patiently("producer", start_producer)
-        rt.lag_probe = LagProbe(settings.kafka_bootstrap_servers, f"lienthong-{spec.name}-lag")
+        rt.lag_probe = LagProbe(
+            settings.kafka_bootstrap_servers, f"lienthong-{spec.name}-lag", security
+        )
         wakers = [
             Waker(settings.database_url, f"{schema}_outbox"),
             Waker(settings.database_url, f"{schema}_timers"),

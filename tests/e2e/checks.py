@@ -13,6 +13,7 @@ import asyncpg
 import httpx
 
 from contracts.topics import CONSULTATION, DOSSIER, NOTIFICATION, ROUTING
+from services.runtime.kafka_auth import KafkaSecurity
 from tests.e2e.test_walking_skeleton import BIRTH, CONSULTED, PERMIT
 from tests.helpers import eventually, read_all
 
@@ -64,7 +65,11 @@ async def _count(accepted: dict[str, str]) -> int:
 
 
 async def settle_and_count(
-    db: asyncpg.Connection, bootstrap: str, prefix: str, dossiers: dict[str, str]
+    db: asyncpg.Connection,
+    bootstrap: str,
+    prefix: str,
+    dossiers: dict[str, str],
+    security: KafkaSecurity | None = None,
 ) -> dict[str, int]:
     """Wait until every effect is there, assert each exactly once, return the counts."""
     expected_requests = sum(CONSULTED[p] for p in dossiers.values())
@@ -110,7 +115,7 @@ async def settle_and_count(
     topics = {
         t.full_name(prefix): t.partitions for t in (DOSSIER, ROUTING, CONSULTATION, NOTIFICATION)
     }
-    records = await read_all(bootstrap, topics)
+    records = await read_all(bootstrap, topics, security)
     seen = collections.Counter(json.loads(r.value)["event_id"] for r in records)
     return {
         "dossiers": len(dossiers),

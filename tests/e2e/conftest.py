@@ -29,6 +29,7 @@ def clock(tmp_path: Path) -> FileOffsetClock:
 @pytest.fixture
 def stack(
     kafka_bootstrap: str,
+    kafka_env: dict[str, str],
     database_url: str,
     topic_prefix: str,
     tmp_path: Path,
@@ -41,7 +42,11 @@ def stack(
         topic_prefix=topic_prefix,
         logs=tmp_path,
         smtp_port=smtp.port,
-        extra={"CONSULTATION_DEV_TOKENS": "1", "LIENTHONG_CLOCK_FILE": str(clock.path)},
+        extra={
+            **kafka_env,  # each service connects as its own principal
+            "CONSULTATION_DEV_TOKENS": "1",
+            "LIENTHONG_CLOCK_FILE": str(clock.path),
+        },
     )
     s.start()
     try:

@@ -26,7 +26,9 @@ from deploy.local import SmtpSink
 from tests.e2e.checks import Submitter, settle_and_count
 from tests.e2e.stack import Stack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# A hang guard, not a timing assertion: 2,000 dossiers through three JVMs and the four
+# services take several minutes on a loaded 2-core machine (the suite's default is 300 s).
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +59,14 @@ def single(jars: Path, tmp_path: Path) -> Iterator[LocalKafka]:
         kafka.stop()
 
 
-def _stack(bootstrap: str, database_url: str, prefix: str, logs: Path, smtp: SmtpSink) -> Stack:
+def _stack(kafka: LocalKafka, database_url: str, prefix: str, logs: Path, smtp: SmtpSink) -> Stack:
     stack = Stack(
-        bootstrap=bootstrap,
+        bootstrap=kafka.bootstrap,
         database_url=database_url,
         topic_prefix=prefix,
         logs=logs,
         smtp_port=smtp.port,
+        extra=kafka.client_env(),  # these brokers' own credentials, one principal a service
     )
     stack.start()
     stack.wait_ready(timeout=120)
@@ -79,7 +82,7 @@ async def test_sigkill_one_of_three_brokers_mid_stream(
     http: httpx.AsyncClient,
     db: asyncpg.Connection,
 ) -> None:
-    stack = _stack(cluster.bootstrap, database_url, topic_prefix, tmp_path, smtp)
+    stack = _stack(cluster, database_url, topic_prefix, tmp_path, smtp)
     try:
         submit = Submitter(http, stack.url("intake"), concurrency=32)
         started = time.monotonic()
@@ -93,7 +96,9 @@ async def test_sigkill_one_of_three_brokers_mid_stream(
         restarted_at = len(submit.accepted)
         await flow
         await asyncio.to_thread(cluster.wait_ready, 120)
-        counts = await settle_and_count(db, cluster.bootstrap, topic_prefix, submit.accepted)
+        counts = await settle_and_count(
+            db, cluster.bootstrap, topic_prefix, submit.accepted, cluster.admin
+        )
         assert all(p.poll() is None for p in stack.procs.values()), "a service died"
     finally:
         stack.stop()
@@ -113,7 +118,7 @@ async def test_single_broker_stopped_and_started_mid_stream(
     http: httpx.AsyncClient,
     db: asyncpg.Connection,
 ) -> None:
-    stack = _stack(single.bootstrap, database_url, topic_prefix, tmp_path, smtp)
+    stack = _stack(single, database_url, topic_prefix, tmp_path, smtp)
     pids = {n: p.pid for n, p in stack.procs.items()}
     try:
         submit = Submitter(http, stack.url("intake"), concurrency=8)
@@ -127,7 +132,9 @@ async def test_single_broker_stopped_and_started_mid_stream(
         node.start()
         await asyncio.to_thread(single.wait_ready, 120)
         await flow
-        counts = await settle_and_count(db, single.bootstrap, topic_prefix, submit.accepted)
+        counts = await settle_and_count(
+            db, single.bootstrap, topic_prefix, submit.accepted, single.admin
+        )
         alive = {n: p.pid for n, p in stack.procs.items() if p.poll() is None}
         assert alive == pids, "a service had to be restarted"
     finally:

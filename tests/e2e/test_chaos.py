@@ -115,6 +115,7 @@ async def test_chaos_kills_every_kind_of_process_during_2000_dossiers(
         topic_prefix=topic_prefix,
         logs=tmp_path,
         smtp_port=smtp.port,
+        extra=kafka.client_env(),  # this broker's own credentials, one principal a service
     )
     stack.start()
     stack.wait_ready(timeout=120)
@@ -139,7 +140,9 @@ async def test_chaos_kills_every_kind_of_process_during_2000_dossiers(
             stack.wait_ready(timeout=120)
         db = await asyncpg.connect(url)
         try:
-            counts = await settle_and_count(db, kafka.bootstrap, topic_prefix, submit.accepted)
+            counts = await settle_and_count(
+                db, kafka.bootstrap, topic_prefix, submit.accepted, kafka.admin
+            )
         finally:
             await db.close()
         assert all(p.poll() is None for p in stack.procs.values()), "a service died"

@@ -27,7 +27,7 @@ from services.runtime.calendar import VN_TZ, format_local
 from services.runtime.clock import ManualClock
 from services.runtime.service import Runtime, create_app
 from services.runtime.settings import ServiceSettings
-from tests.helpers import eventually
+from tests.helpers import eventually, kafka_kwargs
 
 LEAD = "000.50.03.H29"
 PLANNING, ENVIRONMENT, FIRE = "000.70.04.H29", "000.80.06.H29", "000.90.08.H29"
@@ -65,7 +65,7 @@ class Harness:
 
     async def publish(self, payload: EventPayload, subject: str) -> None:
         env = new_envelope(payload, subject=subject, producer="test", occurred_at=self.clock.now())
-        p = AIOKafkaProducer(bootstrap_servers=self.bootstrap)
+        p = AIOKafkaProducer(bootstrap_servers=self.bootstrap, **kafka_kwargs())
         await p.start()
         await p.send_and_wait(
             topic_for(env.type).full_name(self.prefix),

@@ -14,6 +14,7 @@ from contracts.topics import DOSSIER, TOPICS
 from deploy.kafka import KafkaUnavailable, ensure_jars, run_tool
 from services.runtime.broker import ensure_topics
 from services.runtime.lag import LagProbe
+from tests.helpers import kafka_kwargs
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,9 @@ async def test_lag_matches_kafka_consumer_groups_and_tools_work(
 ) -> None:
     await ensure_topics(kafka_bootstrap, topic_prefix)
     topic = DOSSIER.full_name(topic_prefix)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_bootstrap, enable_idempotence=True, **kafka_kwargs()
+    )
     await producer.start()
     try:
         for i in range(60):
@@ -57,7 +60,10 @@ async def test_lag_matches_kafka_consumer_groups_and_tools_work(
     # A group that committed part of the way on some partitions, none on others.
     group = f"{topic_prefix}lienthong-lagcheck"
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False
+        bootstrap_servers=kafka_bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        **kafka_kwargs(),
     )
     await consumer.start()
     try:

@@ -19,7 +19,7 @@ from services.runtime.broker import ensure_topics, make_broker, make_producer
 from services.runtime.clock import SystemClock
 from services.runtime.consumer import EventConsumer
 from services.runtime.outbox import Outbox, OutboxRelay, Waker
-from tests.helpers import eventually, headers, read_topic
+from tests.helpers import eventually, headers, kafka_kwargs, read_topic
 
 CODE = "000.00.01.H22-251124-0007"
 
@@ -139,7 +139,7 @@ async def test_consumer_applies_once_and_dead_letters_bad_events(
         "event_id": str(uuid.uuid4()),
         "data": {"code": "not a code"},
     }
-    raw = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    raw = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, **kafka_kwargs())
     await raw.start()
     for value in (
         good[0].model_dump_json().encode(),

@@ -18,7 +18,40 @@ def test_single_node_is_tuned_for_one_small_machine(tmp_path: Path) -> None:
     assert conf["offsets.topic.replication.factor"] == "1"
     assert conf["transaction.state.log.min.isr"] == "1"
     assert conf["log.dirs"].startswith(str(tmp_path))
+    assert conf["listeners"].startswith("SASL_PLAINTEXT://127.0.0.1:")
+    assert conf["listener.security.protocol.map"].endswith("CONTROLLER:PLAINTEXT")
+    assert conf["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert conf["authorizer.class.name"].endswith("StandardAuthorizer")
+    assert conf["allow.everyone.if.no.acl.found"] == "false"
+    assert "User:admin" in conf["super.users"].split(";")
+    assert not any(f"User:{s}" in conf["super.users"] for s in kafka.SERVICES)
+
+
+def test_plaintext_when_security_is_off(tmp_path: Path) -> None:
+    conf = LocalKafka(tmp_path, secure=False).nodes[0].config(cluster_size=1)
     assert conf["listeners"].startswith("PLAINTEXT://127.0.0.1:")
+    assert "authorizer.class.name" not in conf
+
+
+def test_credentials_are_private_and_survive_a_restart(tmp_path: Path) -> None:
+    first = LocalKafka(tmp_path)
+    assert (first.credentials_path.stat().st_mode & 0o777) == 0o600
+    env = first.client_env()
+    assert env["KAFKA_SASL_USERNAME"] == "admin"
+    assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+    assert {env[f"{s.upper()}_KAFKA_SASL_USERNAME"] for s in kafka.SERVICES} == set(kafka.SERVICES)
+    assert len({env[f"{s.upper()}_KAFKA_SASL_PASSWORD"] for s in kafka.SERVICES}) == 4
+    assert LocalKafka(tmp_path).client_env() == env
+    assert first.credentials is not None
+    scram = first.credentials.scram_args()
+    assert scram.count("--add-scram") == 6  # admin, broker and the four services
+
+
+def test_storage_formatted_without_credentials_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "node1" / "logs").mkdir(parents=True)
+    (tmp_path / "node1" / "logs" / "meta.properties").write_text("version=1\n")
+    with pytest.raises(KafkaUnavailable, match="make clean"):
+        LocalKafka(tmp_path)
 
 
 def test_three_nodes_replicate_internal_topics_and_share_a_quorum(tmp_path: Path) -> None:
@@ -59,3 +92,27 @@ def test_tools_get_the_bootstrap_server_when_missing() -> None:
     assert "org.apache.kafka.tools.TopicCommand" in cmd
     with pytest.raises(KafkaUnavailable, match="unknown tool"):
         kafka.tool_command("nope", [])
+
+
+def test_tools_get_the_client_properties_with_their_own_flag(tmp_path: Path) -> None:
+    config = tmp_path / "client.properties"
+    cmd = kafka.tool_command("consumer-groups", ["--list"], "127.0.0.1:1", config)
+    assert cmd[-2:] == ["--command-config", str(config)]
+    cmd = kafka.tool_command("console-consumer", ["--topic", "t"], "127.0.0.1:1", config)
+    assert cmd[-2:] == ["--consumer.config", str(config)]
+    assert "org.apache.kafka.tools.AclCommand" in kafka.tool_command("acls", ["--list"])
+
+
+def test_dev_tools_read_make_runs_credentials_only_for_a_local_broker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creds = tmp_path / "credentials.env"
+    creds.write_text("KAFKA_SASL_USERNAME=admin\nKAFKA_SASL_PASSWORD=pw\n")
+    monkeypatch.setattr(kafka, "RUN_CREDENTIALS", creds)
+    assert kafka.dev_env({})["KAFKA_SASL_USERNAME"] == "admin"
+    local = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:29092"}
+    assert kafka.dev_env(local)["KAFKA_SASL_PASSWORD"] == "pw"
+    remote = {"KAFKA_BOOTSTRAP_SERVERS": "kafka.example.vn:9092"}
+    assert "KAFKA_SASL_USERNAME" not in kafka.dev_env(remote)
+    own = {"KAFKA_SASL_USERNAME": "ops", "KAFKA_SASL_PASSWORD": "x"}
+    assert kafka.dev_env(own)["KAFKA_SASL_USERNAME"] == "ops"

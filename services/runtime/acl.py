@@ -1,0 +1,221 @@
+"""Who may do what on the broker: per-service ACLs, created with the admin principal.
+
+Each service may write only to the topics it publishes and to the dead-letter topic, read
+only the topics it consumes, and use only its own consumer group. Names carry the
+deployment's topic prefix, so ACLs are literal and made per prefix (``provision``), which
+keeps test deployments apart as well.
+
+aiokafka's admin client has no ``create_acls``; its protocol module has the CreateAcls
+request (v1, the first version Kafka 4 still serves), so ``create_acls`` sends a batch of
+them through the admin client's connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.protocol.admin import CreateAclsRequest_v1, DescribeAclsRequest
+from aiokafka.protocol.api import Request
+
+from contracts.topics import (
+    CATALOGUE,
+    CONSULTATION,
+    DEAD_LETTER,
+    DOSSIER,
+    NOTIFICATION,
+    ROUTING,
+    Topic,
+)
+from services.runtime.kafka_auth import KafkaSecurity
+
+SERVICES = ("intake", "routing", "consultation", "notification")
+
+# Who publishes which topic (the event families each service's outbox emits).
+PRODUCES: dict[str, tuple[Topic, ...]] = {
+    "intake": (CATALOGUE, DOSSIER),
+    "routing": (ROUTING,),
+    "consultation": (CONSULTATION,),
+    "notification": (NOTIFICATION,),
+}
+# Who consumes which (each service's ``SPEC.topics``; a unit test keeps them equal).
+CONSUMES: dict[str, tuple[Topic, ...]] = {
+    "intake": (DOSSIER, ROUTING, CONSULTATION, NOTIFICATION),
+    "routing": (CATALOGUE, DOSSIER, CONSULTATION),
+    "consultation": (ROUTING, DOSSIER),
+    "notification": (DOSSIER, CONSULTATION),
+}
+
+# Kafka's protocol codes (org.apache.kafka.common.acl / resource).
+ANY = 1
+TOPIC, GROUP = 2, 3
+LITERAL = 3
+READ, WRITE = 3, 4
+ALLOW = 3
+OPERATIONS = {READ: "Read", WRITE: "Write"}
+
+
+@dataclass(frozen=True)
+class Acl:
+    """``User:principal`` is allowed ``operation`` on the literal resource ``name``."""
+
+    resource_type: int
+    name: str
+    principal: str
+    operation: int
+
+    def __str__(self) -> str:
+        kind = {TOPIC: "topic", GROUP: "group"}[self.resource_type]
+        return f"User:{self.principal} {OPERATIONS[self.operation]} {kind} {self.name}"
+
+
+def service_topics(service: str) -> tuple[Topic, ...]:
+    """Every topic a service touches: what it publishes, consumes, and dead letters."""
+    seen = dict.fromkeys((*PRODUCES[service], *CONSUMES[service], DEAD_LETTER))
+    return tuple(seen)
+
+
+def group_id(service: str, prefix: str = "") -> str:
+    """A service's consumer group, as ``ServiceSettings.group_id`` names it."""
+    return f"{prefix}lienthong-{service}"
+
+
+def acls_for(service: str, principal: str, prefix: str = "") -> list[Acl]:
+    """The ACLs of one service's principal for one deployment prefix."""
+    out = [Acl(TOPIC, t.full_name(prefix), principal, WRITE) for t in PRODUCES[service]]
+    out.append(Acl(TOPIC, DEAD_LETTER.full_name(prefix), principal, WRITE))
+    out += [Acl(TOPIC, t.full_name(prefix), principal, READ) for t in CONSUMES[service]]
+    out.append(Acl(GROUP, group_id(service, prefix), principal, READ))
+    return out
+
+
+class _CreateAcls(Request[CreateAclsRequest_v1]):  # type: ignore[misc]
+    """Many ACL creations in one CreateAcls v1 request."""
+
+    API_KEY = 30
+
+    def __init__(self, acls: Sequence[Acl]) -> None:
+        self.acls = acls
+
+    def build(self, request_struct_class: type[CreateAclsRequest_v1]) -> CreateAclsRequest_v1:
+        return request_struct_class(
+            [
+                (a.resource_type, a.name, LITERAL, f"User:{a.principal}", "*", a.operation, ALLOW)
+                for a in self.acls
+            ]
+        )
+
+
+class AclError(RuntimeError):
+    """The broker refused to create an ACL (usually: not asked by a super user)."""
+
+
+async def create_acls(
+    admin: AIOKafkaAdminClient, acls: Sequence[Acl], wait_s: float = 30.0
+) -> None:
+    """Create ``acls`` (creating an existing one is a no-op on Kafka), then wait until every
+    broker enforces them: each applies the metadata log on its own, a moment later."""
+    if not acls:
+        return
+    client: Any = admin._client  # aiokafka has the requests but no admin methods
+    response = await client.send(client.get_random_node(), _CreateAcls(acls))
+    errors = [
+        f"{acl}: error {code} {message}"
+        for acl, (code, message) in zip(acls, response.creation_responses, strict=True)
+        if code
+    ]
+    if errors:
+        raise AclError("; ".join(errors))
+    wanted = set(acls)
+    deadline = time.monotonic() + wait_s
+    for node in sorted(b.nodeId for b in client.cluster.brokers()):
+        while True:
+            missing = wanted - await _described(client, node)
+            if not missing:
+                break
+            if time.monotonic() > deadline:
+                raise AclError(f"broker {node} does not enforce {len(missing)} ACLs yet")
+            await asyncio.sleep(0.05)
+
+
+async def _described(client: Any, node: int) -> set[Acl]:
+    """The literal ALLOW ACLs one broker's authorizer holds now."""
+    request = DescribeAclsRequest(ANY, None, LITERAL, None, None, ANY, ALLOW)
+    response = await client.send(node, request)
+    if response.error_code:
+        raise AclError(f"describing ACLs on broker {node}: error {response.error_code}")
+    return {
+        Acl(rtype, name, principal.removeprefix("User:"), op)
+        for rtype, name, _pattern, entries in response.resources
+        for principal, _host, op, _perm in entries
+    }
+
+
+def principals_from_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Service name to SASL username, for the services given one (``INTAKE_KAFKA_…``)."""
+    out = {}
+    for s in SERVICES:
+        sec = KafkaSecurity.from_env(s, env)
+        shared = KafkaSecurity.from_env(None, env)
+        if sec.sasl and sec.username and sec.username != shared.username:
+            out[s] = sec.username
+    return out
+
+
+async def grant(
+    bootstrap: str,
+    principals: Mapping[str, str],
+    prefixes: Iterable[str] = ("",),
+    security: KafkaSecurity | None = None,
+) -> list[Acl]:
+    """Create every service's ACLs for each prefix, as ``security`` (the admin)."""
+    security = security or KafkaSecurity.from_env()
+    acls = [
+        acl
+        for prefix in prefixes
+        for service, principal in principals.items()
+        for acl in acls_for(service, principal, prefix)
+    ]
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="lienthong-admin", **security.kwargs()
+    )
+    await admin.start()
+    try:
+        await create_acls(admin, acls)
+    finally:
+        await admin.close()
+    return acls
+
+
+async def grant_from_env(
+    bootstrap: str, env: Mapping[str, str] | None = None, prefix: str = ""
+) -> list[Acl]:
+    """Every service's ACLs for ``prefix``, as the admin of ``env``, for the services
+    ``env`` names a principal of (none without SASL)."""
+    security = KafkaSecurity.from_env(None, env)
+    principals = principals_from_env(env)
+    if not security.sasl or not principals:
+        return []
+    return await grant(bootstrap, principals, [prefix], security)
+
+
+async def provision(
+    bootstrap: str,
+    prefix: str = "",
+    security: KafkaSecurity | None = None,
+    env: Mapping[str, str] | None = None,
+) -> list[Acl]:
+    """Topics and ACLs of one deployment, with the admin principal: what a service needs
+    before it starts under its own principal (which may create nothing)."""
+    from services.runtime.broker import ensure_topics
+
+    security = security or KafkaSecurity.from_env(None, env)
+    await ensure_topics(bootstrap, prefix, security=security)
+    principals = principals_from_env(env)
+    if not security.sasl or not principals:
+        return []
+    return await grant(bootstrap, principals, [prefix], security)
