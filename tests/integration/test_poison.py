@@ -29,7 +29,7 @@ from services.runtime.outbox import (
     failed_rows,
     retry_row,
 )
-from tests.helpers import eventually, headers, read_topic
+from tests.helpers import eventually, headers, kafka_kwargs, read_topic
 
 A = "000.00.01.H22-251124-0001"
 B = "000.00.01.H22-251124-0002"
@@ -53,7 +53,9 @@ def event(kind: str, subject: str = A, **over: object) -> bytes:
 
 
 async def publish(bootstrap: str, topic: str, values: list[tuple[str, bytes]]) -> None:
-    raw = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=2 * 1024 * 1024)
+    raw = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, max_request_size=2 * 1024 * 1024, **kafka_kwargs()
+    )
     await raw.start()
     try:
         for key, value in values:
