@@ -639,10 +639,15 @@ async def _registered_brokers(bootstrap: str, security: KafkaSecurity) -> set[in
 
 
 def _cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes in URL-safe base64 without padding."""
+    """A KRaft cluster id: 16 random bytes in URL-safe base64 without padding; like Kafka's
+    own ``Uuid.randomUuid``, never one starting with "-" (the storage tool would read it as
+    an option)."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 RUN_CREDENTIALS = ROOT / ".run" / "kafka" / "credentials.env"

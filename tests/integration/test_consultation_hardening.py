@@ -386,7 +386,7 @@ async def test_a_reply_signed_in_node_is_accepted(h: Harness) -> None:
     pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
     # Text where hand-made canonical JSON goes wrong: non-ASCII, quotes, escapes, an
     # astral character and U+2028.
-    conditions = 'Bổ sung "phương án PCCC" \\ bản vẽ\ttầng hầm 😀 \u2028 đạt QCVN 06:2022/BXD'
+    conditions = 'Bổ sung "phương án PCCC" \\ bản vẽ\ntầng hầm 😀 \u2028 đạt QCVN 06:2022/BXD'
     fields = {
         "private_key_pem": pem,
         "request_id": requests[FIRE],
