@@ -89,6 +89,14 @@ def to_submission(p: PortalDossier) -> SubmitDossier:
     )
 
 
+class PortalAnswer(BaseModel):
+    """The portal's answer shape: ``error_code`` 0 on success, else the field and why."""
+
+    model_config = ConfigDict(extra="allow")
+    error_code: int
+    message: str
+
+
 def idempotency_key(p: PortalDossier) -> str:
     return f"portal:{p.MaHoSo}"
 
@@ -104,6 +112,7 @@ def success(accepted: DossierAccepted, portal_ref: str) -> dict[str, Any]:
         "NgayHenTra": format_portal_time(accepted.appointment_at),
         "DanhSachGiayToThieu": accepted.missing_documents,
         "LyDoTuChoi": accepted.reasons,
+        "MaTraCuu": accepted.lookup_code,
     }
 
 
