@@ -41,7 +41,7 @@ def stack(
         topic_prefix=topic_prefix,
         logs=tmp_path,
         smtp_port=smtp.port,
-        extra={"CONSULTATION_DEV_TOKENS": "1", "LIENTHONG_CLOCK_FILE": str(clock.path)},
+        extra={"LIENTHONG_CLOCK_FILE": str(clock.path)},
     )
     s.start()
     try:

@@ -16,8 +16,10 @@ import collections
 import json
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -27,7 +29,7 @@ from contracts.topics import CONSULTATION, DOSSIER, NOTIFICATION, ROUTING
 from deploy.kafka import KafkaUnavailable, LocalKafka, ensure_jars
 from deploy.local import SmtpSink
 from tests.e2e.stack import Stack
-from tests.e2e.test_walking_skeleton import BIRTH, CONSULTED, PERMIT
+from tests.e2e.test_walking_skeleton import BIRTH, CONSULTED, PERMIT, desk
 from tests.helpers import eventually, read_all
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -77,16 +79,25 @@ def _stack(bootstrap: str, database_url: str, prefix: str, logs: Path, smtp: Smt
 class Submitter:
     """Submits dossiers with bounded concurrency; counts what was accepted."""
 
-    def __init__(self, http: httpx.AsyncClient, url: str, concurrency: int) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        url: str,
+        concurrency: int,
+        headers: Callable[[dict[str, Any]], dict[str, str]],
+    ) -> None:
         self.http = http
         self.url = url
+        self.headers = headers
         self.sem = asyncio.Semaphore(concurrency)
         self.accepted: dict[str, str] = {}
 
     async def one(self, i: int) -> None:
         body = PERMIT if i % 2 else BIRTH
         async with self.sem:
-            r = await self.http.post(f"{self.url}/v1/dossiers", json=body)
+            r = await self.http.post(
+                f"{self.url}/v1/dossiers", json=body, headers=self.headers(body)
+            )
         assert r.status_code == 201, r.text
         self.accepted[r.json()["code"]] = body["procedure_code"]
 
@@ -172,7 +183,7 @@ async def test_sigkill_one_of_three_brokers_mid_stream(
 ) -> None:
     stack = _stack(cluster.bootstrap, database_url, topic_prefix, tmp_path, smtp)
     try:
-        submit = Submitter(http, stack.url("intake"), concurrency=32)
+        submit = Submitter(http, stack.url("intake"), concurrency=32, headers=partial(desk, stack))
         started = time.monotonic()
         flow = asyncio.create_task(submit.run(2000))
         await submit.reached(600)
@@ -207,7 +218,7 @@ async def test_single_broker_stopped_and_started_mid_stream(
     stack = _stack(single.bootstrap, database_url, topic_prefix, tmp_path, smtp)
     pids = {n: p.pid for n, p in stack.procs.items()}
     try:
-        submit = Submitter(http, stack.url("intake"), concurrency=8)
+        submit = Submitter(http, stack.url("intake"), concurrency=8, headers=partial(desk, stack))
         flow = asyncio.create_task(submit.run(600))
         await submit.reached(150)
         node = single.nodes[0]
