@@ -64,7 +64,7 @@ KINDS = (
     "operator",
     "portal",
 )
-UNAUTHENTICATED = KINDS[:5] + ("applicant_wrong_code",)
+UNAUTHENTICATED = (*KINDS[:5], "applicant_wrong_code")
 STAFF = ("desk_officer", "lead_head", "consulted_head", "other_agency_head", "operator")
 
 

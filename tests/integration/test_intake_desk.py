@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -294,3 +294,89 @@ async def test_correlation_id_flows_from_the_desk_into_the_event(
         "/v1/dossiers", json=MARRIAGE, headers={"X-Correlation-ID": "junk", **h}
     )
     assert other.headers["X-Correlation-ID"] != "junk"
+
+
+async def test_back_dating_is_bounded_needs_a_head_and_a_reason_and_is_audited(
+    intake: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    earlier = (clock.now() - timedelta(hours=5)).isoformat()
+    body = {**MARRIAGE, "received_at": earlier}
+    r = await intake.post("/v1/dossiers", json=body, headers=officer(MARRIAGE_DESK, clock))
+    assert r.status_code == 403 and r.json()["errors"][0]["field"] == "received_at"
+    head = officer(MARRIAGE_DESK, clock, "department_head")
+    r = await intake.post("/v1/dossiers", json=body, headers=head)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "backdate_reason"
+    too_far = {**body, "received_at": (clock.now() - timedelta(hours=73)).isoformat()}
+    r = await intake.post("/v1/dossiers", json={**too_far, "backdate_reason": "x"}, headers=head)
+    assert r.status_code == 422 and "72 hours" in r.json()["errors"][0]["reason"]
+    reason = "Hồ sơ nhận qua bưu chính sáng nay, nhập máy muộn"
+    r = await intake.post("/v1/dossiers", json={**body, "backdate_reason": reason}, headers=head)
+    assert r.status_code == 201, r.text
+    rows = await intake.app.state.runtime.pool.fetch(  # type: ignore[attr-defined]
+        "SELECT field, claimed_at, actor, reason FROM backdated WHERE dossier_code = $1",
+        r.json()["code"],
+    )
+    assert [(x["field"], x["reason"]) for x in rows] == [("received_at", reason)]
+    assert rows[0]["actor"].endswith(f"@{MARRIAGE_DESK} (department_head)")
+    slight = {**MARRIAGE, "received_at": (clock.now() - timedelta(minutes=2)).isoformat()}
+    r = await intake.post("/v1/dossiers", json=slight, headers=officer(MARRIAGE_DESK, clock))
+    assert r.status_code == 201  # clock skew is not back-dating
+
+
+async def test_a_desk_records_only_its_own_agency_and_operators_do_not_submit(
+    intake: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    r = await intake.post("/v1/dossiers", json=MARRIAGE, headers=officer(PERMIT_DESK, clock))
+    assert r.status_code == 403 and r.json()["errors"][0]["field"] == "receiving_agency"
+    r = await intake.post(
+        "/v1/dossiers",
+        json={**MARRIAGE, "receiving_agency": PERMIT_DESK},  # a centre receiving for others
+        headers=officer(PERMIT_DESK, clock),
+    )
+    assert r.status_code == 201
+    r = await intake.post(
+        "/v1/dossiers", json=MARRIAGE, headers=officer("000.00.00.H29", clock, "operator")
+    )
+    assert r.status_code == 403
+
+
+async def test_submissions_are_rate_limited_per_caller(
+    intake: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    intake.app.state.runtime.settings.submit_rate_per_minute = 3  # type: ignore[attr-defined]
+    clock.set(datetime(2026, 11, 23, 9, 0, 15, tzinfo=VN_TZ))
+    one = officer(MARRIAGE_DESK, clock)
+    codes = [
+        (await intake.post("/v1/dossiers", json=MARRIAGE, headers=one)).status_code
+        for _ in range(4)
+    ]
+    assert codes == [201, 201, 201, 429]
+    r = await intake.post("/v1/dossiers", json=MARRIAGE, headers=one)
+    assert r.status_code == 429 and r.headers["Retry-After"] == "45"
+    assert r.json()["detail"] == "too many submissions from this caller"
+    other = staff(MARRIAGE_DESK, "officer", now=clock.now(), person="another desk")
+    assert (await intake.post("/v1/dossiers", json=MARRIAGE, headers=other)).status_code == 201
+    clock.advance(timedelta(seconds=45))
+    assert (await intake.post("/v1/dossiers", json=MARRIAGE, headers=one)).status_code == 201
+
+
+async def test_the_lookup_code_opens_only_its_own_dossier(
+    intake: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    desk = officer(MARRIAGE_DESK, clock)
+    a = (await intake.post("/v1/dossiers", json=MARRIAGE, headers=desk)).json()
+    b = (await intake.post("/v1/dossiers", json=MARRIAGE, headers=desk)).json()
+    assert a["lookup_code"] != b["lookup_code"]
+    r = await intake.get(f"/v1/dossiers/{b['code']}", headers=applicant(a["lookup_code"]))
+    assert r.status_code == 401
+    spaced = a["lookup_code"].replace("-", " ").lower()  # read aloud, typed loosely
+    r = await intake.get(f"/v1/dossiers/{a['code']}", headers=applicant(spaced))
+    assert r.status_code == 200 and not r.json()["redacted"]
+    r = await intake.post(
+        f"/v1/dossiers/{a['code']}/stop", json={"reason": "x"}, headers=applicant(a["lookup_code"])
+    )
+    assert r.status_code == 401  # the applicant may not stop, only withdraw
+    r = await intake.post(
+        f"/v1/dossiers/{a['code']}/withdrawal", json={}, headers=applicant(a["lookup_code"])
+    )
+    assert r.status_code == 200 and r.json()["status"] == 7
