@@ -96,7 +96,7 @@ def build_router(rt: Runtime) -> APIRouter:
         "/notifications/{nid}/html",
         response_class=HTMLResponse,
         tags=["notification"],
-        responses=responses(401, 403, 404, 422),
+        responses=responses(401, 403, 404, 422, non_json_route=True),
     )
     async def html(nid: UUID, cred: BearerCred, lookup: LookupCred, request: Request) -> str:
         row, masked = await one(nid, cred, lookup, request)

@@ -634,6 +634,7 @@ def require_agency(who: Staff, agencies: Iterable[str | None], *, operators: boo
         raise forbidden("this dossier belongs to another agency", "agency")
 
 
+_PROBLEM_REF = "#/components/schemas/Problem"
 _DESCRIPTIONS = {
     400: "Bad request",
     401: "No credentials, or invalid, expired or wrong-audience ones",
@@ -646,14 +647,20 @@ _DESCRIPTIONS = {
 }
 
 
-def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+def responses(*codes: int, non_json_route: bool = False) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for the error answers a route gives, with the real body model
-    (``{detail, errors: [{field, reason}]}``) and the headers that come with 401 and 429."""
+    (``{detail, errors: [{field, reason}]}``) and the headers that come with 401 and 429.
+    A route whose success is not JSON (an HTML page) still answers errors in JSON."""
     from contracts.api import Problem
 
     out: dict[int | str, dict[str, Any]] = {}
     for code in codes:
-        entry: dict[str, Any] = {"model": Problem, "description": _DESCRIPTIONS[code]}
+        entry: dict[str, Any] = (
+            {"content": {"application/json": {"schema": {"$ref": _PROBLEM_REF}}}}
+            if non_json_route
+            else {"model": Problem}
+        )
+        entry["description"] = _DESCRIPTIONS[code]
         if code == 401:
             entry["headers"] = {
                 "WWW-Authenticate": {"schema": {"type": "string"}, "description": "scheme"}
