@@ -259,3 +259,18 @@ def test_every_route_of_every_service_takes_a_principal() -> None:
             for op in ops.values():
                 assert op.get("security"), (spec.name, path)
         assert not [r for r in app.routes if isinstance(r, APIRoute) and r.path == "/v1/dev/tokens"]
+
+
+def test_compose_holds_no_secret_and_publishes_on_loopback_only() -> None:
+    import yaml
+
+    text = (Path(__file__).resolve().parents[2] / "compose.yaml").read_text("utf-8")
+    doc = yaml.safe_load(text)
+    for name, svc in doc["services"].items():
+        for port in svc.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), (name, port)
+        env = {**doc["x-service"]["environment"], **svc.get("environment", {})}
+        for key, value in env.items():
+            if any(w in key for w in ("SECRET", "PASSWORD", "PRIVATE", "CLIENTS")):
+                assert str(value).startswith("${"), (name, key)
+    assert DEV_JWT_SECRET not in text and "change-me" not in text
