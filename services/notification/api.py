@@ -33,10 +33,12 @@ def build_router(rt: Runtime) -> APIRouter:
     g = rt.guards
 
     async def lookup_ok(code: str, secret: str) -> bool:
-        stored = await rt.pool.fetchval(
+        row = await rt.pool.fetchrow(
             "SELECT lookup_hash FROM dossier_access WHERE dossier_code = $1", code
         )
-        return auth.lookup_matches(stored, code, secret)
+        if row is None:  # the receipt event has not reached us yet: nothing to show
+            raise HTTPException(404, detail=f"no notifications for {code} yet")
+        return auth.lookup_matches(row["lookup_hash"], code, secret)
 
     async def allowed(code: str, cred: BearerCred, lookup: LookupCred, request: Request) -> bool:
         """Who may read ``code``'s notices; True when they must be masked (operators)."""
