@@ -168,9 +168,10 @@ async def main() -> None:
         try:
             async with httpx.AsyncClient(timeout=30) as http:
                 intake = stack.url("intake")
+                desk = stack.headers("000.00.16.H29")  # PERMIT's receiving agency
                 seq = []
                 for _ in range(50):
-                    r = await http.post(f"{intake}/v1/dossiers", json=PERMIT)
+                    r = await http.post(f"{intake}/v1/dossiers", json=PERMIT, headers=desk)
                     seq.append(r.json()["code"])
                     await wait_all(db, seq[-1:])
                 receipt, opened = await latencies(db, seq)
@@ -179,7 +180,7 @@ async def main() -> None:
 
                 async def submit() -> str:
                     async with sem:
-                        r = await http.post(f"{intake}/v1/dossiers", json=PERMIT)
+                        r = await http.post(f"{intake}/v1/dossiers", json=PERMIT, headers=desk)
                         return str(r.json()["code"])
 
                 burst = await asyncio.gather(*(submit() for _ in range(200)))

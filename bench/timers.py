@@ -98,6 +98,7 @@ async def scenario(url: str, others: int) -> dict[str, float]:
     for i in range(2):
         s = ServiceSettings.for_service("consultation")
         s.database_url = url
+        s.dev_mode = True  # no HTTP here: the built-in secret is harmless
         rt = Runtime("consultation", s, SystemClock())
         p = await create_pool(url, "consultation", max_size=4)
         rt._pool = p

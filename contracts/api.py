@@ -45,6 +45,10 @@ class SubmitDossier(BaseModel):
         default=None,
         description="Override the procedure's receiving agency: an agency of the catalogue",
     )
+    backdate_reason: Paragraph | None = Field(
+        default=None,
+        description="Why received_at is in the past (heads only, bounded, audited)",
+    )
 
 
 class DossierAccepted(BaseModel):
@@ -58,6 +62,11 @@ class DossierAccepted(BaseModel):
     appointment_local: str | None = Field(description="Appointment in Asia/Ho_Chi_Minh")
     missing_documents: list[str] = Field(default_factory=list)
     reasons: list[str] = Field(default_factory=list)
+    lookup_code: str | None = Field(
+        default=None,
+        description="The applicant's secret for this dossier (also on Form 01/02/03); given"
+        " once, not on an idempotent replay",
+    )
 
 
 class SupplementDossier(BaseModel):
@@ -91,13 +100,26 @@ class TimelineEntry(BaseModel):
     data: dict[str, Any]
 
 
+class RedactedApplicant(BaseModel):
+    """The applicant as shown to callers who do not need personal data: masked."""
+
+    name: str
+    object_type: int
+    id_number: str
+    phone: str | None = None
+    email: str | None = None
+    address: str | None = None
+    birth_date: str | None = None
+
+
 class DossierView(BaseModel):
     code: str
     procedure_code: str
     procedure_version: int
     procedure_name: str
     channel: Channel
-    applicant: Applicant
+    applicant: Applicant | RedactedApplicant
+    redacted: bool = Field(default=False, description="Personal data masked for this caller")
     status: PortalStatus
     outcome: str
     received_at: datetime
@@ -165,8 +187,14 @@ class NotificationView(BaseModel):
     )
 
 
+class FieldError(BaseModel):
+    field: str
+    reason: str
+    type: str | None = None
+
+
 class Problem(BaseModel):
     """An error answer: what went wrong and, for bad input, which fields."""
 
     detail: str
-    errors: list[dict[str, Any]] = Field(default_factory=list)
+    errors: list[FieldError] = Field(default_factory=list)

@@ -57,6 +57,9 @@ class DossierReceived(EventPayload):
     clock_starts_at: UtcDateTime
     appointment_at: UtcDateTime
     status: PortalStatus = PortalStatus.RECEIVED
+    lookup_code_sealed: str | None = Field(
+        default=None, description="The applicant's lookup code, sealed for notification"
+    )
 
 
 class SupplementRequested(EventPayload):
@@ -74,6 +77,9 @@ class SupplementRequested(EventPayload):
     note: NFCStr | None = None
     requested_at: UtcDateTime
     status: PortalStatus = PortalStatus.SUPPLEMENT_REQUESTED
+    lookup_code_sealed: str | None = Field(
+        default=None, description="At receipt only: the lookup code, sealed for notification"
+    )
 
 
 class DossierSupplemented(EventPayload):
@@ -101,6 +107,9 @@ class DossierRefused(EventPayload):
     reasons: tuple[NFCStr, ...] = Field(min_length=1)
     refused_at: UtcDateTime
     status: PortalStatus = PortalStatus.NOT_RECEIVED
+    lookup_code_sealed: str | None = Field(
+        default=None, description="The applicant's lookup code, sealed for notification"
+    )
 
 
 class DossierWithdrawn(EventPayload):

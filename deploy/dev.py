@@ -16,7 +16,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 from honcho.manager import Manager
 from rich.console import Console
 
@@ -32,9 +31,12 @@ from deploy.local import (
     service_env,
     wait_ready,
 )
+from services.runtime import auth
 from services.runtime.acl import grant_from_env
 from services.runtime.broker import ensure_topics
+from services.runtime.clock import SystemClock
 from services.runtime.kafka_auth import KafkaSecurity
+from services.runtime.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run"
@@ -109,7 +111,7 @@ def _run(started: float, ports: dict[str, int], smtp: SmtpSink, kafka: LocalBrok
         extra = {
             **kafka_env,
             "NOTIFICATION_SMTP_PORT": str(smtp_port),
-            "CONSULTATION_DEV_TOKENS": os.environ.get("CONSULTATION_DEV_TOKENS", "1"),
+            "LIENTHONG_DEV_MODE": "1",  # built-in secrets allowed, dev token minting on
             "CONSULTATION_DEMO_MINUTES": os.environ.get("DEMO_MINUTES", "0"),
             "LIENTHONG_CLOCK_FILE": str(clock_file),
         }
@@ -126,23 +128,39 @@ def _run(started: float, ports: dict[str, int], smtp: SmtpSink, kafka: LocalBrok
             console.print(f"[red]{exc}[/]")
             return
         took = time.monotonic() - started
-        token = _operator_token(urls["consultation"])
+        tokens = _dev_tokens()
         console.rule(f"[green]Liên thông is up in {took:.1f}s")
         for s, u in urls.items():
             console.print(f"  {s:<13} {u}/docs   (ready: {u}/ready, metrics: {u}/metrics)")
         console.print(f"  broker        {bootstrap}   database  {database_url}")
         console.print(f"  mail sink     smtp://127.0.0.1:{smtp_port}  -> {RUN / 'mail'}")
-        console.print("\nSubmit a dossier:")
+        console.print("\nDevelopment mode (LIENTHONG_DEV_MODE=1). Tokens, valid 12 h:")
+        for name, (token, who) in tokens.items():
+            console.print(f"  export {name.upper()}={token}   # {who}", soft_wrap=True)
+            (RUN / f"{name}-token").write_text(token)
         console.print(
-            f"  curl -s -X POST {urls['intake']}/v1/dossiers -H 'content-type: application/json'"
-            f" -d '{EXAMPLE}'",
+            f"  portal client: {auth.DEV_PORTAL_CLIENT}:{auth.DEV_PORTAL_SECRET}"
+            f"   (curl -u {auth.DEV_PORTAL_CLIENT}:{auth.DEV_PORTAL_SECRET} -X POST"
+            f" {urls['intake']}/v1/portal/token)",
             soft_wrap=True,
         )
-        console.print("Then, with CODE from the answer:")
-        console.print(f"  curl -s {urls['intake']}/v1/dossiers/CODE")
-        console.print(f"  curl -s {urls['notification']}/v1/notifications?dossier=CODE")
+        console.print("\nSubmit a dossier at the desk of agency 000.00.16.H29:")
         console.print(
-            f"  curl -s -H 'authorization: Bearer {token}' "
+            f"  curl -s -X POST {urls['intake']}/v1/dossiers -H 'content-type: application/json'"
+            f" -H \"authorization: Bearer $DESK\" -d '{EXAMPLE}'",
+            soft_wrap=True,
+        )
+        console.print(
+            "Then, with CODE and the applicant's LOOKUP code (lookup_code) from the answer:"
+        )
+        console.print(f"  curl -s -H 'X-Lookup-Code: LOOKUP' {urls['intake']}/v1/dossiers/CODE")
+        console.print(
+            f"  curl -s -H 'X-Lookup-Code: LOOKUP' {urls['notification']}/v1/notifications"
+            "?dossier=CODE",
+            soft_wrap=True,
+        )
+        console.print(
+            f'  curl -s -H "authorization: Bearer $OPERATOR" '
             f"{urls['consultation']}/v1/consultations?dossier=CODE",
             soft_wrap=True,
         )
@@ -155,7 +173,7 @@ def _run(started: float, ports: dict[str, int], smtp: SmtpSink, kafka: LocalBrok
         console.print(
             "  .venv/bin/python -m services.consultation.cli keygen --key-id pc07 --agency"
             f" 000.90.08.H29 --person 'Lê Văn Hùng' --register {urls['consultation']}"
-            " --token $(cat .run/operator-token)",
+            " --token $OPERATOR",
             soft_wrap=True,
         )
         console.print(
@@ -173,7 +191,6 @@ def _run(started: float, ports: dict[str, int], smtp: SmtpSink, kafka: LocalBrok
             "   (see README: operating the broker)"
         )
         console.print("Ctrl-C stops everything.")
-        (RUN / "operator-token").write_text(token)
 
     threading.Thread(target=announce, daemon=True).start()
     manager.loop()
@@ -181,16 +198,23 @@ def _run(started: float, ports: dict[str, int], smtp: SmtpSink, kafka: LocalBrok
     return 0 if manager.returncode in (None, 130, 143) else manager.returncode
 
 
-def _operator_token(consultation_url: str) -> str:
-    try:
-        r = httpx.post(
-            f"{consultation_url}/v1/dev/tokens",
-            json={"agency_id": "000.00.00.H29", "role": "operator", "person": "operator"},
-            timeout=5,
+def _dev_tokens() -> dict[str, tuple[str, str]]:
+    """Ready-to-use development tokens, minted with the services' own (development)
+    secret: an operator, a desk officer and the head of a lead agency."""
+    os.environ["LIENTHONG_DEV_MODE"] = "1"
+    minter = auth.Authenticator(ServiceSettings.for_service("consultation"), SystemClock())
+    people = {
+        "operator": ("000.00.00.H29", auth.OPERATOR, "Vận hành viên"),
+        "desk": ("000.00.16.H29", auth.OFFICER, "Cán bộ một cửa"),
+        "lead": ("000.50.03.H29", auth.DEPARTMENT_HEAD, "Trưởng phòng Cấp phép"),
+    }
+    return {
+        name: (
+            minter.mint_dev(agency_id=agency, role=role, person=person),
+            f"{role} of {agency}",
         )
-        return str(r.json()["token"])
-    except (httpx.HTTPError, KeyError, ValueError):
-        return "<set CONSULTATION_DEV_TOKENS=1 to mint tokens>"
+        for name, (agency, role, person) in people.items()
+    }
 
 
 if __name__ == "__main__":

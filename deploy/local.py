@@ -4,10 +4,12 @@ by the dev launcher, the test fixtures and the benchmarks alike."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import email
 import email.policy
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -16,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +26,7 @@ from typing import Any, Protocol
 import httpx
 
 from deploy.kafka import LocalKafka
+from services.runtime import auth
 from services.runtime.kafka_auth import KafkaSecurity, only_service
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -194,6 +198,50 @@ class SmtpSink:
             return [m for m in self.messages if m["X-Lienthong-Dossier"] == code]
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """Fresh production-style secrets for a local stack: a JWT secret, the lookup-code
+    sealing pair and a portal client. Services run with them outside development mode."""
+
+    jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    seal_private: str = field(
+        default_factory=lambda: base64.b64encode(secrets.token_bytes(32)).decode()
+    )
+    portal_client: str = "dvcqg"
+    portal_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+
+    def env(self, *, dev_mode: bool = False) -> dict[str, str]:
+        return {
+            "LIENTHONG_DEV_MODE": "1" if dev_mode else "0",
+            "LIENTHONG_JWT_SECRET": self.jwt_secret,
+            "NOTIFICATION_LOOKUP_SEAL_PRIVATE_KEY": self.seal_private,
+            "INTAKE_LOOKUP_SEAL_PUBLIC_KEY": auth.seal_public_key(self.seal_private),
+            "INTAKE_PORTAL_CLIENTS": f"{self.portal_client}:{self.portal_secret}",
+        }
+
+    def token(
+        self,
+        agency: str,
+        role: str = auth.OFFICER,
+        *,
+        person: str | None = None,
+        now: datetime | None = None,
+    ) -> str:
+        return auth.mint(
+            self.jwt_secret,
+            agency_id=agency,
+            role=role,
+            person=person or f"{role}@{agency}",
+            now=now or datetime.now(UTC),
+        )
+
+    def headers(
+        self, agency: str, role: str = auth.OFFICER, *, now: datetime | None = None
+    ) -> dict[str, str]:
+        """``Authorization`` for a staff member of ``agency`` with ``role``."""
+        return {"authorization": f"Bearer {self.token(agency, role, now=now)}"}
+
+
 def service_env(
     name: str,
     *,
@@ -268,16 +316,26 @@ class ServiceStack:
         self.logs = logs
         self.ports = {s: free_port() for s in SERVICES}
         self.provisioned = False
+        self.credentials = Credentials()
         self.env_extra = {
             "LIENTHONG_TOPIC_PREFIX": topic_prefix,
             "NOTIFICATION_SMTP_PORT": str(smtp_port),
             "LIENTHONG_LOG_LEVEL": "INFO",
+            **self.credentials.env(),
+            # one test client submits thousands of dossiers a minute
+            "INTAKE_SUBMIT_RATE_PER_MINUTE": "1000000",
             **(extra or {}),
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
+
+    def headers(
+        self, agency: str, role: str = auth.OFFICER, *, now: datetime | None = None
+    ) -> dict[str, str]:
+        """A staff token of this stack's services (see ``Credentials.headers``)."""
+        return self.credentials.headers(agency, role, now=now)
 
     def start(self, *names: str) -> None:
         if not self.provisioned:

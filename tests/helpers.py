@@ -106,3 +106,59 @@ async def read_all(
     finally:
         await consumer.stop()
     return out
+
+
+# --- credentials for tests: the services run as in production (no development mode) ----
+
+TEST_JWT_SECRET = "test-secret-not-the-built-in-one-0123456789"
+TEST_SEAL_PRIVATE = "dGVzdC1zZWFsLWtleS0zMi1ieXRlcy1sb25nLi4uLi4="
+TEST_PORTAL_CLIENT = ("dvcqg-test", "test-portal-secret-0123456789")
+
+
+def configure_auth(settings: Any, *, rate_per_minute: int = 1_000_000) -> Any:
+    """Production-style credentials (no development mode) on a service's settings."""
+    from services.runtime import auth
+
+    settings.dev_mode = False
+    settings.jwt_secret = TEST_JWT_SECRET
+    settings.lookup_seal_private_key = TEST_SEAL_PRIVATE
+    settings.lookup_seal_public_key = auth.seal_public_key(TEST_SEAL_PRIVATE)
+    settings.portal_clients = ":".join(TEST_PORTAL_CLIENT)
+    settings.submit_rate_per_minute = rate_per_minute
+    return settings
+
+
+def auth_env(rate_per_minute: int = 1_000_000) -> dict[str, str]:
+    """The same credentials as environment variables, for services run as processes."""
+    from services.runtime import auth
+
+    return {
+        "LIENTHONG_DEV_MODE": "0",
+        "LIENTHONG_JWT_SECRET": TEST_JWT_SECRET,
+        "NOTIFICATION_LOOKUP_SEAL_PRIVATE_KEY": TEST_SEAL_PRIVATE,
+        "INTAKE_LOOKUP_SEAL_PUBLIC_KEY": auth.seal_public_key(TEST_SEAL_PRIVATE),
+        "INTAKE_PORTAL_CLIENTS": ":".join(TEST_PORTAL_CLIENT),
+        "INTAKE_SUBMIT_RATE_PER_MINUTE": str(rate_per_minute),
+    }
+
+
+def staff(
+    agency: str, role: str = "officer", *, now: Any = None, person: str | None = None
+) -> dict[str, str]:
+    """Authorization header of a staff token signed with the test secret."""
+    from datetime import UTC, datetime
+
+    from services.runtime import auth
+
+    token = auth.mint(
+        TEST_JWT_SECRET,
+        agency_id=agency,
+        role=role,
+        person=person or f"{role}@{agency}",
+        now=now or datetime.now(UTC),
+    )
+    return {"authorization": f"Bearer {token}"}
+
+
+def applicant(lookup_code: str) -> dict[str, str]:
+    return {"X-Lookup-Code": lookup_code}

@@ -3,7 +3,7 @@
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.api import ConsultationView, ReplyRequest
@@ -22,6 +22,7 @@ from services.consultation.inputs import (
 from services.consultation.opinions import OpinionError, Opinions, Principal, view
 from services.consultation.templates import Role, TemplateBook
 from services.runtime import auth
+from services.runtime.auth import responses
 from services.runtime.service import Runtime
 
 
@@ -60,19 +61,18 @@ def _raise(exc: OpinionError) -> HTTPException:
 def build_router(rt: Runtime, opinions: Opinions, book: TemplateBook) -> APIRouter:
     r = APIRouter(prefix="/v1")
 
-    def claims(request: Request) -> auth.Claims:
-        return auth.bearer(request, rt.settings.jwt_secret, rt.clock.now())
+    Caller = Annotated[auth.Staff, Depends(rt.guards.staff())]
+    OperatorCaller = Annotated[auth.Staff, Depends(rt.guards.staff({auth.OPERATOR}))]
 
-    Caller = Annotated[auth.Claims, Depends(claims)]
-
-    def principal(c: auth.Claims) -> Principal:
+    def principal(c: auth.Staff) -> Principal:
         return Principal(agency_id=c.agency_id, role=c.role, person=c.person)
 
-    def operator(c: auth.Claims) -> None:
-        if not c.is_operator:
-            raise HTTPException(403, detail="operators only")
-
-    @r.get("/consultations", response_model=list[ConsultationView], tags=["consultation"])
+    @r.get(
+        "/consultations",
+        response_model=list[ConsultationView],
+        tags=["consultation"],
+        responses=responses(401, 403, 422),
+    )
     async def list_(
         c: Caller,
         dossier: Annotated[str | None, Query(max_length=40, pattern=r"^[0-9A-Za-z.\-]+$")] = None,
@@ -96,12 +96,13 @@ def build_router(rt: Runtime, opinions: Opinions, book: TemplateBook) -> APIRout
         response_model=list[ConsultationView],
         tags=["consultation"],
         responses={
+            **responses(401, 403, 422),
             200: {
                 "headers": {
                     "X-Next-Cursor": {"description": "pass as ?cursor= for the next page"},
                     "Link": {"description": 'the next page, rel="next" (RFC 8288)'},
                 }
-            }
+            },
         },
     )
     async def inbox(
@@ -125,7 +126,12 @@ def build_router(rt: Runtime, opinions: Opinions, book: TemplateBook) -> APIRout
             response.headers["Link"] = f'</v1/inbox?cursor={nxt}&limit={limit}>; rel="next"'
         return [view(row, now) for row in rows]
 
-    @r.get("/consultations/{rid}", response_model=ConsultationView, tags=["consultation"])
+    @r.get(
+        "/consultations/{rid}",
+        response_model=ConsultationView,
+        tags=["consultation"],
+        responses=responses(401, 403, 404, 422),
+    )
     async def read(rid: UUID, c: Caller) -> dict[str, Any]:
         try:
             row = (
@@ -139,7 +145,12 @@ def build_router(rt: Runtime, opinions: Opinions, book: TemplateBook) -> APIRout
             raise HTTPException(404, detail="no such request")
         return view(row, rt.clock.now(), with_body=True)
 
-    @r.post("/consultations/{rid}/reply", response_model=ConsultationView, tags=["consultation"])
+    @r.post(
+        "/consultations/{rid}/reply",
+        response_model=ConsultationView,
+        tags=["consultation"],
+        responses=responses(401, 403, 404, 409, 422),
+    )
     async def reply(rid: UUID, body: ReplyRequest, c: Caller) -> dict[str, Any]:
         if bad := unstorable_fields(body):
             raise HTTPException(422, detail=problem(*bad[0]))
@@ -150,7 +161,10 @@ def build_router(rt: Runtime, opinions: Opinions, book: TemplateBook) -> APIRout
         return view(row, rt.clock.now())
 
     @r.post(
-        "/consultations/{rid}/extension", response_model=ConsultationView, tags=["consultation"]
+        "/consultations/{rid}/extension",
+        response_model=ConsultationView,
+        tags=["consultation"],
+        responses=responses(401, 403, 404, 409, 422),
     )
     async def extend(rid: UUID, body: ExtendRequest, c: Caller) -> dict[str, Any]:
         try:
@@ -159,7 +173,7 @@ def build_router(rt: Runtime, opinions: Opinions, book: TemplateBook) -> APIRout
             raise _raise(exc) from None
         return view(row, rt.clock.now())
 
-    @r.get("/consultations/{rid}/audit", tags=["audit"])
+    @r.get("/consultations/{rid}/audit", tags=["audit"], responses=responses(401, 403, 404, 422))
     async def audit_trail(rid: UUID, c: Caller) -> list[dict[str, Any]]:
         row = await store.get_request(rt.pool, rid)
         if not c.is_operator:
@@ -169,17 +183,15 @@ def build_router(rt: Runtime, opinions: Opinions, book: TemplateBook) -> APIRout
                 raise _raise(exc) from None
         return [dict(a) for a in await store.audit_rows(rt.pool, rid)]
 
-    @r.get("/audit/verify", tags=["audit"])
-    async def verify(c: Caller) -> dict[str, Any]:
-        operator(c)
+    @r.get("/audit/verify", tags=["audit"], responses=responses(401, 403))
+    async def verify(c: OperatorCaller) -> dict[str, Any]:
         broken = await store.verify_audit(rt.pool)
         if broken is None:
             return {"ok": True}
         return {"ok": False, "first_broken": broken.__dict__}
 
-    @r.post("/signers", status_code=201, tags=["signers"])
-    async def register_signer(body: SignerIn, c: Caller) -> dict[str, str]:
-        operator(c)
+    @r.post("/signers", status_code=201, tags=["signers"], responses=responses(401, 403, 422))
+    async def register_signer(body: SignerIn, c: OperatorCaller) -> dict[str, str]:
         raw = public_key_bytes(body.public_key)
         if raw is None:
             raise HTTPException(
@@ -191,22 +203,18 @@ def build_router(rt: Runtime, opinions: Opinions, book: TemplateBook) -> APIRout
         )
         return {"key_id": body.key_id}
 
-    @r.get("/templates", tags=["templates"])
-    async def templates() -> list[dict[str, Any]]:
+    @r.get("/templates", tags=["templates"], responses=responses(401, 403))
+    async def templates(c: Caller) -> list[dict[str, Any]]:
         return [t.model_dump(mode="json") for t in book.all()]
 
-    if rt.settings.dev_tokens:
+    if rt.settings.dev_mode:  # the route does not exist outside development mode
 
-        @r.post("/dev/tokens", tags=["dev"])
+        @r.post("/dev/tokens", tags=["dev"], responses=responses(422))
         async def dev_token(body: TokenIn) -> dict[str, str]:
-            """Development only: mint a token for any agency and role."""
+            """Development mode only: mint a token for any agency and role."""
             return {
-                "token": auth.mint(
-                    rt.settings.jwt_secret,
-                    agency_id=body.agency_id,
-                    role=body.role,
-                    person=body.person,
-                    now=rt.clock.now(),
+                "token": rt.auth.mint_dev(
+                    agency_id=body.agency_id, role=body.role, person=body.person
                 )
             }
 

@@ -9,20 +9,13 @@ from services.consultation import api, handlers
 from services.consultation.opinions import Opinions
 from services.consultation.templates import TEMPLATES_DIR, TemplateBook
 from services.runtime.calendar import CompressedCalendar
-from services.runtime.logging import get_logger
 from services.runtime.service import Runtime, ServiceSpec, Wiring
-from services.runtime.settings import DEV_JWT_SECRET
 
 
 def wire(rt: Runtime) -> Wiring:
     book = TemplateBook.load(rt.settings.templates_dir or TEMPLATES_DIR)
     calendar = CompressedCalendar() if rt.settings.demo_minutes else rt.calendar
     opinions = Opinions(rt, book, calendar)
-    if rt.settings.jwt_secret == DEV_JWT_SECRET:
-        get_logger("consultation").warning(
-            "development_jwt_secret",
-            hint="set CONSULTATION_JWT_SECRET: anyone can mint tokens with the built-in one",
-        )
     return Wiring(
         handlers=handlers.build(opinions),
         timers=handlers.timer_handlers(opinions),

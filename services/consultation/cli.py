@@ -93,9 +93,18 @@ def sign(a: argparse.Namespace) -> int:
 
 
 def token(a: argparse.Namespace) -> int:
-    secret = a.secret or ServiceSettings.for_service("consultation").jwt_secret
+    settings = ServiceSettings.for_service("consultation")
+    secret = a.secret or settings.jwt_secret
     print(
-        auth.mint(secret, agency_id=a.agency, role=a.role, person=a.person, now=datetime.now(UTC))
+        auth.mint(
+            secret,
+            agency_id=a.agency,
+            role=a.role,
+            person=a.person,
+            now=datetime.now(UTC),
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+        )
     )
     return 0
 
@@ -153,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--agency", required=True)
     t.add_argument("--role", default="department_head")
     t.add_argument("--person", default="cli")
-    t.add_argument("--secret", default=os.environ.get("CONSULTATION_JWT_SECRET"))
+    t.add_argument("--secret", default=os.environ.get("LIENTHONG_JWT_SECRET"))
     t.set_defaults(run=token)
     v = sub.add_parser("verify-audit", help="verify every request's audit hash chain")
     v.add_argument("--database-url", default=os.environ.get("DATABASE_URL"), required=False)

@@ -1,11 +1,10 @@
 """Intake's HTTP API: procedures, the desk, and the portal's inbound door."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, HTTPException, Response
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 
 from contracts.api import (
     IDEMPOTENCY_KEY_MAX,
@@ -21,8 +20,10 @@ from contracts.api import (
 )
 from contracts.common import Procedure
 from services.intake import portal, store
-from services.intake.desk import Desk, DeskError
+from services.intake.desk import Actor, Desk, DeskError
 from services.intake.domain import Catalogue
+from services.runtime import auth
+from services.runtime.auth import responses
 from services.runtime.service import Runtime
 
 # The payloads live in contracts; the old names keep the endpoints below unchanged.
@@ -40,6 +41,20 @@ IdempotencyKey = Annotated[
 ]
 
 
+class PortalToken(BaseModel):
+    access_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+
+
+class StepResult(BaseModel):
+    """What a desk action changed: the dossier's code and national-portal status."""
+
+    model_config = ConfigDict(extra="allow")
+    code: str
+    status: int
+
+
 def _error(exc: DeskError) -> HTTPException:
     return HTTPException(
         exc.status,
@@ -49,28 +64,87 @@ def _error(exc: DeskError) -> HTTPException:
 
 
 def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
+    """Every route names the principals it accepts; see README "Who may do what"."""
     r = APIRouter(prefix="/v1")
+    g = rt.guards
 
-    @r.get("/procedures", response_model=ProcedureList, tags=["catalogue"])
-    async def procedures(all_versions: bool = False) -> ProcedureList:
+    async def lookup_ok(code: str, secret: str) -> bool:
+        stored = await rt.pool.fetchval("SELECT lookup_hash FROM dossiers WHERE code = $1", code)
+        return auth.lookup_matches(stored, code, secret)
+
+    Anyone = Annotated[auth.Staff | auth.PortalClient, Depends(g.staff_or_portal())]
+    AnyStaff = Annotated[auth.Staff, Depends(g.staff())]
+    Operator = Annotated[auth.Staff, Depends(g.staff({auth.OPERATOR}))]
+    StaffOrApplicant = Annotated[
+        auth.Staff | auth.Applicant, Depends(g.staff_or_applicant(lookup_ok))
+    ]
+    Portal = Annotated[auth.PortalClient, Depends(g.portal())]
+
+    async def agencies(code: str) -> tuple[str, str]:
+        row = await rt.pool.fetchrow(
+            "SELECT receiving_agency, lead_agency FROM dossiers WHERE code = $1", code
+        )
+        if row is None:
+            raise HTTPException(404, detail=f"no dossier {code}")
+        return row["receiving_agency"], row["lead_agency"]
+
+    async def limited(who: Actor) -> int | None:
+        return await auth.rate_limit(
+            rt.pool, who.key, rt.settings.submit_rate_per_minute, rt.clock.now()
+        )
+
+    def too_many(retry_after: int) -> HTTPException:
+        return HTTPException(
+            429,
+            detail={
+                "detail": "too many submissions from this caller",
+                "errors": [{"field": "authorization", "reason": f"retry after {retry_after}s"}],
+            },
+            headers={"Retry-After": str(retry_after)},
+        )
+
+    @r.get(
+        "/procedures",
+        response_model=ProcedureList,
+        tags=["catalogue"],
+        responses=responses(401, 403, 422),
+    )
+    async def procedures(who: Anyone, all_versions: bool = False) -> ProcedureList:
         items = catalogue.all() if all_versions else catalogue.current()
         return ProcedureList(items=items)
 
-    @r.get("/procedures/{code}", response_model=list[Procedure], tags=["catalogue"])
-    async def procedure(code: str) -> list[Procedure]:
+    @r.get(
+        "/procedures/{code}",
+        response_model=list[Procedure],
+        tags=["catalogue"],
+        responses=responses(401, 403, 404, 422),
+    )
+    async def procedure(code: str, who: Anyone) -> list[Procedure]:
         versions = catalogue.versions.get(code)
         if not versions:
             raise HTTPException(404, detail=f"no procedure {code}")
         return list(versions)
 
-    @r.post("/dossiers", status_code=201, response_model=DossierAccepted, tags=["desk"])
+    @r.post(
+        "/dossiers",
+        status_code=201,
+        response_model=DossierAccepted,
+        tags=["desk"],
+        responses=responses(401, 403, 409, 422, 429, 503),
+    )
     async def submit(
         cmd: SubmitDossier,
         response: Response,
+        who: AnyStaff,
         idempotency_key: IdempotencyKey = None,
     ) -> DossierAccepted:
+        """A desk officer records a dossier for their own agency (rate-limited per caller);
+        only a head may back-date ``received_at``, with a reason, within a bound."""
+        retry = await limited(who)
+        if retry is not None:
+            raise too_many(retry)
         try:
-            result = await desk.submit(cmd, idempotency_key)
+            result = await desk.submit(cmd, idempotency_key, who)
         except DeskError as exc:
             raise _error(exc) from None
         response.headers["Location"] = f"/v1/dossiers/{result.accepted.code}"
@@ -78,19 +152,35 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
             response.headers["Idempotent-Replayed"] = "true"
         return result.accepted
 
-    @r.get("/dossiers/{code}", response_model=DossierView, tags=["desk"])
-    async def get(code: str) -> DossierView:
+    @r.get(
+        "/dossiers/{code}",
+        response_model=DossierView,
+        tags=["desk"],
+        responses=responses(401, 403, 404, 422),
+    )
+    async def get(code: str, who: StaffOrApplicant, request: Request) -> DossierView:
+        """The applicant (lookup code) and the receiving and lead agencies see everything;
+        operators see personal data masked; every officer's read is audited."""
+        redacted = False
+        if isinstance(who, auth.Staff):
+            receiving, lead = await agencies(code)
+            auth.require_agency(who, (receiving, lead), operators=True)
+            redacted = who.is_operator
         row = await store.get_dossier(rt.pool, code)
         if row is None:
             raise HTTPException(404, detail=f"no dossier {code}")
         events = await store.timeline(rt.pool, code)
+        if isinstance(who, auth.Staff) and not redacted:
+            await auth.audit_read(rt.pool, who, code, f"GET {request.url.path}", rt.clock.now())
+        hide = auth.redact if redacted else (lambda x: x)
         return DossierView(
             code=row["code"],
             procedure_code=row["procedure_code"],
             procedure_version=row["procedure_version"],
             procedure_name=row["procedure_name"],
             channel=row["channel"],
-            applicant=row["applicant"],
+            applicant=hide({"applicant": row["applicant"]})["applicant"],
+            redacted=redacted,
             status=row["status"],
             outcome=row["outcome"],
             received_at=row["received_at"],
@@ -98,39 +188,115 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
             documents=row["documents"],
             supplement_requests=row["supplement_requests"],
             paused_since=row["paused_at"],
-            timeline=[TimelineEntry(**dict(e)) for e in events],
+            timeline=[TimelineEntry(**{**dict(e), "data": hide(e["data"])}) for e in events],
         )
 
-    @r.post("/dossiers/{code}/supplements", tags=["desk"])
-    async def supplement(code: str, cmd: SupplementDossier) -> dict[str, Any]:
+    @r.post(
+        "/dossiers/{code}/supplements",
+        response_model=StepResult,
+        tags=["desk"],
+        responses=responses(401, 403, 404, 409, 422),
+    )
+    async def supplement(code: str, cmd: SupplementDossier, who: StaffOrApplicant) -> Any:
+        """The applicant hands in what was missing: online with the lookup code, or at the
+        receiving agency's desk."""
+        if isinstance(who, auth.Staff):
+            receiving, _ = await agencies(code)
+            auth.require_agency(who, (receiving,), operators=False)
         try:
-            return await desk.supplement(code, cmd)
+            return await desk.supplement(code, cmd, who)
         except DeskError as exc:
             raise _error(exc) from None
 
-    @r.post("/dossiers/{code}/supplement-requests", status_code=201, tags=["desk"])
-    async def request_supplement(code: str, cmd: SupplementRequest) -> dict[str, Any]:
+    @r.post(
+        "/dossiers/{code}/supplement-requests",
+        status_code=201,
+        response_model=StepResult,
+        tags=["desk"],
+        responses=responses(401, 403, 404, 409, 422),
+    )
+    async def request_supplement(code: str, cmd: SupplementRequest, who: AnyStaff) -> Any:
+        """The one request allowed during processing: staff of the lead or receiving agency."""
+        receiving, lead = await agencies(code)
+        auth.require_agency(who, (receiving, lead), operators=False)
         try:
             return await desk.request_supplement(code, cmd.missing, cmd.note)
         except DeskError as exc:
             raise _error(exc) from None
 
-    @r.post("/dossiers/{code}/withdrawal", tags=["desk"])
-    async def withdraw(code: str, cmd: EndRequest) -> dict[str, Any]:
+    @r.post(
+        "/dossiers/{code}/withdrawal",
+        response_model=StepResult,
+        tags=["desk"],
+        responses=responses(401, 403, 404, 409, 422),
+    )
+    async def withdraw(code: str, cmd: EndRequest, who: StaffOrApplicant) -> Any:
+        """The applicant withdraws: with the lookup code, or in writing at the receiving desk."""
+        if isinstance(who, auth.Staff):
+            receiving, _ = await agencies(code)
+            auth.require_agency(who, (receiving,), operators=False)
         try:
             return await desk.end(code, withdrawn=True, reason=cmd.reason)
         except DeskError as exc:
             raise _error(exc) from None
 
-    @r.post("/dossiers/{code}/stop", tags=["desk"])
-    async def stop(code: str, cmd: EndRequest) -> dict[str, Any]:
+    @r.post(
+        "/dossiers/{code}/stop",
+        response_model=StepResult,
+        tags=["desk"],
+        responses=responses(401, 403, 404, 409, 422),
+    )
+    async def stop(
+        code: str,
+        cmd: EndRequest,
+        who: Annotated[auth.Staff, Depends(g.staff(auth.HEADS))],
+    ) -> Any:
+        """A stop is a decision: a head of the lead or receiving agency, with a reason."""
+        receiving, lead = await agencies(code)
+        auth.require_agency(who, (receiving, lead), operators=False)
         try:
             return await desk.end(code, withdrawn=False, reason=cmd.reason)
         except DeskError as exc:
             raise _error(exc) from None
 
-    @r.post("/portal/dossiers", tags=["portal"])
-    async def portal_inbound(body: Annotated[dict[str, Any], Body()]) -> JSONResponse:
+    @r.post(
+        "/portal/token",
+        response_model=PortalToken,
+        tags=["portal"],
+        responses=responses(401, 403),
+    )
+    async def portal_token(who: Portal) -> PortalToken:
+        """Client credentials (HTTP Basic) for a short-lived portal token."""
+        return PortalToken(
+            access_token=rt.auth.portal.mint(who, rt.clock.now()),
+            expires_in=int(rt.auth.portal.ttl.total_seconds()),
+        )
+
+    @r.post(
+        "/portal/dossiers",
+        response_model=portal.PortalAnswer,
+        tags=["portal"],
+        responses={
+            **responses(401, 403),
+            **{
+                c: {"model": portal.PortalAnswer, "description": d}
+                for c, d in (
+                    (409, "Conflicts with an earlier submission"),
+                    (422, "Invalid payload: error_code -1 and the field"),
+                    (429, "Too many submissions from this client"),
+                    (503, "Daily serial numbers exhausted"),
+                )
+            },
+        },
+    )
+    async def portal_inbound(body: Annotated[dict[str, Any], Body()], who: Portal) -> JSONResponse:
+        retry = await limited(who)
+        if retry is not None:
+            return JSONResponse(
+                status_code=429,
+                content=portal.failure(-429, "client", f"too many requests; retry in {retry}s"),
+                headers={"Retry-After": str(retry)},
+            )
         try:
             payload, cmd = portal.parse(body)
         except portal.PortalInvalid as exc:
@@ -138,7 +304,7 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
         except ValueError as exc:
             return JSONResponse(status_code=422, content=portal.failure(-1, "body", str(exc)))
         try:
-            result = await desk.submit(cmd, portal.idempotency_key(payload), portal=True)
+            result = await desk.submit(cmd, portal.idempotency_key(payload), who)
         except DeskError as exc:
             return JSONResponse(
                 status_code=exc.status, content=portal.failure(-exc.status, exc.field, exc.reason)
@@ -147,8 +313,8 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
             status_code=200, content=portal.success(result.accepted, payload.MaHoSo)
         )
 
-    @r.get("/stats", tags=["ops"])
-    async def stats() -> dict[str, Any]:
+    @r.get("/stats", tags=["ops"], responses=responses(401, 403))
+    async def stats(who: Operator) -> dict[str, Any]:
         return {"by_status": await store.count_by_status(rt.pool)}
 
     return r

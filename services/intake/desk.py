@@ -19,6 +19,7 @@ from contracts.events import (
     SupplementRequested,
 )
 from services.intake import domain, store
+from services.runtime import auth
 from services.runtime.calendar import format_local
 from services.runtime.service import Runtime
 
@@ -53,16 +54,73 @@ class Submitted:
     replayed: bool = False
 
 
+Actor = auth.Staff | auth.PortalClient | auth.Applicant
+SKEW = timedelta(minutes=5)  # clocks of desks and portal differ a little: not back-dating
+
+
+@dataclass(frozen=True)
+class Backdating:
+    """A time set earlier than the moment it was recorded: who, how far, why."""
+
+    field: str
+    claimed_at: datetime
+    recorded_at: datetime
+    actor: str
+    reason: str
+
+
 class Desk:
     def __init__(self, rt: Runtime, catalogue: domain.Catalogue) -> None:
         self.rt = rt
         self.catalogue = catalogue
+        self.seal_key = auth.seal_key_for_intake(rt.settings)
+
+    def _backdating(
+        self, actor: Actor, field: str, at: datetime, now: datetime, reason: str | None
+    ) -> Backdating | None:
+        """The only path to a past ``received_at``/``supplemented_at``: a head of the
+        agency (with a reason) or the portal (its own receipt time), at most
+        ``backdate_limit_hours`` back, recorded in ``backdated``."""
+        if at.tzinfo is None:
+            raise DeskError(422, field, "must carry a timezone, e.g. +07:00")
+        if at > now + SKEW:
+            raise DeskError(422, field, "is in the future")
+        if at >= now - SKEW:
+            return None
+        if isinstance(actor, auth.Applicant) or (
+            isinstance(actor, auth.Staff) and not actor.is_head
+        ):
+            raise DeskError(403, field, "only a head of the agency may record an earlier time")
+        limit = timedelta(hours=self.rt.settings.backdate_limit_hours)
+        if now - at > limit:
+            hours = self.rt.settings.backdate_limit_hours
+            raise DeskError(422, field, f"more than {hours:g} hours in the past")
+        if isinstance(actor, auth.PortalClient):
+            reason = reason or "the portal's own receipt time (NgayTiepNhan)"
+        if not reason:
+            raise DeskError(422, "backdate_reason", "an earlier time needs a reason")
+        return Backdating(field, at, now, actor.actor, reason)
+
+    @staticmethod
+    async def _record_backdating(conn: asyncpg.Connection, code: str, b: Backdating) -> None:
+        await conn.execute(
+            "INSERT INTO backdated(dossier_code, field, claimed_at, recorded_at, actor, reason)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            code,
+            b.field,
+            b.claimed_at,
+            b.recorded_at,
+            b.actor,
+            b.reason,
+        )
 
     # --- submission ------------------------------------------------------------------------
 
     async def submit(
-        self, cmd: SubmitDossier, idempotency_key: str | None = None, *, portal: bool = False
+        self, cmd: SubmitDossier, idempotency_key: str | None, actor: Actor
     ) -> Submitted:
+        """Receive a dossier; a desk officer records it for their own agency only."""
+        portal = isinstance(actor, auth.PortalClient)
         if idempotency_key and idempotency_key.startswith(PORTAL_KEY_PREFIX) and not portal:
             raise DeskError(
                 422, "Idempotency-Key", f"keys starting {PORTAL_KEY_PREFIX!r} are the portal's"
@@ -71,7 +129,7 @@ class Desk:
         received_at = cmd.received_at or now
         if received_at.tzinfo is None:
             raise DeskError(422, "received_at", "must carry a timezone, e.g. +07:00")
-        if received_at > now + timedelta(minutes=5):
+        if received_at > now + SKEW:
             raise DeskError(422, "received_at", "is in the future")
         local_day = self.rt.calendar.local(received_at).date()
         try:
@@ -85,6 +143,11 @@ class Desk:
             raise DeskError(
                 422, "receiving_agency", f"{receiving} is not an agency of the catalogue"
             )
+        if isinstance(actor, auth.Staff) and actor.agency_id != receiving:
+            raise DeskError(
+                403, "receiving_agency", "a desk records dossiers for its own agency only"
+            )
+        backdating = self._backdating(actor, "received_at", received_at, now, cmd.backdate_reason)
         assessment = domain.assess(procedure, cmd.applicant.object_type, cmd.documents)
         fingerprint = domain.request_fingerprint(cmd.model_dump(mode="json"))
         try:
@@ -103,6 +166,8 @@ class Desk:
                     idempotency_key,
                     fingerprint,
                 )
+                if backdating is not None:
+                    await self._record_backdating(conn, accepted.code, backdating)
         except asyncpg.UniqueViolationError:
             if not idempotency_key:
                 raise
@@ -147,6 +212,8 @@ class Desk:
                 retry_after=max(1, int((midnight - self.rt.clock.now()).total_seconds())),
             )
         code = domain.dossier_code(receiving, local_day, serial)
+        lookup = auth.new_lookup_code()
+        sealed = auth.seal(self.seal_key, lookup, code)
         outcome = assessment.outcome
         sched = (
             None
@@ -192,7 +259,8 @@ class Desk:
                 "paused_at": sched.clock_starts_at if sched and assessment.missing else None,
                 "idempotency_key": idempotency_key,
                 "request_hash": fingerprint,
-                "response": accepted.model_dump(mode="json"),
+                "response": accepted.model_dump(mode="json"),  # without the lookup code
+                "lookup_hash": auth.hash_lookup_code(code, lookup),
             },
         )
         if outcome is domain.Outcome.RECEIVED:
@@ -209,6 +277,7 @@ class Desk:
                     receiving,
                     received_at,
                     sched,
+                    sealed,
                 ),
                 subject=code,
             )
@@ -225,6 +294,7 @@ class Desk:
                     receiving_agency_name=procedure.receiving_agency_name,
                     missing=assessment.missing,
                     requested_at=received_at,
+                    lookup_code_sealed=sealed,
                 ),
                 subject=code,
             )
@@ -241,16 +311,26 @@ class Desk:
                     receiving_agency_name=procedure.receiving_agency_name,
                     reasons=assessment.reasons,
                     refused_at=received_at,
+                    lookup_code_sealed=sealed,
                 ),
                 subject=code,
             )
-        return accepted
+        return accepted.model_copy(update={"lookup_code": lookup})
 
     # --- the applicant supplements; the clock resumes ----------------------------------------
 
-    async def supplement(self, code: str, cmd: SupplementDossier) -> dict[str, Any]:
+    async def supplement(self, code: str, cmd: SupplementDossier, actor: Actor) -> dict[str, Any]:
         now = self.rt.clock.now()
         at = cmd.supplemented_at or now
+        backdating = self._backdating(
+            actor,
+            "supplemented_at",
+            at,
+            now,
+            None
+            if isinstance(actor, auth.Applicant)
+            else "supplement handed in earlier at the desk",
+        )
         async with self.rt.pool.acquire() as conn, conn.transaction():
             row = await self._locked(conn, code)
             if row["status"] != PortalStatus.SUPPLEMENT_REQUESTED:
@@ -261,11 +341,9 @@ class Desk:
                 names = "; ".join(f"{d.code} ({d.name})" for d in left)
                 raise DeskError(422, "documents", f"still missing: {names}")
             paused_at = row["paused_at"]
-            if at > now + timedelta(minutes=5):
-                raise DeskError(422, "supplemented_at", "is in the future")
-            if at.tzinfo is None:
-                raise DeskError(422, "supplemented_at", "must carry a timezone")
             at = max(at, paused_at)
+            if backdating is not None:
+                await self._record_backdating(conn, code, backdating)
             paused, appointment = domain.resume(
                 self.rt.calendar, row["appointment_at"], paused_at, at
             )
@@ -411,6 +489,7 @@ def _received(
     receiving: str,
     received_at: datetime,
     sched: domain.Schedule,
+    lookup_code_sealed: str | None = None,
 ) -> DossierReceived:
     return DossierReceived(
         code=code,
@@ -428,4 +507,5 @@ def _received(
         received_at=received_at,
         clock_starts_at=sched.clock_starts_at,
         appointment_at=sched.appointment_at,
+        lookup_code_sealed=lookup_code_sealed,
     )

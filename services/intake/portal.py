@@ -159,6 +159,14 @@ class PortalInvalid(ValueError):
         self.reason = reason
 
 
+class PortalAnswer(BaseModel):
+    """The portal's answer shape: ``error_code`` 0 on success, else the field and why."""
+
+    model_config = ConfigDict(extra="allow")
+    error_code: int
+    message: str
+
+
 def idempotency_key(p: PortalDossier) -> str:
     return f"{PORTAL_KEY_PREFIX}{p.MaHoSo}"
 
@@ -174,6 +182,7 @@ def success(accepted: DossierAccepted, portal_ref: str) -> dict[str, Any]:
         "NgayHenTra": format_portal_time(accepted.appointment_at),
         "DanhSachGiayToThieu": accepted.missing_documents,
         "LyDoTuChoi": accepted.reasons,
+        "MaTraCuu": accepted.lookup_code,
     }
 
 

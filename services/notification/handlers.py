@@ -19,6 +19,7 @@ from contracts.events import (
     SupplementRequested,
 )
 from services.notification import domain, store
+from services.runtime import auth
 from services.runtime.calendar import format_local
 from services.runtime.consumer import Handler
 from services.runtime.logging import get_logger
@@ -35,6 +36,30 @@ class Notifier:
     def __init__(self, rt: Runtime, forms: domain.FormBook) -> None:
         self.rt = rt
         self.forms = forms
+        self.unseal_key = auth.unseal_key_for_notification(rt.settings)
+
+    async def remember(
+        self,
+        conn: asyncpg.Connection,
+        code: str,
+        receiving: str,
+        lead: str | None,
+        sealed: str | None,
+    ) -> str | None:
+        """Keep who may read this dossier's notices; returns the applicant's lookup code
+        when the event carries it (sealed for us), to print on the form."""
+        lookup = auth.unseal(self.unseal_key, sealed, code) if sealed else None
+        await conn.execute(
+            "INSERT INTO dossier_access(dossier_code, receiving_agency, lead_agency, lookup_hash)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (dossier_code) DO UPDATE SET"
+            " lead_agency = coalesce(EXCLUDED.lead_agency, dossier_access.lead_agency),"
+            " lookup_hash = coalesce(EXCLUDED.lookup_hash, dossier_access.lookup_hash)",
+            code,
+            receiving,
+            lead,
+            auth.hash_lookup_code(code, lookup) if lookup else None,
+        )
+        return lookup
 
     async def notify(
         self,
@@ -88,6 +113,9 @@ def build(n: Notifier) -> dict[str, Handler]:
     async def on_received(conn: asyncpg.Connection, env: Envelope, d: DossierReceived) -> None:
         pt = d.processing_time
         unit = "ngày làm việc" if pt.unit is TimeUnit.WORKING_DAYS else "giờ làm việc"
+        lookup = await n.remember(
+            conn, d.code, d.receiving_agency, d.lead_agency, d.lookup_code_sealed
+        )
         await n.notify(
             conn,
             env,
@@ -95,6 +123,7 @@ def build(n: Notifier) -> dict[str, Handler]:
             domain.applicant_recipient(d.applicant, d.channel),
             {
                 **d.model_dump(mode="python"),
+                "lookup_code": lookup,
                 "serial": domain.serial_of(d.code),
                 "processing_time": f"{pt.value:02d} {unit}",
                 "received_local": _local(d.received_at),
@@ -107,21 +136,27 @@ def build(n: Notifier) -> dict[str, Handler]:
     async def on_supplement(
         conn: asyncpg.Connection, env: Envelope, s: SupplementRequested
     ) -> None:
+        lookup = await n.remember(conn, s.code, s.receiving_agency, None, s.lookup_code_sealed)
         await n.notify(
             conn,
             env,
             "form02",
             domain.applicant_recipient(s.applicant, s.channel),
-            {**s.model_dump(mode="python"), "requested_local": _local(s.requested_at)},
+            {
+                **s.model_dump(mode="python"),
+                "lookup_code": lookup,
+                "requested_local": _local(s.requested_at),
+            },
         )
 
     async def on_refused(conn: asyncpg.Connection, env: Envelope, r: DossierRefused) -> None:
+        lookup = await n.remember(conn, r.code, r.receiving_agency, None, r.lookup_code_sealed)
         await n.notify(
             conn,
             env,
             "form03",
             domain.applicant_recipient(r.applicant, r.channel),
-            r.model_dump(mode="python"),
+            {**r.model_dump(mode="python"), "lookup_code": lookup},
         )
 
     async def on_requested(

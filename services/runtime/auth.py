@@ -1,19 +1,81 @@
-"""Bearer tokens: signed JWTs carrying the agency id, the person and their role."""
+"""Who is calling, and what they may do: the plumbing every service's HTTP API shares.
+
+Three kinds of principal:
+
+- ``Staff``: an officer or operator with a JWT bearer token (``sub`` the person,
+  ``agency_id``, ``role``; ``aud`` and ``iss`` checked). HS256 with a configured secret for
+  development; EdDSA/RS256/ES256 with keys from a JWKS (URL or file) in production.
+- ``Applicant``: whoever holds a dossier's lookup code (``X-Lookup-Code``), printed on
+  Form 01/02/03; intake keeps only its hash.
+- ``PortalClient``: the National Public Service Portal, with client credentials (HTTP Basic,
+  or a short-lived token from ``POST /v1/portal/token``).
+
+Routes declare what they need with the FastAPI dependencies built by ``Guards``; the
+security schemes and error answers land in each service's OpenAPI document.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
 
+import asyncpg
 import jwt
-from fastapi import HTTPException, Request
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from fastapi import Depends, HTTPException
+from fastapi.security import (
+    APIKeyHeader,
+    HTTPAuthorizationCredentials,
+    HTTPBasic,
+    HTTPBasicCredentials,
+    HTTPBearer,
+)
+
+from services.runtime.clock import Clock
+from services.runtime.settings import DEV_JWT_SECRET, ServiceSettings
 
 ALGORITHM = "HS256"
+ASYMMETRIC = ("EdDSA", "RS256", "ES256")
+AUDIENCE = "lienthong"
+ISSUER = "lienthong-dev"
+PORTAL_AUDIENCE = "lienthong-portal"
+PORTAL_ISSUER = "lienthong-intake"
+
 OPERATOR = "operator"
+OFFICER = "officer"
+DEPARTMENT_HEAD = "department_head"
+AGENCY_HEAD = "agency_head"
+COORDINATOR = "coordinator"
+ROLES = frozenset({OPERATOR, OFFICER, DEPARTMENT_HEAD, AGENCY_HEAD, COORDINATOR})
+HEADS = frozenset({DEPARTMENT_HEAD, AGENCY_HEAD})
+
+LOOKUP_HEADER = "X-Lookup-Code"
+_LOOKUP_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"  # no 0/O, 1/I/L, U: read aloud at a desk
+
+
+class InsecureConfiguration(RuntimeError):
+    """A service was asked to start in production with development credentials."""
+
+
+# --- principals ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Claims:
+class Staff:
+    """An officer of an agency, or an operator of the system, from a verified token."""
+
     agency_id: str
     role: str
     person: str
@@ -21,6 +83,65 @@ class Claims:
     @property
     def is_operator(self) -> bool:
         return self.role == OPERATOR
+
+    @property
+    def is_head(self) -> bool:
+        return self.role in HEADS
+
+    @property
+    def key(self) -> str:
+        return f"staff:{self.agency_id}:{self.person}"
+
+    @property
+    def actor(self) -> str:
+        return f"{self.person}@{self.agency_id} ({self.role})"
+
+
+Claims = Staff  # the name consultation used first
+
+
+@dataclass(frozen=True)
+class PortalClient:
+    client_id: str
+
+    @property
+    def key(self) -> str:
+        return f"portal:{self.client_id}"
+
+    @property
+    def actor(self) -> str:
+        return f"portal:{self.client_id}"
+
+
+@dataclass(frozen=True)
+class Applicant:
+    """Whoever holds the lookup code of ``dossier_code`` (checked against its hash)."""
+
+    dossier_code: str
+
+    @property
+    def key(self) -> str:
+        return f"applicant:{self.dossier_code}"
+
+    @property
+    def actor(self) -> str:
+        return f"applicant:{self.dossier_code}"
+
+
+Principal = Staff | PortalClient | Applicant
+
+
+def unauthorized(detail: str, scheme: str = "Bearer") -> HTTPException:
+    return HTTPException(401, detail=detail, headers={"WWW-Authenticate": scheme})
+
+
+def forbidden(detail: str, field: str = "authorization") -> HTTPException:
+    return HTTPException(
+        403, detail={"detail": detail, "errors": [{"field": field, "reason": detail}]}
+    )
+
+
+# --- staff tokens ----------------------------------------------------------------------
 
 
 def mint(
@@ -31,12 +152,17 @@ def mint(
     person: str,
     now: datetime,
     ttl: timedelta = timedelta(hours=12),
+    audience: str = AUDIENCE,
+    issuer: str = ISSUER,
 ) -> str:
+    """An HS256 staff token (development and tests; production tokens come from an IdP)."""
     return jwt.encode(
         {
             "sub": person,
             "agency_id": agency_id,
             "role": role,
+            "aud": audience,
+            "iss": issuer,
             "iat": int(now.timestamp()),
             "exp": int((now + ttl).timestamp()),
         },
@@ -45,35 +171,558 @@ def mint(
     )
 
 
-def verify(secret: str, token: str, now: datetime) -> Claims:
-    """Check the signature, then ``iat``/``exp`` against the service's clock (which tests and
-    demos move), not the wall clock."""
-    try:
-        data = jwt.decode(
-            token,
-            secret,
-            algorithms=[ALGORITHM],
-            options={"require": ["exp", "iat", "sub"], "verify_exp": False, "verify_iat": False},
-        )
-        t = now.timestamp()
-        if t >= float(data["exp"]):
-            raise jwt.ExpiredSignatureError("Signature has expired")
-        if float(data["iat"]) > t + 60:
-            raise jwt.ImmatureSignatureError("The token is not yet valid (iat)")
-        return Claims(
-            agency_id=str(data["agency_id"]), role=str(data["role"]), person=str(data["sub"])
-        )
-    except (jwt.PyJWTError, KeyError, TypeError, ValueError) as exc:
-        raise HTTPException(
-            401, detail=f"invalid token: {exc}", headers={"WWW-Authenticate": "Bearer"}
-        ) from None
+def _check_times(data: dict[str, Any], now: datetime) -> None:
+    """``exp``/``iat`` against the service's clock (which tests and demos move)."""
+    t = now.timestamp()
+    if t >= float(data["exp"]):
+        raise jwt.ExpiredSignatureError("Signature has expired")
+    if float(data["iat"]) > t + 60:
+        raise jwt.ImmatureSignatureError("The token is not yet valid (iat)")
 
 
-def bearer(request: Request, secret: str, now: datetime) -> Claims:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise HTTPException(
-            401, detail="missing bearer token", headers={"WWW-Authenticate": "Bearer"}
+class TokenVerifier:
+    """Verifies staff tokens: HS256 with the shared secret, or an asymmetric algorithm with
+    a key from the JWKS whose ``kid`` the token names. Each algorithm only with its own kind
+    of key, so an HS256 token signed with a public key is refused."""
+
+    def __init__(
+        self,
+        *,
+        secret: str,
+        audience: str,
+        issuer: str,
+        jwks_url: str | None = None,
+        jwks_file: str | None = None,
+    ) -> None:
+        self.secret = secret
+        self.audience = audience
+        self.issuer = issuer
+        self._client = jwt.PyJWKClient(jwks_url, lifespan=300, timeout=5) if jwks_url else None
+        self._keyset = (
+            jwt.PyJWKSet.from_json(Path(jwks_file).read_text("utf-8")) if jwks_file else None
         )
-    return verify(secret, token, now)
+
+    @property
+    def asymmetric(self) -> bool:
+        return self._client is not None or self._keyset is not None
+
+    async def _key(self, token: str, alg: str) -> tuple[Any, str]:
+        if alg == ALGORITHM:
+            if not self.secret:
+                raise jwt.InvalidAlgorithmError("HS256 tokens are not accepted here")
+            return self.secret, ALGORITHM
+        if alg not in ASYMMETRIC or not self.asymmetric:
+            raise jwt.InvalidAlgorithmError(f"algorithm {alg} is not accepted")
+        if self._keyset is not None:
+            kid = jwt.get_unverified_header(token).get("kid")
+            try:
+                jwk = self._keyset[str(kid)]
+            except KeyError:
+                raise jwt.InvalidKeyError(f"no key {kid} in the JWKS file") from None
+        else:
+            assert self._client is not None
+            jwk = await asyncio.to_thread(self._client.get_signing_key_from_jwt, token)
+        if jwk.algorithm_name != alg:
+            raise jwt.InvalidAlgorithmError(f"key {jwk.key_id} is not for {alg}")
+        return jwk.key, alg
+
+    async def verify(self, token: str, now: datetime) -> Staff:
+        try:
+            alg = str(jwt.get_unverified_header(token).get("alg", ""))
+            key, algorithm = await self._key(token, alg)
+            data = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=self.audience,
+                issuer=self.issuer,
+                options={
+                    "require": ["exp", "iat", "sub", "aud", "iss"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                },
+            )
+            _check_times(data, now)
+            role = str(data["role"])
+            if role not in ROLES:
+                raise jwt.InvalidTokenError(f"unknown role {role!r}")
+            return Staff(agency_id=str(data["agency_id"]), role=role, person=str(data["sub"]))
+        except (jwt.PyJWTError, KeyError, TypeError, ValueError) as exc:
+            raise unauthorized(f"invalid token: {exc}") from None
+
+
+# --- the portal's client credentials ---------------------------------------------------
+
+
+def _hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def parse_clients(spec: str) -> dict[str, str]:
+    """``id:secret,id2:sha256:<hex>`` -> client id to the SHA-256 of its secret."""
+    clients: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        cid, _, secret = item.partition(":")
+        if not cid or not secret:
+            raise ValueError(f"portal client {item!r}: expected id:secret")
+        clients[cid] = secret[7:].lower() if secret.startswith("sha256:") else _hash_secret(secret)
+    return clients
+
+
+class PortalCredentials:
+    """Client ids with hashed secrets; tokens are HS256 with a key derived from the
+    client's secret hash, so every replica verifies them and a new secret revokes them."""
+
+    def __init__(self, clients: dict[str, str], ttl: timedelta) -> None:
+        self.clients = clients
+        self.ttl = ttl
+
+    def _key(self, client_id: str) -> bytes:
+        return hmac.new(bytes.fromhex(self.clients[client_id]), b"portal-token", "sha256").digest()
+
+    def check(self, client_id: str, secret: str) -> PortalClient:
+        known = self.clients.get(client_id)
+        given = _hash_secret(secret)
+        if known is None or not hmac.compare_digest(known, given):
+            raise unauthorized("invalid client credentials", "Basic")
+        return PortalClient(client_id)
+
+    def mint(self, client: PortalClient, now: datetime) -> str:
+        return jwt.encode(
+            {
+                "sub": client.client_id,
+                "aud": PORTAL_AUDIENCE,
+                "iss": PORTAL_ISSUER,
+                "iat": int(now.timestamp()),
+                "exp": int((now + self.ttl).timestamp()),
+            },
+            self._key(client.client_id),
+            algorithm=ALGORITHM,
+        )
+
+    def verify(self, token: str, now: datetime) -> PortalClient:
+        try:
+            sub = str(jwt.decode(token, options={"verify_signature": False}).get("sub", ""))
+            if sub not in self.clients:
+                raise jwt.InvalidTokenError("unknown client")
+            data = jwt.decode(
+                token,
+                self._key(sub),
+                algorithms=[ALGORITHM],
+                audience=PORTAL_AUDIENCE,
+                issuer=PORTAL_ISSUER,
+                options={
+                    "require": ["exp", "iat", "sub"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                },
+            )
+            _check_times(data, now)
+            return PortalClient(sub)
+        except (jwt.PyJWTError, KeyError, TypeError, ValueError) as exc:
+            raise unauthorized(f"invalid portal token: {exc}") from None
+
+
+DEV_PORTAL_CLIENT = "dvcqg-dev"
+DEV_PORTAL_SECRET = "dev-portal-secret"
+
+
+# --- the applicant's lookup code -------------------------------------------------------
+
+
+def new_lookup_code() -> str:
+    """12 characters of a 30-letter alphabet (about 59 bits), shown as XXXX-XXXX-XXXX."""
+    raw = "".join(secrets.choice(_LOOKUP_ALPHABET) for _ in range(12))
+    return f"{raw[:4]}-{raw[4:8]}-{raw[8:]}"
+
+
+def normalize_lookup_code(code: str) -> str:
+    raw = "".join(c for c in code.upper() if c.isalnum())
+    return f"{raw[:4]}-{raw[4:8]}-{raw[8:]}"
+
+
+def hash_lookup_code(dossier_code: str, lookup_code: str) -> str:
+    """What intake and notification store: SHA-256 over the dossier code and the secret."""
+    norm = normalize_lookup_code(lookup_code)
+    return hashlib.sha256(f"{dossier_code}\x00{norm}".encode()).hexdigest()
+
+
+def lookup_matches(stored_hash: str | None, dossier_code: str, lookup_code: str) -> bool:
+    if not stored_hash:
+        return False
+    return hmac.compare_digest(stored_hash, hash_lookup_code(dossier_code, lookup_code))
+
+
+# The lookup code travels to notification (which prints it on Form 01) sealed with
+# notification's X25519 public key: intake's outbox and every topic hold only ciphertext.
+_DEV_SEAL_SEED = hashlib.sha256(b"lienthong development lookup seal").digest()
+
+
+def dev_seal_private_key() -> str:
+    return base64.b64encode(_DEV_SEAL_SEED).decode()
+
+
+def seal_public_key(private_b64: str) -> str:
+    priv = X25519PrivateKey.from_private_bytes(base64.b64decode(private_b64))
+    return base64.b64encode(priv.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+
+
+def _seal_key(shared: bytes, eph: bytes, recipient: bytes) -> bytes:
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"lienthong-lookup" + eph + recipient
+    ).derive(shared)
+
+
+def seal(public_b64: str, plaintext: str, context: str) -> str:
+    """ECIES: ephemeral X25519, HKDF-SHA256, AES-GCM bound to ``context`` (the dossier code)."""
+    recipient = base64.b64decode(public_b64)
+    eph = X25519PrivateKey.generate()
+    eph_pub = eph.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    key = _seal_key(eph.exchange(X25519PublicKey.from_public_bytes(recipient)), eph_pub, recipient)
+    nonce = secrets.token_bytes(12)
+    ct = AESGCM(key).encrypt(nonce, plaintext.encode(), context.encode())
+    return base64.b64encode(eph_pub + nonce + ct).decode()
+
+
+def unseal(private_b64: str, sealed: str, context: str) -> str:
+    priv = X25519PrivateKey.from_private_bytes(base64.b64decode(private_b64))
+    me = priv.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    blob = base64.b64decode(sealed)
+    eph_pub, nonce, ct = blob[:32], blob[32:44], blob[44:]
+    key = _seal_key(priv.exchange(X25519PublicKey.from_public_bytes(eph_pub)), eph_pub, me)
+    return AESGCM(key).decrypt(nonce, ct, context.encode()).decode()
+
+
+def seal_key_for_intake(settings: ServiceSettings) -> str:
+    """The public key intake seals lookup codes with; the development pair only in dev mode."""
+    if settings.lookup_seal_public_key:
+        return settings.lookup_seal_public_key
+    if settings.dev_mode:
+        return seal_public_key(dev_seal_private_key())
+    raise InsecureConfiguration("set INTAKE_LOOKUP_SEAL_PUBLIC_KEY (seal-keygen)")
+
+
+def unseal_key_for_notification(settings: ServiceSettings) -> str:
+    if settings.lookup_seal_private_key:
+        return settings.lookup_seal_private_key
+    if settings.dev_mode:
+        return dev_seal_private_key()
+    raise InsecureConfiguration("set NOTIFICATION_LOOKUP_SEAL_PRIVATE_KEY (seal-keygen)")
+
+
+# --- per-principal rate limit and audit of personal-data reads ---------------------------
+
+
+async def rate_limit(pool: asyncpg.Pool, key: str, limit: int, now: datetime) -> int | None:
+    """Count one request of ``key`` in the current minute (shared by every replica through
+    the ``rate_limits`` table); seconds to wait if over ``limit``, else None."""
+    window = now.replace(second=0, microsecond=0)
+    n: int = await pool.fetchval(
+        "INSERT INTO rate_limits(principal, window_start, n) VALUES ($1, $2, 1)"
+        " ON CONFLICT (principal, window_start) DO UPDATE SET n = rate_limits.n + 1"
+        " RETURNING n",
+        key,
+        window,
+    )
+    if n == 1:
+        await pool.execute(
+            "DELETE FROM rate_limits WHERE window_start < $1", window - timedelta(hours=1)
+        )
+    if n <= limit:
+        return None
+    return max(1, int((window + timedelta(minutes=1) - now).total_seconds() + 0.999))
+
+
+async def audit_read(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    who: Staff,
+    dossier_code: str,
+    endpoint: str,
+    at: datetime,
+) -> None:
+    """One row per read of personal data by an officer or operator (table ``pii_reads``)."""
+    await conn.execute(
+        "INSERT INTO pii_reads(at, person, role, agency_id, dossier_code, endpoint)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        at,
+        who.person,
+        who.role,
+        who.agency_id,
+        dossier_code,
+        endpoint,
+    )
+
+
+# --- the authenticator and the route guards ------------------------------------------
+
+
+def check_configuration(settings: ServiceSettings) -> None:
+    """Refuse to run outside development mode with the built-in secret (or none)."""
+    if settings.dev_mode:
+        return
+    if settings.jwt_secret == DEV_JWT_SECRET:
+        raise InsecureConfiguration(
+            "the built-in development JWT secret is set: configure LIENTHONG_JWT_SECRET"
+            " (32+ characters) or LIENTHONG_JWKS_URL/LIENTHONG_JWKS_FILE, or run with"
+            " LIENTHONG_DEV_MODE=1 on a development machine"
+        )
+    if settings.jwt_secret and len(settings.jwt_secret) < 32:
+        raise InsecureConfiguration("LIENTHONG_JWT_SECRET must have at least 32 characters")
+    if not settings.jwt_secret and not (settings.jwks_url or settings.jwks_file):
+        raise InsecureConfiguration("no way to verify tokens: set a JWT secret or a JWKS source")
+
+
+class Authenticator:
+    """Turns credentials into principals for one service."""
+
+    def __init__(self, settings: ServiceSettings, clock: Clock) -> None:
+        check_configuration(settings)
+        self.settings = settings
+        self.clock = clock
+        self.tokens = TokenVerifier(
+            secret=settings.jwt_secret,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            jwks_url=settings.jwks_url,
+            jwks_file=settings.jwks_file,
+        )
+        clients = parse_clients(settings.portal_clients)
+        if not clients and settings.dev_mode:
+            clients = parse_clients(f"{DEV_PORTAL_CLIENT}:{DEV_PORTAL_SECRET}")
+        self.portal = PortalCredentials(clients, timedelta(seconds=settings.portal_token_ttl_s))
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def mint_dev(self, *, agency_id: str, role: str, person: str) -> str:
+        """Development mode only: a staff token signed with the configured secret."""
+        if not self.settings.dev_mode:
+            raise InsecureConfiguration("token minting exists only in development mode")
+        return mint(
+            self.settings.jwt_secret,
+            agency_id=agency_id,
+            role=role,
+            person=person,
+            now=self.now(),
+            audience=self.settings.jwt_audience,
+            issuer=self.settings.jwt_issuer,
+        )
+
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="staffToken",
+    bearerFormat="JWT",
+    description="Officers and operators: a JWT with sub, agency_id, role, aud and iss.",
+)
+_portal_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="portalToken",
+    description="The national portal: a token from POST /v1/portal/token.",
+)
+_portal_basic = HTTPBasic(
+    auto_error=False,
+    scheme_name="portalClient",
+    description="The national portal: its client id and secret.",
+)
+_lookup = APIKeyHeader(
+    name=LOOKUP_HEADER,
+    auto_error=False,
+    scheme_name="lookupCode",
+    description="The applicant: the dossier's lookup code printed on Form 01/02/03.",
+)
+
+BearerCred = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+PortalBearerCred = Annotated[HTTPAuthorizationCredentials | None, Depends(_portal_bearer)]
+BasicCred = Annotated[HTTPBasicCredentials | None, Depends(_portal_basic)]
+LookupCred = Annotated[str | None, Depends(_lookup)]
+
+# Given a dossier code and a lookup code: does the code open that dossier?
+LookupCheck = Callable[[str, str], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class Guards:
+    """FastAPI dependencies, one per kind of principal a route accepts."""
+
+    auth: Authenticator
+
+    def staff(self, roles: Iterable[str] | None = None) -> Callable[..., Awaitable[Staff]]:
+        """A valid staff token (optionally of one of ``roles``); 401 without, 403 if the
+        role is not allowed."""
+        allowed = frozenset(roles) if roles is not None else None
+        auth = self.auth
+
+        async def dependency(cred: BearerCred) -> Staff:
+            if cred is None or cred.scheme.lower() != "bearer":
+                raise unauthorized("missing bearer token")
+            who = await auth.tokens.verify(cred.credentials, auth.now())
+            if allowed is not None and who.role not in allowed:
+                raise forbidden(f"role {who.role} may not do this", "role")
+            return who
+
+        return dependency
+
+    def staff_or_portal(self) -> Callable[..., Awaitable[Staff | PortalClient]]:
+        """Any staff token, or the portal's credentials (read-only catalogue)."""
+        auth = self.auth
+
+        async def dependency(
+            cred: BearerCred, portal_cred: PortalBearerCred, basic: BasicCred
+        ) -> Staff | PortalClient:
+            if basic is not None:
+                return auth.portal.check(basic.username, basic.password)
+            if cred is None:
+                raise unauthorized("missing credentials")
+            try:
+                return await auth.tokens.verify(cred.credentials, auth.now())
+            except HTTPException:
+                return auth.portal.verify(cred.credentials, auth.now())
+
+        return dependency
+
+    def portal(self) -> Callable[..., Awaitable[PortalClient]]:
+        """The portal only: HTTP Basic client credentials or a portal token; a staff token is
+        recognised and refused with 403."""
+        auth = self.auth
+
+        async def dependency(cred: PortalBearerCred, basic: BasicCred) -> PortalClient:
+            if basic is not None:
+                return auth.portal.check(basic.username, basic.password)
+            if cred is None:
+                raise unauthorized("missing client credentials", "Basic")
+            try:
+                return auth.portal.verify(cred.credentials, auth.now())
+            except HTTPException:
+                await auth.tokens.verify(cred.credentials, auth.now())  # 401 if not staff
+                raise forbidden("the portal's endpoints are for the portal client") from None
+
+        return dependency
+
+    def staff_or_applicant(self, check: LookupCheck) -> Callable[..., Awaitable[Staff | Applicant]]:
+        """A staff token, or the lookup code of the dossier named by the path's ``code``."""
+
+        async def dependency(code: str, cred: BearerCred, lookup: LookupCred) -> Staff | Applicant:
+            return await self.resolve(code, cred, lookup, check)
+
+        return dependency
+
+    async def resolve(
+        self,
+        dossier_code: str,
+        cred: HTTPAuthorizationCredentials | None,
+        lookup: str | None,
+        check: LookupCheck,
+    ) -> Staff | Applicant:
+        """A staff token if one is given, else the applicant's lookup code for the dossier."""
+        if cred is not None:
+            return await self.auth.tokens.verify(cred.credentials, self.auth.now())
+        if lookup:
+            if await check(dossier_code, lookup):
+                return Applicant(dossier_code)
+            raise unauthorized("wrong lookup code for this dossier", LOOKUP_HEADER)
+        raise unauthorized("missing bearer token or lookup code")
+
+
+def require_agency(who: Staff, agencies: Iterable[str | None], *, operators: bool) -> None:
+    """403 unless the caller is an operator (when ``operators``) or of one of ``agencies``."""
+    if who.is_operator:
+        if operators:
+            return
+        raise forbidden("operators may not do this", "role")
+    if who.agency_id not in {a for a in agencies if a}:
+        raise forbidden("this dossier belongs to another agency", "agency")
+
+
+_PROBLEM_REF = "#/components/schemas/Problem"
+_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "No credentials, or invalid, expired or wrong-audience ones",
+    403: "Authenticated, but this caller may not do this (role or agency)",
+    404: "Not found",
+    409: "Conflicts with the current state",
+    422: "Invalid input: which field, and why",
+    429: "Too many requests from this caller: retry after Retry-After seconds",
+    503: "Temporarily unable to serve",
+}
+
+
+def responses(*codes: int, non_json_route: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error answers a route gives, with the real body model
+    (``{detail, errors: [{field, reason}]}``) and the headers that come with 401 and 429.
+    A route whose success is not JSON (an HTML page) still answers errors in JSON."""
+    from contracts.api import Problem
+
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        entry: dict[str, Any] = (
+            {"content": {"application/json": {"schema": {"$ref": _PROBLEM_REF}}}}
+            if non_json_route
+            else {"model": Problem}
+        )
+        entry["description"] = _DESCRIPTIONS[code]
+        if code == 401:
+            entry["headers"] = {
+                "WWW-Authenticate": {"schema": {"type": "string"}, "description": "scheme"}
+            }
+        if code == 429:
+            entry["headers"] = {
+                "Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}
+            }
+        out[code] = entry
+    return out
+
+
+# --- what a caller may see of an applicant ---------------------------------------------
+
+PERSONAL_KEYS = frozenset({"name", "id_number", "phone", "email", "address", "birth_date"})
+
+
+def mask(value: Any) -> Any:
+    """Keep enough to recognise, nothing to identify: initials, last three digits, domain."""
+    if value is None:
+        return None
+    s = str(value)
+    if "@" in s:
+        local, _, domain = s.partition("@")
+        return f"{local[:1]}***@{domain}"
+    if s.replace("-", "").replace("+", "").isdigit():
+        return "*" * max(0, len(s) - 3) + s[-3:]
+    return " ".join(f"{w[:1]}***" for w in s.split()) or "***"
+
+
+def redact_applicant(applicant: dict[str, Any]) -> dict[str, Any]:
+    return {k: (mask(v) if k in PERSONAL_KEYS else v) for k, v in applicant.items()}
+
+
+def redact(data: Any) -> Any:
+    """Every ``applicant`` object and ``recipient`` inside ``data``, masked."""
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            if k == "applicant" and isinstance(v, dict):
+                out[k] = redact_applicant(v)
+            elif k == "recipient":
+                out[k] = mask(v)
+            else:
+                out[k] = redact(v)
+        return out
+    if isinstance(data, list):
+        return [redact(x) for x in data]
+    return data
+
+
+def main() -> None:  # pragma: no cover - a tool for operators
+    """``python -m services.runtime.auth seal-keygen``: a lookup-code sealing key pair."""
+    import sys
+
+    if sys.argv[1:] != ["seal-keygen"]:
+        print("usage: python -m services.runtime.auth seal-keygen", file=sys.stderr)
+        raise SystemExit(2)
+    priv = base64.b64encode(secrets.token_bytes(32)).decode()
+    print(f"NOTIFICATION_LOOKUP_SEAL_PRIVATE_KEY={priv}")
+    print(f"INTAKE_LOOKUP_SEAL_PUBLIC_KEY={seal_public_key(priv)}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from services.runtime import auth
@@ -99,26 +99,23 @@ def install_edge_guards(app: FastAPI, max_body_bytes: int) -> None:
 
 def ops_router(rt: Runtime) -> APIRouter:
     """``/v1/ops/*``: operators only."""
-    router = APIRouter(prefix="/v1/ops", tags=["ops"])
-
-    def operator(request: Request) -> auth.Claims:
-        claims = auth.bearer(request, rt.settings.jwt_secret, rt.clock.now())
-        if not claims.is_operator:
-            raise HTTPException(403, detail="operators only")
-        return claims
+    router = APIRouter(
+        prefix="/v1/ops",
+        tags=["ops"],
+        dependencies=[Depends(rt.guards.staff({auth.OPERATOR}))],
+        responses=auth.responses(401, 403, 422),
+    )
 
     @router.get("/outbox/failed")
     async def outbox_failed(
         request: Request, limit: int = Query(100, ge=1, le=1000)
     ) -> list[dict[str, Any]]:
         """Outbox rows set aside because the broker refused them, with the reason."""
-        operator(request)
         return await failed_rows(rt.pool, limit)
 
-    @router.post("/outbox/{row_id}/retry")
+    @router.post("/outbox/{row_id}/retry", responses=auth.responses(404))
     async def outbox_retry(request: Request, row_id: int) -> dict[str, Any]:
         """Put a set-aside row back in line once its cause is fixed."""
-        operator(request)
         if not await retry_row(rt.pool, row_id):
             raise HTTPException(404, detail=f"no set-aside outbox row {row_id}")
         return {"id": row_id, "status": "pending"}
@@ -128,12 +125,10 @@ def ops_router(rt: Runtime) -> APIRouter:
         request: Request, limit: int = Query(100, ge=1, le=1000)
     ) -> list[dict[str, Any]]:
         """Timers that failed every attempt: a reminder, escalation or lapse is stuck."""
-        operator(request)
         return await failed_timers(rt.pool, limit)
 
-    @router.post("/timers/{timer_id}/retry")
+    @router.post("/timers/{timer_id}/retry", responses=auth.responses(404))
     async def timers_retry(request: Request, timer_id: int) -> dict[str, Any]:
-        operator(request)
         if not await retry_timer(rt.pool, timer_id, rt.clock.now()):
             raise HTTPException(404, detail=f"no failed timer {timer_id}")
         return {"id": timer_id, "status": "pending"}
@@ -143,7 +138,6 @@ def ops_router(rt: Runtime) -> APIRouter:
         request: Request, limit: int = Query(100, ge=1, le=1000)
     ) -> list[dict[str, Any]]:
         """Events this service could not accept, newest first, with the reason."""
-        operator(request)
         rows = await rt.pool.fetch(
             'SELECT id, consumer, topic, partition, "offset", length(value) AS size, reason,'
             " detail, published, created_at, replayed_at FROM dead_letters"
@@ -157,7 +151,6 @@ def ops_router(rt: Runtime) -> APIRouter:
         request: Request, limit: int = Query(100, ge=1, le=1000)
     ) -> list[dict[str, Any]]:
         """Events waiting for something, per dossier, oldest first."""
-        operator(request)
         rows = await rt.pool.fetch(
             "SELECT id, consumer, subject, event_id, event_type, reason, attempts, parked_at,"
             " next_attempt_at FROM parked ORDER BY id LIMIT $1",

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from contracts.topics import TOPICS, Topic
 from services.runtime import logging as rlog
 from services.runtime.acl import SERVICES, service_topics
+from services.runtime.auth import Authenticator, Guards
 from services.runtime.broker import ensure_topics, make_broker, make_producer
 from services.runtime.calendar import CalendarOverrides, WorkingCalendar
 from services.runtime.clock import Clock, make_clock
@@ -78,6 +79,8 @@ class Runtime:
             CalendarOverrides.load(settings.calendar_overrides)
         )
         self.outbox = Outbox(name, self.clock, settings.topic_prefix)
+        self.auth = Authenticator(settings, self.clock)  # refuses insecure configurations
+        self.guards = Guards(self.auth)
         self._pool: asyncpg.Pool | None = None
         self._producer: AIOKafkaProducer | None = None
         self.relay: OutboxRelay | None = None
@@ -173,6 +176,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rlog.configure(spec.name, settings.log_level)
+        if settings.dev_mode:
+            log.warning(
+                "development_mode",
+                hint="LIENTHONG_DEV_MODE=1: development secrets and token minting are on",
+            )
         schema = settings.db_schema
 
         async def open_pool() -> asyncpg.Pool:
@@ -285,7 +293,7 @@ def create_app(
     async def health() -> dict[str, str]:
         return {"status": "ok", "service": spec.name}
 
-    @app.get("/ready", tags=["ops"])
+    @app.get("/ready", tags=["ops"], responses={503: {"description": "Not ready"}})
     async def ready() -> JSONResponse:
         checks: dict[str, Any] = {}
         try:

@@ -38,6 +38,18 @@ class ServiceSettings(BaseSettings):
         None, validation_alias=AliasChoices("LIENTHONG_CALENDAR_OVERRIDES")
     )
     log_level: str = Field("INFO", validation_alias=AliasChoices("LIENTHONG_LOG_LEVEL"))
+    # Who may do what (services/runtime/auth.py). Without LIENTHONG_DEV_MODE=1 a service
+    # refuses to start with the built-in JWT secret, and mints no tokens.
+    dev_mode: bool = Field(False, validation_alias=AliasChoices("LIENTHONG_DEV_MODE"))
+    jwt_secret: str = Field(
+        DEV_JWT_SECRET,
+        validation_alias=AliasChoices("LIENTHONG_JWT_SECRET"),
+        description="HS256 secret for staff tokens; empty to accept only JWKS-verified tokens",
+    )
+    jwt_audience: str = Field("lienthong", validation_alias=AliasChoices("LIENTHONG_JWT_AUDIENCE"))
+    jwt_issuer: str = Field("lienthong-dev", validation_alias=AliasChoices("LIENTHONG_JWT_ISSUER"))
+    jwks_url: str | None = Field(None, validation_alias=AliasChoices("LIENTHONG_JWKS_URL"))
+    jwks_file: str | None = Field(None, validation_alias=AliasChoices("LIENTHONG_JWKS_FILE"))
     # The clients' own defaults, as a production cluster expects them: a member that stops
     # heartbeating leaves the group after 10 s; an idle fetch waits up to 500 ms but returns
     # as soon as data arrives.
@@ -78,13 +90,19 @@ class ServiceSettings(BaseSettings):
     delivery_poll_interval_s: float = 0.5
 
     # consultation
-    jwt_secret: str = DEV_JWT_SECRET
     templates_dir: str | None = None
     demo_minutes: bool = False
-    dev_tokens: bool = False
 
     # intake
     catalogue_dir: str | None = None
+    portal_clients: str = Field("", description="id:secret or id:sha256:<hex>, comma-separated")
+    portal_token_ttl_s: int = 900
+    submit_rate_per_minute: int = Field(120, description="submissions per principal per minute")
+    backdate_limit_hours: float = Field(72.0, description="how far a head may back-date receipt")
+    lookup_seal_public_key: str = Field("", description="notification's X25519 key, base64")
+
+    # notification
+    lookup_seal_private_key: str = Field("", description="X25519 private key, base64")
 
     @classmethod
     def for_service(cls, service: str) -> ServiceSettings:

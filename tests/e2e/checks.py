@@ -8,6 +8,8 @@ import collections
 import json
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import asyncpg
 import httpx
@@ -23,10 +25,17 @@ class Submitter:
     Idempotency-Key, retried while the desk is away or busy; counts what was accepted."""
 
     def __init__(
-        self, http: httpx.AsyncClient, url: str, concurrency: int, *, retry: bool = False
+        self,
+        http: httpx.AsyncClient,
+        url: str,
+        concurrency: int,
+        *,
+        headers: Callable[[dict[str, Any]], dict[str, str]] | None = None,
+        retry: bool = False,
     ) -> None:
         self.http = http
         self.url = url
+        self.headers = headers or (lambda _: {})
         self.sem = asyncio.Semaphore(concurrency)
         self.retry = retry
         self.run_id = uuid.uuid4().hex[:8]
@@ -35,7 +44,7 @@ class Submitter:
 
     async def one(self, i: int) -> None:
         body = PERMIT if i % 2 else BIRTH
-        key = {"Idempotency-Key": f"{self.run_id}-{i}"}
+        key = {**self.headers(body), "Idempotency-Key": f"{self.run_id}-{i}"}
         deadline = time.monotonic() + 300
         async with self.sem:
             while True:

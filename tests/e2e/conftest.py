@@ -44,7 +44,6 @@ def stack(
         smtp_port=smtp.port,
         extra={
             **kafka_env,  # each service connects as its own principal
-            "CONSULTATION_DEV_TOKENS": "1",
             "LIENTHONG_CLOCK_FILE": str(clock.path),
         },
     )

@@ -15,6 +15,7 @@ import asyncio
 import random
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import asyncpg
@@ -25,6 +26,7 @@ from deploy.kafka import KafkaUnavailable, LocalKafka, ensure_jars
 from deploy.local import SmtpSink
 from tests.e2e.checks import Submitter, settle_and_count
 from tests.e2e.stack import Stack
+from tests.e2e.test_walking_skeleton import desk
 
 # A hang guard, not a timing assertion: 2,000 dossiers through three JVMs and the four
 # services take several minutes on a loaded 2-core machine (the suite's default is 300 s).
@@ -84,7 +86,7 @@ async def test_sigkill_one_of_three_brokers_mid_stream(
 ) -> None:
     stack = _stack(cluster, database_url, topic_prefix, tmp_path, smtp)
     try:
-        submit = Submitter(http, stack.url("intake"), concurrency=32)
+        submit = Submitter(http, stack.url("intake"), concurrency=32, headers=partial(desk, stack))
         started = time.monotonic()
         flow = asyncio.create_task(submit.run(2000))
         await submit.reached(600)
@@ -121,7 +123,7 @@ async def test_single_broker_stopped_and_started_mid_stream(
     stack = _stack(single, database_url, topic_prefix, tmp_path, smtp)
     pids = {n: p.pid for n, p in stack.procs.items()}
     try:
-        submit = Submitter(http, stack.url("intake"), concurrency=8)
+        submit = Submitter(http, stack.url("intake"), concurrency=8, headers=partial(desk, stack))
         flow = asyncio.create_task(submit.run(600))
         await submit.reached(150)
         node = single.nodes[0]

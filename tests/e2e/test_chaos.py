@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import asyncpg
@@ -31,6 +32,7 @@ from deploy.local import SERVICES, SmtpSink, embedded_postgres
 from tests import infra
 from tests.e2e.checks import Submitter, settle_and_count
 from tests.e2e.stack import Stack
+from tests.e2e.test_walking_skeleton import desk
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -123,7 +125,9 @@ async def test_chaos_kills_every_kind_of_process_during_2000_dossiers(
     started = time.monotonic()
     try:
         async with httpx.AsyncClient(timeout=30) as http:
-            submit = Submitter(http, stack.url("intake"), concurrency=16, retry=True)
+            submit = Submitter(
+                http, stack.url("intake"), concurrency=16, headers=partial(desk, stack), retry=True
+            )
             flow = asyncio.create_task(submit.run(2000))
             # Each kind of process once per round, in random order, at random points of
             # the stream; a killed process is started again after a random pause.

@@ -29,11 +29,10 @@ cal = WorkingCalendar()
 
 
 async def token(http: httpx.AsyncClient, stack: Stack, agency: str, role: str) -> dict[str, str]:
-    r = await http.post(
-        f"{stack.url('consultation')}/v1/dev/tokens",
-        json={"agency_id": agency, "role": role, "person": f"{role}@{agency}"},
+    """A token on the services' clock (which the test moves), not the wall clock."""
+    return stack.headers(
+        agency, role, now=FileOffsetClock(stack.env_extra["LIENTHONG_CLOCK_FILE"]).now()
     )
-    return {"authorization": f"Bearer {r.json()['token']}"}
 
 
 async def test_three_agencies_reply_deemed_consent_and_lapse(
@@ -41,7 +40,12 @@ async def test_three_agencies_reply_deemed_consent_and_lapse(
 ) -> None:
     c = stack.url("consultation")
     op = await token(http, stack, "000.00.00.H29", "operator")
-    code = (await http.post(f"{stack.url('intake')}/v1/dossiers", json=PERMIT)).json()["code"]
+    r = await http.post(
+        f"{stack.url('intake')}/v1/dossiers",
+        json=PERMIT,
+        headers=await token(http, stack, "000.00.16.H29", "officer"),
+    )
+    code, lookup = r.json()["code"], {"X-Lookup-Code": r.json()["lookup_code"]}
 
     async def requests() -> dict[str, dict[str, Any]]:
         # a fresh token each time: tokens expire on the services' clock, which we move
@@ -108,7 +112,7 @@ async def test_three_agencies_reply_deemed_consent_and_lapse(
     assert req[PLANNING]["escalation_step"] == 3 and req[PLANNING]["legal_basis"] is None
 
     async def timeline() -> list[str]:
-        r = await http.get(f"{stack.url('intake')}/v1/dossiers/{code}")
+        r = await http.get(f"{stack.url('intake')}/v1/dossiers/{code}", headers=lookup)
         return [e["type"] for e in r.json()["timeline"]]
 
     types = await eventually(timeline, lambda t: "consultation.lapsed" in t)
@@ -119,7 +123,9 @@ async def test_three_agencies_reply_deemed_consent_and_lapse(
 
     async def notices() -> list[str]:
         r = await http.get(
-            f"{stack.url('notification')}/v1/notifications", params={"dossier": code}
+            f"{stack.url('notification')}/v1/notifications",
+            params={"dossier": code},
+            headers=await token(http, stack, "000.50.03.H29", "department_head"),
         )
         return [n["kind"] for n in r.json() if n["status"] == "sent"]
 
@@ -162,7 +168,12 @@ async def test_three_agencies_reply_deemed_consent_and_lapse(
         lambda t: "routing.dossier_advanced" in t and "consultation.round_completed" in t,
     )
     assert types.count("consultation.round_completed") == 1
-    route = (await http.get(f"{stack.url('routing')}/v1/routes/{code}")).json()
+    route = (
+        await http.get(
+            f"{stack.url('routing')}/v1/routes/{code}",
+            headers=await token(http, stack, "000.50.03.H29", "department_head"),
+        )
+    ).json()
     assert route["state"] == "deciding"
     verify = (await http.get(f"{c}/v1/audit/verify", headers=op)).json()
     assert verify == {"ok": True}

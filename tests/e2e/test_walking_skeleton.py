@@ -37,30 +37,36 @@ BIRTH = {
     "documents": [{"code": "TK"}, {"code": "GCS"}, {"code": "TKCT"}],
 }
 CONSULTED = {"1.009972": 3, "1.001193": 2}
+RECEIVING = {"1.009972": "000.00.16.H29", "1.001193": "000.03.12.H29"}
+LEAD = {"1.009972": "000.50.03.H29", "1.001193": "000.03.12.H29"}
 
 
-async def operator_token(http: httpx.AsyncClient, stack: Stack) -> dict[str, str]:
-    r = await http.post(
-        f"{stack.url('consultation')}/v1/dev/tokens",
-        json={"agency_id": "000.00.00.H29", "role": "operator", "person": "test"},
-    )
-    return {"authorization": f"Bearer {r.json()['token']}"}
+def desk(stack: Stack, body: dict[str, Any]) -> dict[str, str]:
+    """A desk officer of the agency that receives ``body``'s procedure."""
+    return stack.headers(RECEIVING[body["procedure_code"]])
 
 
 async def test_one_dossier_end_to_end(
     stack: Stack, http: httpx.AsyncClient, smtp: SmtpSink
 ) -> None:
-    auth = await operator_token(http, stack)
+    auth = stack.headers("000.00.00.H29", "operator")
     started = time.monotonic()
-    r = await http.post(f"{stack.url('intake')}/v1/dossiers", json=PERMIT)
+    r = await http.post(
+        f"{stack.url('intake')}/v1/dossiers", json=PERMIT, headers=desk(stack, PERMIT)
+    )
     assert r.status_code == 201, r.text
     code = r.json()["code"]
     assert r.json()["appointment_local"].startswith("17:00 ngày")
+    applicant = {"X-Lookup-Code": r.json()["lookup_code"]}
 
     async def notifications() -> list[dict[str, Any]]:
         res = await http.get(
-            f"{stack.url('notification')}/v1/notifications", params={"dossier": code}
+            f"{stack.url('notification')}/v1/notifications",
+            params={"dossier": code},
+            headers=applicant,
         )
+        if res.status_code == 404:  # the receipt event has not reached notification yet
+            return []
         return [n for n in res.json() if n["status"] == "sent"]
 
     async def requests() -> list[dict[str, Any]]:
@@ -75,22 +81,29 @@ async def test_one_dossier_end_to_end(
     print(f"\nend-to-end: receipt and 3 requests {elapsed:.2f}s after submission")
     assert sent[0]["kind"] == "form01" and sent[0]["recipient"] == "minhlong@example.vn"
     assert code in sent[0]["body_text"] and "GIẤY TIẾP NHẬN HỒ SƠ" in sent[0]["body_text"]
+    assert f"Mã tra cứu (giữ bí mật): {applicant['X-Lookup-Code']}" in sent[0]["body_text"]
     assert {x["agency_id"] for x in opened} == {"000.70.04.H29", "000.80.06.H29", "000.90.08.H29"}
     mail = await eventually(lambda: _async(smtp.for_dossier(code)), lambda m: len(m) == 1)
     assert mail[0]["To"] == "minhlong@example.vn"
     assert "Giấy tiếp nhận" in mail[0]["Subject"]
 
     async def timeline() -> list[str]:
-        res = await http.get(f"{stack.url('intake')}/v1/dossiers/{code}")
+        res = await http.get(f"{stack.url('intake')}/v1/dossiers/{code}", headers=applicant)
         return [e["type"] for e in res.json()["timeline"]]
 
     types = await eventually(timeline, lambda t: len(t) >= 6)
     assert types.count("consultation.requested") == 3
     for t in ("dossier.received", "routing.dossier_routed", "notification.sent"):
         assert t in types
-    dossier = (await http.get(f"{stack.url('intake')}/v1/dossiers/{code}")).json()
+    dossier = (await http.get(f"{stack.url('intake')}/v1/dossiers/{code}", headers=auth)).json()
     assert dossier["status"] == 4  # processing, once routed
-    route = (await http.get(f"{stack.url('routing')}/v1/routes/{code}")).json()
+    assert dossier["redacted"] and dossier["applicant"]["id_number"] == "*******567"
+    route = (
+        await http.get(
+            f"{stack.url('routing')}/v1/routes/{code}",
+            headers=stack.headers("000.50.03.H29", "department_head"),
+        )
+    ).json()
     assert route["lead_agency"] == "000.50.03.H29" and route["state"] == "consulting"
 
     # Every consumer has caught up: lag (end offset minus committed offset) falls to 0.
@@ -111,17 +124,22 @@ async def _async(value: Any) -> Any:
 
 
 async def test_bad_input_is_refused_clearly(stack: Stack, http: httpx.AsyncClient) -> None:
+    officer = desk(stack, PERMIT)
     bad = {**PERMIT, "applicant": {**PERMIT["applicant"], "id_number": "12"}}
-    r = await http.post(f"{stack.url('intake')}/v1/dossiers", json=bad)
+    r = await http.post(f"{stack.url('intake')}/v1/dossiers", json=bad, headers=officer)
     assert r.status_code == 422
     assert any(
         e["field"].startswith("applicant") and "digits" in e["reason"] for e in r.json()["errors"]
     )
     r = await http.post(
-        f"{stack.url('intake')}/v1/dossiers", json={**PERMIT, "procedure_code": "x"}
+        f"{stack.url('intake')}/v1/dossiers",
+        json={**PERMIT, "procedure_code": "x"},
+        headers=officer,
     )
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "procedure_code"
-    r = await http.get(f"{stack.url('notification')}/v1/notifications")
+    r = await http.post(f"{stack.url('intake')}/v1/dossiers", json=PERMIT)
+    assert r.status_code == 401
+    r = await http.get(f"{stack.url('notification')}/v1/notifications", headers=officer)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "query.dossier"
     r = await http.get(f"{stack.url('consultation')}/v1/consultations")
     assert r.status_code == 401
@@ -138,7 +156,9 @@ async def test_sigkill_mid_batch_loses_and_doubles_nothing(
     async def submit(i: int) -> tuple[str, str]:
         body = PERMIT if i % 2 else BIRTH
         async with sem:
-            r = await http.post(f"{stack.url('intake')}/v1/dossiers", json=body)
+            r = await http.post(
+                f"{stack.url('intake')}/v1/dossiers", json=body, headers=desk(stack, body)
+            )
         assert r.status_code == 201, r.text
         return r.json()["code"], body["procedure_code"]
 

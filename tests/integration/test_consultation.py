@@ -27,7 +27,7 @@ from services.runtime.calendar import VN_TZ, format_local
 from services.runtime.clock import ManualClock
 from services.runtime.service import Runtime, create_app
 from services.runtime.settings import ServiceSettings
-from tests.helpers import eventually, kafka_kwargs
+from tests.helpers import configure_auth, eventually, kafka_kwargs
 
 LEAD = "000.50.03.H29"
 PLANNING, ENVIRONMENT, FIRE = "000.70.04.H29", "000.80.06.H29", "000.90.08.H29"
@@ -147,6 +147,7 @@ async def h(kafka_bootstrap: str, database_url: str, topic_prefix: str) -> Async
     settings.database_url = database_url
     settings.topic_prefix = topic_prefix
     settings.timer_poll_interval_s = 3600  # the test fires timers itself
+    configure_auth(settings)
     clock = ManualClock(START)
     app = create_app(SPEC, settings, clock)
     async with app.router.lifespan_context(app):

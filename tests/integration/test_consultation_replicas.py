@@ -40,6 +40,7 @@ async def replica(
 ) -> tuple[TimerScheduler, asyncpg.Pool]:
     settings = ServiceSettings.for_service("consultation")
     settings.database_url = database_url
+    settings.dev_mode = True  # no HTTP here: the built-in secret is harmless
     settings.replica = name
     rt = Runtime("consultation", settings, clock)
     pool = await create_pool(database_url, "consultation", max_size=4)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
 
 from services.intake.app import SPEC
 from services.runtime.calendar import VN_TZ, WorkingCalendar, format_local
+from services.runtime.clock import ManualClock
 from services.runtime.service import create_app
 from services.runtime.settings import ServiceSettings
+from tests.helpers import TEST_PORTAL_CLIENT, applicant, configure_auth, staff
 
 cal = WorkingCalendar()
 MARRIAGE = {
@@ -29,15 +31,26 @@ PERMIT = {
 }
 
 
+MARRIAGE_DESK = "000.03.12.H29"  # receives (and decides) 1.001022
+PERMIT_DESK, PERMIT_LEAD = "000.01.12.H29", "000.02.12.H29"  # 1.009973
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=VN_TZ)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(NOW)
+
+
 @pytest.fixture
 async def intake(
-    kafka_bootstrap: str, database_url: str, topic_prefix: str
+    kafka_bootstrap: str, database_url: str, topic_prefix: str, clock: ManualClock
 ) -> AsyncIterator[httpx.AsyncClient]:
     settings = ServiceSettings.for_service("intake")
     settings.kafka_bootstrap_servers = kafka_bootstrap
     settings.database_url = database_url
     settings.topic_prefix = topic_prefix
-    app = create_app(SPEC, settings)
+    configure_auth(settings)
+    app = create_app(SPEC, settings, clock)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://intake") as client:
@@ -45,18 +58,27 @@ async def intake(
             yield client
 
 
-async def test_catalogue_lists_the_sample(intake: httpx.AsyncClient) -> None:
-    r = await intake.get("/v1/procedures")
+def officer(agency: str, clock: ManualClock, role: str = "officer") -> dict[str, str]:
+    return staff(agency, role, now=clock.now())
+
+
+async def test_catalogue_lists_the_sample(intake: httpx.AsyncClient, clock: ManualClock) -> None:
+    h = officer(PERMIT_DESK, clock)
+    r = await intake.get("/v1/procedures", headers=h)
     items = r.json()["items"]
     assert len(items) >= 12
     assert sum(1 for p in items if p["consultations"]) >= 4
-    assert (await intake.get("/v1/procedures/nope")).status_code == 404
+    assert (await intake.get("/v1/procedures/nope", headers=h)).status_code == 404
+    assert (await intake.get("/v1/procedures")).status_code == 401
 
 
 async def test_fifty_concurrent_submissions_get_consecutive_serials(
-    intake: httpx.AsyncClient,
+    intake: httpx.AsyncClient, clock: ManualClock
 ) -> None:
-    rs = await asyncio.gather(*(intake.post("/v1/dossiers", json=MARRIAGE) for _ in range(50)))
+    h = officer(MARRIAGE_DESK, clock)
+    rs = await asyncio.gather(
+        *(intake.post("/v1/dossiers", json=MARRIAGE, headers=h) for _ in range(50))
+    )
     assert all(r.status_code == 201 for r in rs), [r.text for r in rs if r.status_code != 201]
     codes = [r.json()["code"] for r in rs]
     prefixes = {c.rsplit("-", 1)[0] for c in codes}
@@ -64,17 +86,19 @@ async def test_fifty_concurrent_submissions_get_consecutive_serials(
     assert sorted(int(c.rsplit("-", 1)[1]) for c in codes) == list(range(1, 51))
 
 
-async def test_idempotency_key(intake: httpx.AsyncClient) -> None:
-    key = {"Idempotency-Key": "desk-3-20261122-0001"}
+async def test_idempotency_key(intake: httpx.AsyncClient, clock: ManualClock) -> None:
+    key = {"Idempotency-Key": "desk-3-20261122-0001", **officer(MARRIAGE_DESK, clock)}
     a = await intake.post("/v1/dossiers", json=MARRIAGE, headers=key)
     b = await intake.post("/v1/dossiers", json=MARRIAGE, headers=key)
     assert a.status_code == b.status_code == 201
-    assert a.json() == b.json() and b.headers["Idempotent-Replayed"] == "true"
+    assert a.json()["lookup_code"] and b.json()["lookup_code"] is None  # given only once
+    assert {**a.json(), "lookup_code": None} == b.json()
+    assert b.headers["Idempotent-Replayed"] == "true"
     other = {**MARRIAGE, "applicant": {**MARRIAGE["applicant"], "name": "Người Khác"}}
     c = await intake.post("/v1/dossiers", json=other, headers=key)
     assert c.status_code == 409
     assert c.json()["errors"][0]["field"] == "Idempotency-Key"
-    racing = {"Idempotency-Key": "desk-3-20261122-0002"}
+    racing = {"Idempotency-Key": "desk-3-20261122-0002", **officer(MARRIAGE_DESK, clock)}
     rs = await asyncio.gather(
         *(intake.post("/v1/dossiers", json=MARRIAGE, headers=racing) for _ in range(10))
     )
@@ -82,13 +106,15 @@ async def test_idempotency_key(intake: httpx.AsyncClient) -> None:
 
 
 async def test_friday_before_tet_after_cutoff_is_one_working_day_later(
-    intake: httpx.AsyncClient,
+    intake: httpx.AsyncClient, clock: ManualClock
 ) -> None:
-    def at(h: int, m: int) -> dict:
-        return {**PERMIT, "received_at": datetime(2026, 2, 13, h, m, tzinfo=VN_TZ).isoformat()}
+    async def at(h: int, m: int) -> dict:
+        clock.set(datetime(2026, 2, 13, h, m, tzinfo=VN_TZ))
+        r = await intake.post("/v1/dossiers", json=PERMIT, headers=officer(PERMIT_DESK, clock))
+        return dict(r.json())
 
-    early = (await intake.post("/v1/dossiers", json=at(14, 59))).json()
-    late = (await intake.post("/v1/dossiers", json=at(15, 30))).json()
+    early = await at(14, 59)
+    late = await at(15, 30)
     # 15 working days; Tết 16-20 Feb and weekends skipped
     assert early["appointment_local"] == "17:00 ngày 13/03/2026"
     assert late["appointment_local"] == "17:00 ngày 16/03/2026"
@@ -98,10 +124,13 @@ async def test_friday_before_tet_after_cutoff_is_one_working_day_later(
     assert early["code"].startswith("000.01.12.H29-260213-")
 
 
-async def test_missing_document_supplement_resumes_the_clock(intake: httpx.AsyncClient) -> None:
+async def test_missing_document_supplement_resumes_the_clock(
+    intake: httpx.AsyncClient, clock: ManualClock
+) -> None:
     received = datetime(2026, 11, 16, 9, 0, tzinfo=VN_TZ)  # Monday
-    body = {**PERMIT, "documents": PERMIT["documents"][:2], "received_at": received.isoformat()}
-    r = await intake.post("/v1/dossiers", json=body)
+    clock.set(received)
+    body = {**PERMIT, "documents": PERMIT["documents"][:2]}
+    r = await intake.post("/v1/dossiers", json=body, headers=officer(PERMIT_DESK, clock))
     assert r.status_code == 201
     first = r.json()
     assert (first["outcome"], first["status"], first["missing_documents"]) == (
@@ -110,14 +139,15 @@ async def test_missing_document_supplement_resumes_the_clock(intake: httpx.Async
         ["BVTK"],
     )
     code = first["code"]
+    me = applicant(first["lookup_code"])
     wrong = await intake.post(
-        f"/v1/dossiers/{code}/supplements", json={"documents": [{"code": "XYZ"}]}
+        f"/v1/dossiers/{code}/supplements", json={"documents": [{"code": "XYZ"}]}, headers=me
     )
     assert wrong.status_code == 422 and "BVTK" in wrong.json()["errors"][0]["reason"]
     came_back = datetime(2026, 11, 19, 10, 30, tzinfo=VN_TZ)  # Thu; Tue 24 Nov is a holiday
+    clock.set(came_back)
     r = await intake.post(
-        f"/v1/dossiers/{code}/supplements",
-        json={"documents": [{"code": "BVTK"}], "supplemented_at": came_back.isoformat()},
+        f"/v1/dossiers/{code}/supplements", json={"documents": [{"code": "BVTK"}]}, headers=me
     )
     assert r.status_code == 200, r.text
     resumed = r.json()
@@ -128,10 +158,12 @@ async def test_missing_document_supplement_resumes_the_clock(intake: httpx.Async
     assert cal.working_seconds_between(before, after) == paused
     assert format_local(before) == "17:00 ngày 08/12/2026"
     assert format_local(after) == "09:30 ngày 14/12/2026"
-    dossier = (await intake.get(f"/v1/dossiers/{code}")).json()
+    dossier = (await intake.get(f"/v1/dossiers/{code}", headers=me)).json()
     assert dossier["status"] == 2 and dossier["supplement_requests"] == 1
     again = await intake.post(
-        f"/v1/dossiers/{code}/supplement-requests", json={"missing": ["QSDD"]}
+        f"/v1/dossiers/{code}/supplement-requests",
+        json={"missing": ["QSDD"]},
+        headers=officer(PERMIT_LEAD, clock),
     )
     assert again.status_code == 409
     assert "only one request" in again.json()["detail"]
@@ -145,41 +177,59 @@ async def test_missing_document_supplement_resumes_the_clock(intake: httpx.Async
     ]
 
 
-async def test_one_supplement_request_during_processing(intake: httpx.AsyncClient) -> None:
-    code = (await intake.post("/v1/dossiers", json=PERMIT)).json()["code"]
-    bad = await intake.post(f"/v1/dossiers/{code}/supplement-requests", json={"missing": ["NOPE"]})
+async def test_one_supplement_request_during_processing(
+    intake: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    desk = officer(PERMIT_DESK, clock)
+    lead = officer(PERMIT_LEAD, clock)
+    code = (await intake.post("/v1/dossiers", json=PERMIT, headers=desk)).json()["code"]
+    bad = await intake.post(
+        f"/v1/dossiers/{code}/supplement-requests", json={"missing": ["NOPE"]}, headers=lead
+    )
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "missing"
+    stranger = officer("000.90.08.H29", clock)
+    r = await intake.post(
+        f"/v1/dossiers/{code}/supplement-requests", json={"missing": ["QSDD"]}, headers=stranger
+    )
+    assert r.status_code == 403  # another agency cannot use up the one request
     ok = await intake.post(
         f"/v1/dossiers/{code}/supplement-requests",
         json={"missing": ["QSDD"], "note": "Bản sao chưa chứng thực"},
+        headers=lead,
     )
     assert ok.status_code == 201
     second = await intake.post(
-        f"/v1/dossiers/{code}/supplement-requests", json={"missing": ["BVTK"]}
+        f"/v1/dossiers/{code}/supplement-requests", json={"missing": ["BVTK"]}, headers=desk
     )
     assert second.status_code == 409
 
 
-async def test_refusal_and_unknown_procedure(intake: httpx.AsyncClient) -> None:
+async def test_refusal_and_unknown_procedure(intake: httpx.AsyncClient, clock: ManualClock) -> None:
+    h = officer(MARRIAGE_DESK, clock)
     org = {
         **MARRIAGE,
         "applicant": {"name": "Công ty A", "object_type": 2, "id_number": "0101234567"},
     }
-    r = await intake.post("/v1/dossiers", json=org)
+    r = await intake.post("/v1/dossiers", json=org, headers=h)
     assert r.status_code == 201
     assert (r.json()["outcome"], r.json()["status"]) == ("refused", 3)
     assert "không áp dụng" in r.json()["reasons"][0]
-    r = await intake.post("/v1/dossiers", json={**MARRIAGE, "procedure_code": "9.999999"})
+    r = await intake.post(
+        "/v1/dossiers", json={**MARRIAGE, "procedure_code": "9.999999"}, headers=h
+    )
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "procedure_code"
     r = await intake.post(
-        "/v1/dossiers", json={**MARRIAGE, "received_at": "2099-01-01T00:00:00+07:00"}
+        "/v1/dossiers", json={**MARRIAGE, "received_at": "2099-01-01T00:00:00+07:00"}, headers=h
     )
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "received_at"
 
 
 async def test_portal_payload_makes_the_same_dossier_as_the_desk(
-    intake: httpx.AsyncClient,
+    intake: httpx.AsyncClient, clock: ManualClock
 ) -> None:
+    clock.set(datetime(2026, 11, 20, 10, 0, tzinfo=VN_TZ))
+    h = officer(PERMIT_DESK, clock)
+    basic = httpx.BasicAuth(*TEST_PORTAL_CLIENT)
     desk = {
         **PERMIT,
         "channel": 2,
@@ -200,13 +250,15 @@ async def test_portal_payload_makes_the_same_dossier_as_the_desk(
         "NgayTiepNhan": "20261120100000",
         "TaiLieuNop": [{"MaThanhPhanHoSo": c} for c in ("DDN", "QSDD", "BVTK")],
     }
-    d = await intake.post("/v1/dossiers", json=desk)
-    p = await intake.post("/v1/portal/dossiers", json=portal)
+    d = await intake.post("/v1/dossiers", json=desk, headers=h)
+    p = await intake.post("/v1/portal/dossiers", json=portal, auth=basic)
     assert p.status_code == 200 and p.json()["error_code"] == 0, p.text
-    again = await intake.post("/v1/portal/dossiers", json=portal)
+    token = (await intake.post("/v1/portal/token", auth=basic)).json()["access_token"]
+    bearer = {"authorization": f"Bearer {token}"}
+    again = await intake.post("/v1/portal/dossiers", json=portal, headers=bearer)
     assert again.json()["MaHoSo"] == p.json()["MaHoSo"]  # the portal retried: same dossier
-    dv = (await intake.get(f"/v1/dossiers/{d.json()['code']}")).json()
-    pv = (await intake.get(f"/v1/dossiers/{p.json()['MaHoSo']}")).json()
+    dv = (await intake.get(f"/v1/dossiers/{d.json()['code']}", headers=h)).json()
+    pv = (await intake.get(f"/v1/dossiers/{p.json()['MaHoSo']}", headers=h)).json()
     for k in (
         "procedure_code",
         "procedure_version",
@@ -220,20 +272,111 @@ async def test_portal_payload_makes_the_same_dossier_as_the_desk(
     assert p.json()["NgayHenTra"] == datetime.fromisoformat(
         dv["appointment_at"].replace("Z", "+00:00")
     ).astimezone(VN_TZ).strftime("%Y%m%d%H%M%S")
-    bad = await intake.post("/v1/portal/dossiers", json={**portal, "NgayTiepNhan": "20-11-2026"})
+    bad = await intake.post(
+        "/v1/portal/dossiers", json={**portal, "NgayTiepNhan": "20-11-2026"}, auth=basic
+    )
     assert bad.status_code == 422 and bad.json()["error_code"] != 0
     assert "NgayTiepNhan" in bad.json()["message"]
 
 
 async def test_correlation_id_flows_from_the_desk_into_the_event(
-    intake: httpx.AsyncClient,
+    intake: httpx.AsyncClient, clock: ManualClock
 ) -> None:
+    h = officer(MARRIAGE_DESK, clock)
     cid = "6f1c2a9e-1111-4c3b-9c1d-2b7e0a5d9f00"
-    r = await intake.post("/v1/dossiers", json=MARRIAGE, headers={"X-Correlation-ID": cid})
+    r = await intake.post("/v1/dossiers", json=MARRIAGE, headers={"X-Correlation-ID": cid, **h})
     assert r.headers["X-Correlation-ID"] == cid
     payload = await intake.app.state.runtime.pool.fetchval(  # type: ignore[attr-defined]
         "SELECT payload FROM outbox WHERE key = $1", r.json()["code"]
     )
     assert f'"correlation_id":"{cid}"' in payload
-    other = await intake.post("/v1/dossiers", json=MARRIAGE, headers={"X-Correlation-ID": "junk"})
+    other = await intake.post(
+        "/v1/dossiers", json=MARRIAGE, headers={"X-Correlation-ID": "junk", **h}
+    )
     assert other.headers["X-Correlation-ID"] != "junk"
+
+
+async def test_back_dating_is_bounded_needs_a_head_and_a_reason_and_is_audited(
+    intake: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    earlier = (clock.now() - timedelta(hours=5)).isoformat()
+    body = {**MARRIAGE, "received_at": earlier}
+    r = await intake.post("/v1/dossiers", json=body, headers=officer(MARRIAGE_DESK, clock))
+    assert r.status_code == 403 and r.json()["errors"][0]["field"] == "received_at"
+    head = officer(MARRIAGE_DESK, clock, "department_head")
+    r = await intake.post("/v1/dossiers", json=body, headers=head)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "backdate_reason"
+    too_far = {**body, "received_at": (clock.now() - timedelta(hours=73)).isoformat()}
+    r = await intake.post("/v1/dossiers", json={**too_far, "backdate_reason": "x"}, headers=head)
+    assert r.status_code == 422 and "72 hours" in r.json()["errors"][0]["reason"]
+    reason = "Hồ sơ nhận qua bưu chính sáng nay, nhập máy muộn"
+    r = await intake.post("/v1/dossiers", json={**body, "backdate_reason": reason}, headers=head)
+    assert r.status_code == 201, r.text
+    rows = await intake.app.state.runtime.pool.fetch(  # type: ignore[attr-defined]
+        "SELECT field, claimed_at, actor, reason FROM backdated WHERE dossier_code = $1",
+        r.json()["code"],
+    )
+    assert [(x["field"], x["reason"]) for x in rows] == [("received_at", reason)]
+    assert rows[0]["actor"].endswith(f"@{MARRIAGE_DESK} (department_head)")
+    slight = {**MARRIAGE, "received_at": (clock.now() - timedelta(minutes=2)).isoformat()}
+    r = await intake.post("/v1/dossiers", json=slight, headers=officer(MARRIAGE_DESK, clock))
+    assert r.status_code == 201  # clock skew is not back-dating
+
+
+async def test_a_desk_records_only_its_own_agency_and_operators_do_not_submit(
+    intake: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    r = await intake.post("/v1/dossiers", json=MARRIAGE, headers=officer(PERMIT_DESK, clock))
+    assert r.status_code == 403 and r.json()["errors"][0]["field"] == "receiving_agency"
+    r = await intake.post(
+        "/v1/dossiers",
+        json={**MARRIAGE, "receiving_agency": PERMIT_DESK},  # a centre receiving for others
+        headers=officer(PERMIT_DESK, clock),
+    )
+    assert r.status_code == 201
+    r = await intake.post(
+        "/v1/dossiers", json=MARRIAGE, headers=officer("000.00.00.H29", clock, "operator")
+    )
+    assert r.status_code == 403
+
+
+async def test_submissions_are_rate_limited_per_caller(
+    intake: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    intake.app.state.runtime.settings.submit_rate_per_minute = 3  # type: ignore[attr-defined]
+    clock.set(datetime(2026, 11, 23, 9, 0, 15, tzinfo=VN_TZ))
+    one = officer(MARRIAGE_DESK, clock)
+    codes = [
+        (await intake.post("/v1/dossiers", json=MARRIAGE, headers=one)).status_code
+        for _ in range(4)
+    ]
+    assert codes == [201, 201, 201, 429]
+    r = await intake.post("/v1/dossiers", json=MARRIAGE, headers=one)
+    assert r.status_code == 429 and r.headers["Retry-After"] == "45"
+    assert r.json()["detail"] == "too many submissions from this caller"
+    other = staff(MARRIAGE_DESK, "officer", now=clock.now(), person="another desk")
+    assert (await intake.post("/v1/dossiers", json=MARRIAGE, headers=other)).status_code == 201
+    clock.advance(timedelta(seconds=45))
+    assert (await intake.post("/v1/dossiers", json=MARRIAGE, headers=one)).status_code == 201
+
+
+async def test_the_lookup_code_opens_only_its_own_dossier(
+    intake: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    desk = officer(MARRIAGE_DESK, clock)
+    a = (await intake.post("/v1/dossiers", json=MARRIAGE, headers=desk)).json()
+    b = (await intake.post("/v1/dossiers", json=MARRIAGE, headers=desk)).json()
+    assert a["lookup_code"] != b["lookup_code"]
+    r = await intake.get(f"/v1/dossiers/{b['code']}", headers=applicant(a["lookup_code"]))
+    assert r.status_code == 401
+    spaced = a["lookup_code"].replace("-", " ").lower()  # read aloud, typed loosely
+    r = await intake.get(f"/v1/dossiers/{a['code']}", headers=applicant(spaced))
+    assert r.status_code == 200 and not r.json()["redacted"]
+    r = await intake.post(
+        f"/v1/dossiers/{a['code']}/stop", json={"reason": "x"}, headers=applicant(a["lookup_code"])
+    )
+    assert r.status_code == 401  # the applicant may not stop, only withdraw
+    r = await intake.post(
+        f"/v1/dossiers/{a['code']}/withdrawal", json={}, headers=applicant(a["lookup_code"])
+    )
+    assert r.status_code == 200 and r.json()["status"] == 7
