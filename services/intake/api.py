@@ -289,7 +289,12 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
             },
         },
     )
-    async def portal_inbound(body: Annotated[dict[str, Any], Body()], who: Portal) -> JSONResponse:
+    async def portal_inbound(body: Annotated[Any, Body()], who: Portal) -> JSONResponse:
+        """The portal's DongBoHoSoMC-shaped payload; every error in the portal's shape."""
+        if not isinstance(body, dict):
+            return JSONResponse(
+                status_code=422, content=portal.failure(-1, "body", "must be a JSON object")
+            )
         retry = await limited(who)
         if retry is not None:
             return JSONResponse(

@@ -320,7 +320,17 @@ def create_app(
                 content["lag"] = {"error": repr(exc)}
         return JSONResponse(status_code=200 if ok else 503, content=content)
 
-    @app.get("/metrics", tags=["ops"])
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text exposition format",
+                "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+            }
+        },
+    )
     async def metrics() -> Response:
         if rt.relay is not None:
             with contextlib.suppress(Exception):
@@ -332,7 +342,43 @@ def create_app(
     if wiring.router is not None:
         app.include_router(wiring.router)
     app.include_router(ops_router(rt))
+    _document_body_errors(app)
     return app
+
+
+def _document_body_errors(app: FastAPI) -> None:
+    """Every operation that takes a body can answer 400 (not JSON at all) and 413 (over the
+    size limit) before any handler runs; say so in the OpenAPI document."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = plain()
+        problem = {"$ref": "#/components/schemas/Problem"}
+        for item in schema.get("paths", {}).values():
+            for operation in item.values():
+                if not isinstance(operation, dict) or "requestBody" not in operation:
+                    continue
+                answers = operation.setdefault("responses", {})
+                for code, what in (("400", "The body is not valid JSON"), ("413", "Too large")):
+                    answers.setdefault(
+                        code,
+                        {
+                            "description": what,
+                            "content": {"application/json": {"schema": problem}},
+                        },
+                    )
+        if "Problem" not in schema.get("components", {}).get("schemas", {}):
+            from contracts.api import Problem
+
+            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = (
+                Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+            )
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def main(spec: ServiceSpec) -> None:

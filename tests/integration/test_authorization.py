@@ -87,7 +87,21 @@ def rule(allow: set[str], *, applicant: bool = False, portal: bool = False) -> d
 
 
 ALL_STAFF = set(STAFF)
+# What every service shows operators of what it set aside (services/runtime/ops.py).
+OPS_ROUTES = (
+    ("GET", "/v1/ops/outbox/failed"),
+    ("POST", "/v1/ops/outbox/{row_id}/retry"),
+    ("GET", "/v1/ops/timers/failed"),
+    ("POST", "/v1/ops/timers/{timer_id}/retry"),
+    ("GET", "/v1/ops/dead-letters"),
+    ("GET", "/v1/ops/parked"),
+)
 RULES: dict[tuple[str, str, str], dict[str, str]] = {
+    **{
+        (service, method, path): rule({"operator"})
+        for service in ("intake", "routing", "consultation", "notification")
+        for method, path in OPS_ROUTES
+    },
     # intake
     ("intake", "GET", "/v1/procedures"): rule(ALL_STAFF | {"portal"}),
     ("intake", "GET", "/v1/procedures/{code}"): rule(ALL_STAFF | {"portal"}),
@@ -200,6 +214,8 @@ class World:
             )
             .replace("{rid}", self.request_id)
             .replace("{nid}", self.notification_id)
+            .replace("{row_id}", "1")
+            .replace("{timer_id}", "1")
         )
         kw: dict[str, Any] = {}
         match (service, method, path):
