@@ -27,10 +27,10 @@ from deploy.local import (
     SmtpSink,
     embedded_postgres,
     local_broker,
-    port_is_free,
     service_env,
     wait_ready,
 )
+from deploy.ports import port_is_free
 from services.runtime import auth
 from services.runtime.acl import grant_from_env
 from services.runtime.broker import ensure_topics

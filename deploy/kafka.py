@@ -44,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deploy.ports import free_port, port_is_free
 from services.runtime.kafka_auth import KafkaSecurity, read_env_file, security_configured
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -287,27 +288,6 @@ class Credentials:
         return out
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _port_is_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 @dataclass
 class KafkaNode:
     """One combined broker/controller process with its own log directory."""
@@ -488,10 +468,10 @@ class LocalKafka:
         saved = self._load()
         self.cluster_id = saved.get("cluster_id") or _cluster_id()
         ports = [int(p) for p in saved.get("ports", "").split(",") if p]
-        if len(ports) != 2 * nodes or not all(_port_is_free(p) for p in ports):
-            first = port if port and _port_is_free(port) else None
-            ports = [first or _free_port()] + [_free_port() for _ in range(2 * nodes - 1)]
-            if first and _port_is_free(first + 1):
+        if len(ports) != 2 * nodes or not all(port_is_free(p) for p in ports):
+            first = port if port and port_is_free(port) else None
+            ports = [first or free_port()] + [free_port() for _ in range(2 * nodes - 1)]
+            if first and port_is_free(first + 1):
                 ports[nodes] = first + 1  # the habit: controller next to its broker
         self.nodes = [
             KafkaNode(

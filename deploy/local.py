@@ -26,30 +26,13 @@ from typing import Any, Protocol
 import httpx
 
 from deploy.kafka import LocalKafka
+from deploy.ports import free_port
 from services.runtime import auth
 from services.runtime.kafka_auth import KafkaSecurity, only_service
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("intake", "routing", "consultation", "notification")
 DEFAULT_PORTS = {"intake": 8001, "routing": 8002, "consultation": 8003, "notification": 8004}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def port_is_free(port: int) -> bool:
-    """True if a server could listen on the port now (TIME_WAIT leftovers do not count)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def wait_for_port(port: int, timeout: float = 20.0) -> None:

@@ -244,17 +244,21 @@ class EventConsumer:
             if waiting:
                 await _insert_parked(conn, self.group_id, raw, env, "behind a parked event")
                 return "parked"
-            fresh = await conn.fetchval(
-                "INSERT INTO inbox(consumer, event_id, event_type) VALUES ($1, $2, $3)"
-                " ON CONFLICT DO NOTHING RETURNING true",
-                self.group_id,
-                env.event_id,
-                env.type,
-            )
-            if not fresh:
+            if not await self._record(conn, env):
                 return "duplicate"
             await handler(conn, env, payload)
         return "applied"
+
+    async def _record(self, conn: asyncpg.Connection, env: Envelope) -> bool:
+        """Record the event in the inbox; False if this consumer has applied it before."""
+        fresh = await conn.fetchval(
+            "INSERT INTO inbox(consumer, event_id, event_type) VALUES ($1, $2, $3)"
+            " ON CONFLICT DO NOTHING RETURNING true",
+            self.group_id,
+            env.event_id,
+            env.type,
+        )
+        return bool(fresh)
 
     async def _park(self, pool: asyncpg.Pool, raw: Raw, env: Envelope, reason: str) -> None:
         while True:
@@ -323,14 +327,7 @@ class EventConsumer:
         env, handler, payload = decoded.envelope, decoded.handler, decoded.payload
         try:
             async with conn.transaction():
-                fresh = await conn.fetchval(
-                    "INSERT INTO inbox(consumer, event_id, event_type) VALUES ($1, $2, $3)"
-                    " ON CONFLICT DO NOTHING RETURNING true",
-                    self.group_id,
-                    env.event_id,
-                    env.type,
-                )
-                if fresh:
+                if await self._record(conn, env):
                     await handler(conn, env, payload)
         except RetryLater:
             return "wait"

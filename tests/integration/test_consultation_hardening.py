@@ -39,7 +39,7 @@ from contracts.events import (
 from contracts.topics import topic_for
 from services.runtime import auth
 from services.runtime.timers import TimerScheduler
-from tests.helpers import eventually
+from tests.helpers import eventually, kafka_kwargs
 from tests.integration.test_consultation import (  # noqa: F401 (h is a fixture)
     ENVIRONMENT,
     FIRE,
@@ -416,7 +416,7 @@ async def test_two_schedulers_and_replies_across_many_dossiers(h: Harness) -> No
     too long for a round is retried and every request ends with one outcome."""
     assert h.rt.scheduler is not None
     codes = [f"000.00.16.H29-261201-07{n:02d}" for n in range(20)]
-    producer = AIOKafkaProducer(bootstrap_servers=h.bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=h.bootstrap, **kafka_kwargs())
     await producer.start()
     try:
         for code in codes:

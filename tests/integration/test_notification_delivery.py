@@ -25,10 +25,11 @@ from services.notification.domain import FormBook, Recipient
 from services.notification.handlers import Notifier
 from services.runtime.clock import ManualClock
 from services.runtime.db import create_pool, migrate
+from services.runtime.ops import install_edge_guards
 from services.runtime.outbox import Waker
 from services.runtime.service import Runtime
 from services.runtime.settings import ServiceSettings
-from tests.helpers import eventually
+from tests.helpers import configure_auth, eventually, staff
 
 CODE = "000.00.16.H29-261120-0001"
 FAST = DeliveryPolicy(
@@ -62,7 +63,7 @@ def smtp() -> Iterator[SmtpSink]:
 
 @pytest.fixture
 async def rt(database_url: str) -> AsyncIterator[Runtime]:
-    settings = ServiceSettings.for_service("notification")
+    settings = configure_auth(ServiceSettings.for_service("notification"))
     settings.database_url = database_url
     runtime = Runtime("notification", settings, _Clock())
     runtime._pool = await create_pool(database_url, "notification", max_size=5)
@@ -228,13 +229,17 @@ async def test_a_transient_refusal_is_retried_then_given_up(rt: Runtime, smtp: S
 async def test_the_api_shows_why_and_never_sends_a_nul_to_postgresql(rt: Runtime) -> None:
     (nid,) = await _queue(rt, ["sai dia chi@example.vn"])
     app = FastAPI()
+    install_edge_guards(app, rt.settings.max_body_bytes)
     app.include_router(api.build_router(rt))
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://n"
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://n",
+        headers=staff("000.00.00.H29", "operator"),
     ) as client:
         (view,) = (await client.get("/v1/notifications", params={"dossier": CODE})).json()
         assert view["id"] == str(nid) and view["status"] == "failed"
         assert view["last_error"].startswith("invalid address") and view["attempts"] == 0
         for bad in (f"{CODE}\x00", "\x00", CODE.replace("-", "\x00")):
             r = await client.get("/v1/notifications", params={"dossier": bad})
-            assert r.status_code == 200 and r.json() == []
+            assert r.status_code == 422, r.text  # refused at the edge, never looked up
+            assert r.json()["errors"][0]["field"] == "query.dossier"
