@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from services.runtime import auth
 from services.runtime.db import is_transient
 from services.runtime.logging import get_logger
+from services.runtime.metrics import DEAD_LETTERS_STORED, TIMERS_FAILED_NOW
 from services.runtime.outbox import EventTooLarge, failed_rows, retry_row
 from services.runtime.timers import failed_timers, retry_timer
 
@@ -108,13 +109,13 @@ def ops_router(rt: Runtime) -> APIRouter:
 
     @router.get("/outbox/failed")
     async def outbox_failed(
-        request: Request, limit: int = Query(100, ge=1, le=1000)
+        limit: int = Query(100, ge=1, le=1000),
     ) -> list[dict[str, Any]]:
         """Outbox rows set aside because the broker refused them, with the reason."""
         return await failed_rows(rt.pool, limit)
 
     @router.post("/outbox/{row_id}/retry", responses=auth.responses(404))
-    async def outbox_retry(request: Request, row_id: int) -> dict[str, Any]:
+    async def outbox_retry(row_id: int) -> dict[str, Any]:
         """Put a set-aside row back in line once its cause is fixed."""
         if not await retry_row(rt.pool, row_id):
             raise HTTPException(404, detail=f"no set-aside outbox row {row_id}")
@@ -122,20 +123,20 @@ def ops_router(rt: Runtime) -> APIRouter:
 
     @router.get("/timers/failed")
     async def timers_failed(
-        request: Request, limit: int = Query(100, ge=1, le=1000)
+        limit: int = Query(100, ge=1, le=1000),
     ) -> list[dict[str, Any]]:
         """Timers that failed every attempt: a reminder, escalation or lapse is stuck."""
         return await failed_timers(rt.pool, limit)
 
     @router.post("/timers/{timer_id}/retry", responses=auth.responses(404))
-    async def timers_retry(request: Request, timer_id: int) -> dict[str, Any]:
+    async def timers_retry(timer_id: int) -> dict[str, Any]:
         if not await retry_timer(rt.pool, timer_id, rt.clock.now()):
             raise HTTPException(404, detail=f"no failed timer {timer_id}")
         return {"id": timer_id, "status": "pending"}
 
     @router.get("/dead-letters")
     async def dead_letters(
-        request: Request, limit: int = Query(100, ge=1, le=1000)
+        limit: int = Query(100, ge=1, le=1000),
     ) -> list[dict[str, Any]]:
         """Events this service could not accept, newest first, with the reason."""
         rows = await rt.pool.fetch(
@@ -148,7 +149,7 @@ def ops_router(rt: Runtime) -> APIRouter:
 
     @router.get("/parked")
     async def parked(
-        request: Request, limit: int = Query(100, ge=1, le=1000)
+        limit: int = Query(100, ge=1, le=1000),
     ) -> list[dict[str, Any]]:
         """Events waiting for something, per dossier, oldest first."""
         rows = await rt.pool.fetch(
@@ -159,3 +160,13 @@ def ops_router(rt: Runtime) -> APIRouter:
         return [dict(r) for r in rows]
 
     return router
+
+
+async def refresh_gauges(pool: asyncpg.Pool) -> None:
+    """Set the gauges of what waits for an operator, for a ``/metrics`` scrape."""
+    row = await pool.fetchrow(
+        "SELECT (SELECT count(*) FROM timers WHERE status = 'failed') AS timers,"
+        " (SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL) AS dead"
+    )
+    TIMERS_FAILED_NOW.set(row["timers"])
+    DEAD_LETTERS_STORED.set(row["dead"])

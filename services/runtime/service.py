@@ -36,7 +36,7 @@ from services.runtime.consumer import EventConsumer, Handler
 from services.runtime.db import create_pool, is_transient, migrate
 from services.runtime.kafka_auth import KafkaSecurity
 from services.runtime.lag import LagProbe, PartitionLag, export
-from services.runtime.ops import install_edge_guards, ops_router
+from services.runtime.ops import install_edge_guards, ops_router, refresh_gauges
 from services.runtime.outbox import (
     Outbox,
     OutboxRelay,
@@ -335,6 +335,8 @@ def create_app(
         if rt.relay is not None:
             with contextlib.suppress(Exception):
                 await rt.relay.pending()
+        with contextlib.suppress(Exception):
+            await refresh_gauges(rt.pool)
         with contextlib.suppress(Exception):
             await rt.lag()
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

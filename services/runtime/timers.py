@@ -20,7 +20,7 @@ import asyncpg
 from services.runtime.clock import Clock
 from services.runtime.db import is_transient
 from services.runtime.logging import get_logger
-from services.runtime.metrics import TIMER_LATENESS, TIMERS_FAILED, TIMERS_FAILED_NOW, TIMERS_FIRED
+from services.runtime.metrics import TIMER_LATENESS, TIMERS_FAILED, TIMERS_FIRED
 from services.runtime.outbox import Waker
 
 log = get_logger(__name__)
@@ -183,9 +183,6 @@ async def failed_timers(pool: asyncpg.Pool, limit: int = 100) -> list[dict[str, 
         "SELECT id, kind, ref, owner, due_at, attempts, last_error, payload FROM timers"
         " WHERE status = 'failed' ORDER BY id DESC LIMIT $1",
         limit,
-    )
-    TIMERS_FAILED_NOW.set(
-        await pool.fetchval("SELECT count(*) FROM timers WHERE status = 'failed'")
     )
     return [dict(r) for r in rows]
 

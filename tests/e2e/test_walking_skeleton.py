@@ -117,6 +117,8 @@ async def test_one_dossier_end_to_end(
         assert any(p["committed"] for p in body["lag"]["partitions"])
         metrics = (await http.get(f"{stack.url(name)}/metrics")).text
         assert f'lienthong_consumer_lag{{group="{body["lag"]["group"]}"' in metrics
+        assert "lienthong_dead_letters_stored 0.0" in metrics  # nothing set aside
+        assert "lienthong_timers_in_failed_state 0.0" in metrics
 
 
 async def _async(value: Any) -> Any:
