@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, time
 from enum import IntEnum, StrEnum
 from typing import Annotated
 
@@ -14,6 +14,7 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -91,20 +92,87 @@ class PortalStatus(IntEnum):
 
 
 class TimeUnit(StrEnum):
+    """How the law states a period; each is counted its own way (see ``WorkingCalendar``)."""
+
     WORKING_DAYS = "working_days"
+    """"ngày làm việc": Monday to Friday minus holidays, plus swapped-in Saturdays."""
     WORKING_HOURS = "working_hours"
+    """"giờ làm việc": office hours only, 8 to a working day."""
+    CALENDAR_DAYS = "calendar_days"
+    """"ngày" where the law says days: counted as the Civil Code 2015 counts a period
+    (Art. 147: it starts the next day; Art. 148(5): one whose last day is a day off ends at
+    the end of the next working day)."""
+    WITHIN_THE_DAY = "within_the_day"
+    """"trong ngày": returned by the close of the day of receipt; a dossier received after
+    the cut-off is returned by the close of the next working day. ``value`` is 0."""
 
 
 class Duration(BaseModel):
-    """A period in working days or working hours (8 working hours to a day)."""
+    """A period as the law states it, and where the figure comes from."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     value: int = Field(ge=0, le=3650)
     unit: TimeUnit = TimeUnit.WORKING_DAYS
+    legal_basis: NFCStr | None = Field(
+        default=None, max_length=500, description="The text and article the figure comes from"
+    )
+
+    @model_validator(mode="after")
+    def _within_the_day_has_no_count(self) -> Duration:
+        if self.unit is TimeUnit.WITHIN_THE_DAY and self.value != 0:
+            raise ValueError("a period 'within_the_day' has value 0")
+        return self
 
     @property
     def hours(self) -> int:
-        return self.value * 8 if self.unit is TimeUnit.WORKING_DAYS else self.value
+        """Nominal working hours (8 to a day); exact only for working days and hours."""
+        if self.unit is TimeUnit.WORKING_HOURS:
+            return self.value
+        if self.unit is TimeUnit.WITHIN_THE_DAY:
+            return 8
+        return self.value * 8
+
+    def describe(self) -> str:
+        """The period as an official writes it: "05 ngày làm việc", "trong ngày"."""
+        if self.unit is TimeUnit.WITHIN_THE_DAY:
+            return "trong ngày"
+        word = {
+            TimeUnit.WORKING_DAYS: "ngày làm việc",
+            TimeUnit.WORKING_HOURS: "giờ làm việc",
+            TimeUnit.CALENDAR_DAYS: "ngày",
+        }[self.unit]
+        return f"{self.value:02d} {word}"
+
+
+class OfficeHours(BaseModel):
+    """When a desk works, and the cut-off after which a receipt counts from the next
+    working day. Set per province (``agencies.yaml``) and, where a procedure differs, per
+    procedure."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    periods: tuple[tuple[time, time], ...] = Field(
+        default=((time(8, 0), time(12, 0)), (time(13, 0), time(17, 0))), min_length=1
+    )
+    cutoff: time = time(15, 0)
+    legal_basis: NFCStr | None = Field(default=None, max_length=500)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OfficeHours:
+        last: time | None = None
+        for start, end in self.periods:
+            if not start < end or (last is not None and start < last):
+                raise ValueError("office periods must be ordered and not overlap")
+            last = end
+        if not self.periods[0][0] <= self.cutoff <= self.periods[-1][1]:
+            raise ValueError("the cut-off must fall within the office day")
+        return self
+
+    @property
+    def working_seconds_per_day(self) -> int:
+        return sum(
+            (e.hour * 3600 + e.minute * 60) - (s.hour * 3600 + s.minute * 60)
+            for s, e in self.periods
+        )
 
 
 ID_NUMBER_RULES: dict[bool, str] = {
@@ -144,6 +212,12 @@ class Applicant(BaseModel):
     email: EmailAddress | None = None
     address: Address | None = None
     birth_date: date | None = None
+    portal_account: Annotated[
+        str, Token(r"[\x21-\x7e]+", 60, "a portal account id of printable ASCII")
+    ] | None = Field(
+        default=None,
+        description="The applicant's National Public Service Portal account (MaDoiTuong)",
+    )
 
     @field_validator("id_number")
     @classmethod
@@ -171,6 +245,22 @@ class DocumentRef(BaseModel):
     url: DocumentUrl | None = None
 
 
+class ReturnMethod(StrEnum):
+    """How the applicant asked to receive the result (Form 01, item "Đăng ký nhận kết quả tại")."""
+
+    AT_DESK = "at_desk"
+    POST = "post"
+    ONLINE = "online"
+
+    @property
+    def label(self) -> str:
+        return {
+            ReturnMethod.AT_DESK: "Bộ phận tiếp nhận và trả kết quả",
+            ReturnMethod.POST: "Qua dịch vụ bưu chính công ích",
+            ReturnMethod.ONLINE: "Trực tuyến (Cổng Dịch vụ công quốc gia)",
+        }[self]
+
+
 class RequiredDocument(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     code: str = Field(min_length=1, max_length=40)
@@ -178,14 +268,27 @@ class RequiredDocument(BaseModel):
     mandatory: bool = True
 
 
+class MissingItem(BaseModel):
+    """One line of Form 02: what must be supplemented or completed, and why."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    code: str = Field(min_length=1, max_length=40)
+    name: NFCStr
+    reason: NFCStr = Field(min_length=1, max_length=2000)
+
+
 class Fee(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: NFCStr
     amount_vnd: int = Field(ge=0)
+    legal_basis: NFCStr | None = Field(default=None, description="The text setting the amount")
 
 
 class Consulted(BaseModel):
-    """An agency whose opinion an interconnected procedure needs, and the request template."""
+    """An agency whose opinion an interconnected procedure needs, and the request template.
+
+    Only opinions: work that produces a result (a tax code, a card, a residence entry) is a
+    ``Step``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     agency_id: AgencyId
@@ -194,27 +297,66 @@ class Consulted(BaseModel):
 
 
 class Step(BaseModel):
+    """A part of the work an agency does and hands on (liên thông): its time and result."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     order: int = Field(ge=1)
     agency_id: AgencyId
     action: NFCStr
     duration: Duration
+    produces: NFCStr | None = Field(default=None, description="The result the step hands on")
+
+
+class CompetenceLevel(StrEnum):
+    """Who decides, after 1 July 2025: two levels of local government, or a central body."""
+
+    CENTRAL = "central"
+    PROVINCE = "province"
+    COMMUNE = "commune"
+
+
+FIELD_CODE_MAX = 20
+
+
+def _field_code(value: str | None) -> str | None:
+    if value is not None and re.fullmatch(r"G[0-9]{2}", value):
+        raise ValueError(
+            f"{value!r} is a ministry group, not a field code of the national list"
+        )
+    return value
 
 
 class Procedure(BaseModel):
-    """One version of a catalogue entry (thủ tục hành chính)."""
+    """One version of a catalogue entry (thủ tục hành chính), each figure with its source."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    code: str = Field(min_length=3, max_length=40, description="Mã TTHC")
+    code: str = Field(min_length=3, max_length=40, description="Mã TTHC (national database)")
     version: int = Field(ge=1)
     effective_from: date
     name: NFCStr = Field(min_length=3)
     field: NFCStr = Field(description="Lĩnh vực")
-    field_code: str | None = None
+    field_code: Annotated[str | None, AfterValidator(_field_code)] = Field(
+        default=None,
+        max_length=FIELD_CODE_MAX,
+        description="Field code of the national list; left empty until verified",
+    )
+    legal_basis: NFCStr = Field(
+        default="", description="The texts that set the procedure (and publish it)"
+    )
+    level: CompetenceLevel = CompetenceLevel.PROVINCE
+    group: NFCStr | None = Field(
+        default=None, description="A liên thông group fixed by decree (e.g. Decree 63/2024)"
+    )
     required_documents: tuple[RequiredDocument, ...] = ()
     fees: tuple[Fee, ...] = ()
     processing_time: Duration
+    processing_time_with_verification: Duration | None = Field(
+        default=None, description="The longer time the law allows where verification is needed"
+    )
+    office_hours: OfficeHours | None = Field(
+        default=None, description="Where the procedure differs from the province's office hours"
+    )
     receiving_agency: AgencyId
     receiving_agency_name: NFCStr
     lead_agency: AgencyId
@@ -226,3 +368,8 @@ class Procedure(BaseModel):
     @property
     def interconnected(self) -> bool:
         return bool(self.consultations) or len({s.agency_id for s in self.steps}) > 1
+
+    @property
+    def province(self) -> str:
+        """The level-1 code (last group of the id) of the receiving agency, e.g. H29."""
+        return self.receiving_agency.rsplit(".", 1)[-1]
