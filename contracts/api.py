@@ -20,6 +20,7 @@ from contracts.common import (
     PortalStatus,
     Procedure,
     ProcedureCode,
+    ReturnMethod,
 )
 from contracts.events import Decision
 from contracts.text import Token
@@ -48,6 +49,20 @@ class SubmitDossier(BaseModel):
     backdate_reason: Paragraph | None = Field(
         default=None,
         description="Why received_at is in the past (heads only, bounded, audited)",
+    )
+    return_method: ReturnMethod | None = Field(
+        default=None,
+        description="How the applicant wants the result: at_desk, post or online; defaults"
+        " to the channel the dossier came in by",
+    )
+    sets: int = Field(default=1, ge=1, le=100, description="Số lượng hồ sơ (bộ)")
+    submitted_at: datetime | None = Field(
+        default=None,
+        description="When the applicant submitted online (NgayNopHoSo), before the desk"
+        " accepted it; kept apart from received_at",
+    )
+    handling_unit: Paragraph | None = Field(
+        default=None, description="The unit the portal names as handling it (DonViXuLy)"
     )
 
 
@@ -81,6 +96,11 @@ class RequestSupplement(BaseModel):
     model_config = ConfigDict(extra="forbid")
     missing: list[DocumentCode] = Field(
         min_length=1, max_length=MAX_DOCUMENTS, description="Document codes still needed"
+    )
+    reasons: dict[DocumentCode, Paragraph] = Field(
+        default_factory=dict,
+        max_length=MAX_DOCUMENTS,
+        description="Why each document is needed or must be completed (Form 02), by code",
     )
     note: Paragraph | None = None
 

@@ -261,6 +261,26 @@ class ReturnMethod(StrEnum):
         }[self]
 
 
+class Office(BaseModel):
+    """Who speaks on a form: the body it belongs to (cơ quan chủ quản), the agency, its
+    one-stop desk, the place name of its documents and a phone for questions."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    parent_name: NFCStr
+    name: NFCStr
+    desk: NFCStr | None = None
+    place: NFCStr
+    phone: str | None = Field(default=None, max_length=20)
+
+
+class SupplementStage(StrEnum):
+    """Where a Form 02 comes from: the desk before receipt (the clock has not started), or
+    the agency during processing (the one request the law allows; the clock pauses)."""
+
+    DESK = "desk"
+    PROCESSING = "processing"
+
+
 class RequiredDocument(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     code: str = Field(min_length=1, max_length=40)

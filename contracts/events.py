@@ -18,9 +18,13 @@ from contracts.common import (
     DocumentRef,
     DossierCode,
     Duration,
+    MissingItem,
+    Office,
     PortalStatus,
     Procedure,
     RequiredDocument,
+    ReturnMethod,
+    SupplementStage,
 )
 from contracts.envelope import EventPayload, NFCStr, UtcDateTime
 
@@ -60,6 +64,18 @@ class DossierReceived(EventPayload):
     lookup_code_sealed: str | None = Field(
         default=None, description="The applicant's lookup code, sealed for notification"
     )
+    submitted_at: UtcDateTime | None = Field(
+        default=None, description="When the applicant submitted (NgayNopHoSo), if not at receipt"
+    )
+    handling_unit: NFCStr | None = Field(
+        default=None, description="The unit the portal names as handling it (DonViXuLy)"
+    )
+    received_by: NFCStr | None = Field(default=None, description="The officer who received it")
+    sets: int = Field(default=1, ge=1, le=100, description="Số lượng hồ sơ (bộ)")
+    register_book: str | None = Field(default=None, description="Sổ theo dõi hồ sơ: quyển số")
+    register_number: int | None = Field(default=None, ge=1, description="Số thứ tự in the book")
+    return_method: ReturnMethod = ReturnMethod.AT_DESK
+    office: Office | None = Field(default=None, description="The receiving office, for forms")
 
 
 class SupplementRequested(EventPayload):
@@ -80,6 +96,20 @@ class SupplementRequested(EventPayload):
     lookup_code_sealed: str | None = Field(
         default=None, description="At receipt only: the lookup code, sealed for notification"
     )
+    stage: SupplementStage = SupplementStage.DESK
+    items: tuple[MissingItem, ...] = Field(
+        default=(), description="Each thing to supplement or complete, with its reason"
+    )
+    requested_by: NFCStr | None = Field(default=None, description="The officer who asks")
+    request_number: int = Field(
+        default=0, ge=0, description="During processing: 1 for the one request allowed, 2+ after"
+    )
+    violation: bool = Field(
+        default=False,
+        description="A second request during processing: recorded, and the dossier counts late",
+    )
+    summary: NFCStr | None = None
+    office: Office | None = None
 
 
 class DossierSupplemented(EventPayload):
@@ -110,6 +140,9 @@ class DossierRefused(EventPayload):
     lookup_code_sealed: str | None = Field(
         default=None, description="The applicant's lookup code, sealed for notification"
     )
+    refused_by: NFCStr | None = Field(default=None, description="The officer who refuses")
+    summary: NFCStr | None = None
+    office: Office | None = None
 
 
 class DossierWithdrawn(EventPayload):
