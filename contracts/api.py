@@ -145,7 +145,14 @@ class DossierView(BaseModel):
     received_at: datetime
     appointment_at: datetime | None
     documents: list[DocumentRef]
-    supplement_requests: int
+    supplement_requests: int = Field(description="Requests during processing (the law allows 1)")
+    supplement_violations: int = Field(
+        default=0, description="Requests past the one allowed: each counts the dossier late"
+    )
+    submitted_at: datetime | None = Field(
+        default=None, description="When first handed in, if before the complete receipt"
+    )
+    return_method: ReturnMethod = ReturnMethod.AT_DESK
     paused_since: datetime | None
     timeline: list[TimelineEntry]
 

@@ -212,9 +212,9 @@ class Applicant(BaseModel):
     email: EmailAddress | None = None
     address: Address | None = None
     birth_date: date | None = None
-    portal_account: Annotated[
-        str, Token(r"[\x21-\x7e]+", 60, "a portal account id of printable ASCII")
-    ] | None = Field(
+    portal_account: (
+        Annotated[str, Token(r"[\x21-\x7e]+", 60, "a portal account id of printable ASCII")] | None
+    ) = Field(
         default=None,
         description="The applicant's National Public Service Portal account (MaDoiTuong)",
     )
@@ -300,8 +300,10 @@ class MissingItem(BaseModel):
 class Fee(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: NFCStr
-    amount_vnd: int = Field(ge=0)
-    legal_basis: NFCStr | None = Field(default=None, description="The text setting the amount")
+    amount_vnd: int | None = Field(
+        default=None, ge=0, description="None where the amount is set elsewhere (legal_basis)"
+    )
+    legal_basis: NFCStr = Field(min_length=3, description="The text setting the amount")
 
 
 class Consulted(BaseModel):
@@ -340,9 +342,7 @@ FIELD_CODE_MAX = 20
 
 def _field_code(value: str | None) -> str | None:
     if value is not None and re.fullmatch(r"G[0-9]{2}", value):
-        raise ValueError(
-            f"{value!r} is a ministry group, not a field code of the national list"
-        )
+        raise ValueError(f"{value!r} is a ministry group, not a field code of the national list")
     return value
 
 

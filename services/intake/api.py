@@ -187,6 +187,9 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
             appointment_at=row["appointment_at"],
             documents=row["documents"],
             supplement_requests=row["supplement_requests"],
+            supplement_violations=row["supplement_violations"],
+            submitted_at=row["submitted_at"],
+            return_method=row["return_method"],
             paused_since=row["paused_at"],
             timeline=[TimelineEntry(**{**dict(e), "data": hide(e["data"])}) for e in events],
         )
@@ -216,11 +219,12 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
         responses=responses(401, 403, 404, 409, 422),
     )
     async def request_supplement(code: str, cmd: SupplementRequest, who: AnyStaff) -> Any:
-        """The one request allowed during processing: staff of the lead or receiving agency."""
+        """The one request allowed during processing: staff of the lead or receiving agency.
+        A second one is recorded and flagged (``violation``), not refused."""
         receiving, lead = await agencies(code)
         auth.require_agency(who, (receiving, lead), operators=False)
         try:
-            return await desk.request_supplement(code, cmd.missing, cmd.note)
+            return await desk.request_supplement(code, cmd, who)
         except DeskError as exc:
             raise _error(exc) from None
 

@@ -8,8 +8,19 @@ from typing import Any
 
 import asyncpg
 
-from contracts.api import DossierAccepted, SubmitDossier, SupplementDossier
-from contracts.common import Applicant, DocumentRef, PortalStatus, Procedure, RequiredDocument
+from contracts.agencies import AgencyBook, default_book
+from contracts.api import DossierAccepted, RequestSupplement, SubmitDossier, SupplementDossier
+from contracts.common import (
+    Applicant,
+    Channel,
+    DocumentRef,
+    MissingItem,
+    PortalStatus,
+    Procedure,
+    RequiredDocument,
+    ReturnMethod,
+    SupplementStage,
+)
 from contracts.events import (
     DossierReceived,
     DossierRefused,
@@ -20,7 +31,7 @@ from contracts.events import (
 )
 from services.intake import domain, store
 from services.runtime import auth
-from services.runtime.calendar import format_local
+from services.runtime.calendar import WorkingCalendar, format_local
 from services.runtime.service import Runtime
 
 PORTAL_KEY_PREFIX = "portal:"
@@ -69,11 +80,35 @@ class Backdating:
     reason: str
 
 
+DESK_STAGE_REASON = "Thành phần hồ sơ bắt buộc chưa có trong hồ sơ nộp"
+"""Form 02's reason for a document missing at the desk, when the officer gives none."""
+
+RETURN_BY_CHANNEL = {
+    Channel.IN_PERSON: ReturnMethod.AT_DESK,
+    Channel.ONLINE: ReturnMethod.ONLINE,
+    Channel.POST: ReturnMethod.POST,
+}
+
+
+def _officer(actor: Actor) -> str | None:
+    """The name that goes in a form's signature block."""
+    return actor.person if isinstance(actor, auth.Staff) else None
+
+
 class Desk:
-    def __init__(self, rt: Runtime, catalogue: domain.Catalogue) -> None:
+    def __init__(
+        self, rt: Runtime, catalogue: domain.Catalogue, agencies: AgencyBook | None = None
+    ) -> None:
         self.rt = rt
         self.catalogue = catalogue
+        self.agencies = agencies or default_book()
         self.seal_key = auth.seal_key_for_intake(rt.settings)
+
+    def calendar(self, procedure: Procedure, receiving: str) -> WorkingCalendar:
+        """The calendar of the receiving office: its province's office hours and cut-off,
+        or the procedure's own where it has them."""
+        hours = procedure.office_hours or self.agencies.office_hours(receiving)
+        return self.rt.calendar.with_office(hours)
 
     def _backdating(
         self, actor: Actor, field: str, at: datetime, now: datetime, reason: str | None
@@ -165,6 +200,7 @@ class Desk:
                     received_at,
                     idempotency_key,
                     fingerprint,
+                    actor,
                 )
                 if backdating is not None:
                     await self._record_backdating(conn, accepted.code, backdating)
@@ -197,6 +233,7 @@ class Desk:
         received_at: datetime,
         idempotency_key: str | None,
         fingerprint: str,
+        actor: Actor,
     ) -> DossierAccepted:
         local_day = self.rt.calendar.local(received_at).date()
         serial = await store.next_serial(conn, receiving, local_day)
@@ -215,10 +252,13 @@ class Desk:
         lookup = auth.new_lookup_code()
         sealed = auth.seal(self.seal_key, lookup, code)
         outcome = assessment.outcome
+        # The legal time counts from receipt of a complete, valid dossier: an incomplete
+        # one at the desk gets Form 02 and no clock, and it does not use up the one request
+        # allowed during processing.
         sched = (
-            None
-            if outcome is domain.Outcome.REFUSED
-            else domain.schedule(self.rt.calendar, procedure, received_at)
+            domain.schedule(self.calendar(procedure, receiving), procedure, received_at)
+            if outcome is domain.Outcome.RECEIVED
+            else None
         )
         status = {
             domain.Outcome.RECEIVED: PortalStatus.RECEIVED,
@@ -235,6 +275,10 @@ class Desk:
             missing_documents=[d.code for d in assessment.missing],
             reasons=list(assessment.reasons),
         )
+        documents = domain.named_documents(procedure, cmd.documents)
+        return_method = cmd.return_method or RETURN_BY_CHANNEL[cmd.channel]
+        register = await self._register(conn, receiving, received_at) if sched is not None else None
+        officer = _officer(actor)
         await store.insert_dossier(
             conn,
             {
@@ -245,26 +289,33 @@ class Desk:
                 "channel": int(cmd.channel),
                 "applicant": cmd.applicant.model_dump(mode="json"),
                 "summary": cmd.summary,
-                "documents": [d.model_dump(mode="json") for d in cmd.documents],
+                "documents": [d.model_dump(mode="json") for d in documents],
                 "receiving_agency": receiving,
                 "lead_agency": procedure.lead_agency,
                 "status": int(status),
                 "outcome": outcome.value,
                 "received_at": received_at,
+                "submitted_at": cmd.submitted_at,
+                "handling_unit": cmd.handling_unit,
+                "received_by": officer,
+                "return_method": return_method.value,
+                "sets": cmd.sets,
+                "register_book": register[0] if register else None,
+                "register_number": register[1] if register else None,
                 "clock_starts_at": sched.clock_starts_at if sched else None,
                 "appointment_at": sched.appointment_at if sched else None,
                 "missing": [d.model_dump(mode="json") for d in assessment.missing],
                 "reasons": list(assessment.reasons),
-                "supplement_requests": 1 if assessment.missing else 0,
-                "paused_at": sched.clock_starts_at if sched and assessment.missing else None,
+                "desk_supplement_requests": 1 if assessment.missing else 0,
                 "idempotency_key": idempotency_key,
                 "request_hash": fingerprint,
                 "response": accepted.model_dump(mode="json"),  # without the lookup code
                 "lookup_hash": auth.hash_lookup_code(code, lookup),
             },
         )
+        office = domain.office(self.agencies, receiving)
         if outcome is domain.Outcome.RECEIVED:
-            assert sched is not None
+            assert sched is not None and register is not None
             await self.rt.outbox.add(
                 conn,
                 _received(
@@ -273,11 +324,21 @@ class Desk:
                     cmd.channel,
                     cmd.applicant,
                     cmd.summary,
-                    cmd.documents,
+                    documents,
                     receiving,
                     received_at,
                     sched,
-                    sealed,
+                    lookup_code_sealed=sealed,
+                    extra={
+                        "submitted_at": cmd.submitted_at,
+                        "handling_unit": cmd.handling_unit,
+                        "received_by": officer,
+                        "sets": cmd.sets,
+                        "register_book": register[0],
+                        "register_number": register[1],
+                        "return_method": return_method,
+                        "office": office,
+                    },
                 ),
                 subject=code,
             )
@@ -295,6 +356,14 @@ class Desk:
                     missing=assessment.missing,
                     requested_at=received_at,
                     lookup_code_sealed=sealed,
+                    stage=SupplementStage.DESK,
+                    items=tuple(
+                        MissingItem(code=d.code, name=d.name, reason=DESK_STAGE_REASON)
+                        for d in assessment.missing
+                    ),
+                    requested_by=officer,
+                    summary=cmd.summary,
+                    office=office,
                 ),
                 subject=code,
             )
@@ -312,10 +381,20 @@ class Desk:
                     reasons=assessment.reasons,
                     refused_at=received_at,
                     lookup_code_sealed=sealed,
+                    refused_by=officer,
+                    summary=cmd.summary,
+                    office=office,
                 ),
                 subject=code,
             )
         return accepted.model_copy(update={"lookup_code": lookup})
+
+    async def _register(
+        self, conn: asyncpg.Connection, receiving: str, received_at: datetime
+    ) -> tuple[str, int]:
+        """The entry in the receiving agency's register of the year (Sổ theo dõi hồ sơ)."""
+        book = f"{self.rt.calendar.local(received_at).year}"
+        return book, await store.next_register_number(conn, receiving, book)
 
     # --- the applicant supplements; the clock resumes ----------------------------------------
 
@@ -340,17 +419,30 @@ class Desk:
             if left:
                 names = "; ".join(f"{d.code} ({d.name})" for d in left)
                 raise DeskError(422, "documents", f"still missing: {names}")
-            paused_at = row["paused_at"]
-            at = max(at, paused_at)
+            procedure = self.catalogue.in_force(
+                row["procedure_code"], self.rt.calendar.local(row["received_at"]).date()
+            )
+            calendar = self.calendar(procedure, row["receiving_agency"])
+            documents = [DocumentRef.model_validate(d) for d in row["documents"]]
+            have = {x.code for x in documents}
+            documents += [
+                d for d in domain.named_documents(procedure, cmd.documents) if d.code not in have
+            ]
             if backdating is not None:
                 await self._record_backdating(conn, code, backdating)
-            paused, appointment = domain.resume(
-                self.rt.calendar, row["appointment_at"], paused_at, at
-            )
-            documents = [DocumentRef.model_validate(d) for d in row["documents"]]
-            documents += [d for d in cmd.documents if d.code not in {x.code for x in documents}]
-            at_receipt = row["outcome"] == domain.Outcome.SUPPLEMENT_REQUESTED
-            status = PortalStatus.RECEIVED if at_receipt else PortalStatus.PROCESSING
+            if row["clock_starts_at"] is None:
+                # Completed at the desk: this is the receipt of a complete, valid dossier,
+                # and the clock starts now (Form 01); nothing was paused.
+                result = await self._completed_at_desk(
+                    conn, row, procedure, calendar, at, documents
+                )
+                return result
+            paused_at = row["paused_at"]
+            at = max(at, paused_at)
+            paused, appointment = domain.resume(calendar, row["appointment_at"], paused_at, at)
+            # Rows written before the desk-stage rule had a clock that started at receipt.
+            legacy_desk_stage = row["outcome"] == domain.Outcome.SUPPLEMENT_REQUESTED
+            status = PortalStatus.RECEIVED if legacy_desk_stage else PortalStatus.PROCESSING
             await store.update_dossier(
                 conn,
                 code,
@@ -373,10 +465,7 @@ class Desk:
                 ),
                 subject=code,
             )
-            if at_receipt:
-                procedure = self.catalogue.in_force(
-                    row["procedure_code"], self.rt.calendar.local(row["received_at"]).date()
-                )
+            if legacy_desk_stage:
                 await self.rt.outbox.add(
                     conn,
                     _received(
@@ -400,36 +489,112 @@ class Desk:
             "appointment_local": format_local(appointment),
         }
 
-    async def request_supplement(
-        self, code: str, missing_codes: list[str], note: str | None
+    async def _completed_at_desk(
+        self,
+        conn: asyncpg.Connection,
+        row: asyncpg.Record,
+        procedure: Procedure,
+        calendar: WorkingCalendar,
+        at: datetime,
+        documents: list[DocumentRef],
     ) -> dict[str, Any]:
-        """A supplement request during processing: the law allows one per dossier."""
+        code = row["code"]
+        at = max(at, row["received_at"])
+        sched = domain.schedule(calendar, procedure, at)
+        receiving = row["receiving_agency"]
+        book, number = await self._register(conn, receiving, at)
+        submitted_at = row["submitted_at"] or row["received_at"]
+        await store.update_dossier(
+            conn,
+            code,
+            status=int(PortalStatus.RECEIVED),
+            outcome=domain.Outcome.RECEIVED.value,
+            documents=[d.model_dump(mode="json") for d in documents],
+            missing=[],
+            received_at=at,
+            submitted_at=submitted_at,
+            clock_starts_at=sched.clock_starts_at,
+            appointment_at=sched.appointment_at,
+            register_book=book,
+            register_number=number,
+        )
+        await self.rt.outbox.add(
+            conn,
+            DossierSupplemented(
+                code=code,
+                documents=tuple(
+                    d for d in documents if d.code in {m["code"] for m in row["missing"]}
+                ),
+                supplemented_at=at,
+                paused_working_seconds=0,
+                appointment_at=sched.appointment_at,
+            ),
+            subject=code,
+        )
+        await self.rt.outbox.add(
+            conn,
+            _received(
+                code,
+                procedure,
+                row["channel"],
+                Applicant.model_validate(row["applicant"]),
+                row["summary"],
+                documents,
+                receiving,
+                at,
+                sched,
+                extra={
+                    "submitted_at": submitted_at,
+                    "handling_unit": row["handling_unit"],
+                    "received_by": row["received_by"],
+                    "sets": row["sets"],
+                    "register_book": book,
+                    "register_number": number,
+                    "return_method": ReturnMethod(row["return_method"]),
+                    "office": domain.office(self.agencies, receiving),
+                },
+            ),
+            subject=code,
+        )
+        return {
+            "code": code,
+            "status": int(PortalStatus.RECEIVED),
+            "paused_working_seconds": 0,
+            "appointment_at": sched.appointment_at,
+            "appointment_local": format_local(sched.appointment_at),
+        }
+
+    async def request_supplement(
+        self, code: str, cmd: RequestSupplement, actor: Actor
+    ) -> dict[str, Any]:
+        """A supplement request during processing. The law allows one per dossier; a second
+        is still recorded (the applicant must be told), flagged as a violation that counts
+        the dossier late, and answered with a warning, never refused silently."""
         now = self.rt.clock.now()
         async with self.rt.pool.acquire() as conn, conn.transaction():
             row = await self._locked(conn, code)
-            if row["supplement_requests"] >= 1:
-                raise DeskError(
-                    409,
-                    "code",
-                    "a supplement was already requested for this dossier; the law allows only"
-                    " one request, and a second one would count the dossier as late",
-                )
             if row["status"] not in (PortalStatus.RECEIVED, PortalStatus.PROCESSING):
                 raise DeskError(409, "code", f"dossier status {row['status']} cannot be paused")
             procedure = self.catalogue.in_force(
                 row["procedure_code"], self.rt.calendar.local(row["received_at"]).date()
             )
             known = {d.code: d for d in procedure.required_documents}
-            unknown = [c for c in missing_codes if c not in known]
+            unknown = [c for c in cmd.missing if c not in known]
             if unknown:
                 raise DeskError(422, "missing", f"not documents of this procedure: {unknown}")
-            missing = tuple(known[c] for c in missing_codes)
+            stray = [c for c in cmd.reasons if c not in cmd.missing]
+            if stray:
+                raise DeskError(422, "reasons", f"reasons for documents not listed: {stray}")
+            missing = tuple(known[c] for c in cmd.missing)
+            number = row["supplement_requests"] + 1
+            violation = number > 1
             await store.update_dossier(
                 conn,
                 code,
                 status=int(PortalStatus.SUPPLEMENT_REQUESTED),
                 missing=[d.model_dump(mode="json") for d in missing],
-                supplement_requests=row["supplement_requests"] + 1,
+                supplement_requests=number,
+                supplement_violations=row["supplement_violations"] + int(violation),
                 paused_at=max(now, row["clock_starts_at"]),
             )
             await self.rt.outbox.add(
@@ -443,12 +608,37 @@ class Desk:
                     receiving_agency=row["receiving_agency"],
                     receiving_agency_name=procedure.receiving_agency_name,
                     missing=missing,
-                    note=note,
+                    note=cmd.note,
                     requested_at=now,
+                    stage=SupplementStage.PROCESSING,
+                    items=tuple(
+                        MissingItem(
+                            code=d.code,
+                            name=d.name,
+                            reason=cmd.reasons.get(d.code) or cmd.note or DESK_STAGE_REASON,
+                        )
+                        for d in missing
+                    ),
+                    requested_by=_officer(actor),
+                    request_number=number,
+                    violation=violation,
+                    summary=row["summary"],
+                    office=domain.office(self.agencies, row["receiving_agency"]),
                 ),
                 subject=code,
             )
-        return {"code": code, "status": int(PortalStatus.SUPPLEMENT_REQUESTED)}
+        result: dict[str, Any] = {
+            "code": code,
+            "status": int(PortalStatus.SUPPLEMENT_REQUESTED),
+            "request_number": number,
+            "violation": violation,
+        }
+        if violation:
+            result["warning"] = (
+                "the law allows one supplement request during processing; this one is"
+                " recorded and the dossier counts as late"
+            )
+        return result
 
     async def end(self, code: str, *, withdrawn: bool, reason: str | None) -> dict[str, Any]:
         """Withdrawal by the applicant, or a stop by the agency: no result."""
@@ -490,6 +680,7 @@ def _received(
     received_at: datetime,
     sched: domain.Schedule,
     lookup_code_sealed: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> DossierReceived:
     return DossierReceived(
         code=code,
@@ -508,4 +699,5 @@ def _received(
         clock_starts_at=sched.clock_starts_at,
         appointment_at=sched.appointment_at,
         lookup_code_sealed=lookup_code_sealed,
+        **(extra or {}),
     )

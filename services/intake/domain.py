@@ -15,7 +15,14 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from contracts.common import DocumentRef, ObjectType, Procedure, RequiredDocument
+from contracts.agencies import AgencyBook, default_book
+from contracts.common import (
+    DocumentRef,
+    ObjectType,
+    Office,
+    Procedure,
+    RequiredDocument,
+)
 from services.runtime.calendar import WorkingCalendar
 
 CATALOGUE_DIR = Path(__file__).parent / "catalogue"
@@ -59,7 +66,9 @@ class Catalogue:
         return cls(versions)
 
     @classmethod
-    def load(cls, directory: Path | str = CATALOGUE_DIR) -> Catalogue:
+    def load(
+        cls, directory: Path | str = CATALOGUE_DIR, agencies: AgencyBook | None = None
+    ) -> Catalogue:
         adapter = TypeAdapter(list[Procedure])
         procedures: list[Procedure] = []
         files = sorted(Path(directory).glob("*.yaml"))
@@ -78,6 +87,7 @@ class Catalogue:
                 raise CatalogueError(
                     f"{path.name}: {where}: {first['msg']} ({exc.error_count()} error(s))"
                 ) from exc
+        check_agencies(procedures, agencies or default_book())
         return cls.from_procedures(procedures)
 
     def all(self) -> list[Procedure]:
@@ -112,6 +122,47 @@ class Catalogue:
             except UnknownProcedure:
                 out.append(self.versions[code][0])
         return out
+
+
+def check_agencies(procedures: Iterable[Procedure], book: AgencyBook) -> None:
+    """Every agency a procedure names is in the agency list, under its listed name; a
+    procedure's competence level matches its lead agency's."""
+    problems: list[str] = []
+    for p in procedures:
+        pairs = [
+            (p.receiving_agency, p.receiving_agency_name),
+            (p.lead_agency, p.lead_agency_name),
+            *((c.agency_id, c.agency_name) for c in p.consultations),
+        ]
+        problems += [f"procedure {p.code}: {m}" for m in book.check(pairs)]
+        problems += [
+            f"procedure {p.code}: step {s.order}: agency {s.agency_id} is not in the agency list"
+            for s in p.steps
+            if s.agency_id not in book.ids()
+        ]
+        if p.lead_agency in book.ids() and book.get(p.lead_agency).level != p.level:
+            problems.append(
+                f"procedure {p.code}: level {p.level.value} but lead agency"
+                f" {p.lead_agency} is {book.get(p.lead_agency).level.value}"
+            )
+        if not p.legal_basis:
+            problems.append(f"procedure {p.code}: legal_basis is empty")
+        if not p.processing_time.legal_basis:
+            problems.append(f"procedure {p.code}: processing_time has no legal_basis")
+    if problems:
+        raise CatalogueError("; ".join(problems))
+
+
+def office(book: AgencyBook, agency_id: str) -> Office:
+    """How forms name the receiving office: the body it belongs to, itself, its desk."""
+    a = book.get(agency_id)
+    return Office(
+        parent_name=book.parent_name(agency_id),
+        name=a.name,
+        desk=a.desk,
+        place=book.place(agency_id),
+        phone=a.phone,
+    )
 
 
 def _describe_loc(raw: Any, loc: Sequence[Any]) -> str:
@@ -210,3 +261,13 @@ def request_fingerprint(body: dict[str, Any]) -> str:
     """A stable hash of a request body, to tell a retried request from a different one."""
     canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def named_documents(procedure: Procedure, documents: Iterable[DocumentRef]) -> list[DocumentRef]:
+    """The documents as handed in, each with its name from the catalogue where the caller
+    gave only a code, so forms print names, not codes."""
+    names = {d.code: d.name for d in procedure.required_documents}
+    return [
+        d if d.name or d.code not in names else d.model_copy(update={"name": names[d.code]})
+        for d in documents
+    ]

@@ -6,6 +6,7 @@ No official public specification was found; field names follow the open-source c
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
@@ -45,6 +46,20 @@ def format_portal_time(value: datetime | None) -> str | None:
 
 
 Ref = Annotated[str, Token(r"[\x21-\x7e]+", 60, "a reference of printable ASCII")]
+
+# The portal sends a procedure's code as the province published it: the national code, then
+# the implementing agency's id (1.001612.000.00.00.H48). The catalogue knows national codes.
+_MATTHC = re.compile(
+    r"(?P<code>[0-9]\.[0-9]{6})(?:\.(?P<agency>[0-9]{3}\.[0-9]{2}\.[0-9]{2}\.[A-Z][0-9]{2}))?"
+)
+
+
+def national_procedure_code(value: str) -> str:
+    """``1.001612.000.00.00.H48`` → ``1.001612``; any other code is returned unchanged."""
+    m = _MATTHC.fullmatch(value)
+    return m["code"] if m else value
+
+
 Code = Annotated[str, Token(r"[0-9A-Za-z][0-9A-Za-z._-]*", 40, "a code of letters and digits")]
 PortalTime = Annotated[str, Token(r"[0-9]{14}", 14, "yyyyMMddHHmmss, e.g. 20251124093000")]
 
@@ -69,21 +84,38 @@ class PortalDossier(BaseModel):
     KenhThucHien: int = Field(default=2, ge=1, le=3)
     ChuHoSo: PersonName
     LoaiDoiTuong: int = Field(default=1, ge=1, le=2)
-    MaDoiTuong: str = Field(min_length=1, max_length=14, description="ID number or tax code")
+    MaDoiTuong: Ref | None = Field(
+        default=None, description="The applicant's portal account id (not an ID number)"
+    )
+    SoGiayToChuHoSo: str = Field(
+        min_length=1,
+        max_length=14,
+        description="The applicant's ID number (CCCD) or, for an organisation, its tax code",
+    )
     SoDienThoai: str | None = Field(default=None, max_length=20)
     Email: EmailAddress | None = None
     DiaChi: Address | None = None
     TrichYeuHoSo: Paragraph | None = None
-    NgayTiepNhan: PortalTime | None = None
+    NgayNopHoSo: PortalTime | None = Field(
+        default=None, description="When the applicant submitted on the portal"
+    )
+    NgayTiepNhan: PortalTime | None = Field(
+        default=None, description="When the desk accepted it; defaults to now"
+    )
     DonViXuLy: Line | None = None
     TaiLieuNop: list[TaiLieu] = Field(default_factory=list, max_length=MAX_DOCUMENTS)
 
-    @field_validator("NgayTiepNhan")
+    @field_validator("NgayTiepNhan", "NgayNopHoSo")
     @classmethod
     def _time(cls, v: str | None) -> str | None:
         if v is not None:
             parse_portal_time(v)
         return v
+
+    @field_validator("MaTTHC")
+    @classmethod
+    def _national_code(cls, v: str) -> str:
+        return national_procedure_code(v)
 
 
 def to_submission(p: PortalDossier) -> SubmitDossier:
@@ -94,11 +126,13 @@ def to_submission(p: PortalDossier) -> SubmitDossier:
     return SubmitDossier.model_validate(
         {
             "procedure_code": p.MaTTHC,
+            "return_method": "online" if p.KenhThucHien == Channel.ONLINE else None,
             "channel": Channel(p.KenhThucHien),
             "applicant": {
                 "name": p.ChuHoSo,
                 "object_type": ObjectType(p.LoaiDoiTuong),
-                "id_number": p.MaDoiTuong,
+                "id_number": p.SoGiayToChuHoSo,
+                "portal_account": p.MaDoiTuong,
                 "phone": p.SoDienThoai,
                 "email": p.Email,
                 "address": p.DiaChi,
@@ -109,6 +143,8 @@ def to_submission(p: PortalDossier) -> SubmitDossier:
                 for t in p.TaiLieuNop
             ],
             "received_at": parse_portal_time(p.NgayTiepNhan) if p.NgayTiepNhan else None,
+            "submitted_at": parse_portal_time(p.NgayNopHoSo) if p.NgayNopHoSo else None,
+            "handling_unit": p.DonViXuLy,
         }
     )
 
@@ -119,13 +155,16 @@ _PORTAL_NAMES = {
     "channel": "KenhThucHien",
     "applicant.name": "ChuHoSo",
     "applicant.object_type": "LoaiDoiTuong",
-    "applicant.id_number": "MaDoiTuong",
+    "applicant.id_number": "SoGiayToChuHoSo",
+    "applicant.portal_account": "MaDoiTuong",
     "applicant.phone": "SoDienThoai",
     "applicant.email": "Email",
     "applicant.address": "DiaChi",
     "summary": "TrichYeuHoSo",
     "documents": "TaiLieuNop",
     "received_at": "NgayTiepNhan",
+    "submitted_at": "NgayNopHoSo",
+    "handling_unit": "DonViXuLy",
 }
 _DOCUMENT_NAMES = {"code": "MaThanhPhanHoSo", "name": "TenTepDinhKem", "url": "DuongDanTaiTepTin"}
 

@@ -39,6 +39,17 @@ async def next_serial(conn: asyncpg.Connection, agency_id: str, day: date) -> in
     return serial
 
 
+async def next_register_number(conn: asyncpg.Connection, agency_id: str, book: str) -> int:
+    """The next line of ``agency_id``'s register book (Sổ theo dõi hồ sơ); row lock to commit."""
+    number: int = await conn.fetchval(
+        "INSERT INTO registers(agency_id, book, last) VALUES ($1, $2, 1)"
+        " ON CONFLICT (agency_id, book) DO UPDATE SET last = registers.last + 1 RETURNING last",
+        agency_id,
+        book,
+    )
+    return number
+
+
 async def find_by_idempotency_key(conn: asyncpg.Connection, key: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT code, request_hash, response FROM dossiers WHERE idempotency_key = $1", key
