@@ -82,9 +82,9 @@ async def seed_requests(
             agency_name, template_id, template_version, subject, body_text, body_html,
             requested_at, due_at)
         SELECT md5('r' || g)::uuid,
-               '000.00.16.H29-2612' || lpad((g / 9000 + 1)::text, 2, '0') || '-'
+               '000.00.01.H29-2612' || lpad((g / 9000 + 1)::text, 2, '0') || '-'
                    || lpad((g % 9000 + 1)::text, 4, '0'),
-               '000.50.03.H29', 'Sở Xây dựng', $3, 'Cơ quan được hỏi ý kiến',
+               '000.00.06.H29', 'Sở Xây dựng', $3, 'Cơ quan được hỏi ý kiến',
                $4, 1, 's', 't', 'h', $1::timestamptz - interval '21 days', $1
         FROM generate_series(1, $2::int) g
         """,

@@ -91,7 +91,7 @@ async def raw_throughput(bootstrap: str, n: int = 50_000, size: int = 1024) -> t
     value = b"x" * size
     t = time.perf_counter()
     futures = [
-        await producer.send(topic, value, key=f"000.00.16.H29-{i % 5000:06d}".encode())
+        await producer.send(topic, value, key=f"000.00.01.H29-{i % 5000:06d}".encode())
         for i in range(n)
     ]
     await asyncio.gather(*futures)
@@ -168,7 +168,7 @@ async def main() -> None:
         try:
             async with httpx.AsyncClient(timeout=30) as http:
                 intake = stack.url("intake")
-                desk = stack.headers("000.00.16.H29")  # PERMIT's receiving agency
+                desk = stack.headers("000.00.01.H29")  # PERMIT's receiving agency
                 seq = []
                 for _ in range(50):
                     r = await http.post(f"{intake}/v1/dossiers", json=PERMIT, headers=desk)

@@ -59,7 +59,7 @@ async def seed(pool: asyncpg.Pool, due: datetime, others: int) -> None:
         LAPSING,
         due=due,
         template_id="planning-architecture-opinion",
-        agency_id="000.70.04.H29",
+        agency_id="000.00.07.H29",
     )
     await pool.execute(
         "INSERT INTO timers(kind, ref, owner, due_at, payload)"

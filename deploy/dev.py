@@ -144,7 +144,7 @@ def _run(started: float, ports: dict[str, int], smtp: SmtpSink, kafka: LocalBrok
             f" {urls['intake']}/v1/portal/token)",
             soft_wrap=True,
         )
-        console.print("\nSubmit a dossier at the desk of agency 000.00.16.H29:")
+        console.print("\nSubmit a dossier at the desk of agency 000.00.01.H29:")
         console.print(
             f"  curl -s -X POST {urls['intake']}/v1/dossiers -H 'content-type: application/json'"
             f" -H \"authorization: Bearer $DESK\" -d '{EXAMPLE}'",
@@ -167,12 +167,12 @@ def _run(started: float, ports: dict[str, int], smtp: SmtpSink, kafka: LocalBrok
         console.print("Opinion requests (agency inbox, signed replies):")
         console.print(
             f"  curl -s -X POST {urls['consultation']}/v1/dev/tokens -H 'content-type:"
-            ' application/json\' -d \'{"agency_id": "000.90.08.H29"}\'   # an agency token',
+            ' application/json\' -d \'{"agency_id": "000.02.30.H29"}\'   # an agency token',
             soft_wrap=True,
         )
         console.print(
             "  .venv/bin/python -m services.consultation.cli keygen --key-id pc07 --agency"
-            f" 000.90.08.H29 --person 'Lê Văn Hùng' --register {urls['consultation']}"
+            f" 000.02.30.H29 --person 'Lê Văn Hùng' --register {urls['consultation']}"
             " --token $OPERATOR",
             soft_wrap=True,
         )
@@ -205,8 +205,8 @@ def _dev_tokens() -> dict[str, tuple[str, str]]:
     minter = auth.Authenticator(ServiceSettings.for_service("consultation"), SystemClock())
     people = {
         "operator": ("000.00.00.H29", auth.OPERATOR, "Vận hành viên"),
-        "desk": ("000.00.16.H29", auth.OFFICER, "Cán bộ một cửa"),
-        "lead": ("000.50.03.H29", auth.DEPARTMENT_HEAD, "Trưởng phòng Cấp phép"),
+        "desk": ("000.00.01.H29", auth.OFFICER, "Cán bộ một cửa"),
+        "lead": ("000.00.06.H29", auth.DEPARTMENT_HEAD, "Trưởng phòng Cấp phép"),
     }
     return {
         name: (

@@ -83,8 +83,8 @@ def caller_headers(stack: Stack) -> dict[str, dict[str, str]]:
     return {
         "anonymous": {},
         "operator": stack.headers("000.00.00.H29", auth.OPERATOR),
-        "desk officer": stack.headers("000.00.16.H29", auth.OFFICER),
-        "lead head": stack.headers("000.50.03.H29", auth.DEPARTMENT_HEAD),
+        "desk officer": stack.headers("000.00.01.H29", auth.OFFICER),
+        "lead head": stack.headers("000.00.06.H29", auth.DEPARTMENT_HEAD),
         "portal": {
             "authorization": "Basic "
             + base64.b64encode(

@@ -37,8 +37,8 @@ BIRTH = {
     "documents": [{"code": "TK"}, {"code": "GCS"}, {"code": "TKCT"}],
 }
 CONSULTED = {"1.009972": 3, "1.001193": 2}
-RECEIVING = {"1.009972": "000.00.16.H29", "1.001193": "000.03.12.H29"}
-LEAD = {"1.009972": "000.50.03.H29", "1.001193": "000.03.12.H29"}
+RECEIVING = {"1.009972": "000.00.01.H29", "1.001193": "000.01.50.H29"}
+LEAD = {"1.009972": "000.00.06.H29", "1.001193": "000.00.50.H29"}
 
 
 def desk(stack: Stack, body: dict[str, Any]) -> dict[str, str]:
@@ -82,7 +82,7 @@ async def test_one_dossier_end_to_end(
     assert sent[0]["kind"] == "form01" and sent[0]["recipient"] == "minhlong@example.vn"
     assert code in sent[0]["body_text"] and "GIẤY TIẾP NHẬN HỒ SƠ" in sent[0]["body_text"]
     assert f"Mã tra cứu (giữ bí mật): {applicant['X-Lookup-Code']}" in sent[0]["body_text"]
-    assert {x["agency_id"] for x in opened} == {"000.70.04.H29", "000.80.06.H29", "000.90.08.H29"}
+    assert {x["agency_id"] for x in opened} == {"000.00.07.H29", "000.00.08.H29", "000.02.30.H29"}
     mail = await eventually(lambda: _async(smtp.for_dossier(code)), lambda m: len(m) == 1)
     assert mail[0]["To"] == "minhlong@example.vn"
     assert "Giấy tiếp nhận" in mail[0]["Subject"]
@@ -101,10 +101,10 @@ async def test_one_dossier_end_to_end(
     route = (
         await http.get(
             f"{stack.url('routing')}/v1/routes/{code}",
-            headers=stack.headers("000.50.03.H29", "department_head"),
+            headers=stack.headers("000.00.06.H29", "department_head"),
         )
     ).json()
-    assert route["lead_agency"] == "000.50.03.H29" and route["state"] == "consulting"
+    assert route["lead_agency"] == "000.00.06.H29" and route["state"] == "consulting"
 
     # Every consumer has caught up: lag (end offset minus committed offset) falls to 0.
     for name in ("intake", "routing", "consultation", "notification"):

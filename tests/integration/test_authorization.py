@@ -31,7 +31,7 @@ from services.runtime.service import Runtime, create_app
 from services.runtime.settings import ServiceSettings
 from tests.helpers import TEST_JWT_SECRET, TEST_PORTAL_CLIENT, configure_auth, eventually
 
-DESK, LEAD, FIRE, OTHER = "000.00.16.H29", "000.50.03.H29", "000.90.08.H29", "000.20.01.H29"
+DESK, LEAD, FIRE, OTHER = "000.00.01.H29", "000.00.06.H29", "000.02.30.H29", "000.20.01.H29"
 OPS = "000.00.00.H29"
 PUBLIC = {"/health", "/ready", "/metrics"}
 PERMIT = {
@@ -234,7 +234,7 @@ class World:
                     "MaHoSo": f"G22-{uuid.uuid4().hex[:8]}",
                     "MaTTHC": "1.009972",
                     "ChuHoSo": "Phạm Thị Hoa",
-                    "MaDoiTuong": "001190067890",
+                    "SoGiayToChuHoSo": "001190067890",
                     "TaiLieuNop": [{"MaThanhPhanHoSo": c} for c in ("DDN", "QSDD", "BVTK")],
                 }
             case ("consultation", "GET", "/v1/consultations") | (

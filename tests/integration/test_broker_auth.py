@@ -24,7 +24,7 @@ from contracts.topics import CONSULTATION, DOSSIER, NOTIFICATION, ROUTING, Topic
 from services.runtime.acl import group_id, provision
 from services.runtime.kafka_auth import KafkaSecurity
 
-CODE = "000.00.16.H29-261123-0001"
+CODE = "000.00.01.H29-261123-0001"
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from tests.helpers import TEST_PORTAL_CLIENT, applicant, configure_auth, staff
 
 cal = WorkingCalendar()
 MARRIAGE = {
-    "procedure_code": "1.001022",
+    "procedure_code": "1.000894",
     "channel": 1,
     "applicant": {"name": "Trần Văn Bình", "id_number": "001090001234", "phone": "0987654321"},
     "documents": [{"code": "TK", "name": "Tờ khai đăng ký kết hôn"}],
@@ -31,8 +31,8 @@ PERMIT = {
 }
 
 
-MARRIAGE_DESK = "000.03.12.H29"  # receives (and decides) 1.001022
-PERMIT_DESK, PERMIT_LEAD = "000.01.12.H29", "000.02.12.H29"  # 1.009973
+MARRIAGE_DESK = "000.01.50.H29"  # receives (and decides) 1.000894
+PERMIT_DESK, PERMIT_LEAD = "000.01.50.H29", "000.00.50.H29"  # 1.009973
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=VN_TZ)
 
 
@@ -82,7 +82,7 @@ async def test_fifty_concurrent_submissions_get_consecutive_serials(
     assert all(r.status_code == 201 for r in rs), [r.text for r in rs if r.status_code != 201]
     codes = [r.json()["code"] for r in rs]
     prefixes = {c.rsplit("-", 1)[0] for c in codes}
-    assert len(prefixes) == 1 and prefixes.pop().startswith("000.03.12.H29-")
+    assert len(prefixes) == 1 and prefixes.pop().startswith("000.01.50.H29-")
     assert sorted(int(c.rsplit("-", 1)[1]) for c in codes) == list(range(1, 51))
 
 
@@ -105,26 +105,41 @@ async def test_idempotency_key(intake: httpx.AsyncClient, clock: ManualClock) ->
     assert len({r.json()["code"] for r in rs}) == 1
 
 
-async def test_friday_before_tet_after_cutoff_is_one_working_day_later(
+BIRTH = {
+    "procedure_code": "1.001193",
+    "channel": 1,
+    "applicant": {"name": "Lê Thị Mai", "id_number": "001190012345"},
+    "documents": [{"code": "TK"}, {"code": "GCS"}],
+}
+
+
+async def test_within_the_day_after_the_cutoff_before_tet_is_the_next_working_day__law_on_civil_status_art_16_2(  # noqa: E501
     intake: httpx.AsyncClient, clock: ManualClock
 ) -> None:
     async def at(h: int, m: int) -> dict:
         clock.set(datetime(2026, 2, 13, h, m, tzinfo=VN_TZ))
-        r = await intake.post("/v1/dossiers", json=PERMIT, headers=officer(PERMIT_DESK, clock))
+        r = await intake.post("/v1/dossiers", json=BIRTH, headers=officer(MARRIAGE_DESK, clock))
+        assert r.status_code == 201, r.text
         return dict(r.json())
 
     early = await at(14, 59)
     late = await at(15, 30)
-    # 15 working days; Tết 16-20 Feb and weekends skipped
-    assert early["appointment_local"] == "17:00 ngày 13/03/2026"
-    assert late["appointment_local"] == "17:00 ngày 16/03/2026"
-    e = datetime.fromisoformat(early["appointment_at"]).astimezone(VN_TZ).date()
-    l_ = datetime.fromisoformat(late["appointment_at"]).astimezone(VN_TZ).date()
-    assert cal.working_days_between(e, l_) == 1
-    assert early["code"].startswith("000.01.12.H29-260213-")
+    # Birth registration is "within the day"; after 15:00 it is the next working day,
+    # and Tết 2026 (14-22 Feb) lies between.
+    assert early["appointment_local"] == "17:00 ngày 13/02/2026"
+    assert late["appointment_local"] == "17:00 ngày 23/02/2026"
+    assert early["code"].startswith("000.01.50.H29-260213-")
 
 
-async def test_missing_document_supplement_resumes_the_clock(
+async def test_permit_in_days_ending_on_a_saturday_ends_monday__civil_code_art_148_5(
+    intake: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    clock.set(datetime(2026, 11, 13, 9, 0, tzinfo=VN_TZ))  # Friday; +15 days = Sat 28 Nov
+    r = await intake.post("/v1/dossiers", json=PERMIT, headers=officer(PERMIT_DESK, clock))
+    assert r.json()["appointment_local"] == "17:00 ngày 30/11/2026"
+
+
+async def test_desk_stage_supplement_starts_no_clock_and_uses_up_nothing__form_02(
     intake: httpx.AsyncClient, clock: ManualClock
 ) -> None:
     received = datetime(2026, 11, 16, 9, 0, tzinfo=VN_TZ)  # Monday
@@ -138,46 +153,48 @@ async def test_missing_document_supplement_resumes_the_clock(
         5,
         ["BVTK"],
     )
+    assert first["appointment_at"] is None  # no clock before a complete, valid dossier
     code = first["code"]
     me = applicant(first["lookup_code"])
     wrong = await intake.post(
         f"/v1/dossiers/{code}/supplements", json={"documents": [{"code": "XYZ"}]}, headers=me
     )
     assert wrong.status_code == 422 and "BVTK" in wrong.json()["errors"][0]["reason"]
-    came_back = datetime(2026, 11, 19, 10, 30, tzinfo=VN_TZ)  # Thu; Tue 24 Nov is a holiday
+    came_back = datetime(2026, 11, 19, 10, 30, tzinfo=VN_TZ)  # Thursday
     clock.set(came_back)
     r = await intake.post(
         f"/v1/dossiers/{code}/supplements", json={"documents": [{"code": "BVTK"}]}, headers=me
     )
     assert r.status_code == 200, r.text
-    resumed = r.json()
-    paused = cal.working_seconds_between(received, came_back)
-    assert resumed["paused_working_seconds"] == paused == (7 + 8 + 8 + 2.5) * 3600
-    before = datetime.fromisoformat(first["appointment_at"])
-    after = datetime.fromisoformat(resumed["appointment_at"].replace("Z", "+00:00"))
-    assert cal.working_seconds_between(before, after) == paused
-    assert format_local(before) == "17:00 ngày 08/12/2026"
-    assert format_local(after) == "09:30 ngày 14/12/2026"
+    completed = r.json()
+    assert completed["paused_working_seconds"] == 0
+    # 15 days from Thu 19 Nov: Fri 4 Dec
+    assert completed["appointment_local"] == "17:00 ngày 04/12/2026"
     dossier = (await intake.get(f"/v1/dossiers/{code}", headers=me)).json()
-    assert dossier["status"] == 2 and dossier["supplement_requests"] == 1
-    again = await intake.post(
+    assert dossier["status"] == 2 and dossier["supplement_requests"] == 0
+    assert dossier["submitted_at"].startswith("2026-11-16T02:00")
+    assert dossier["received_at"].startswith("2026-11-19T03:30")
+    during = await intake.post(
         f"/v1/dossiers/{code}/supplement-requests",
         json={"missing": ["QSDD"]},
         headers=officer(PERMIT_LEAD, clock),
     )
-    assert again.status_code == 409
-    assert "only one request" in again.json()["detail"]
-    types = await intake.app.state.runtime.pool.fetch(  # type: ignore[attr-defined]
-        "SELECT event_type FROM outbox WHERE key = $1 ORDER BY id", code
+    assert during.status_code == 201 and during.json()["violation"] is False
+    outbox = await intake.app.state.runtime.pool.fetch(  # type: ignore[attr-defined]
+        "SELECT event_type, payload FROM outbox WHERE key = $1 ORDER BY id", code
     )
-    assert [t["event_type"] for t in types] == [
+    assert [t["event_type"] for t in outbox] == [
         "dossier.supplement_requested",
         "dossier.supplemented",
         "dossier.received",
+        "dossier.supplement_requested",
     ]
+    assert '"stage":"desk"' in outbox[0]["payload"]
+    assert '"stage":"processing"' in outbox[3]["payload"]
+    assert '"register_book":"2026"' in outbox[2]["payload"]
 
 
-async def test_one_supplement_request_during_processing(
+async def test_second_request_during_processing_is_recorded_and_flagged__one_request_rule(
     intake: httpx.AsyncClient, clock: ManualClock
 ) -> None:
     desk = officer(PERMIT_DESK, clock)
@@ -187,21 +204,29 @@ async def test_one_supplement_request_during_processing(
         f"/v1/dossiers/{code}/supplement-requests", json={"missing": ["NOPE"]}, headers=lead
     )
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "missing"
-    stranger = officer("000.90.08.H29", clock)
+    stranger = officer("000.02.30.H29", clock)
     r = await intake.post(
         f"/v1/dossiers/{code}/supplement-requests", json={"missing": ["QSDD"]}, headers=stranger
     )
     assert r.status_code == 403  # another agency cannot use up the one request
     ok = await intake.post(
         f"/v1/dossiers/{code}/supplement-requests",
-        json={"missing": ["QSDD"], "note": "Bản sao chưa chứng thực"},
+        json={"missing": ["QSDD"], "reasons": {"QSDD": "Bản sao chưa chứng thực"}},
         headers=lead,
     )
-    assert ok.status_code == 201
+    assert ok.status_code == 201 and ok.json()["violation"] is False
+    back = await intake.post(
+        f"/v1/dossiers/{code}/supplements", json={"documents": [{"code": "QSDD"}]}, headers=desk
+    )
+    assert back.status_code == 200, back.text
     second = await intake.post(
         f"/v1/dossiers/{code}/supplement-requests", json={"missing": ["BVTK"]}, headers=desk
     )
-    assert second.status_code == 409
+    assert second.status_code == 201, second.text
+    assert second.json()["violation"] is True and second.json()["request_number"] == 2
+    assert "late" in second.json()["warning"]
+    view = (await intake.get(f"/v1/dossiers/{code}", headers=lead)).json()
+    assert (view["supplement_requests"], view["supplement_violations"]) == (2, 1)
 
 
 async def test_refusal_and_unknown_procedure(intake: httpx.AsyncClient, clock: ManualClock) -> None:
@@ -239,11 +264,14 @@ async def test_portal_payload_makes_the_same_dossier_as_the_desk(
     }
     portal = {
         "MaHoSo": "G22.99-261120-000123",
-        "MaTTHC": "1.009973",
+        "MaTTHC": "1.009973.000.00.00.H29",
         "KenhThucHien": 2,
         "ChuHoSo": "Phạm Thị Hoa",
         "LoaiDoiTuong": 1,
-        "MaDoiTuong": "001190067890",
+        "MaDoiTuong": "vneid-7f3a9c21",
+        "SoGiayToChuHoSo": "001190067890",
+        "NgayNopHoSo": "20261119213000",
+        "DonViXuLy": "Ủy ban nhân dân phường Sài Gòn",
         "SoDienThoai": "0912345678",
         "Email": "hoa@example.vn",
         "TrichYeuHoSo": "Xây nhà ở riêng lẻ 3 tầng",
@@ -259,6 +287,9 @@ async def test_portal_payload_makes_the_same_dossier_as_the_desk(
     assert again.json()["MaHoSo"] == p.json()["MaHoSo"]  # the portal retried: same dossier
     dv = (await intake.get(f"/v1/dossiers/{d.json()['code']}", headers=h)).json()
     pv = (await intake.get(f"/v1/dossiers/{p.json()['MaHoSo']}", headers=h)).json()
+    assert pv["applicant"].pop("portal_account") == "vneid-7f3a9c21"  # MaDoiTuong: the account
+    assert dv["applicant"].pop("portal_account") is None
+    assert pv["submitted_at"].startswith("2026-11-19T14:30")  # NgayNopHoSo, kept apart
     for k in (
         "procedure_code",
         "procedure_version",

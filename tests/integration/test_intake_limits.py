@@ -21,9 +21,9 @@ from services.runtime.service import create_app
 from services.runtime.settings import ServiceSettings
 from tests.helpers import TEST_PORTAL_CLIENT, configure_auth, eventually, staff
 
-DESK = "000.03.12.H29"  # receives 1.001022 by default
+DESK = "000.01.50.H29"  # receives 1.000894 by default
 GOOD = {
-    "procedure_code": "1.001022",
+    "procedure_code": "1.000894",
     "channel": 1,
     "applicant": {
         "name": "Trần Văn Bình",
@@ -37,11 +37,12 @@ GOOD = {
 }
 PORTAL = {
     "MaHoSo": "G22.99-261120-000777",
-    "MaTTHC": "1.001022",
+    "MaTTHC": "1.000894",
     "KenhThucHien": 2,
     "ChuHoSo": "Trần Văn Bình",
     "LoaiDoiTuong": 1,
-    "MaDoiTuong": "001090001234",
+    "MaDoiTuong": "vneid-001",
+    "SoGiayToChuHoSo": "001090001234",
     "SoDienThoai": "0987654321",
     "Email": "binh@example.vn",
     "DiaChi": "Số 1 Lê Lợi",
@@ -99,7 +100,7 @@ def _with(path: tuple[Any, ...], value: Any, body: Any) -> Any:
 
 
 DESK_FIELDS: dict[tuple[Any, ...], str] = {
-    ("procedure_code",): "1.001022",
+    ("procedure_code",): "1.000894",
     ("applicant", "name"): "Trần Văn Bình",
     ("applicant", "id_number"): "001090001234",
     ("applicant", "phone"): "0987654321",
@@ -109,7 +110,7 @@ DESK_FIELDS: dict[tuple[Any, ...], str] = {
     ("documents", 0, "code"): "TK",
     ("documents", 0, "name"): "Tờ khai",
     ("documents", 0, "url"): "https://hs.vn/tk",
-    ("receiving_agency",): "000.03.12.H29",
+    ("receiving_agency",): "000.01.50.H29",
 }
 
 
@@ -181,12 +182,12 @@ async def test_control_characters_in_every_portal_field(intake: httpx.AsyncClien
     nested = {**PORTAL, "TaiLieuNop": [{"MaThanhPhanHoSo": "TK", "TenTepDinhKem": "a\x00"}]}
     r = await intake.post("/v1/portal/dossiers", json=nested)
     assert r.status_code == 422 and r.json()["field"] == "TaiLieuNop.0.TenTepDinhKem"
-    dashes = {**PORTAL, "MaDoiTuong": "-" * 100_000 + "001090001234"}
+    dashes = {**PORTAL, "SoGiayToChuHoSo": "-" * 100_000 + "001090001234"}
     r = await intake.post("/v1/portal/dossiers", json=dashes)
-    assert r.status_code == 422 and r.json()["field"] == "MaDoiTuong"
+    assert r.status_code == 422 and r.json()["field"] == "SoGiayToChuHoSo"
     # A rule only the desk's model knows is still reported under the portal's name.
-    r = await intake.post("/v1/portal/dossiers", json={**PORTAL, "MaDoiTuong": "12345"})
-    assert r.status_code == 422 and r.json()["field"] == "MaDoiTuong", r.text
+    r = await intake.post("/v1/portal/dossiers", json={**PORTAL, "SoGiayToChuHoSo": "12345"})
+    assert r.status_code == 422 and r.json()["field"] == "SoGiayToChuHoSo", r.text
     await _no_rows(intake)
     r = await intake.post("/v1/portal/dossiers", json=PORTAL)
     assert r.status_code == 200 and r.json()["error_code"] == 0, r.text
@@ -217,7 +218,7 @@ async def test_over_long_fields(intake: httpx.AsyncClient) -> None:
 
 
 async def test_bad_agency_ids(intake: httpx.AsyncClient) -> None:
-    for bad in ("H29", "not an agency", "000.00.16.H29x", "０００.00.16.H29", "000.00.16.H29\n"):
+    for bad in ("H29", "not an agency", "000.00.01.H29x", "０００.00.16.H29", "000.00.01.H29\n"):
         r = await intake.post("/v1/dossiers", json={**GOOD, "receiving_agency": bad})
         assert r.status_code == 422, (bad, r.text)
         assert r.json()["errors"][0]["field"] == "receiving_agency"
@@ -229,10 +230,10 @@ async def test_bad_agency_ids(intake: httpx.AsyncClient) -> None:
     await _no_rows(intake)
     r = await intake.post(
         "/v1/dossiers",
-        json={**GOOD, "receiving_agency": "000.00.16.H29"},
-        headers=staff("000.00.16.H29"),
+        json={**GOOD, "receiving_agency": "000.00.01.H29"},
+        headers=staff("000.00.01.H29"),
     )
-    assert r.status_code == 201 and r.json()["code"].startswith("000.00.16.H29-")
+    assert r.status_code == 201 and r.json()["code"].startswith("000.00.01.H29-")
 
 
 async def test_idempotency_key_empty_too_long_or_not_ascii(intake: httpx.AsyncClient) -> None:
@@ -258,7 +259,7 @@ async def test_the_10000th_dossier_of_a_day_widens_the_serial(intake: httpx.Asyn
     day = received.strftime("%y%m%d")
     body = {**GOOD, "received_at": received.isoformat(), "backdate_reason": "Nhập lại sổ"}
     await pool.execute(
-        "INSERT INTO serials(agency_id, day, last) VALUES ('000.03.12.H29', $1, 9998)",
+        "INSERT INTO serials(agency_id, day, last) VALUES ('000.01.50.H29', $1, 9998)",
         received.date(),
     )
     codes = []
@@ -267,9 +268,9 @@ async def test_the_10000th_dossier_of_a_day_widens_the_serial(intake: httpx.Asyn
         assert r.status_code == 201, r.text
         codes.append(r.json()["code"])
     assert codes == [
-        f"000.03.12.H29-{day}-9999",
-        f"000.03.12.H29-{day}-10000",
-        f"000.03.12.H29-{day}-10001",
+        f"000.01.50.H29-{day}-9999",
+        f"000.01.50.H29-{day}-10000",
+        f"000.01.50.H29-{day}-10001",
     ]
     view = await intake.get(f"/v1/dossiers/{codes[1]}")
     assert view.status_code == 200 and view.json()["code"] == codes[1]
@@ -283,7 +284,7 @@ async def test_the_10000th_dossier_of_a_day_widens_the_serial(intake: httpx.Asyn
     )
     assert [Envelope.model_validate_json(x["payload"]).subject for x in rows] == [codes[1]] * 2
     await pool.execute(
-        "UPDATE serials SET last = 99999 WHERE agency_id = '000.03.12.H29' AND day = $1",
+        "UPDATE serials SET last = 99999 WHERE agency_id = '000.01.50.H29' AND day = $1",
         received.date(),
     )
     full = await intake.post("/v1/dossiers", json=body)
@@ -294,4 +295,4 @@ async def test_the_10000th_dossier_of_a_day_widens_the_serial(intake: httpx.Asyn
     other_day = {**body, "received_at": before.isoformat()}
     r = await intake.post("/v1/dossiers", json=other_day)
     assert r.status_code == 201, r.text
-    assert r.json()["code"] == f"000.03.12.H29-{before:%y%m%d}-0001"
+    assert r.json()["code"] == f"000.01.50.H29-{before:%y%m%d}-0001"

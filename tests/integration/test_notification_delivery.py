@@ -31,7 +31,7 @@ from services.runtime.service import Runtime
 from services.runtime.settings import ServiceSettings
 from tests.helpers import configure_auth, eventually, staff
 
-CODE = "000.00.16.H29-261120-0001"
+CODE = "000.00.01.H29-261120-0001"
 FAST = DeliveryPolicy(
     batch_size=20,
     lease=timedelta(seconds=60),

@@ -109,7 +109,7 @@ def _verifier(**kw: Any) -> auth.TokenVerifier:
 def _claims(**kw: Any) -> dict[str, Any]:
     return {
         "sub": "Nguyễn Văn A",
-        "agency_id": "000.90.08.H29",
+        "agency_id": "000.02.30.H29",
         "role": "department_head",
         "aud": "lienthong",
         "iss": "idp",
@@ -127,7 +127,7 @@ def test_hs256_checks_audience_issuer_expiry_and_role() -> None:
     v = _verifier()
     who = _verify(v, jwt.encode(_claims(), "s" * 40, algorithm="HS256"))
     assert (who.agency_id, who.role, who.person) == (
-        "000.90.08.H29",
+        "000.02.30.H29",
         "department_head",
         "Nguyễn Văn A",
     )
@@ -193,7 +193,7 @@ def test_eddsa_with_keys_from_a_jwks_url(jwks_server: tuple[str, Ed25519PrivateK
     url, key = jwks_server
     v = _verifier(jwks_url=url)
     token = jwt.encode(_claims(), key, algorithm="EdDSA", headers={"kid": "k1"})
-    assert _verify(v, token).agency_id == "000.90.08.H29"
+    assert _verify(v, token).agency_id == "000.02.30.H29"
     assert _verify(v, jwt.encode(_claims(), "s" * 40, algorithm="HS256")).role  # both on
 
 
@@ -217,11 +217,11 @@ def test_lookup_codes_seal_and_hash() -> None:
     code = auth.new_lookup_code()
     assert len(code) == 14 and code.count("-") == 2
     priv = auth.dev_seal_private_key()
-    sealed = auth.seal(auth.seal_public_key(priv), code, "000.00.16.H29-261123-0001")
+    sealed = auth.seal(auth.seal_public_key(priv), code, "000.00.01.H29-261123-0001")
     assert code not in sealed
-    assert auth.unseal(priv, sealed, "000.00.16.H29-261123-0001") == code
+    assert auth.unseal(priv, sealed, "000.00.01.H29-261123-0001") == code
     with pytest.raises(InvalidTag):
-        auth.unseal(priv, sealed, "000.00.16.H29-261123-0002")  # bound to its dossier
+        auth.unseal(priv, sealed, "000.00.01.H29-261123-0002")  # bound to its dossier
     h = auth.hash_lookup_code("X-1", code)
     assert auth.lookup_matches(h, "X-1", code.lower().replace("-", ""))
     assert not auth.lookup_matches(h, "X-2", code)

@@ -11,7 +11,7 @@ from contracts.api import EndDossier, ReplyRequest, RequestSupplement, SubmitDos
 from contracts.common import Applicant, DocumentRef
 
 BASE = {
-    "procedure_code": "1.001022",
+    "procedure_code": "1.000894",
     "applicant": {"name": "Trần Văn Bình", "id_number": "001090001234"},
     "documents": [{"code": "TK"}],
 }
@@ -113,10 +113,10 @@ def test_lengths_and_list_sizes_are_bounded() -> None:
 
 
 def test_agency_ids_follow_the_national_format() -> None:
-    for bad in ("H29", "000.00.16.H29 ", "000.00.16.h29", "000.00.16.H29\x00", "x" * 5000):
+    for bad in ("H29", "000.00.01.H29 ", "000.00.16.h29", "000.00.01.H29\x00", "x" * 5000):
         (e,) = _errors(SubmitDossier, {**BASE, "receiving_agency": bad})
         assert e["loc"] == ("receiving_agency",)
-    assert SubmitDossier.model_validate({**BASE, "receiving_agency": "000.00.16.H29"})
+    assert SubmitDossier.model_validate({**BASE, "receiving_agency": "000.00.01.H29"})
 
 
 def test_emails_are_strict() -> None:

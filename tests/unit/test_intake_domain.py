@@ -24,7 +24,11 @@ def test_sample_catalogue_is_real_enough(catalogue: Catalogue) -> None:
     interconnected = [p for p in procedures if p.interconnected]
     assert len(interconnected) >= 4
     for p in interconnected:
-        agencies = {p.lead_agency, *(c.agency_id for c in p.consultations)}
+        agencies = {
+            p.lead_agency,
+            *(c.agency_id for c in p.consultations),
+            *(s.agency_id for s in p.steps),
+        }
         assert 2 <= len(agencies) <= 4
 
 
@@ -49,17 +53,17 @@ def test_dossier_code_format() -> None:
 
 
 def test_version_in_force(tmp_path: Path, catalogue: Catalogue) -> None:
-    p = catalogue.in_force("1.001022", date(2026, 1, 1))
+    p = catalogue.in_force("1.000894", date(2026, 1, 1))
     v2 = p.model_copy(
         update={"version": 2, "effective_from": date(2026, 7, 1), "name": "Đăng ký kết hôn (mới)"}
     )
     c = Catalogue.from_procedures([p, v2])
-    assert c.in_force("1.001022", date(2026, 6, 30)).version == 1
-    assert c.in_force("1.001022", date(2026, 7, 1)).version == 2
+    assert c.in_force("1.000894", date(2026, 6, 30)).version == 1
+    assert c.in_force("1.000894", date(2026, 7, 1)).version == 2
     with pytest.raises(domain.UnknownProcedure):
         c.in_force("9.999999", date(2026, 7, 1))
     with pytest.raises(domain.UnknownProcedure):
-        c.in_force("1.001022", date(2015, 1, 1))
+        c.in_force("1.000894", date(2015, 1, 1))
 
 
 def test_bad_catalogue_file_names_file_and_field(tmp_path: Path) -> None:
@@ -82,7 +86,7 @@ def test_assessment(catalogue: Catalogue) -> None:
     short = domain.assess(p, ObjectType.ORGANISATION, full[:2])
     assert short.outcome is Outcome.SUPPLEMENT_REQUESTED
     assert [d.code for d in short.missing] == ["BVTK"]  # TDPCCC is optional
-    marriage = catalogue.in_force("1.001022", date(2026, 1, 1))
+    marriage = catalogue.in_force("1.000894", date(2026, 1, 1))
     refused = domain.assess(marriage, ObjectType.ORGANISATION, [DocumentRef(code="TK")])
     assert refused.outcome is Outcome.REFUSED and refused.reasons
 

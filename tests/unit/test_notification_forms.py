@@ -13,7 +13,7 @@ def test_form01_version_in_force_and_content() -> None:
     assert book.in_force("form01", date(2024, 1, 1)).version == 1
     assert book.in_force("form01", date(2025, 7, 1)).version == 2
     ctx = {
-        "code": "000.03.12.H29-261122-0001",
+        "code": "000.01.50.H29-261122-0001",
         "receiving_agency_name": "UBND phường Dịch Vọng",
         "applicant": {
             "name": "Nguyễn Thị Lan",
