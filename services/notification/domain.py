@@ -12,8 +12,10 @@ import yaml
 from jinja2 import Environment, StrictUndefined, Template
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from contracts.common import Applicant, Channel
+from contracts.common import Applicant, Channel, Office, ReturnMethod, SupplementStage
+from contracts.events import DossierReceived, DossierRefused, SupplementRequested
 from contracts.text import email_problem, forbidden_character
+from services.runtime.calendar import format_local
 
 FORMS_DIR = Path(__file__).parent / "forms"
 NOTIFICATION_NS = uuid.UUID("a4d6c1f0-5b0e-4e8e-bf43-1f6b7d2c9e30")
@@ -133,9 +135,168 @@ def notification_id(event_id: uuid.UUID, kind: str, recipient: str) -> uuid.UUID
     return uuid.uuid5(NOTIFICATION_NS, f"{event_id}/{kind}/{recipient}")
 
 
-def serial_of(code: str) -> str:
-    return code.rsplit("-", 1)[-1]
-
-
 def iso(t: datetime | None) -> str | None:
     return None if t is None else t.isoformat()
+
+
+# --- what Forms 01-03 print ---------------------------------------------------------------
+# The templates (forms/*.yaml) hold the legal wording; these build the values that fill
+# its blanks, with the paper form's dotted blank where an older event lacks the datum.
+
+BLANK = "……"
+"""What the paper form shows where nothing is filled in."""
+DESK = "Bộ phận tiếp nhận và trả kết quả"
+DEFAULT_MISSING_REASON = "Hồ sơ chưa có thành phần này theo quy định của thủ tục hành chính"
+"""Form 02 line for an older event that lists missing documents without reasons."""
+
+
+def moment(t: datetime | None) -> str:
+    """A time as the forms write it, in Asia/Ho_Chi_Minh: "09 giờ 30 phút, ngày 10 tháng 06
+    năm 2025"; the dotted blank when unknown."""
+    return format_local(t, "%H giờ %M phút, ngày %d tháng %m năm %Y") or BLANK
+
+
+def place_and_date(place: str | None, t: datetime) -> str:
+    """The line under the national motto: "<place>, ngày dd tháng mm năm yyyy"."""
+    day = format_local(t, "ngày %d tháng %m năm %Y")
+    return f"{place or BLANK}, {day}"
+
+
+def office_view(office: Office | None, agency_name: str) -> dict[str, Any]:
+    """Header and desk of a form: the parent body (cơ quan chủ quản), the agency, its desk
+    (omitted from the header when the agency is the desk itself, e.g. a service centre)."""
+    if office is None:
+        return {
+            "parent": BLANK,
+            "agency": agency_name,
+            "desk_line": DESK,
+            "desk_name": agency_name,
+            "place": BLANK,
+            "phone": BLANK,
+        }
+    desk = office.desk or DESK
+    return {
+        "parent": office.parent_name,
+        "agency": office.name,
+        "desk_line": None if desk == office.name else desk,
+        "desk_name": office.desk or office.name,
+        "place": office.place,
+        "phone": office.phone or BLANK,
+    }
+
+
+def _applicant_view(a: Applicant) -> dict[str, str]:
+    return {
+        "name": a.name,
+        "address": a.address or BLANK,
+        "phone": a.phone or BLANK,
+        "email": a.email or BLANK,
+    }
+
+
+def _request(procedure_name: str, summary: str | None) -> str:
+    return f"{procedure_name} ({summary})" if summary else procedure_name
+
+
+def _common(
+    code: str,
+    office: Office | None,
+    agency_name: str,
+    applicant: Applicant,
+    procedure_name: str,
+    summary: str | None,
+    at: datetime,
+    lookup_code: str | None,
+) -> dict[str, Any]:
+    o = office_view(office, agency_name)
+    return {
+        "code": code,
+        "office": o,
+        "number": BLANK,  # events carry no document number (Số: …/…) yet
+        "place_date": place_and_date(o["place"], at),
+        "applicant": _applicant_view(applicant),
+        "request": _request(procedure_name, summary),
+        "lookup_code": lookup_code,
+    }
+
+
+def return_place(method: ReturnMethod, desk_name: str, address: str | None) -> str:
+    """Item 6 of Form 01, "Đăng ký nhận kết quả tại": the channel the applicant chose."""
+    if method is ReturnMethod.AT_DESK:
+        return f"{method.label}, {desk_name}"
+    if method is ReturnMethod.POST and address:
+        return f"{method.label}: {address}"
+    return method.label
+
+
+def form01_context(d: DossierReceived, lookup_code: str | None = None) -> dict[str, Any]:
+    ctx = _common(
+        d.code,
+        d.office,
+        d.receiving_agency_name,
+        d.applicant,
+        d.procedure_name,
+        d.summary,
+        d.received_at,
+        lookup_code,
+    )
+    ctx.update(
+        documents=[{"name": doc.name or doc.code, "copies": doc.copies} for doc in d.documents],
+        sets=f"{d.sets:02d}",
+        processing_time=d.processing_time.describe(),
+        received_local=moment(d.received_at),
+        received_iso=d.received_at.isoformat(),
+        appointment_local=moment(d.appointment_at),
+        appointment_iso=d.appointment_at.isoformat(),
+        return_place=return_place(d.return_method, ctx["office"]["desk_name"], d.applicant.address),
+        register_book=d.register_book or BLANK,
+        register_number=str(d.register_number) if d.register_number else BLANK,
+        received_by=d.received_by,
+    )
+    return ctx
+
+
+def form02_context(s: SupplementRequested, lookup_code: str | None = None) -> dict[str, Any]:
+    ctx = _common(
+        s.code,
+        s.office,
+        s.receiving_agency_name,
+        s.applicant,
+        s.procedure_name,
+        s.summary,
+        s.requested_at,
+        lookup_code,
+    )
+    items = [{"name": i.name, "reason": i.reason} for i in s.items] or [
+        {"name": m.name, "reason": DEFAULT_MISSING_REASON} for m in s.missing
+    ]
+    ctx.update(
+        items=items,
+        note=s.note,
+        paused=s.stage is SupplementStage.PROCESSING,
+        request_number=s.request_number,
+        requested_local=moment(s.requested_at),
+        requested_iso=s.requested_at.isoformat(),
+        contact=s.requested_by or ctx["office"]["desk_name"],
+        officer=s.requested_by,
+    )
+    return ctx
+
+
+def form03_context(r: DossierRefused, lookup_code: str | None = None) -> dict[str, Any]:
+    ctx = _common(
+        r.code,
+        r.office,
+        r.receiving_agency_name,
+        r.applicant,
+        r.procedure_name,
+        r.summary,
+        r.refused_at,
+        lookup_code,
+    )
+    ctx.update(
+        reasons=list(r.reasons),
+        contact=r.refused_by or ctx["office"]["desk_name"],
+        officer=r.refused_by,
+    )
+    return ctx

@@ -7,7 +7,6 @@ from typing import Any
 
 import asyncpg
 
-from contracts.common import TimeUnit
 from contracts.envelope import Envelope
 from contracts.events import (
     ConsultationEscalated,
@@ -111,8 +110,6 @@ def _local(t: datetime) -> str:
 
 def build(n: Notifier) -> dict[str, Handler]:
     async def on_received(conn: asyncpg.Connection, env: Envelope, d: DossierReceived) -> None:
-        pt = d.processing_time
-        unit = "ngày làm việc" if pt.unit is TimeUnit.WORKING_DAYS else "giờ làm việc"
         lookup = await n.remember(
             conn, d.code, d.receiving_agency, d.lead_agency, d.lookup_code_sealed
         )
@@ -121,16 +118,7 @@ def build(n: Notifier) -> dict[str, Handler]:
             env,
             "form01",
             domain.applicant_recipient(d.applicant, d.channel),
-            {
-                **d.model_dump(mode="python"),
-                "lookup_code": lookup,
-                "serial": domain.serial_of(d.code),
-                "processing_time": f"{pt.value:02d} {unit}",
-                "received_local": _local(d.received_at),
-                "received_iso": d.received_at.isoformat(),
-                "appointment_local": _local(d.appointment_at),
-                "appointment_iso": d.appointment_at.isoformat(),
-            },
+            domain.form01_context(d, lookup),
         )
 
     async def on_supplement(
@@ -142,11 +130,7 @@ def build(n: Notifier) -> dict[str, Handler]:
             env,
             "form02",
             domain.applicant_recipient(s.applicant, s.channel),
-            {
-                **s.model_dump(mode="python"),
-                "lookup_code": lookup,
-                "requested_local": _local(s.requested_at),
-            },
+            domain.form02_context(s, lookup),
         )
 
     async def on_refused(conn: asyncpg.Connection, env: Envelope, r: DossierRefused) -> None:
@@ -156,7 +140,7 @@ def build(n: Notifier) -> dict[str, Handler]:
             env,
             "form03",
             domain.applicant_recipient(r.applicant, r.channel),
-            {**r.model_dump(mode="python"), "lookup_code": lookup},
+            domain.form03_context(r, lookup),
         )
 
     async def on_requested(
