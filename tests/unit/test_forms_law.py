@@ -36,7 +36,7 @@ from services.notification.domain import (
 )
 from services.runtime.calendar import format_local
 
-CODE = "000.00.15.H29-250610-0007"
+CODE = "000.01.50.H29-250610-0007"
 BOOK = FormBook.load()
 OFFICE = Office(
     parent_name="Ủy ban nhân dân Thành phố Hồ Chí Minh",
@@ -80,9 +80,9 @@ def received(at: datetime = BEFORE, **changes: Any) -> DossierReceived:
             DocumentRef(code="TKKH", name="Tờ khai đăng ký kết hôn"),
             DocumentRef(code="XNTTHN", name="Giấy xác nhận tình trạng hôn nhân", copies=2),
         ),
-        receiving_agency="000.00.15.H29",
+        receiving_agency="000.01.50.H29",
         receiving_agency_name="Ủy ban nhân dân phường Sài Gòn",
-        lead_agency="000.00.15.H29",
+        lead_agency="000.01.50.H29",
         processing_time=Duration(value=5),
         received_at=at,
         clock_starts_at=at,
@@ -105,7 +105,7 @@ def supplement(at: datetime = BEFORE, **changes: Any) -> SupplementRequested:
         procedure_name="Đăng ký kết hôn",
         channel=Channel.IN_PERSON,
         applicant=APPLICANT,
-        receiving_agency="000.00.15.H29",
+        receiving_agency="000.01.50.H29",
         receiving_agency_name="Ủy ban nhân dân phường Sài Gòn",
         missing=(RequiredDocument(code="XNTTHN", name="Giấy xác nhận tình trạng hôn nhân"),),
         requested_at=at,
@@ -137,7 +137,7 @@ def refused(at: datetime = BEFORE, **changes: Any) -> DossierRefused:
         procedure_name="Đăng ký kết hôn",
         channel=Channel.IN_PERSON,
         applicant=APPLICANT,
-        receiving_agency="000.00.15.H29",
+        receiving_agency="000.01.50.H29",
         receiving_agency_name="Ủy ban nhân dân phường Sài Gòn",
         reasons=("Một bên chưa đủ tuổi kết hôn", "Thủ tục không thuộc thẩm quyền của phường"),
         refused_at=at,

@@ -42,7 +42,7 @@ def test_form01_version_in_force_and_content() -> None:
         applicant=Applicant(name="Nguyễn Thị Lan", id_number="079190000001", phone="0912345678"),
         documents=(DocumentRef(code="TK", name="Tờ khai"),),
         receiving_agency="000.01.50.H29",
-        receiving_agency_name="UBND phường Dịch Vọng",
+        receiving_agency_name="Trung tâm Phục vụ hành chính công phường Sài Gòn",
         lead_agency="000.01.50.H29",
         processing_time=Duration(value=4, unit=TimeUnit.WORKING_HOURS),
         received_at=received,
@@ -110,12 +110,12 @@ async def test_handlers_pass_what_forms_01_to_03_print() -> None:
         phone="02838221234",
     )
     common: dict[str, Any] = dict(
-        code="000.00.16.H29-250702-0001",
+        code="000.00.01.H29-250702-0001",
         procedure_code="1.000894",
         procedure_name="Đăng ký kết hôn",
         channel=Channel.IN_PERSON,
         applicant=Applicant(name="Lê Văn C", id_number="079190000001"),
-        receiving_agency="000.00.16.H29",
+        receiving_agency="000.00.01.H29",
         receiving_agency_name="Ủy ban nhân dân phường Bến Thành",
         office=office,
     )
@@ -126,7 +126,7 @@ async def test_handlers_pass_what_forms_01_to_03_print() -> None:
                 **common,
                 procedure_version=1,
                 documents=(DocumentRef(code="TK", name="Tờ khai đăng ký kết hôn"),),
-                lead_agency="000.00.16.H29",
+                lead_agency="000.00.01.H29",
                 processing_time=Duration(value=5),
                 received_at=at,
                 clock_starts_at=at,
