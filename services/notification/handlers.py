@@ -7,7 +7,6 @@ from typing import Any
 
 import asyncpg
 
-from contracts.common import TimeUnit
 from contracts.envelope import Envelope
 from contracts.events import (
     ConsultationEscalated,
@@ -111,8 +110,6 @@ def _local(t: datetime) -> str:
 
 def build(n: Notifier) -> dict[str, Handler]:
     async def on_received(conn: asyncpg.Connection, env: Envelope, d: DossierReceived) -> None:
-        pt = d.processing_time
-        unit = "ngày làm việc" if pt.unit is TimeUnit.WORKING_DAYS else "giờ làm việc"
         lookup = await n.remember(
             conn, d.code, d.receiving_agency, d.lead_agency, d.lookup_code_sealed
         )
@@ -125,7 +122,7 @@ def build(n: Notifier) -> dict[str, Handler]:
                 **d.model_dump(mode="python"),
                 "lookup_code": lookup,
                 "serial": domain.serial_of(d.code),
-                "processing_time": f"{pt.value:02d} {unit}",
+                "processing_time": d.processing_time.describe(),
                 "received_local": _local(d.received_at),
                 "received_iso": d.received_at.isoformat(),
                 "appointment_local": _local(d.appointment_at),
