@@ -17,7 +17,7 @@ import asyncpg
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from contracts.api import ReplyRequest
-from contracts.common import Duration, TimeUnit
+from contracts.common import Duration
 from contracts.envelope import Envelope
 from contracts.events import ConsultationRoundCompleted, DossierRouted
 from services.consultation import domain, store
@@ -88,11 +88,6 @@ def request_id(code: str, agency_id: str) -> uuid.UUID:
     return uuid.uuid5(REQUEST_NS, f"{code}/{agency_id}")
 
 
-def _period_text(d: Duration) -> str:
-    unit = "ngày làm việc" if d.unit is TimeUnit.WORKING_DAYS else "giờ làm việc"
-    return f"{d.value:02d} {unit}"
-
-
 class Opinions:
     def __init__(self, rt: Runtime, book: TemplateBook, calendar: domain.Calendar) -> None:
         self.rt = rt
@@ -154,7 +149,7 @@ class Opinions:
                     for d, rule in template.reply.decisions.items()
                 ],
                 "signer_roles": ", ".join(ROLE_LABELS[x] for x in template.reply.signer_roles),
-                "deadline_text": _period_text(template.deadline),
+                "deadline_text": template.deadline.describe(),
                 "due_local": format_local(due),
                 "due_iso": due.isoformat(),
             }

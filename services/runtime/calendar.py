@@ -1,86 +1,211 @@
-"""Vietnamese working-day calendar used by every deadline in the system.
+"""Vietnamese working calendar used by every deadline in the system.
 
 Working days are Monday to Friday minus public holidays, plus the Saturdays the
 government swaps in, as the ``holidays`` package knows them (lunar Tết included), with
-an override table for extra days an authority grants. Office hours are 08:00-12:00 and
-13:00-17:00 in Asia/Ho_Chi_Minh: 8 working hours to a day. Everything takes and returns
-aware datetimes and returns UTC.
+the official decisions it does not know yet shipped as data (``calendar_vn.yaml``, each
+entry citing its document) and an optional extra file over that. Office hours and the
+receipt cut-off come from ``OfficeHours`` (default 08:00-12:00, 13:00-17:00, cut-off
+15:00 in Asia/Ho_Chi_Minh); a province or a procedure uses its own via ``with_office``.
+Everything takes aware datetimes and returns UTC.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from functools import cached_property
+from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import holidays
 import yaml
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from contracts.common import Duration, TimeUnit
+from contracts.common import Duration, OfficeHours, TimeUnit
 
 VN_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 HOUR = 3600
 DAY_SECONDS = 8 * HOUR
+"""The nominal working day (8 hours) that ``Duration.hours`` and demo time assume."""
+DEFAULT_OFFICE = OfficeHours()
+SHIPPED_OVERRIDES = Path(__file__).with_name("calendar_vn.yaml")
 _MAX_DAYS_SCANNED = 3 * 366 * 10
 
 
+class OverrideDay(BaseModel):
+    """One day an official document makes off or working, and which document."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    date: dt.date
+    reason: str = Field(min_length=1, max_length=500)
+    source: str = Field(
+        min_length=1, max_length=500, description="Document number and date it comes from"
+    )
+
+
 class CalendarOverrides(BaseModel):
-    """Extra days off an authority grants, and extra working days (e.g. provincial)."""
+    """Days off and working days decided beyond what the ``holidays`` package knows.
+
+    Format (YAML)::
+
+        days_off:     [{date: 2026-01-02, reason: ..., source: "Công văn 12729/VPCP-KGVX ..."}]
+        working_days: [{date: 2026-01-10, reason: ..., source: ...}]
+    """
 
     model_config = ConfigDict(extra="forbid")
-    days_off: list[date] = []
-    working_days: list[date] = []
+    days_off: list[OverrideDay] = []
+    working_days: list[OverrideDay] = []
+
+    @model_validator(mode="after")
+    def _no_day_both_off_and_working(self) -> CalendarOverrides:
+        both = self.off_dates & self.working_dates
+        if both:
+            listed = ", ".join(sorted(d.isoformat() for d in both))
+            raise ValueError(f"listed both as a day off and as a working day: {listed}")
+        return self
+
+    @property
+    def off_dates(self) -> frozenset[date]:
+        return frozenset(o.date for o in self.days_off)
+
+    @property
+    def working_dates(self) -> frozenset[date]:
+        return frozenset(o.date for o in self.working_days)
 
     @classmethod
     def load(cls, path: str | Path | None) -> CalendarOverrides:
+        """Read an overrides file; errors name the file. No path: no overrides."""
         if not path:
             return cls()
         data = yaml.safe_load(Path(path).read_text("utf-8")) or {}
         try:
             return cls.model_validate(data)
         except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from exc
+            raise ValueError(
+                f"{path}: {exc}\n(each entry is {{date, reason, source}}; source names the "
+                "document and its date)"
+            ) from exc
+
+    @classmethod
+    def shipped(cls) -> CalendarOverrides:
+        """The official decisions shipped with the code (``calendar_vn.yaml``)."""
+        return _shipped().model_copy(deep=True)
+
+    def layered(self, top: CalendarOverrides) -> CalendarOverrides:
+        """These overrides with ``top`` over them: for a date in both, ``top`` wins."""
+        decided = top.off_dates | top.working_dates
+        return CalendarOverrides(
+            days_off=[o for o in self.days_off if o.date not in decided] + top.days_off,
+            working_days=[o for o in self.working_days if o.date not in decided] + top.working_days,
+        )
+
+
+@cache
+def _shipped() -> CalendarOverrides:
+    return CalendarOverrides.load(SHIPPED_OVERRIDES)
+
+
+def _shipped_off() -> frozenset[date]:
+    return _shipped().off_dates
+
+
+def _shipped_working() -> frozenset[date]:
+    return _shipped().working_dates
+
+
+@dataclass
+class _Shared:
+    """What every office-hours variant of one calendar shares: which days work."""
+
+    cache: dict[date, bool] = field(default_factory=dict)
+    variants: dict[OfficeHours, WorkingCalendar] = field(default_factory=dict)
+    table: holidays.HolidayBase | None = None
 
 
 @dataclass(frozen=True)
 class WorkingCalendar:
-    """Working days and working hours; the 15:00 cut-off at receipt."""
+    """Working days and office hours; the cut-off at receipt; the four units of a period.
 
-    days_off: frozenset[date] = frozenset()
-    extra_working_days: frozenset[date] = frozenset()
-    cutoff: time = time(15, 0)
-    periods: tuple[tuple[time, time], ...] = ((time(8, 0), time(12, 0)), (time(13, 0), time(17, 0)))
+    Without arguments: the ``holidays`` package plus the shipped overrides. Build other
+    day sets with ``from_overrides`` / ``load``, other office hours with ``with_office``.
+    """
+
+    days_off: frozenset[date] = field(default_factory=_shipped_off)
+    extra_working_days: frozenset[date] = field(default_factory=_shipped_working)
+    office: OfficeHours = DEFAULT_OFFICE
     tz: ZoneInfo = VN_TZ
-    _cache: dict[date, bool] = field(default_factory=dict, compare=False, repr=False)
+    _shared: _Shared = field(default_factory=_Shared, compare=False, repr=False)
 
     @classmethod
-    def from_overrides(cls, overrides: CalendarOverrides) -> WorkingCalendar:
+    def from_overrides(
+        cls, overrides: CalendarOverrides, office: OfficeHours = DEFAULT_OFFICE
+    ) -> WorkingCalendar:
+        """Exactly these overrides over the ``holidays`` package (not the shipped file)."""
         return cls(
-            days_off=frozenset(overrides.days_off),
-            extra_working_days=frozenset(overrides.working_days),
+            days_off=overrides.off_dates,
+            extra_working_days=overrides.working_dates,
+            office=office,
         )
 
-    @cached_property
-    def _holidays(self) -> holidays.HolidayBase:
-        vietnam: holidays.HolidayBase = holidays.country_holidays("VN")
-        return vietnam
+    @classmethod
+    def load(
+        cls, extra: str | Path | None = None, office: OfficeHours | None = None
+    ) -> WorkingCalendar:
+        """The shipped overrides with an optional extra file (a deployment's) over them."""
+        overrides = CalendarOverrides.shipped().layered(CalendarOverrides.load(extra))
+        return cls.from_overrides(overrides, office or DEFAULT_OFFICE)
+
+    def with_office(self, hours: OfficeHours) -> WorkingCalendar:
+        """The same days with other office hours (a province's, a procedure's).
+
+        Cheap: one variant per ``OfficeHours``, all sharing this calendar's day cache.
+        """
+        if hours == self.office:
+            return self
+        self._shared.variants.setdefault(self.office, self)
+        variant = self._shared.variants.get(hours)
+        if variant is None:
+            variant = WorkingCalendar(
+                days_off=self.days_off,
+                extra_working_days=self.extra_working_days,
+                office=hours,
+                tz=self.tz,
+                _shared=self._shared,
+            )
+            self._shared.variants[hours] = variant
+        return variant
+
+    @property
+    def periods(self) -> tuple[tuple[time, time], ...]:
+        return self.office.periods
+
+    @property
+    def cutoff(self) -> time:
+        return self.office.cutoff
+
+    @property
+    def working_seconds_per_day(self) -> int:
+        return self.office.working_seconds_per_day
 
     # --- days ----------------------------------------------------------------------------
 
+    def _table(self) -> holidays.HolidayBase:
+        if self._shared.table is None:
+            self._shared.table = holidays.country_holidays("VN")
+        return self._shared.table
+
     def is_working_day(self, d: date) -> bool:
-        cached = self._cache.get(d)
+        cached = self._shared.cache.get(d)
         if cached is None:
             if d in self.days_off:
                 cached = False
             elif d in self.extra_working_days:
                 cached = True
             else:
-                cached = bool(self._holidays.is_working_day(d))
-            self._cache[d] = cached
+                cached = bool(self._table().is_working_day(d))
+            self._shared.cache[d] = cached
         return cached
 
     def next_working_day(self, d: date) -> date:
@@ -90,6 +215,10 @@ class WorkingCalendar:
             if self.is_working_day(d):
                 return d
         raise ValueError("no working day within ten years")
+
+    def working_day_on_or_after(self, d: date) -> date:
+        """``d`` if it is a working day, else the next one (Civil Code 2015 Art. 148(5))."""
+        return d if self.is_working_day(d) else self.next_working_day(d)
 
     def add_working_days(self, d: date, n: int) -> date:
         """The n-th working day after ``d`` (``d`` itself does not count); n=0 gives ``d``."""
@@ -121,16 +250,18 @@ class WorkingCalendar:
         return _aware(t).astimezone(self.tz)
 
     def end_of_day(self, d: date) -> datetime:
+        """Close of office on ``d``."""
         return datetime.combine(d, self.periods[-1][1], self.tz).astimezone(UTC)
 
     def start_of_day(self, d: date) -> datetime:
+        """Opening of office on ``d``."""
         return datetime.combine(d, self.periods[0][0], self.tz).astimezone(UTC)
 
     def clock_start(self, received_at: datetime) -> datetime:
         """When the processing clock starts for a dossier received at ``received_at``.
 
         On a working day before the cut-off it starts at once; after the cut-off, or on a
-        day off, it starts with the next working day.
+        day off, it starts with the opening of the next working day.
         """
         local = self.local(received_at)
         if self.is_working_day(local.date()) and local.time() < self.cutoff:
@@ -138,19 +269,53 @@ class WorkingCalendar:
         return self.start_of_day(self.next_working_day(local.date()))
 
     def receipt_day(self, received_at: datetime) -> date:
-        """The day the clock counts from: the receipt day, or the next working day."""
+        """The working day the clock starts on: the receipt day, or the next working day."""
         return self.local(self.clock_start(received_at)).date()
 
     def deadline(self, received_at: datetime, period: Duration) -> datetime:
-        """Appointment for a period counted from receipt.
+        """Appointment for a period counted from receipt; each unit its own way.
 
-        Days: the period starts the next day and ends at the close of its last working
-        day. Hours: working hours counted from when the clock starts.
+        * WORKING_DAYS: the N-th working day after the local date of receipt, at close
+          of office. The day of receipt is not counted (Civil Code 2015 Art. 147(2)): the
+          period starts the next day. A receipt after the cut-off, or on a day off, is
+          deemed made at the opening of the next working day; that day is then whole and
+          counts, exactly as the working-hours clock counts it from its opening. Counting
+          from the calendar date of receipt gives both at once, and so "1 working day"
+          and "8 working hours" received Monday 16:00 both end Tuesday at close: the
+          cut-off is not charged twice (the old rule moved the receipt to Tuesday *and*
+          left Tuesday uncounted, giving Wednesday). Before the cut-off the cut-off does
+          not apply and the day of receipt is not counted either.
+        * CALENDAR_DAYS: the date of receipt plus N days (Art. 147(2)); a last day that
+          is not a working day moves to the next working day (Art. 148(5)); ends at close
+          of office, when the desk returns results (Art. 148(6) would allow midnight).
+        * WITHIN_THE_DAY: close of office on the day of receipt; after the cut-off or on
+          a day off, close of the next working day (not "a number of working hours").
+        * WORKING_HOURS: working time from ``clock_start``.
+
+        A period of 0 days is "within the day".
         """
+        if period.unit is TimeUnit.WORKING_HOURS:
+            return self.add_working_seconds(self.clock_start(received_at), period.value * HOUR)
+        if period.unit is TimeUnit.WITHIN_THE_DAY or period.value == 0:
+            return self.end_of_day(self.receipt_day(received_at))
+        received_on = self.local(received_at).date()
         if period.unit is TimeUnit.WORKING_DAYS:
-            last = self.add_working_days(self.receipt_day(received_at), period.value)
-            return self.end_of_day(last)
-        return self.add_working_seconds(self.clock_start(received_at), period.value * HOUR)
+            return self.end_of_day(self.add_working_days(received_on, period.value))
+        if period.unit is TimeUnit.CALENDAR_DAYS:
+            last = received_on + timedelta(days=period.value)
+            return self.end_of_day(self.working_day_on_or_after(last))
+        raise ValueError(f"unknown time unit {period.unit!r}")
+
+    def working_seconds(self, period: Duration) -> int:
+        """A period as working time with these office hours: a working day (and "within
+        the day") is a full office day; calendar days are not working time."""
+        if period.unit is TimeUnit.WORKING_HOURS:
+            return period.value * HOUR
+        if period.unit is TimeUnit.WORKING_DAYS:
+            return period.value * self.working_seconds_per_day
+        if period.unit is TimeUnit.WITHIN_THE_DAY:
+            return self.working_seconds_per_day
+        raise ValueError("calendar days are not a quantity of working time")
 
     def add_working_seconds(self, start: datetime, seconds: int) -> datetime:
         """The moment ``seconds`` of working time after ``start``."""
@@ -169,6 +334,35 @@ class WorkingCalendar:
                 remaining -= b - begin
             d += timedelta(days=1)
         raise ValueError("period longer than ten years")
+
+    def subtract_working_seconds(self, end: datetime, seconds: int) -> datetime:
+        """The moment ``seconds`` of working time before ``end``."""
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        local = self.local(end)
+        remaining = timedelta(seconds=seconds)
+        d = local.date()
+        for _ in range(_MAX_DAYS_SCANNED):
+            for a, b in reversed(list(self._intervals(d))):
+                stop = min(b, local)
+                if stop <= a:
+                    continue
+                if remaining <= stop - a:
+                    return (stop - remaining).astimezone(UTC)
+                remaining -= stop - a
+            d -= timedelta(days=1)
+        raise ValueError("period longer than ten years")
+
+    def latest_working_moment(self, t: datetime) -> datetime:
+        """``t`` if it falls in office hours, else the last close of office before it."""
+        local = self.local(t)
+        d = local.date()
+        for _ in range(_MAX_DAYS_SCANNED):
+            for a, b in reversed(list(self._intervals(d))):
+                if a <= local:
+                    return min(b, local).astimezone(UTC)
+            d -= timedelta(days=1)
+        raise ValueError("no working time within ten years")
 
     def working_seconds_between(self, start: datetime, end: datetime) -> int:
         """Working time in [start, end), in seconds; 0 if end <= start."""
@@ -192,25 +386,38 @@ class WorkingCalendar:
         return self.add_working_seconds(deadline, paused_seconds)
 
     def before(self, deadline: datetime, period: Duration) -> datetime:
-        """The moment a period of working time before ``deadline`` (for reminders)."""
-        target = period.value * (DAY_SECONDS if period.unit is TimeUnit.WORKING_DAYS else HOUR)
-        local = self.local(deadline)
-        remaining = timedelta(seconds=target)
-        d = local.date()
-        for _ in range(_MAX_DAYS_SCANNED):
-            for a, b in reversed(list(self._intervals(d))):
-                end = min(b, local)
-                if end <= a:
-                    continue
-                if remaining <= end - a:
-                    return (end - remaining).astimezone(UTC)
-                remaining -= end - a
-            d -= timedelta(days=1)
-        raise ValueError("period longer than ten years")
+        """The moment a period before ``deadline`` (for reminders).
+
+        Working days and hours: that much working time earlier (a day is a full office
+        day). Calendar days: N days earlier at the same time of day, or the last close of
+        office before it if that is outside office hours.
+        """
+        if period.unit is TimeUnit.CALENDAR_DAYS:
+            earlier = self.local(deadline) - timedelta(days=period.value)
+            return self.latest_working_moment(earlier)
+        return self.subtract_working_seconds(deadline, self.working_seconds(period))
 
     def after(self, t: datetime, period: Duration) -> datetime:
-        """The moment a period of working time after ``t`` (for escalation steps)."""
-        return self.add_working_seconds(t, period.hours * HOUR)
+        """The moment a period after ``t`` (for escalation steps and extensions).
+
+        Working days and hours: that much working time later. Calendar days: close of
+        office N days after ``t``'s date, moved to the next working day if that is a day
+        off (Art. 148(5)). Within the day: close of office on ``t``'s day if ``t`` is
+        before it on a working day, else close of the next working day. Nothing to add
+        (value 0) gives ``t``, or the next working moment.
+        """
+        if period.unit is TimeUnit.WITHIN_THE_DAY:
+            local = self.local(t)
+            d = local.date()
+            if self.is_working_day(d) and local < self.local(self.end_of_day(d)):
+                return self.end_of_day(d)
+            return self.end_of_day(self.next_working_day(d))
+        if period.value == 0:
+            return self.add_working_seconds(t, 0)
+        if period.unit is TimeUnit.CALENDAR_DAYS:
+            last = self.local(t).date() + timedelta(days=period.value)
+            return self.end_of_day(self.working_day_on_or_after(last))
+        return self.add_working_seconds(t, self.working_seconds(period))
 
 
 def _aware(t: datetime) -> datetime:
@@ -229,9 +436,14 @@ class CompressedCalendar:
     """Demo time: every moment is working time and one working day lasts ``day`` seconds.
 
     Lets the dev stack show reminders, escalation and deemed consent within minutes.
+    Every unit is taken at its nominal length (``Duration.hours``: 8 hours to a day).
     """
 
     day: float = 60.0
+
+    def with_office(self, hours: OfficeHours) -> CompressedCalendar:
+        """Demo time has no office hours: the same calendar."""
+        return self
 
     def _scale(self, working_seconds: float) -> timedelta:
         return timedelta(seconds=working_seconds * self.day / DAY_SECONDS)

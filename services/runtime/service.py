@@ -30,7 +30,7 @@ from services.runtime import logging as rlog
 from services.runtime.acl import SERVICES, service_topics
 from services.runtime.auth import Authenticator, Guards
 from services.runtime.broker import ensure_topics, make_broker, make_producer
-from services.runtime.calendar import CalendarOverrides, WorkingCalendar
+from services.runtime.calendar import WorkingCalendar
 from services.runtime.clock import Clock, make_clock
 from services.runtime.consumer import EventConsumer, Handler
 from services.runtime.db import create_pool, is_transient, migrate
@@ -75,9 +75,8 @@ class Runtime:
         self.name = name
         self.settings = settings
         self.clock = clock or make_clock(settings.clock_file)
-        self.calendar = WorkingCalendar.from_overrides(
-            CalendarOverrides.load(settings.calendar_overrides)
-        )
+        # the shipped official decisions, then the deployment's own file over them
+        self.calendar = WorkingCalendar.load(settings.calendar_overrides, settings.office_hours)
         self.outbox = Outbox(name, self.clock, settings.topic_prefix)
         self.auth = Authenticator(settings, self.clock)  # refuses insecure configurations
         self.guards = Guards(self.auth)

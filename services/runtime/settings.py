@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.common import OfficeHours
+
 DEV_JWT_SECRET = "dev-only-secret-change-me-0123456789abcdef"
 
 
@@ -35,7 +37,17 @@ class ServiceSettings(BaseSettings):
         description="Time travel: a file holding seconds to add to the wall clock",
     )
     calendar_overrides: str | None = Field(
-        None, validation_alias=AliasChoices("LIENTHONG_CALENDAR_OVERRIDES")
+        None,
+        validation_alias=AliasChoices("LIENTHONG_CALENDAR_OVERRIDES"),
+        description="Extra days off / working days (YAML, each entry citing its source) "
+        "layered over the shipped services/runtime/calendar_vn.yaml",
+    )
+    office_hours: OfficeHours | None = Field(
+        None,
+        validation_alias=AliasChoices("LIENTHONG_OFFICE_HOURS"),
+        description='Default office hours and cut-off as JSON, e.g. {"periods": '
+        '[["07:30","11:30"],["13:00","17:00"]], "cutoff": "15:00"}; unset: 08:00-12:00, '
+        "13:00-17:00, cut-off 15:00. Provinces and procedures may still set their own",
     )
     log_level: str = Field("INFO", validation_alias=AliasChoices("LIENTHONG_LOG_LEVEL"))
     # Who may do what (services/runtime/auth.py). Without LIENTHONG_DEV_MODE=1 a service

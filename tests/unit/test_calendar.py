@@ -13,6 +13,7 @@ from services.runtime.calendar import (
     VN_TZ,
     CalendarOverrides,
     CompressedCalendar,
+    OverrideDay,
     WorkingCalendar,
     format_local,
 )
@@ -20,8 +21,8 @@ from services.runtime.calendar import (
 cal = WorkingCalendar()
 
 
-def vn(*args: int) -> datetime:
-    return datetime(*args, tzinfo=VN_TZ)
+def vn(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=VN_TZ)
 
 
 @pytest.mark.parametrize(
@@ -68,24 +69,31 @@ def test_working_days(day: date, working: bool) -> None:
     assert cal.is_working_day(day) is working
 
 
-def test_friday_before_tet_cutoff_moves_appointment_by_one_working_day() -> None:
+def test_friday_before_tet_cutoff_does_not_cost_a_working_day__civil_code_art_147_2() -> None:
     three = Duration(value=3)
     early = cal.deadline(vn(2026, 2, 13, 14, 59), three)
     late = cal.deadline(vn(2026, 2, 13, 15, 30), three)
-    assert format_local(early) == "17:00 ngày 25/02/2026"  # Mon 23, Tue 24, Wed 25
-    assert format_local(late) == "17:00 ngày 26/02/2026"
-    assert (
-        cal.working_days_between(early.astimezone(VN_TZ).date(), late.astimezone(VN_TZ).date()) == 1
+    # before the cut-off Friday is not counted (Art. 147(2)): Mon 23, Tue 24, Wed 25; after
+    # it the clock starts at Mon 23 08:00 and Monday, whole, is the first day: Wed 25 too
+    assert format_local(early) == "17:00 ngày 25/02/2026"
+    assert format_local(late) == "17:00 ngày 25/02/2026"
+    assert format_local(cal.clock_start(vn(2026, 2, 13, 15, 30))) == "08:00 ngày 23/02/2026"
+    assert late == cal.deadline(
+        vn(2026, 2, 13, 15, 30), Duration(value=24, unit=TimeUnit.WORKING_HOURS)
     )
     for d in (early, late):
         assert cal.is_working_day(d.astimezone(VN_TZ).date())
 
 
-def test_received_on_a_day_off_counts_from_next_working_day() -> None:
+def test_received_on_a_day_off_ends_as_if_received_at_the_next_opening() -> None:
     sat = cal.deadline(vn(2026, 11, 21, 9, 0), Duration(value=1))
     mon = cal.deadline(vn(2026, 11, 23, 9, 0), Duration(value=1))
-    # Sat 21 counts from Mon 23 -> Wed 25 (Tue 24 is Culture Day); Mon 23 -> Wed 25 too
-    assert format_local(sat) == "17:00 ngày 25/11/2026"
+    # Sat 21 is deemed received Mon 23 08:00: Monday is whole and counts, as 8 working
+    # hours from 08:00 would; Mon 23 09:00 -> Wed 25 (Mon not counted, Tue 24 Culture Day)
+    assert format_local(sat) == "17:00 ngày 23/11/2026"
+    assert sat == cal.deadline(
+        vn(2026, 11, 21, 9, 0), Duration(value=8, unit=TimeUnit.WORKING_HOURS)
+    )
     assert format_local(mon) == "17:00 ngày 25/11/2026"
 
 
@@ -114,7 +122,11 @@ def test_pause_moves_deadline_by_paused_working_time() -> None:
 
 
 def test_overrides_add_days_off_and_working_days() -> None:
-    o = CalendarOverrides(days_off=[date(2026, 12, 1)], working_days=[date(2026, 12, 5)])
+    src = "Quyết định 1/QĐ-UBND ngày 01/11/2026 (test)"
+    o = CalendarOverrides(
+        days_off=[OverrideDay(date=date(2026, 12, 1), reason="provincial day", source=src)],
+        working_days=[OverrideDay(date=date(2026, 12, 5), reason="swap", source=src)],
+    )
     c = WorkingCalendar.from_overrides(o)
     assert not c.is_working_day(date(2026, 12, 1))
     assert c.is_working_day(date(2026, 12, 5))
