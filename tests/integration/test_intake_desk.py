@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from services.intake.app import SPEC
-from services.runtime.calendar import VN_TZ, WorkingCalendar, format_local
+from services.runtime.calendar import VN_TZ, WorkingCalendar
 from services.runtime.clock import ManualClock
 from services.runtime.service import create_app
 from services.runtime.settings import ServiceSettings
@@ -114,7 +114,7 @@ BIRTH = {
 }
 
 
-async def test_within_the_day_after_the_cutoff_before_tet_is_the_next_working_day__law_on_civil_status_art_16_2(  # noqa: E501
+async def test_within_the_day_after_the_cutoff_before_tet_is_the_next_working_day__law_on_civil_status_art_16_2(
     intake: httpx.AsyncClient, clock: ManualClock
 ) -> None:
     async def at(h: int, m: int) -> dict:

@@ -4,6 +4,7 @@ states them, and a source next to every figure. Test names carry the legal citat
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 
@@ -41,7 +42,12 @@ def current(catalogue: Catalogue, code: str) -> Procedure:
         ("1.000894", "Đăng ký kết hôn", "commune", "000.00.50.H29"),
         ("1.001193", "Đăng ký khai sinh", "commune", "000.00.50.H29"),
         ("2.000635", "Cấp bản sao trích lục hộ tịch", "commune", "000.00.50.H29"),
-        ("1.009973", "Cấp giấy phép xây dựng mới đối với nhà ở riêng lẻ", "commune", "000.00.50.H29"),
+        (
+            "1.009973",
+            "Cấp giấy phép xây dựng mới đối với nhà ở riêng lẻ",
+            "commune",
+            "000.00.50.H29",
+        ),
         ("1.011471", "Cấp Giấy phép bán lẻ rượu", "commune", "000.02.50.H29"),
         ("1.005370", "Đăng ký thành lập công ty TNHH một thành viên", "province", "000.01.05.H29"),
     ],
@@ -93,7 +99,7 @@ def test_tax_and_social_insurance_are_steps_with_results__decree_168_2025(
     assert all(s.produces for s in vertical)
 
 
-def test_criminal_record_is_issued_by_provincial_police_in_10_or_15_days__law_on_judicial_records_art_48_1(  # noqa: E501
+def test_criminal_record_is_issued_by_provincial_police_in_10_or_15_days__law_on_judicial_records_art_48_1(
     catalogue: Catalogue, book: AgencyBook
 ) -> None:
     p = current(catalogue, "2.000488")
@@ -101,7 +107,10 @@ def test_criminal_record_is_issued_by_provincial_police_in_10_or_15_days__law_on
     assert book.get(p.lead_agency).parent == "000.00.30.H29"
     assert (p.processing_time.value, p.processing_time.unit) == (10, TimeUnit.CALENDAR_DAYS)
     assert p.processing_time_with_verification is not None
-    assert (p.processing_time_with_verification.value, p.processing_time_with_verification.unit) == (
+    assert (
+        p.processing_time_with_verification.value,
+        p.processing_time_with_verification.unit,
+    ) == (
         15,
         TimeUnit.CALENDAR_DAYS,
     )
@@ -183,12 +192,12 @@ def test_vertical_agencies_name_their_own_superior_not_the_chairman(book: Agency
 
 
 def test_catalogue_refuses_an_agency_named_differently_than_the_registry(tmp_path: Path) -> None:
-    raw = yaml.safe_load(
-        Path("services/intake/catalogue/civil.yaml").read_text("utf-8")
-    )[:1]
+    raw = yaml.safe_load(Path("services/intake/catalogue/civil.yaml").read_text("utf-8"))[:1]
     raw[0]["lead_agency_name"] = "UBND quận Cầu Giấy"
     (tmp_path / "x.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True), "utf-8")
-    with pytest.raises(CatalogueError, match="000.00.50.H29 is 'Ủy ban nhân dân phường Sài Gòn'"):
+    with pytest.raises(
+        CatalogueError, match=re.escape("000.00.50.H29 is 'Ủy ban nhân dân phường Sài Gòn'")
+    ):
         Catalogue.load(tmp_path)
 
 
