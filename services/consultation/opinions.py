@@ -16,8 +16,9 @@ from typing import Any
 import asyncpg
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from contracts.agencies import AgencyBook, default_book
 from contracts.api import ReplyRequest
-from contracts.common import Duration, TimeUnit
+from contracts.common import Duration
 from contracts.envelope import Envelope
 from contracts.events import ConsultationRoundCompleted, DossierRouted
 from services.consultation import domain, store
@@ -88,16 +89,18 @@ def request_id(code: str, agency_id: str) -> uuid.UUID:
     return uuid.uuid5(REQUEST_NS, f"{code}/{agency_id}")
 
 
-def _period_text(d: Duration) -> str:
-    unit = "ngày làm việc" if d.unit is TimeUnit.WORKING_DAYS else "giờ làm việc"
-    return f"{d.value:02d} {unit}"
-
-
 class Opinions:
-    def __init__(self, rt: Runtime, book: TemplateBook, calendar: domain.Calendar) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        book: TemplateBook,
+        calendar: domain.Calendar,
+        agencies: AgencyBook | None = None,
+    ) -> None:
         self.rt = rt
         self.book = book
         self.calendar = calendar
+        self.agencies = agencies or default_book()
 
     async def _save(
         self, conn: asyncpg.Connection, rnd: domain.Round, cause: Envelope | None = None
@@ -154,7 +157,8 @@ class Opinions:
                     for d, rule in template.reply.decisions.items()
                 ],
                 "signer_roles": ", ".join(ROLE_LABELS[x] for x in template.reply.signer_roles),
-                "deadline_text": _period_text(template.deadline),
+                "deadline_text": template.deadline.describe(),
+                "deemed": domain.deems(template, target.agency_id, self.agencies),
                 "due_local": format_local(due),
                 "due_iso": due.isoformat(),
             }
@@ -193,6 +197,7 @@ class Opinions:
                 subject=subject,
                 actor=f"system@{r.lead_agency}",
                 at=now,
+                agencies=self.agencies,
             )
         await self._save(conn, rnd, env)
 
@@ -276,6 +281,7 @@ class Opinions:
                     template=self.book.get(req.template_id, req.template_version),
                     calendar=self.calendar,
                     at=now,
+                    agencies=self.agencies,
                 )
             except Refused as exc:
                 raise _refused(exc) from None
@@ -324,7 +330,7 @@ class Opinions:
         rnd, rid, gen, req = found
         template = self.book.get(req.template_id, req.template_version)
         step = int(timer["payload"]["step"])
-        rnd.escalate(rid, gen, step, template, self.rt.clock.now())
+        rnd.escalate(rid, gen, step, template, self.rt.clock.now(), self.agencies)
         await self._save(conn, rnd)
 
     async def on_final(self, conn: asyncpg.Connection, timer: asyncpg.Record) -> None:
@@ -333,7 +339,7 @@ class Opinions:
             return
         rnd, rid, gen, req = found
         template = self.book.get(req.template_id, req.template_version)
-        rnd.lapse(rid, gen, template, self.rt.clock.now())
+        rnd.lapse(rid, gen, template, self.rt.clock.now(), self.agencies)
         await self._save(conn, rnd)
 
 
