@@ -58,8 +58,8 @@ async def seed(pool: asyncpg.Pool, due: datetime, others: int) -> None:
         pool,
         LAPSING,
         due=due,
-        template_id="planning-architecture-opinion",
-        agency_id="000.00.07.H29",
+        template_id="environment-impact-opinion",  # no deemed consent: it has a ladder
+        agency_id="000.00.06.H29",
     )
     await pool.execute(
         "INSERT INTO timers(kind, ref, owner, due_at, payload)"

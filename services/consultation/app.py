@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from contracts.agencies import default_book
 from contracts.topics import DOSSIER, ROUTING
 from services.consultation import api, handlers
 from services.consultation.opinions import Opinions
@@ -15,7 +16,7 @@ from services.runtime.service import Runtime, ServiceSpec, Wiring
 def wire(rt: Runtime) -> Wiring:
     book = TemplateBook.load(rt.settings.templates_dir or TEMPLATES_DIR)
     calendar = CompressedCalendar() if rt.settings.demo_minutes else rt.calendar
-    opinions = Opinions(rt, book, calendar)
+    opinions = Opinions(rt, book, calendar, default_book())
     return Wiring(
         handlers=handlers.build(opinions),
         timers=handlers.timer_handlers(opinions),

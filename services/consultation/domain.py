@@ -16,6 +16,7 @@ import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from contracts.agencies import Agency, AgencyBook, AgencyError, default_book
 from contracts.common import Duration
 from contracts.envelope import EventPayload
 from contracts.events import (
@@ -32,7 +33,7 @@ from contracts.events import (
     Outcome,
     RoundOutcome,
 )
-from services.consultation.templates import Role, Template
+from services.consultation.templates import EscalationStep, Role, Template
 
 
 class Status(StrEnum):
@@ -67,19 +68,28 @@ FINAL = "consultation.final"
 
 
 def timer_plan(
-    calendar: Calendar, template: Template, request_id: UUID, due_at: datetime
+    calendar: Calendar,
+    template: Template,
+    request_id: UUID,
+    due_at: datetime,
+    *,
+    deemed: bool = False,
 ) -> list[PlannedTimer]:
-    """Every reminder, escalation step and the final lapse of one request.
+    """Every reminder, escalation step and the final timer of one request.
 
-    Reminders fall before the deadline; escalation steps at the deadline plus their
-    offset; the final lapse after the last step (never before it), so every rung of the
-    ladder is climbed before consent is deemed.
+    Reminders fall before the deadline. Where silence is consent (``deemed``: the
+    template's rule binds the asked agency) the final timer is the deadline itself and no
+    rung follows it. Otherwise escalation steps fall at the deadline plus their offset and
+    the final lapse after the last of them.
     """
     rid = str(request_id)
     plan = [
         PlannedTimer(REMIND, f"{rid}/remind/{i}", calendar.before(due_at, r), {"index": i})
         for i, r in enumerate(template.reminders)
     ]
+    if deemed:
+        plan.append(PlannedTimer(FINAL, f"{rid}/final", due_at, {}))
+        return plan
     last = due_at
     for n, step in enumerate(template.escalation, start=1):
         at = calendar.after(due_at, step.after)
@@ -88,6 +98,63 @@ def timer_plan(
     final_at = max(last, calendar.after(due_at, template.final.after))
     plan.append(PlannedTimer(FINAL, f"{rid}/final", final_at, {}))
     return plan
+
+
+def _agency(agencies: AgencyBook, agency_id: str) -> Agency | None:
+    try:
+        return agencies.get(agency_id)
+    except AgencyError:
+        return None
+
+
+def deems(template: Template, agency_id: str, agencies: AgencyBook) -> bool:
+    """Whether the asked agency's silence counts as consent at the deadline."""
+    return template.final.binds(_agency(agencies, agency_id))
+
+
+@dataclass(frozen=True)
+class Rung:
+    """Whom an escalation step tells: a role, a person as addressed, their body."""
+
+    role: str
+    name: str
+    agency_id: str | None
+
+
+def rung(step: EscalationStep, agency_id: str, agencies: AgencyBook) -> Rung:
+    """The step's addressee, from the registry: the asked agency's department head, then
+    its head, then for a local agency the province chairman and for a vertical agency
+    (police, tax, social insurance) its own superior, whom a chairman cannot command. A
+    name in the template overrides; an agency the registry does not know gets a generic
+    address."""
+    if step.notify_name:
+        return Rung(step.notify_role.value, step.notify_name, step.notify_agency)
+    a = _agency(agencies, agency_id)
+    if step.notify_role is Role.DEPARTMENT_HEAD:
+        name = "Trưởng bộ phận chuyên môn được giao trả lời ý kiến"
+        return Rung(step.notify_role.value, f"{name} - {a.name}" if a else name, agency_id)
+    if step.notify_role is Role.AGENCY_HEAD:
+        return Rung(
+            step.notify_role.value, a.head if a else "Thủ trưởng cơ quan được lấy ý kiến", agency_id
+        )
+    if a is None:
+        return Rung("superior", "Cấp trên trực tiếp của cơ quan được lấy ý kiến", None)
+    if a.vertical:
+        assert a.superior is not None  # the registry requires it of a vertical agency
+        parent = _agency(agencies, a.parent) if a.parent else None
+        above = parent.id if parent is not None and parent.head == a.superior else None
+        return Rung("superior", a.superior, above)
+    province = agencies.province(a.province)
+    return Rung(Role.COORDINATOR.value, province.chairman, province.chairman_agency)
+
+
+def _silence(template: Template, deemed: bool) -> str:
+    """What silence will mean for this request, for its audit trail."""
+    if deemed:
+        return f"deemed consent at the deadline ({template.final.legal_basis})"
+    if template.final.deemed_consent:
+        return "escalation, then waiting: the local rule does not bind this agency"
+    return "escalation, then waiting: no legal text makes silence consent"
 
 
 # --- the round: one dossier's consultation, the aggregate -----------------------------------
@@ -219,11 +286,14 @@ class Round:
         subject: str,
         actor: str,
         at: datetime,
+        agencies: AgencyBook | None = None,
     ) -> None:
         """A request just written for this round: its audit row, timers and event."""
+        agencies = agencies or default_book()
         if self.opened_at is None:
             self.opened_at = at
         self.requests.append(r)
+        deemed = deems(template, r.agency_id, agencies)
         self.audit(
             r,
             "opened",
@@ -231,8 +301,9 @@ class Round:
             at,
             due_at=r.due_at.isoformat(),
             template=f"{template.id}@{template.version}",
+            silence=_silence(template, deemed),
         )
-        self._plan(calendar, template, r, generation=0)
+        self._plan(calendar, template, r, generation=0, now=at, deemed=deemed)
         self.events.append(
             ConsultationRequested(
                 request_id=r.id,
@@ -327,10 +398,11 @@ class Round:
         template: Template,
         calendar: Calendar,
         at: datetime,
+        agencies: AgencyBook | None = None,
     ) -> None:
         """The lead agency moves the deadline: a new generation of timers replaces the
-        pending ones; rungs already climbed stay climbed, reminders already past are not
-        planned again."""
+        pending ones (so a deemed consent moves with the deadline); rungs already climbed
+        stay climbed, reminders already past are not planned again."""
         r = self.visible(rid, agency_id)
         if agency_id != r.lead_agency:
             raise Refused(Refusal.FORBIDDEN, "agency", "only the lead agency may extend a request")
@@ -343,7 +415,8 @@ class Round:
             raise Refused(Refusal.INVALID, "by", "the new deadline is out of range") from None
         r.set(due_at=due, extensions=r.extensions + 1, status=Status.OPEN)
         self.cancel_timers.append(r.id)
-        self._plan(calendar, template, r, generation=r.extensions, now=at)
+        deemed = deems(template, r.agency_id, agencies or default_book())
+        self._plan(calendar, template, r, generation=r.extensions, now=at, deemed=deemed)
         self.audit(
             r,
             "extended",
@@ -392,12 +465,21 @@ class Round:
         )
 
     def escalate(
-        self, rid: UUID, generation: int | None, n: int, template: Template, at: datetime
+        self,
+        rid: UUID,
+        generation: int | None,
+        n: int,
+        template: Template,
+        at: datetime,
+        agencies: AgencyBook | None = None,
     ) -> None:
+        """Rung ``n`` of the ladder: whom it tells is resolved from the registry now, and
+        recorded (who, which body, when, what they are asked)."""
         r = self._due_timer(rid, generation)
-        if r is None:
-            return
+        if r is None or not 1 <= n <= len(template.escalation):
+            return  # settled, superseded, or a rung this template does not have
         step = template.escalation[n - 1]
+        to = rung(step, r.agency_id, agencies or default_book())
         r.set(escalation_step=max(n, r.escalation_step))
         self.audit(
             r,
@@ -405,8 +487,9 @@ class Round:
             "system",
             at,
             step=n,
-            notify_role=step.notify_role.value,
-            notify_name=step.notify_name,
+            notify_role=to.role,
+            notify_name=to.name,
+            notify_agency=to.agency_id,
             ask=step.ask,
         )
         self.events.append(
@@ -415,30 +498,48 @@ class Round:
                 code=self.code,
                 agency_id=r.agency_id,
                 step=n,
-                notify_role=step.notify_role.value,
-                notify_name=step.notify_name,
+                notify_role=to.role,
+                notify_name=to.name,
                 ask=step.ask,
                 escalated_at=at,
             )
         )
 
-    def lapse(self, rid: UUID, generation: int | None, template: Template, at: datetime) -> None:
-        """The final lapse: deemed consent where the template names the legal basis, else
-        the request stays waiting, marked lapsed."""
+    def lapse(
+        self,
+        rid: UUID,
+        generation: int | None,
+        template: Template,
+        at: datetime,
+        agencies: AgencyBook | None = None,
+    ) -> None:
+        """The final timer: deemed consent where a legal text binding the asked agency
+        says silence is consent (the timer then falls at the deadline), else the request
+        stays waiting, marked lapsed."""
         r = self._due_timer(rid, generation)
         if r is None:
             return
         basis = template.final.legal_basis
-        if template.final.deemed_consent and basis:
-            r.set(status=Status.DEEMED_CONSENT, legal_basis=basis, decision="agree", outcome_at=at)
-            self.audit(r, "deemed_consent", "system", at, legal_basis=basis)
+        if basis and deems(template, r.agency_id, agencies or default_book()):
+            if at < r.due_at:
+                return  # a timer older than the deadline now in force: not yet
+            # consent is deemed at the deadline, however late the timer ran
+            r.set(
+                status=Status.DEEMED_CONSENT,
+                legal_basis=basis,
+                decision="agree",
+                outcome_at=r.due_at,
+            )
+            self.audit(
+                r, "deemed_consent", "system", at, legal_basis=basis, deemed_at=r.due_at.isoformat()
+            )
             self.events.append(
                 ConsultationDeemedConsent(
                     request_id=r.id,
                     code=self.code,
                     agency_id=r.agency_id,
                     legal_basis=basis,
-                    deemed_at=at,
+                    deemed_at=r.due_at,
                 )
             )
             self._complete(at)
@@ -482,13 +583,14 @@ class Round:
         *,
         generation: int,
         now: datetime | None = None,
+        deemed: bool = False,
     ) -> None:
         """Each plan is a generation with timer refs of its own, so re-planning never
         touches a timer row a scheduler may hold; a timer of an older generation that still
         fires finds itself superseded and does nothing."""
-        for t in timer_plan(calendar, template, r.id, r.due_at):
+        for t in timer_plan(calendar, template, r.id, r.due_at, deemed=deemed):
             if now is not None and t.kind == REMIND and t.due_at <= now:
-                continue
+                continue  # a reminder already past (a short deadline, an extension)
             if t.kind == ESCALATE and t.payload["step"] <= r.escalation_step:
                 continue  # rungs already climbed stay climbed
             ref = t.ref if generation == 0 else t.ref.replace("/", f"/g{generation}/", 1)

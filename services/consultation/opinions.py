@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from contracts.agencies import AgencyBook, default_book
 from contracts.api import ReplyRequest
 from contracts.common import Duration
 from contracts.envelope import Envelope
@@ -89,10 +90,17 @@ def request_id(code: str, agency_id: str) -> uuid.UUID:
 
 
 class Opinions:
-    def __init__(self, rt: Runtime, book: TemplateBook, calendar: domain.Calendar) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        book: TemplateBook,
+        calendar: domain.Calendar,
+        agencies: AgencyBook | None = None,
+    ) -> None:
         self.rt = rt
         self.book = book
         self.calendar = calendar
+        self.agencies = agencies or default_book()
 
     async def _save(
         self, conn: asyncpg.Connection, rnd: domain.Round, cause: Envelope | None = None
@@ -150,6 +158,7 @@ class Opinions:
                 ],
                 "signer_roles": ", ".join(ROLE_LABELS[x] for x in template.reply.signer_roles),
                 "deadline_text": template.deadline.describe(),
+                "deemed": domain.deems(template, target.agency_id, self.agencies),
                 "due_local": format_local(due),
                 "due_iso": due.isoformat(),
             }
@@ -188,6 +197,7 @@ class Opinions:
                 subject=subject,
                 actor=f"system@{r.lead_agency}",
                 at=now,
+                agencies=self.agencies,
             )
         await self._save(conn, rnd, env)
 
@@ -271,6 +281,7 @@ class Opinions:
                     template=self.book.get(req.template_id, req.template_version),
                     calendar=self.calendar,
                     at=now,
+                    agencies=self.agencies,
                 )
             except Refused as exc:
                 raise _refused(exc) from None
@@ -319,7 +330,7 @@ class Opinions:
         rnd, rid, gen, req = found
         template = self.book.get(req.template_id, req.template_version)
         step = int(timer["payload"]["step"])
-        rnd.escalate(rid, gen, step, template, self.rt.clock.now())
+        rnd.escalate(rid, gen, step, template, self.rt.clock.now(), self.agencies)
         await self._save(conn, rnd)
 
     async def on_final(self, conn: asyncpg.Connection, timer: asyncpg.Record) -> None:
@@ -328,7 +339,7 @@ class Opinions:
             return
         rnd, rid, gen, req = found
         template = self.book.get(req.template_id, req.template_version)
-        rnd.lapse(rid, gen, template, self.rt.clock.now())
+        rnd.lapse(rid, gen, template, self.rt.clock.now(), self.agencies)
         await self._save(conn, rnd)
 
 

@@ -1,8 +1,14 @@
-"""Opinion-request templates: versioned data files, validated on load."""
+"""Opinion-request templates: versioned data files, validated on load.
+
+Silence counts as consent only where a legal text says so, and then at the deadline: the
+template names the text and article (``final.legal_basis``) and, for a local rule, the
+province whose local bodies it binds (``final.jurisdiction``).
+"""
 
 from __future__ import annotations
 
 import functools
+import re
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
@@ -12,6 +18,7 @@ import yaml
 from jinja2 import Environment, StrictUndefined
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from contracts.agencies import Agency
 from contracts.common import AgencyId, Duration, TimeUnit
 from contracts.envelope import NFCStr
 from contracts.events import Decision
@@ -60,29 +67,74 @@ class ReplySchema(BaseModel):
 
 
 class EscalationStep(BaseModel):
-    """At the deadline plus ``after``, tell ``notify`` and ask them to act."""
+    """At the deadline plus ``after``, tell a rung of the asked agency's ladder and ask them
+    to act. Who that is comes from the agency registry when the step fires (department
+    head, the agency's head, then the province chairman or a vertical agency's superior);
+    ``notify_name``/``notify_agency`` override it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     after: Duration
     notify_role: Role
-    notify_name: NFCStr
+    notify_name: NFCStr | None = None
     notify_agency: AgencyId | None = None
     ask: NFCStr
 
+    @model_validator(mode="after")
+    def _upward(self) -> EscalationStep:
+        if self.notify_role is Role.OFFICER:
+            raise ValueError("escalation goes up: department_head, agency_head or coordinator")
+        return self
+
+
+DOCUMENT_NUMBER = re.compile(r"\b[0-9]{1,5}/(?:[0-9]{4}/)?[A-ZĐ][A-ZĐ0-9]*(?:-[A-ZĐ0-9]+)*")
+"""A Vietnamese legal document's number: 1750/QĐ-UBND, 02/2022/TT-BTNMT, 62/2020/QH14."""
+ARTICLE = re.compile(r"\bĐiều [0-9]+")
+PROVINCE_CODE = r"^[A-Z][0-9]{2}$"
+
 
 class FinalLapse(BaseModel):
-    """What happens after the last escalation step: deemed consent needs a legal basis."""
+    """What silence means once the deadline passes.
+
+    With ``deemed_consent`` (only on a legal text naming its number and article) the request
+    is deemed consented at the deadline itself. ``jurisdiction`` makes it a local rule: it
+    binds only that province's local bodies, not vertical agencies nor other provinces.
+    Without a binding rule the escalation ladder runs and the request lapses ``after`` its
+    last step, still waiting for an answer.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     deemed_consent: bool = False
     legal_basis: NFCStr | None = None
+    jurisdiction: str | None = Field(
+        default=None, pattern=PROVINCE_CODE, description="Province code of a local rule, e.g. H29"
+    )
     after: Duration = Duration(value=0, unit=TimeUnit.WORKING_HOURS)
 
     @model_validator(mode="after")
     def _basis(self) -> FinalLapse:
-        if self.deemed_consent and not self.legal_basis:
-            raise ValueError("deemed_consent needs legal_basis (the text and article)")
+        if self.deemed_consent:
+            if not self.legal_basis:
+                raise ValueError("deemed_consent needs legal_basis (the text and article)")
+            if not DOCUMENT_NUMBER.search(self.legal_basis):
+                raise ValueError("legal_basis must name the document's number")
+            if not ARTICLE.search(self.legal_basis):
+                raise ValueError("legal_basis must name the article (Điều ...)")
+        if self.jurisdiction is not None:
+            if not self.deemed_consent:
+                raise ValueError("jurisdiction scopes a deemed-consent rule")
+            if not DOCUMENT_NUMBER.search(self.legal_basis or ""):
+                raise ValueError("a local rule's legal_basis must name its document number")
         return self
+
+    def binds(self, agency: Agency | None) -> bool:
+        """Whether silence of ``agency`` counts as consent under this rule: a national
+        text binds every body asked under it; a local rule only its province's local
+        bodies (an agency unknown to the registry is not assumed bound)."""
+        if not self.deemed_consent:
+            return False
+        if self.jurisdiction is None:
+            return True
+        return agency is not None and agency.province == self.jurisdiction and not agency.vertical
 
 
 class Template(BaseModel):
@@ -102,6 +154,17 @@ class Template(BaseModel):
     reminders: tuple[Duration, ...] = ()
     escalation: tuple[EscalationStep, ...] = ()
     final: FinalLapse = FinalLapse()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Template:
+        if self.final.deemed_consent and not self.deadline.legal_basis:
+            raise ValueError("a deemed-consent deadline needs its legal_basis (deadline)")
+        if self.final.deemed_consent and self.final.jurisdiction is None and self.escalation:
+            raise ValueError(
+                "a national deemed-consent rule ends the request at the deadline:"
+                " escalation steps after it would never fire"
+            )
+        return self
 
 
 class TemplateBook:

@@ -1,5 +1,6 @@
 """Opinion requests end to end inside the consultation service, on the real broker and DB:
-agency isolation, signed replies, the escalation ladder, deemed consent, extension,
+agency isolation, signed replies, deemed consent at the deadline where a legal text says
+so, the escalation ladder (names from the agency registry) where none does, extension,
 cancellation and the audit chain."""
 
 from __future__ import annotations
@@ -11,17 +12,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from contracts.agencies import default_book
+from contracts.common import Duration
 from contracts.envelope import EventPayload, new_envelope
 from contracts.events import ConsultTarget, Decision, DossierRouted, DossierWithdrawn
 from contracts.topics import topic_for
 from services.consultation import domain
 from services.consultation.app import SPEC
+from services.consultation.templates import TemplateBook
 from services.runtime import auth
 from services.runtime.calendar import VN_TZ, format_local
 from services.runtime.clock import ManualClock
@@ -29,18 +34,27 @@ from services.runtime.service import Runtime, create_app
 from services.runtime.settings import ServiceSettings
 from tests.helpers import configure_auth, eventually, kafka_kwargs
 
-LEAD = "000.50.03.H29"
-PLANNING, ENVIRONMENT, FIRE = "000.70.04.H29", "000.80.06.H29", "000.90.08.H29"
-NAMES = {
-    PLANNING: "Sở Quy hoạch - Kiến trúc",
-    ENVIRONMENT: "Sở Nông nghiệp và Môi trường",
-    FIRE: "Cảnh sát PCCC",
-}
+# A building permit of works: Sở Xây dựng asks three bodies, whose silence is consent at
+# day 12 (Law on Construction, Art. 102(1)).
+LEAD = "000.00.06.H29"
+PLANNING, ENVIRONMENT, FIRE = "000.00.07.H29", "000.00.08.H29", "000.02.30.H29"
 TEMPLATES = {
     PLANNING: "planning-architecture-opinion",
     ENVIRONMENT: "environment-opinion",
     FIRE: "fire-safety-opinion",
 }
+# An environmental-impact appraisal: Sở NN&MT asks the irrigation-works agency (silence is
+# consent at 5 working days, Circular 02/2022/TT-BTNMT Art. 16) and two bodies concerned,
+# one local and one vertical, whose silence is not consent.
+EIA_LEAD = "000.00.08.H29"
+IRRIGATION, BUILDER, CITY_POLICE = "000.02.08.H29", "000.00.06.H29", "000.00.30.H29"
+EIA_TEMPLATES = {
+    IRRIGATION: "irrigation-works-opinion",
+    BUILDER: "environment-impact-opinion",
+    CITY_POLICE: "environment-impact-opinion",
+}
+NAMES = {a: default_book().get(a).name for a in TEMPLATES}
+SIGNING = (*TEMPLATES, *EIA_TEMPLATES)  # every agency that signs a reply in these tests
 START = datetime(2026, 12, 1, 9, 0, tzinfo=VN_TZ)  # a Tuesday
 
 
@@ -74,18 +88,24 @@ class Harness:
         )
         await p.stop()
 
-    async def route(self, code: str) -> list[dict[str, Any]]:
+    async def route(self, code: str, *, eia: bool = False) -> list[dict[str, Any]]:
+        """A building-permit dossier routed to its three opinions, or (``eia``) an
+        environmental-impact appraisal to its three."""
+        lead, targets = (EIA_LEAD, EIA_TEMPLATES) if eia else (LEAD, TEMPLATES)
+        book = default_book()
         await self.publish(
             DossierRouted(
                 code=code,
-                procedure_code="1.009972",
+                procedure_code="1.004249" if eia else "1.009972",  # as in the catalogue
                 procedure_version=1,
-                procedure_name="Cấp giấy phép xây dựng",
-                lead_agency=LEAD,
-                lead_agency_name="Sở Xây dựng Hà Nội",
+                procedure_name="Thẩm định báo cáo đánh giá tác động môi trường"
+                if eia
+                else "Cấp giấy phép xây dựng",
+                lead_agency=lead,
+                lead_agency_name=book.get(lead).name,
                 consult=tuple(
-                    ConsultTarget(agency_id=a, agency_name=NAMES[a], template_id=TEMPLATES[a])
-                    for a in NAMES
+                    ConsultTarget(agency_id=a, agency_name=book.get(a).name, template_id=t)
+                    for a, t in targets.items()
                 ),
                 appointment_at=self.clock.now() + timedelta(days=30),
                 routed_at=self.clock.now(),
@@ -95,11 +115,19 @@ class Harness:
 
         async def listed() -> list[dict[str, Any]]:
             r = await self.http.get(
-                "/v1/consultations", params={"dossier": code}, headers=self.token(LEAD)
+                "/v1/consultations", params={"dossier": code}, headers=self.token(lead)
             )
             return list(r.json())
 
         return await eventually(listed, lambda x: len(x) == 3)
+
+    async def trail(self, rid: str) -> list[asyncpg.Record]:
+        return list(
+            await self.rt.pool.fetch(
+                "SELECT action, details FROM audit WHERE request_id = $1 ORDER BY seq",
+                uuid.UUID(rid),
+            )
+        )
 
     def signed(
         self,
@@ -155,7 +183,7 @@ async def h(kafka_bootstrap: str, database_url: str, topic_prefix: str) -> Async
         async with httpx.AsyncClient(transport=transport, base_url="http://c") as http:
             harness = Harness(http, app.state.runtime, clock, kafka_bootstrap, topic_prefix, {})
             op = harness.token("000.00.00.H29", role=auth.OPERATOR)
-            for agency in (*NAMES, LEAD):
+            for agency in SIGNING:
                 for role in ("department_head", "officer"):
                     key_id = f"key-{agency}" if role == "department_head" else f"officer-{agency}"
                     key = Ed25519PrivateKey.generate()
@@ -177,7 +205,7 @@ async def h(kafka_bootstrap: str, database_url: str, topic_prefix: str) -> Async
 
 
 async def test_agencies_see_and_answer_only_their_own(h: Harness) -> None:
-    code = "000.00.16.H29-261201-0001"
+    code = "000.00.01.H29-261201-0001"
     requests = {r["agency_id"]: r for r in await h.route(code)}
     fire, env = requests[FIRE]["id"], requests[ENVIRONMENT]["id"]
 
@@ -207,14 +235,15 @@ async def test_agencies_see_and_answer_only_their_own(h: Harness) -> None:
     r = await h.http.get("/v1/inbox", headers={"authorization": f"Bearer {forged}"})
     assert r.status_code == 401
     body = (await h.http.get(f"/v1/consultations/{fire}", headers=h.token(FIRE))).json()
-    assert "Kính gửi: Cảnh sát PCCC" in body["body_text"]
-    assert "Thời hạn trả lời: 10 ngày làm việc" in body["body_text"]
+    assert f"Kính gửi: {NAMES[FIRE]}" in body["body_text"]
+    assert "Thời hạn trả lời: 12 ngày, tức trước" in body["body_text"]
+    assert "được coi là đồng ý" in body["body_text"] and "Điều 102" in body["body_text"]
     lead = (await h.http.get(f"/v1/consultations/{fire}", headers=h.token(LEAD))).json()
     assert lead["agency_id"] == FIRE
 
 
 async def test_signed_replies_tampering_and_replay(h: Harness) -> None:
-    code = "000.00.16.H29-261201-0002"
+    code = "000.00.01.H29-261201-0002"
     fire = {r["agency_id"]: r for r in await h.route(code)}[FIRE]["id"]
     url, tok = f"/v1/consultations/{fire}/reply", h.token(FIRE)
 
@@ -252,20 +281,21 @@ async def test_signed_replies_tampering_and_replay(h: Harness) -> None:
     assert again.status_code == 409 and "final" in again.json()["detail"]
 
     # the same signer's nonce on another request: a valid signature, but a replay
-    code2 = "000.00.16.H29-261201-0003"
+    code2 = "000.00.01.H29-261201-0003"
     fire2 = {r["agency_id"]: r for r in await h.route(code2)}[FIRE]["id"]
     replay = h.signed(fire2, FIRE, Decision.AGREE, nonce="n-1")
     r = await h.http.post(f"/v1/consultations/{fire2}/reply", headers=tok, json=replay)
     assert r.status_code == 409 and r.json()["errors"][0]["field"] == "nonce"
 
 
-async def test_ladder_deemed_consent_lapse_extension_and_round(h: Harness) -> None:
-    code = "000.00.16.H29-261201-0004"
+async def test_building_permit_silence_is_consent_at_the_deadline_and_moves_with_an_extension(
+    h: Harness,
+) -> None:
+    code = "000.00.01.H29-261201-0004"
     req = {r["agency_id"]: r for r in await h.route(code)}
-    assert (
-        format_local(datetime.fromisoformat(req[ENVIRONMENT]["due_at"])) == "17:00 ngày 08/12/2026"
-    )
-    assert format_local(datetime.fromisoformat(req[PLANNING]["due_at"])) == "17:00 ngày 22/12/2026"
+    twelve = Duration(value=12, unit="calendar_days")
+    for a in TEMPLATES:  # the deadline is the calendar's (day 12, counted as the law says)
+        assert datetime.fromisoformat(req[a]["due_at"]) == h.rt.calendar.deadline(START, twelve)
     fire = req[FIRE]["id"]
     r = await h.http.post(
         f"/v1/consultations/{fire}/reply",
@@ -274,71 +304,104 @@ async def test_ladder_deemed_consent_lapse_extension_and_round(h: Harness) -> No
     )
     assert r.status_code == 200
 
-    h.clock.set(datetime(2026, 12, 11, 9, 0, tzinfo=VN_TZ))  # past the environment ladder
-    await h.fire_all()
-    env = await h.rt.pool.fetchrow(
-        "SELECT * FROM requests WHERE id = $1", uuid.UUID(req[ENVIRONMENT]["id"])
-    )
-    assert env["status"] == "deemed_consent" and "02/2022/TT-BTNMT" in env["legal_basis"]
-    assert (env["reminders_sent"], env["escalation_step"]) == (2, 3)
-    trail = [
-        a["action"]
-        for a in await h.rt.pool.fetch(
-            "SELECT action FROM audit WHERE request_id = $1 ORDER BY seq", env["id"]
-        )
-    ]
-    assert trail == [
-        "opened",
-        "reminded",
-        "reminded",
-        "escalated",
-        "escalated",
-        "escalated",
-        "deemed_consent",
-    ]
-    assert "consultation.round_completed" not in await h.events(code)
-
+    env_due = datetime.fromisoformat(req[ENVIRONMENT]["due_at"])
     planning = req[PLANNING]["id"]
-    denied = await h.http.post(
-        f"/v1/consultations/{planning}/extension",
-        headers=h.token(FIRE),
-        json={"by": {"value": 2}, "reason": "x" * 5},
-    )
-    assert denied.status_code == 403
     ext = await h.http.post(
         f"/v1/consultations/{planning}/extension",
         headers=h.token(LEAD),
         json={"by": {"value": 2}, "reason": "Chờ kết quả khảo sát hiện trạng"},
     )
     assert ext.status_code == 200, ext.text
-    assert format_local(datetime.fromisoformat(ext.json()["due_at"])) == "17:00 ngày 24/12/2026"
+    plan_due = datetime.fromisoformat(ext.json()["due_at"])
+    assert plan_due > env_due
     final_due = await h.rt.pool.fetchval(
         "SELECT due_at FROM timers WHERE owner = $1 AND kind = $2 AND status = 'pending'",
         planning,
         domain.FINAL,
     )
-    assert format_local(final_due) == "17:00 ngày 28/12/2026"
+    assert final_due == plan_due, "the deemed-consent moment moves with the deadline"
 
-    h.clock.set(datetime(2027, 1, 6, 9, 0, tzinfo=VN_TZ))
+    h.clock.set(env_due - timedelta(minutes=1))  # just before the deadline: still waiting
+    await h.fire_all()
+    env = await h.rt.pool.fetchrow(
+        "SELECT * FROM requests WHERE id = $1", uuid.UUID(req[ENVIRONMENT]["id"])
+    )
+    assert env["status"] == "open"
+
+    h.clock.set(env_due + timedelta(hours=3))  # the timer runs late: consent dates from due
+    await h.fire_all()
+    env = await h.rt.pool.fetchrow("SELECT * FROM requests WHERE id = $1", env["id"])
+    assert env["status"] == "deemed_consent" and env["outcome_at"] == env_due
+    assert "Điều 102" in env["legal_basis"] and "62/2020/QH14" in env["legal_basis"]
+    template = TemplateBook.load().in_force(TEMPLATES[ENVIRONMENT], START.date())
+    reminders = sum(h.rt.calendar.before(env_due, d) > START for d in template.reminders)
+    assert (env["reminders_sent"], env["escalation_step"]) == (reminders, 0)
+    trail = await h.trail(req[ENVIRONMENT]["id"])
+    assert [a["action"] for a in trail] == ["opened", *["reminded"] * reminders, "deemed_consent"]
+    p = await h.rt.pool.fetchrow("SELECT * FROM requests WHERE id = $1", uuid.UUID(planning))
+    assert p["status"] == "open", "extended: its deadline has not come"
+    assert "consultation.round_completed" not in await h.events(code)
+
+    h.clock.set(plan_due)
     await h.fire_all()
     p = await h.rt.pool.fetchrow("SELECT * FROM requests WHERE id = $1", uuid.UUID(planning))
-    assert (p["status"], p["escalation_step"]) == ("lapsed", 3)
+    assert (p["status"], p["escalation_step"], p["outcome_at"]) == ("deemed_consent", 0, plan_due)
+    events = await h.events(code)
+    assert "consultation.escalated" not in events and "consultation.lapsed" not in events
+    assert events.count("consultation.deemed_consent") == 2
+    assert events[-1] == "consultation.round_completed"
+
+
+async def test_eia_irrigation_deemed_others_escalate_to_registry_rungs_and_keep_waiting(
+    h: Harness,
+) -> None:
+    code = "000.00.01.H29-261201-0007"
+    req = {r["agency_id"]: r for r in await h.route(code, eia=True)}
+    irrigation_due = datetime.fromisoformat(req[IRRIGATION]["due_at"])
+    assert format_local(irrigation_due) == "17:00 ngày 08/12/2026"  # 5 working days
+    assert format_local(datetime.fromisoformat(req[BUILDER]["due_at"])) == "17:00 ngày 22/12/2026"
+
+    h.clock.set(datetime(2027, 1, 6, 9, 0, tzinfo=VN_TZ))  # past every ladder
+    await h.fire_all()
+    rows = {
+        r["agency_id"]: r
+        for r in await h.rt.pool.fetch("SELECT * FROM requests WHERE dossier_code = $1", code)
+    }
+    irrigation = rows[IRRIGATION]
+    assert (irrigation["status"], irrigation["escalation_step"]) == ("deemed_consent", 0)
+    assert irrigation["outcome_at"] == irrigation_due
+    assert irrigation["legal_basis"].startswith("Điều 16 Thông tư 02/2022/TT-BTNMT")
+
+    told: dict[str, list[tuple[str, str, str | None]]] = {}
+    for a in (BUILDER, CITY_POLICE):
+        assert (rows[a]["status"], rows[a]["escalation_step"]) == ("lapsed", 3)
+        assert rows[a]["legal_basis"] is None
+        trail = await h.trail(str(rows[a]["id"]))
+        assert [x["action"] for x in trail][-4:] == ["escalated"] * 3 + ["lapsed"]
+        told[a] = [
+            (d["notify_role"], d["notify_name"], d["notify_agency"])
+            for d in (x["details"] for x in trail if x["action"] == "escalated")
+        ]
+    assert told[BUILDER][1:] == [
+        ("agency_head", "Giám đốc Sở Xây dựng Thành phố Hồ Chí Minh", BUILDER),
+        ("coordinator", "Chủ tịch Ủy ban nhân dân Thành phố Hồ Chí Minh", "000.00.00.H29"),
+    ]
+    assert told[CITY_POLICE][1:] == [
+        ("agency_head", "Giám đốc Công an Thành phố Hồ Chí Minh", CITY_POLICE),
+        ("superior", "Bộ trưởng Bộ Công an", None),  # not the city's chairman
+    ]
     events = await h.events(code)
     assert events.count("consultation.escalated") == 6
-    assert events.count("consultation.deemed_consent") == 1
-    assert "consultation.lapsed" in events and "consultation.round_completed" not in events
+    assert "consultation.round_completed" not in events
 
-    r = await h.http.post(
-        f"/v1/consultations/{planning}/reply",
-        headers=h.token(PLANNING),
-        json=h.signed(
-            planning,
-            PLANNING,
-            Decision.DISAGREE,
-            reasons="Vượt chiều cao tối đa của quy hoạch 1/500",
-        ),
-    )
-    assert r.status_code == 200, r.text
+    for a in (BUILDER, CITY_POLICE):  # late, signed answers complete the round
+        rid = str(rows[a]["id"])
+        r = await h.http.post(
+            f"/v1/consultations/{rid}/reply",
+            headers=h.token(a),
+            json=h.signed(rid, a, Decision.DISAGREE, reasons="Chưa đánh giá tác động tích lũy"),
+        )
+        assert r.status_code == 200, r.text
     assert (await h.events(code))[-1] == "consultation.round_completed"
     completed = await h.rt.pool.fetchval(
         "SELECT payload FROM outbox WHERE key = $1 AND event_type = 'consultation.round_completed'",
@@ -348,7 +411,7 @@ async def test_ladder_deemed_consent_lapse_extension_and_round(h: Harness) -> No
 
 
 async def test_withdrawal_cancels_requests_and_completes_round(h: Harness) -> None:
-    code = "000.00.16.H29-261201-0005"
+    code = "000.00.01.H29-261201-0005"
     await h.route(code)
     await h.publish(DossierWithdrawn(code=code, withdrawn_at=h.clock.now()), code)
 
@@ -366,7 +429,7 @@ async def test_withdrawal_cancels_requests_and_completes_round(h: Harness) -> No
 
 
 async def test_audit_chain_verifies_and_reports_an_altered_row(h: Harness) -> None:
-    code = "000.00.16.H29-261201-0006"
+    code = "000.00.01.H29-261201-0006"
     req = {r["agency_id"]: r for r in await h.route(code)}
     fire = req[FIRE]["id"]
     await h.http.get(f"/v1/consultations/{fire}", headers=h.token(FIRE))  # a read is audited

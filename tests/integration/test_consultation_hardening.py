@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
+from contracts.agencies import default_book
 from contracts.envelope import new_envelope
 from contracts.events import (
     ConsultTarget,
@@ -62,7 +63,7 @@ def routed(h: Harness, code: str) -> DossierRouted:
         procedure_version=1,
         procedure_name="Cấp giấy phép xây dựng",
         lead_agency=LEAD,
-        lead_agency_name="Sở Xây dựng Hà Nội",
+        lead_agency_name=default_book().get(LEAD).name,
         consult=tuple(
             ConsultTarget(agency_id=a, agency_name=NAMES[a], template_id=TEMPLATES[a])
             for a in NAMES
@@ -91,7 +92,7 @@ async def test_concurrent_replies_and_timers_on_one_dossier(h: Harness) -> None:
     totals: Counter[int] = Counter()
     before = await deadlocks(h)
     for n in range(3):  # three dossiers, one after another, for more interleavings
-        code = f"000.00.16.H29-261201-09{n:02d}"
+        code = f"000.00.01.H29-261201-09{n:02d}"
         requests = {r["agency_id"]: r["id"] for r in await h.route(code)}
         h.clock.advance(timedelta(days=60))  # every timer of the three requests is due
 
@@ -157,7 +158,7 @@ async def _applied(h: Harness, event_type: str, n: int) -> None:
 
 @pytest.mark.parametrize("end", ["withdrawn", "stopped"])
 async def test_end_before_routing_opens_nothing(h: Harness, end: str) -> None:
-    code = f"000.00.16.H29-261201-08{0 if end == 'withdrawn' else 1:02d}"
+    code = f"000.00.01.H29-261201-08{0 if end == 'withdrawn' else 1:02d}"
     if end == "withdrawn":
         await h.publish(DossierWithdrawn(code=code, withdrawn_at=h.clock.now()), code)
     else:
@@ -187,7 +188,7 @@ async def test_end_before_routing_opens_nothing(h: Harness, end: str) -> None:
 
 
 async def test_end_after_routing_cancels_and_completes(h: Harness) -> None:
-    code = "000.00.16.H29-261201-0802"
+    code = "000.00.01.H29-261201-0802"
     await h.route(code)
     await h.publish(
         DossierStopped(code=code, reason="Hồ sơ giả mạo", stopped_at=h.clock.now()), code
@@ -213,7 +214,7 @@ async def _seed(h: Harness, n: int, first: int, due_base: Any) -> None:
         INSERT INTO requests(id, dossier_code, lead_agency, lead_agency_name, agency_id,
             agency_name, template_id, template_version, subject, body_text, body_html,
             requested_at, due_at)
-        SELECT gen_random_uuid(), '000.00.16.H29-261202-' || lpad(g::text, 4, '0'),
+        SELECT gen_random_uuid(), '000.00.01.H29-261202-' || lpad(g::text, 4, '0'),
                $4, 'Sở Xây dựng', $3, 'Cảnh sát PCCC', 'fire-safety-opinion', 1,
                's', 't', 'h', $1::timestamptz, $1::timestamptz + ((g % 7) * interval '1 hour')
         FROM generate_series($2::int, $2::int + $5::int - 1) g
@@ -316,7 +317,7 @@ async def test_bad_input_is_a_422_naming_the_field(h: Harness) -> None:
         assert r.status_code == 422, (change, r.status_code, r.text)
         assert _field(r) == field, r.text
 
-    code = "000.00.16.H29-261201-0810"
+    code = "000.00.01.H29-261201-0810"
     rid = {r["agency_id"]: r["id"] for r in await h.route(code)}[FIRE]
     for field in ("reasons", "conditions", "signer", "nonce", "signature"):
         for bad in ("x\x00y", "x\ud800y"):
@@ -381,7 +382,7 @@ async def test_a_reply_signed_in_node_is_accepted(h: Harness) -> None:
         },
     )
     assert r.status_code == 201, r.text
-    code = "000.00.16.H29-261201-0820"
+    code = "000.00.01.H29-261201-0820"
     requests = {r["agency_id"]: r["id"] for r in await h.route(code)}
     pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
     # Text where hand-made canonical JSON goes wrong: non-ASCII, quotes, escapes, an
@@ -415,7 +416,7 @@ async def test_two_schedulers_and_replies_across_many_dossiers(h: Harness) -> No
     batches lock dossiers in different orders, yet nothing deadlocks; a timer that waited
     too long for a round is retried and every request ends with one outcome."""
     assert h.rt.scheduler is not None
-    codes = [f"000.00.16.H29-261201-07{n:02d}" for n in range(20)]
+    codes = [f"000.00.01.H29-261201-07{n:02d}" for n in range(20)]
     producer = AIOKafkaProducer(bootstrap_servers=h.bootstrap, **kafka_kwargs())
     await producer.start()
     try:

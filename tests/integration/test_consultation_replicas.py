@@ -26,7 +26,7 @@ DUE = datetime(2026, 12, 8, 17, 0, tzinfo=VN_TZ)
 
 async def seed(pool: asyncpg.Pool) -> None:
     await seed_requests(
-        pool, N, due=DUE, template_id="environment-opinion", agency_id="000.80.06.H29"
+        pool, N, due=DUE, template_id="environment-opinion", agency_id="000.00.08.H29"
     )
     await pool.execute(
         "INSERT INTO timers(kind, ref, owner, due_at)"

@@ -26,11 +26,11 @@ def test_shipped_templates_cover_the_catalogue() -> None:
     ids = {t.id for t in book.all()}
     for p in Catalogue.load().all():
         for c in p.consultations:
-            assert c.template_id in ids
-    five = book.in_force("environment-opinion", datetime.now(UTC).date())
+            assert c.template_id in ids, (p.code, c.template_id)
+    five = book.in_force("irrigation-works-opinion", datetime.now(UTC).date())
     assert (five.deadline.value, five.final.deemed_consent) == (5, True)
     assert five.final.legal_basis
-    fifteen = book.in_force("planning-architecture-opinion", datetime.now(UTC).date())
+    fifteen = book.in_force("environment-impact-opinion", datetime.now(UTC).date())
     assert (fifteen.deadline.value, fifteen.final.deemed_consent) == (15, False)
 
 
@@ -44,13 +44,13 @@ def test_deemed_consent_needs_a_legal_basis(tmp_path: Path) -> None:
 
 
 def test_timer_plan_orders_reminders_ladder_and_final() -> None:
-    t = book.in_force("environment-opinion", datetime.now(UTC).date())
+    t = book.in_force("environment-impact-opinion", datetime.now(UTC).date())
     opened = datetime(2026, 12, 1, 9, 0, tzinfo=VN_TZ)
     due = cal.deadline(opened, t.deadline)
-    assert format_local(due) == "17:00 ngày 08/12/2026"
+    assert format_local(due) == "17:00 ngày 22/12/2026"
     plan = domain.timer_plan(cal, t, uuid.uuid4(), due)
     kinds = [p.kind for p in plan]
-    assert kinds == [domain.REMIND] * 2 + [domain.ESCALATE] * 3 + [domain.FINAL]
+    assert kinds == [domain.REMIND] + [domain.ESCALATE] * 3 + [domain.FINAL]
     reminders = [p.due_at for p in plan if p.kind == domain.REMIND]
     assert all(r < due for r in reminders)
     ladder = [p.due_at for p in plan if p.kind == domain.ESCALATE]
@@ -69,7 +69,7 @@ def test_reply_content_rules() -> None:
     assert e.value.field == "reasons"
 
 
-def _signer(agency: str = "000.70.04.H29", role: Role = Role.DEPARTMENT_HEAD):
+def _signer(agency: str = "000.00.07.H29", role: Role = Role.DEPARTMENT_HEAD):
     key = Ed25519PrivateKey.generate()
     pub = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     return key, domain.Signer("k1", agency, "Nguyễn Văn A", role, pub)
@@ -80,13 +80,13 @@ def test_signatures() -> None:
     rid = uuid.uuid4()
     msg = domain.canonical_reply(rid, Decision.AGREE, None, None, "k1", "n1")
     sig = base64.b64encode(key.sign(msg)).decode()
-    ok = {"agency_id": "000.70.04.H29", "allowed_roles": (Role.DEPARTMENT_HEAD,), "message": msg}
+    ok = {"agency_id": "000.00.07.H29", "allowed_roles": (Role.DEPARTMENT_HEAD,), "message": msg}
     domain.verify_signature(signer, signature_b64=sig, **ok)
     tampered = domain.canonical_reply(rid, Decision.DISAGREE, None, None, "k1", "n1")
     with pytest.raises(domain.ReplyError, match="verify"):
         domain.verify_signature(signer, signature_b64=sig, **{**ok, "message": tampered})
     with pytest.raises(domain.ReplyError, match="another agency"):
-        domain.verify_signature(signer, signature_b64=sig, **{**ok, "agency_id": "000.80.06.H29"})
+        domain.verify_signature(signer, signature_b64=sig, **{**ok, "agency_id": "000.00.08.H29"})
     with pytest.raises(domain.ReplyError, match="may not sign"):
         domain.verify_signature(
             signer, signature_b64=sig, **{**ok, "allowed_roles": (Role.AGENCY_HEAD,)}
@@ -140,7 +140,7 @@ def test_cli_keygen_and_sign_make_a_verifiable_reply(tmp_path: Path, capsys) -> 
                 "--key-id",
                 "k1",
                 "--agency",
-                "000.70.04.H29",
+                "000.00.07.H29",
                 "--person",
                 "Nguyễn Văn A",
                 "--out",
@@ -171,10 +171,10 @@ def test_cli_keygen_and_sign_make_a_verifiable_reply(tmp_path: Path, capsys) -> 
     )
     body = json.loads(capsys.readouterr().out)
     assert load_pem_private_key(pem.read_bytes(), None) is not None
-    signer = domain.Signer("k1", "000.70.04.H29", "A", Role.DEPARTMENT_HEAD, public)
+    signer = domain.Signer("k1", "000.00.07.H29", "A", Role.DEPARTMENT_HEAD, public)
     domain.verify_signature(
         signer,
-        agency_id="000.70.04.H29",
+        agency_id="000.00.07.H29",
         allowed_roles=(Role.DEPARTMENT_HEAD,),
         message=domain.canonical_reply(
             rid, Decision.DISAGREE, None, body["reasons"], "k1", body["nonce"]

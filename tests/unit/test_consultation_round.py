@@ -16,26 +16,33 @@ from contracts.events import Decision, Outcome
 from services.consultation import domain
 from services.consultation.domain import Refusal, Refused, Request, Round, Status
 from services.consultation.templates import Role, TemplateBook
-from services.runtime.calendar import WorkingCalendar
+from tests.unit.test_consultation_silence import CivilCalendar
 
-T = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)  # 09:00 in Hà Nội, a Tuesday
-LEAD = "000.50.03.H29"
+T = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)  # 09:00 in Hồ Chí Minh City, a Tuesday
+LEAD = "000.00.06.H29"  # Sở Xây dựng (building permit)
 book = TemplateBook.load()
-cal = WorkingCalendar()
+cal = CivilCalendar()
 TEMPLATES = ["planning-architecture-opinion", "environment-opinion", "fire-safety-opinion"]
-AGENCIES = ["000.70.04.H29", "000.80.06.H29", "000.90.08.H29"]
+AGENCIES = ["000.00.07.H29", "000.00.08.H29", "000.02.30.H29"]
+# Environmental-impact appraisal (lead Sở NN&MT): one opinion with a legal basis for deemed
+# consent (the irrigation-works agency), one without (Sở Xây dựng, asked as a body concerned).
+EIA_LEAD = "000.00.08.H29"
+EIA_TEMPLATES = ["irrigation-works-opinion", "environment-impact-opinion"]
+EIA_AGENCIES = ["000.02.08.H29", "000.00.06.H29"]
 
 
-def opened() -> Round:
-    """A round opened with three requests, as ``Opinions.open_round`` does it."""
-    rnd = Round(code="000.00.16.H29-261201-0001")
-    for i, (tid, agency) in enumerate(zip(TEMPLATES, AGENCIES, strict=True)):
+def opened(eia: bool = False) -> Round:
+    """A round opened with its requests, as ``Opinions.open_round`` does it: a building
+    permit's three, or an environmental-impact appraisal's two."""
+    rnd = Round(code="000.00.01.H29-261201-0001")
+    templates, asked = (EIA_TEMPLATES, EIA_AGENCIES) if eia else (TEMPLATES, AGENCIES)
+    for i, (tid, agency) in enumerate(zip(templates, asked, strict=True)):
         t = book.in_force(tid, T.date())
         rnd.add_request(
             Request(
                 id=uuid.UUID(int=i + 1),
                 dossier_code=rnd.code,
-                lead_agency=LEAD,
+                lead_agency=EIA_LEAD if eia else LEAD,
                 agency_id=agency,
                 template_id=t.id,
                 template_version=t.version,
@@ -58,23 +65,26 @@ def types(rnd: Round) -> list[str]:
     return out
 
 
-def reply(rnd: Round, i: int, key: Ed25519PrivateKey, *, agency: str | None = None) -> None:
+def reply(
+    rnd: Round, i: int, key: Ed25519PrivateKey, *, agency: str | None = None, eia: bool = False
+) -> None:
+    templates, asked = (EIA_TEMPLATES, EIA_AGENCIES) if eia else (TEMPLATES, AGENCIES)
     rid = uuid.UUID(int=i + 1)
     nonce = uuid.uuid4().hex
     msg = domain.canonical_reply(rid, Decision.AGREE, None, None, "k", nonce)
     pub = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     rnd.record_reply(
         rid,
-        agency_id=agency or AGENCIES[i],
+        agency_id=agency or asked[i],
         actor="someone",
-        template=book.in_force(TEMPLATES[i], T.date()),
+        template=book.in_force(templates[i], T.date()),
         decision=Decision.AGREE,
         conditions=None,
         reasons=None,
         signer_key="k",
         nonce=nonce,
         signature=base64.b64encode(key.sign(msg)).decode(),
-        signer=domain.Signer("k", AGENCIES[i], "Người ký", Role.DEPARTMENT_HEAD, pub),
+        signer=domain.Signer("k", asked[i], "Người ký", Role.DEPARTMENT_HEAD, pub),
         at=T + timedelta(days=1),
     )
 
@@ -103,7 +113,7 @@ def test_opening_plans_timers_and_says_so() -> None:
 
 
 def test_an_ended_round_never_opens_and_keeps_the_first_end() -> None:
-    rnd = Round(code="000.00.16.H29-261201-0002")
+    rnd = Round(code="000.00.01.H29-261201-0002")
     assert rnd.may_open()
     assert rnd.end("dossier.withdrawn", "rút hồ sơ", T) == []
     assert not rnd.may_open() and rnd.ended_at == T
@@ -136,26 +146,26 @@ def test_one_outcome_per_request_and_the_round_completes_once() -> None:
         reply(rnd, 1, key, agency=AGENCIES[0])
     assert e.value.kind is Refusal.FORBIDDEN
     env = rnd.requests[1]
+    rnd.lapse(env.id, 0, book.in_force(TEMPLATES[1], T.date()), env.due_at)  # deemed consent
+    assert types(rnd) == ["consultation.replied", "consultation.deemed_consent"]
+
+    eia = opened(eia=True)
+    types(eia)
+    irrigation, builder = eia.requests
     late = T + timedelta(days=60)
-    rnd.lapse(env.id, 0, book.in_force(TEMPLATES[1], T.date()), late)  # deemed consent
-    fire = rnd.requests[2]
-    rnd.lapse(fire.id, 0, book.in_force(TEMPLATES[2], T.date()), late)  # lapsed, waiting
-    assert types(rnd) == [
-        "consultation.replied",
-        "consultation.deemed_consent",
-        "consultation.lapsed",
-    ]
-    reply(rnd, 2, key)  # a lapsed request can still be answered
-    events = rnd.events
+    eia.lapse(irrigation.id, 0, book.in_force(EIA_TEMPLATES[0], T.date()), irrigation.due_at)
+    eia.lapse(builder.id, 0, book.in_force(EIA_TEMPLATES[1], T.date()), late)  # lapsed, waits
+    assert types(eia) == ["consultation.deemed_consent", "consultation.lapsed"]
+    reply(eia, 1, key, eia=True)  # a lapsed request can still be answered
+    events = eia.events
     assert [e.event_type for e in events] == [
         "consultation.replied",
         "consultation.round_completed",
     ]
     outcomes = events[1].outcomes  # type: ignore[attr-defined]
-    assert [o.outcome for o in outcomes] == [
-        Outcome.REPLIED,
-        Outcome.DEEMED_CONSENT,
-        Outcome.REPLIED,
+    assert [(o.agency_id, o.outcome) for o in outcomes] == [
+        ("000.00.06.H29", Outcome.REPLIED),
+        ("000.02.08.H29", Outcome.DEEMED_CONSENT),
     ]
 
 
