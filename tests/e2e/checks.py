@@ -16,7 +16,7 @@ import httpx
 
 from contracts.topics import CONSULTATION, DOSSIER, NOTIFICATION, ROUTING
 from services.runtime.kafka_auth import KafkaSecurity
-from tests.e2e.test_walking_skeleton import BIRTH, CONSULTED, PERMIT
+from tests.e2e.test_walking_skeleton import CONSULTED, EIA, PERMIT
 from tests.helpers import eventually, read_all
 
 
@@ -43,7 +43,7 @@ class Submitter:
         self.retries = 0
 
     async def one(self, i: int) -> None:
-        body = PERMIT if i % 2 else BIRTH
+        body = PERMIT if i % 2 else EIA
         key = {**self.headers(body), "Idempotency-Key": f"{self.run_id}-{i}"}
         deadline = time.monotonic() + 300
         async with self.sem:

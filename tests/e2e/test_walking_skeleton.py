@@ -30,15 +30,20 @@ PERMIT = {
     "summary": "Xin cấp phép xây dựng tòa nhà văn phòng 9 tầng",
     "documents": [{"code": "DDN"}, {"code": "QSDD"}, {"code": "BVTK"}],
 }
-BIRTH = {
-    "procedure_code": "1.001193",
+EIA = {
+    "procedure_code": "1.004249",
     "channel": 2,
-    "applicant": {"name": "Nguyễn Thị Lan", "id_number": "001190012345", "email": "lan@example.vn"},
-    "documents": [{"code": "TK"}, {"code": "GCS"}, {"code": "TKCT"}],
+    "applicant": {
+        "name": "Công ty Cổ phần Môi trường Xanh",
+        "object_type": 2,
+        "id_number": "0312345678",
+        "email": "xanh@example.vn",
+    },
+    "documents": [{"code": "VB-DN"}, {"code": "DTM"}, {"code": "BCNCKT"}],
 }
-CONSULTED = {"1.009972": 3, "1.001193": 2}
-RECEIVING = {"1.009972": "000.00.01.H29", "1.001193": "000.01.50.H29"}
-LEAD = {"1.009972": "000.00.06.H29", "1.001193": "000.00.50.H29"}
+CONSULTED = {"1.009972": 3, "1.004249": 3}
+RECEIVING = {"1.009972": "000.00.01.H29", "1.004249": "000.00.01.H29"}
+LEAD = {"1.009972": "000.00.06.H29", "1.004249": "000.00.08.H29"}
 
 
 def desk(stack: Stack, body: dict[str, Any]) -> dict[str, str]:
@@ -156,7 +161,7 @@ async def test_sigkill_mid_batch_loses_and_doubles_nothing(
     sem = asyncio.Semaphore(16)
 
     async def submit(i: int) -> tuple[str, str]:
-        body = PERMIT if i % 2 else BIRTH
+        body = PERMIT if i % 2 else EIA
         async with sem:
             r = await http.post(
                 f"{stack.url('intake')}/v1/dossiers", json=body, headers=desk(stack, body)
