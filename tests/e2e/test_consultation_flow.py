@@ -47,7 +47,7 @@ async def test_building_permit_opinions_reply_and_deemed_consent_at_the_deadline
     r = await http.post(
         f"{stack.url('intake')}/v1/dossiers",
         json=PERMIT,
-        headers=await token(http, stack, "000.00.16.H29", "officer"),
+        headers=await token(http, stack, "000.00.01.H29", "officer"),
     )
     code, lookup = r.json()["code"], {"X-Lookup-Code": r.json()["lookup_code"]}
 
