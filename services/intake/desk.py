@@ -83,6 +83,9 @@ class Backdating:
 DESK_STAGE_REASON = "Thành phần hồ sơ bắt buộc chưa có trong hồ sơ nộp"
 """Form 02's reason for a document missing at the desk, when the officer gives none."""
 
+PROCESSING_REASON = "Cần bổ sung, hoàn thiện theo yêu cầu của cơ quan giải quyết hồ sơ"
+"""Form 02's reason during processing, when the officer gives neither a reason nor a note."""
+
 RETURN_BY_CHANNEL = {
     Channel.IN_PERSON: ReturnMethod.AT_DESK,
     Channel.ONLINE: ReturnMethod.ONLINE,
@@ -615,7 +618,7 @@ class Desk:
                         MissingItem(
                             code=d.code,
                             name=d.name,
-                            reason=cmd.reasons.get(d.code) or cmd.note or DESK_STAGE_REASON,
+                            reason=cmd.reasons.get(d.code) or cmd.note or PROCESSING_REASON,
                         )
                         for d in missing
                     ),
