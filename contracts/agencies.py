@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from contracts.common import AgencyId, CompetenceLevel, OfficeHours
+from contracts.common import AgencyId, CompetenceLevel, Office, OfficeHours
 from contracts.envelope import NFCStr
 
 AGENCIES_FILE = Path(__file__).parent / "reference" / "agencies.yaml"
@@ -163,6 +163,18 @@ class AgencyBook(BaseModel):
     def place(self, agency_id: str) -> str:
         a = self.get(agency_id)
         return a.place or self.province(a.province).place
+
+    def office(self, agency_id: str) -> Office:
+        """How forms name an agency: the body it belongs to, itself, its desk, the place
+        name of its documents and its phone."""
+        a = self.get(agency_id)
+        return Office(
+            parent_name=self.parent_name(agency_id),
+            name=a.name,
+            desk=a.desk,
+            place=self.place(agency_id),
+            phone=a.phone,
+        )
 
     def office_hours(self, agency_id: str) -> OfficeHours:
         return self.province(self.get(agency_id).province).office_hours

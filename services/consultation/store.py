@@ -72,7 +72,7 @@ async def save_round(conn: asyncpg.Connection, rnd: domain.Round) -> None:
         await audit(conn, {"id": a.request_id}, a.action, a.actor, a.at, a.details)
     rnd.audits = []
     if rnd.cancel_timers:
-        await cancel_timers(conn, [str(rid) for rid in rnd.cancel_timers])
+        await timers.cancel(conn, [str(rid) for rid in rnd.cancel_timers])
         rnd.cancel_timers = []
     for t in rnd.plan_timers:
         owner = t.ref.split("/", 1)[0]
@@ -117,21 +117,6 @@ async def lock_round_in_batch(conn: asyncpg.Connection, rid: UUID) -> domain.Rou
     if row["holds"] != "1":
         await conn.execute(f"SET LOCAL lock_timeout = '{BATCH_LOCK_TIMEOUT}'")
     return rnd
-
-
-async def cancel_timers(conn: asyncpg.Connection, owners: list[str]) -> int:
-    """Cancel the owners' pending timers without waiting for any a scheduler has claimed.
-
-    A claimed timer is about to fire; its handler waits for the round lock, finds the
-    request settled (or its plan superseded) and does nothing. Waiting here instead would
-    hold the round while the batch holding the timer waits for the round: a deadlock.
-    """
-    result: str = await conn.execute(
-        "UPDATE timers SET status = 'cancelled' WHERE id IN (SELECT id FROM timers"
-        " WHERE status = 'pending' AND owner = ANY($1) FOR UPDATE SKIP LOCKED)",
-        owners,
-    )
-    return int(result.split()[-1])
 
 
 async def get_request(conn: asyncpg.Connection | asyncpg.Pool, rid: UUID) -> asyncpg.Record | None:

@@ -155,14 +155,7 @@ def check_agencies(procedures: Iterable[Procedure], book: AgencyBook) -> None:
 
 def office(book: AgencyBook, agency_id: str) -> Office:
     """How forms name the receiving office: the body it belongs to, itself, its desk."""
-    a = book.get(agency_id)
-    return Office(
-        parent_name=book.parent_name(agency_id),
-        name=a.name,
-        desk=a.desk,
-        place=book.place(agency_id),
-        phone=a.phone,
-    )
+    return book.office(agency_id)
 
 
 def _describe_loc(raw: Any, loc: Sequence[Any]) -> str:

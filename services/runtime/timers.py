@@ -53,9 +53,17 @@ async def schedule(
 
 
 async def cancel(conn: asyncpg.Connection, owners: Iterable[str]) -> int:
-    """Cancel every pending timer of these owners; returns how many."""
+    """Cancel the owners' pending timers without waiting for any a scheduler has claimed;
+    returns how many.
+
+    A claimed timer is about to fire: its handler must find the change (a settled request,
+    a newer version of the plan) and do nothing. Waiting for it here instead would hold
+    the aggregate this transaction locked first while the scheduler's batch, holding the
+    timer, waits for that aggregate: a deadlock.
+    """
     result: str = await conn.execute(
-        "UPDATE timers SET status = 'cancelled' WHERE status = 'pending' AND owner = ANY($1)",
+        "UPDATE timers SET status = 'cancelled' WHERE id IN (SELECT id FROM timers"
+        " WHERE status = 'pending' AND owner = ANY($1) FOR UPDATE SKIP LOCKED)",
         list(owners),
     )
     return int(result.split()[-1])
