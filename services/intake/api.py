@@ -13,7 +13,7 @@ from contracts.api import (
     DossierView,
     EndDossier,
     ProcedureList,
-    RequestSupplement,
+    StatusChange,
     SubmitDossier,
     SupplementDossier,
     TimelineEntry,
@@ -27,7 +27,6 @@ from services.runtime.auth import responses
 from services.runtime.service import Runtime
 
 # The payloads live in contracts; the old names keep the endpoints below unchanged.
-SupplementRequest = RequestSupplement
 EndRequest = EndDossier
 IdempotencyKey = Annotated[
     str | None,
@@ -159,17 +158,19 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
         responses=responses(401, 403, 404, 422),
     )
     async def get(code: str, who: StaffOrApplicant, request: Request) -> DossierView:
-        """The applicant (lookup code) and the receiving and lead agencies see everything;
+        """The applicant (lookup code) and the agencies with a part in the dossier (the
+        receiving and lead agencies, and those its route passes through) see everything;
         operators see personal data masked; every officer's read is audited."""
-        redacted = False
-        if isinstance(who, auth.Staff):
-            receiving, lead = await agencies(code)
-            auth.require_agency(who, (receiving, lead), operators=True)
-            redacted = who.is_operator
         row = await store.get_dossier(rt.pool, code)
         if row is None:
             raise HTTPException(404, detail=f"no dossier {code}")
+        redacted = False
+        if isinstance(who, auth.Staff):
+            parties = (row["receiving_agency"], row["lead_agency"], *row["parties"])
+            auth.require_agency(who, parties, operators=True)
+            redacted = who.is_operator
         events = await store.timeline(rt.pool, code)
+        history = await store.status_history(rt.pool, code)
         if isinstance(who, auth.Staff) and not redacted:
             await auth.audit_read(rt.pool, who, code, f"GET {request.url.path}", rt.clock.now())
         hide = auth.redact if redacted else (lambda x: x)
@@ -191,6 +192,9 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
             submitted_at=row["submitted_at"],
             return_method=row["return_method"],
             paused_since=row["paused_at"],
+            state=row["state"],
+            apologies=row["apologies"],
+            status_history=[StatusChange(**dict(h)) for h in history],
             timeline=[TimelineEntry(**{**dict(e), "data": hide(e["data"])}) for e in events],
         )
 
@@ -208,23 +212,6 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
             auth.require_agency(who, (receiving,), operators=False)
         try:
             return await desk.supplement(code, cmd, who)
-        except DeskError as exc:
-            raise _error(exc) from None
-
-    @r.post(
-        "/dossiers/{code}/supplement-requests",
-        status_code=201,
-        response_model=StepResult,
-        tags=["desk"],
-        responses=responses(401, 403, 404, 409, 422),
-    )
-    async def request_supplement(code: str, cmd: SupplementRequest, who: AnyStaff) -> Any:
-        """The one request allowed during processing: staff of the lead or receiving agency.
-        A second one is recorded and flagged (``violation``), not refused."""
-        receiving, lead = await agencies(code)
-        auth.require_agency(who, (receiving, lead), operators=False)
-        try:
-            return await desk.request_supplement(code, cmd, who)
         except DeskError as exc:
             raise _error(exc) from None
 

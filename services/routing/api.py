@@ -6,8 +6,6 @@ department heads and agency heads of the agency whose turn it is (a stranger age
 get 409, each with the reason). Routes hold no personal data.
 """
 
-from __future__ import annotations
-
 from collections.abc import Awaitable
 from typing import Annotated
 from uuid import UUID

@@ -1004,10 +1004,10 @@ class Route(BaseModel):
     ) -> Apology:
         """The agency at fault confirms its Form 04, in its words, maybe with its own new
         appointment (later than the one it replaces and than now)."""
+        self.require_party(who)
         a = self._apology(apology_id)
         if a is None:
             raise RouteError(Refusal.NOT_FOUND, "apology", f"no apology {apology_id}")
-        self.require_party(who)
         if a.status is not ApologyStatus.DRAFTED:
             raise _conflict(f"apology {a.number} is {a.status.value}", "apology")
         if who.agency_id != a.agency_id:

@@ -17,6 +17,7 @@ from contracts.common import (
     Duration,
     MissingItem,
     Procedure,
+    RequiredDocument,
     ReturnMethod,
     Step,
     StepKind,
@@ -65,6 +66,10 @@ BIRTH = Procedure(
     legal_basis="Nghị định 63/2024/NĐ-CP",
     level="commune",
     processing_time=Duration(value=3, legal_basis="Nghị định 63/2024/NĐ-CP"),
+    required_documents=(
+        RequiredDocument(code="TK", name="Tờ khai điện tử liên thông"),
+        RequiredDocument(code="GCS", name="Giấy chứng sinh"),
+    ),
     receiving_agency=DESK,
     receiving_agency_name="Trung tâm Phục vụ hành chính công phường Sài Gòn",
     lead_agency=WARD,
