@@ -513,7 +513,9 @@ class Authenticator:
     def now(self) -> datetime:
         return self.clock.now()
 
-    def mint_dev(self, *, agency_id: str, role: str, person: str) -> str:
+    def mint_dev(
+        self, *, agency_id: str, role: str, person: str, department: str | None = None
+    ) -> str:
         """Development mode only: a staff token signed with the configured secret."""
         if not self.settings.dev_mode:
             raise InsecureConfiguration("token minting exists only in development mode")
@@ -525,6 +527,8 @@ class Authenticator:
             now=self.now(),
             audience=self.settings.jwt_audience,
             issuer=self.settings.jwt_issuer,
+            department=department,
+            name=person,
         )
 
 
