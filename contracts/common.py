@@ -498,7 +498,11 @@ class Procedure(BaseModel):
 
     @property
     def interconnected(self) -> bool:
-        return bool(self.consultations) or len({s.agency_id for s in self.steps}) > 1
+        """Opinions of other agencies, or parts of the work done by more than one agency
+        (the desk's receipt and return do not make a procedure liên thông)."""
+        desk = (StepKind.RECEIVE, StepKind.RETURN)
+        workers = {s.agency_id for s in self.steps if s.kind not in desk}
+        return bool(self.consultations) or len(workers) > 1
 
     @property
     def province(self) -> str:

@@ -150,17 +150,22 @@ class TimerPlan:
 # --- time ------------------------------------------------------------------------------------
 
 
-def budget_end(cal: WorkingCalendar, start: datetime, budget: Duration) -> datetime:
+def budget_end(
+    cal: WorkingCalendar, start: datetime, budget: Duration, scale: float = 1.0
+) -> datetime:
     """When a step that starts at ``start`` with ``budget`` is due.
 
-    Working days and hours: that much working time later. Calendar days: close of office
-    N days after the start's date, moved off a day off (Civil Code Art. 147-148). Within
-    the day, or a budget of 0 ("at once"): close of office on the day it starts, or on the
-    next working day if it starts after closing.
+    Working days and hours: that much working time later (times ``scale``, below 1 when the
+    office day left is shorter than the budgets: see ``Route.budget_scale``). Calendar
+    days: close of office N days after the start's date, moved off a day off (Civil Code
+    Art. 147-148). Within the day, or a budget of 0 ("at once"): close of office on the day
+    it starts, or on the next working day if it starts after closing.
     """
     if budget.value == 0 or budget.unit is TimeUnit.WITHIN_THE_DAY:
         return cal.after(start, Duration(value=0, unit=TimeUnit.WITHIN_THE_DAY))
-    return cal.after(start, budget)
+    if budget.unit is TimeUnit.CALENDAR_DAYS:
+        return cal.after(start, budget)
+    return cal.add_working_seconds(start, round(cal.working_seconds(budget) * scale))
 
 
 def classify(done_at: datetime, deadline: datetime, cal: WorkingCalendar) -> Timeliness:
@@ -174,14 +179,20 @@ def classify(done_at: datetime, deadline: datetime, cal: WorkingCalendar) -> Tim
     return Timeliness.ON_TIME
 
 
-def latest_start(cal: WorkingCalendar, end: datetime, budget: Duration) -> datetime:
+def latest_start(
+    cal: WorkingCalendar, end: datetime, budget: Duration, scale: float = 1.0
+) -> datetime:
     """The latest moment a step with ``budget`` can start and still end by ``end`` (the
     inverse of ``budget_end``)."""
     if budget.value == 0 or budget.unit is TimeUnit.WITHIN_THE_DAY:
         return end
     if budget.unit is TimeUnit.CALENDAR_DAYS:
         return cal.latest_working_moment(end - timedelta(days=budget.value))
-    return cal.subtract_working_seconds(end, cal.working_seconds(budget))
+    return cal.subtract_working_seconds(end, round(cal.working_seconds(budget) * scale))
+
+
+def _working(d: Duration) -> bool:
+    return d.unit in (TimeUnit.WORKING_DAYS, TimeUnit.WORKING_HOURS)
 
 
 def latest_apology_moment(cal: WorkingCalendar, appointment: datetime) -> datetime:
@@ -388,6 +399,13 @@ class Route(BaseModel):
     timeliness: Timeliness | None = None
     handovers: list[HandOver] = Field(default_factory=list)
     apologies: list[Apology] = Field(default_factory=list)
+    budget_scale: float = Field(
+        default=1.0,
+        description="Below 1 when the working time from the clock's start to the appointment"
+        " is shorter than the steps' budgets (a procedure 'within the day' received in the"
+        " afternoon): every working budget shrinks alike so the steps still end by the"
+        " appointment",
+    )
     watched_for: datetime | None = Field(
         default=None, description="The appointment the lead-time watch last looked at"
     )
@@ -435,6 +453,12 @@ class Route(BaseModel):
             appointment_at=appointment_at,
             legal_appointment_at=appointment_at,
         )
+        budgets = [s.ref.duration for s in route.steps[1:] if _working(s.ref.duration)]
+        if budgets and len(budgets) == len(route.steps) - 1:
+            needed = sum(cal.working_seconds(d) for d in budgets)
+            available = cal.working_seconds_between(clock_starts_at, appointment_at)
+            if 0 < available < needed:
+                route.budget_scale = available / needed
         for agency_id in sorted(route.agencies()):
             if agency_id in book.ids():
                 route.offices[agency_id] = book.office(agency_id)
@@ -1089,7 +1113,7 @@ class Route(BaseModel):
             return now
         t = max(now, step.deadline_at)
         for s in self._later():
-            t = budget_end(cal, t, s.ref.duration)
+            t = budget_end(cal, t, s.ref.duration, self.budget_scale)
         return t
 
     def risk_moment(self, cal: WorkingCalendar) -> datetime | None:
@@ -1099,7 +1123,7 @@ class Route(BaseModel):
             return None
         t = self.appointment_at
         for s in reversed(self._later()):
-            t = latest_start(cal, t, s.ref.duration)
+            t = latest_start(cal, t, s.ref.duration, self.budget_scale)
         return t
 
     def at_risk(self, now: datetime, cal: WorkingCalendar) -> bool:
@@ -1348,7 +1372,7 @@ class Route(BaseModel):
         step = self.steps[index]
         step.status = StepStatus.ACTIVE
         step.started_at = start
-        step.deadline_at = budget_end(cal, start, step.ref.duration)
+        step.deadline_at = budget_end(cal, start, step.ref.duration, self.budget_scale)
         step.holder = self._holder_of(step)
         self.current = index
         prev = prev or (self.steps[index - 1] if index > 0 else None)

@@ -180,14 +180,14 @@ def test_building_permit_opens_the_opinion_round_after_receipt__law_on_construct
     assert "Điều 102" in (p.steps[1].duration.legal_basis or "")
 
 
-def test_eia_appraisal_opens_the_round_mid_route__law_on_environmental_protection_art_34(
+def test_eia_appraisal_asks_with_the_transfer_then_appraises__law_on_environmental_protection_art_34(
     catalogue: Catalogue,
 ) -> None:
     p = current(catalogue, "1.004249")
-    assert [s.kind for s in p.steps] == [R, AP, C, A, RT]
+    assert [s.kind for s in p.steps] == [R, C, AP, A, RT]
     assert {s.duration.unit for s in p.steps} == {TimeUnit.CALENDAR_DAYS}
     assert sum(s.duration.value for s in p.steps) == 30
-    assert p.steps[2].agency_id == p.lead_agency
+    assert p.steps[1].agency_id == p.lead_agency
 
 
 def test_land_and_company_keep_their_agencies_in_order__decrees_151_2025_and_168_2025(

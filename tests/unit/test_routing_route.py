@@ -391,3 +391,17 @@ def test_on_time_at_17_00_of_the_last_day_and_late_a_second_after() -> None:
     assert classify(at(12, 8), deadline, CAL) is Timeliness.ON_TIME
     assert classify(at(11, 16, 59), deadline, CAL) is Timeliness.EARLY
     assert latest_apology_moment(CAL, deadline) == at(11, 17)
+
+
+def test_within_the_day_received_in_the_afternoon_shrinks_the_budgets_to_the_day_left() -> None:
+    """Birth registration is returned within the day: received at 14:00 the office has 3
+    working hours left, so its 8 hours of step budgets shrink alike and no apology is
+    drafted for a dossier that is merely received late in the day."""
+    from services.intake.domain import Catalogue
+
+    proc = Catalogue.load().in_force("1.001193", at(9, 14).date())
+    route = start(proc, received=at(9, 14))
+    assert route.appointment_at == at(9, 17)
+    assert route.budget_scale == pytest.approx(3 / 8)
+    assert route.forecast_end(at(9, 14), CAL) <= route.appointment_at
+    assert not route.apologies and not route.at_risk(at(9, 14), CAL)
