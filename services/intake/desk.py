@@ -95,7 +95,7 @@ RETURN_BY_CHANNEL = {
 
 def _officer(actor: Actor) -> str | None:
     """The name that goes in a form's signature block."""
-    return actor.person if isinstance(actor, auth.Staff) else None
+    return actor.display_name if isinstance(actor, auth.Staff) else None
 
 
 class Desk:
