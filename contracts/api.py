@@ -288,6 +288,21 @@ class DecideDossier(BaseModel):
     reasons: list[Paragraph] = Field(default_factory=list, max_length=20)
 
 
+class RequestFee(BaseModel):
+    """The applicant must pay before the work goes on: the clock pauses."""
+
+    model_config = ConfigDict(extra="forbid")
+    amount_vnd: int | None = Field(default=None, ge=0, le=10**13)
+    note: Paragraph | None = None
+
+
+class FeePaid(BaseModel):
+    """The payment arrived: the clock runs again from ``paid_at`` (default now)."""
+
+    model_config = ConfigDict(extra="forbid")
+    paid_at: datetime | None = None
+
+
 class MarkResultReady(BaseModel):
     model_config = ConfigDict(extra="forbid")
     note: Paragraph | None = None

@@ -356,9 +356,24 @@ class ProcessingSupplementRequested(EventPayload):
     status: PortalStatus = PortalStatus.SUPPLEMENT_REQUESTED
 
 
+class FeeRequested(EventPayload):
+    """The applicant must pay a fee or meet a financial obligation (e.g. land use levy)
+    before the work goes on: the clock pauses until it is paid."""
+
+    event_type = "routing.fee_requested"
+    code: DossierCode
+    step: StepRef
+    amount_vnd: int | None = Field(default=None, ge=0, description="When the notice states it")
+    note: NFCStr | None = None
+    requested_by: Holder
+    requested_at: UtcDateTime
+    state: DossierStatus = DossierStatus.WAITING_FEE
+    status: PortalStatus = PortalStatus.FEE_REQUESTED
+
+
 class DossierResumed(EventPayload):
-    """The applicant complied: the clock runs again, the appointment and the open step's
-    deadline moved by exactly the working time spent waiting."""
+    """The applicant complied (supplemented, or paid): the clock runs again, the appointment
+    and the open step's deadline moved by exactly the working time spent waiting."""
 
     event_type = "routing.dossier_resumed"
     code: DossierCode
@@ -659,6 +674,7 @@ EVENT_TYPES: dict[str, type[EventPayload]] = {
         HandedOver,
         StepOverdue,
         ProcessingSupplementRequested,
+        FeeRequested,
         DossierResumed,
         DossierDecided,
         ResultReady,

@@ -35,6 +35,8 @@ API_MODELS: tuple[type[BaseModel], ...] = (
     api.CompleteStep,
     api.HandOverRequest,
     api.DecideDossier,
+    api.RequestFee,
+    api.FeePaid,
     api.MarkResultReady,
     api.ReturnResult,
     api.ConfirmApology,

@@ -31,8 +31,12 @@ MOVES: dict[str, tuple[DossierStatus | None, tuple[DossierStatus, ...]]] = {
     "dossier.stopped": (S.STOPPED, ()),
     "routing.dossier_routed": (S.PROCESSING, (S.RECEIVED,)),
     "routing.supplement_requested": (S.WAITING_SUPPLEMENT, (S.RECEIVED, S.PROCESSING)),
-    "routing.dossier_resumed": (S.PROCESSING, (S.RECEIVED, S.PROCESSING, S.WAITING_SUPPLEMENT)),
-    "routing.result_ready": (None, (S.RECEIVED, S.PROCESSING, S.WAITING_SUPPLEMENT)),
+    "routing.fee_requested": (S.WAITING_FEE, (S.RECEIVED, S.PROCESSING)),
+    "routing.dossier_resumed": (
+        S.PROCESSING,
+        (S.RECEIVED, S.PROCESSING, S.WAITING_SUPPLEMENT, S.WAITING_FEE),
+    ),
+    "routing.result_ready": (None, (S.RECEIVED, S.PROCESSING, S.WAITING_SUPPLEMENT, S.WAITING_FEE)),
     "routing.result_returned": (S.RETURNED, (S.RESULT_READY, S.REFUSED)),
 }
 
@@ -85,6 +89,9 @@ def handlers(desk: Desk) -> dict[str, Handler]:
     async def on_resumed(conn: asyncpg.Connection, env: Envelope, r: Any) -> None:
         await move(conn, env, S.PROCESSING, appointment_at=r.appointment_at, paused_at=None)
 
+    async def on_fee(conn: asyncpg.Connection, env: Envelope, f: Any) -> None:
+        await move(conn, env, S.WAITING_FEE, paused_at=f.requested_at)
+
     async def on_apology(conn: asyncpg.Connection, env: Envelope, a: ApologyIssued) -> None:
         """The new appointment replaces the old one."""
         await store.record_event(conn, env)
@@ -106,6 +113,7 @@ def handlers(desk: Desk) -> dict[str, Handler]:
             "dossier.supplement_requested": on_desk_supplement,
             "routing.dossier_routed": on_routed,
             "routing.supplement_requested": on_supplement,
+            "routing.fee_requested": on_fee,
             "routing.dossier_resumed": on_resumed,
             "routing.apology_issued": on_apology,
             "routing.result_ready": on_ready,

@@ -17,8 +17,10 @@ from contracts.api import (
     CompleteStep,
     ConfirmApology,
     DecideDossier,
+    FeePaid,
     HandOverRequest,
     MarkResultReady,
+    RequestFee,
     RequestSupplement,
     ReturnResult,
     RouteView,
@@ -213,6 +215,16 @@ def router(rt: Runtime, routing: Routing) -> APIRouter:
         """Form 02 during processing: the clock pauses until the applicant complies. The
         law allows one; a second is recorded, flagged and counts the dossier late."""
         return await run(routing.request_supplement(code, officer(who), cmd))
+
+    @r.post("/routes/{code}/fee-request", response_model=RouteView, responses=moves)
+    async def fee_request(code: Code, cmd: RequestFee, who: Acting) -> RouteView:
+        """A fee or financial obligation to pay before the work goes on: the clock pauses."""
+        return await run(routing.request_fee(code, officer(who), cmd))
+
+    @r.post("/routes/{code}/fee-paid", response_model=RouteView, responses=moves)
+    async def fee_paid(code: Code, cmd: FeePaid, who: Acting) -> RouteView:
+        """The payment arrived: the clock runs again, everything moved by the time waited."""
+        return await run(routing.fee_paid(code, officer(who), cmd))
 
     @r.post("/routes/{code}/decision", response_model=RouteView, responses=moves)
     async def decide(code: Code, cmd: DecideDossier, who: Acting) -> RouteView:

@@ -50,6 +50,7 @@ from contracts.events import (
     DossierDecided,
     DossierResumed,
     DossierRouted,
+    FeeRequested,
     HandedOver,
     HandOver,
     Holder,
@@ -758,9 +759,45 @@ class Route(BaseModel):
             )
         )
 
+    def request_fee(
+        self, who: Officer, now: datetime, amount_vnd: int | None, note: str | None
+    ) -> None:
+        """A fee or financial obligation to pay before the work goes on: the clock pauses
+        (time waiting for the applicant does not count)."""
+        step = self._open()
+        if step.kind in (StepKind.CONSULT, StepKind.RETURN, StepKind.RECEIVE):
+            raise _conflict(f"no payment can be asked at step {step.order} ({step.kind.value})")
+        self._require(who, step, role=ActingRole.OFFICER)
+        self.paused_at = now
+        self.state = DossierStatus.WAITING_FEE
+        self._emit(
+            FeeRequested(
+                code=self.code,
+                step=step.ref,
+                amount_vnd=amount_vnd,
+                note=note,
+                requested_by=self._acting(step, who),
+                requested_at=now,
+            )
+        )
+
+    def fee_paid(self, who: Officer, at: datetime, now: datetime, cal: WorkingCalendar) -> None:
+        """The payment arrived (recorded by the agency whose step it is): on again."""
+        if self.state is not DossierStatus.WAITING_FEE:
+            raise _conflict("the dossier is not waiting for a payment")
+        step = self.open_step
+        assert step is not None
+        self._require(who, step, role=ActingRole.OFFICER)
+        if at.tzinfo is None:
+            raise _invalid("must carry a timezone, e.g. +07:00", "paid_at")
+        if at > now:
+            raise _invalid("is in the future", "paid_at")
+        self.resume(at, cal)
+
     def resume(self, at: datetime, cal: WorkingCalendar) -> bool:
-        """The applicant supplemented: the open step's deadline and the appointment move by
-        exactly the working time spent waiting. False if the route was not waiting."""
+        """The applicant supplemented or paid: the open step's deadline and the appointment
+        move by exactly the working time spent waiting. False if the route was not
+        waiting."""
         if not self.state.paused or self.paused_at is None:
             return False
         step = self.open_step

@@ -18,7 +18,9 @@ from contracts.api import (
     CompleteStep,
     ConfirmApology,
     DecideDossier,
+    FeePaid,
     HandOverRequest,
+    RequestFee,
     RequestSupplement,
     ReturnResult,
 )
@@ -152,9 +154,10 @@ class Routing:
         self, conn: asyncpg.Connection, env: Envelope, s: DossierSupplemented
     ) -> None:
         """The applicant handed in what was asked during processing: the clock resumes.
-        (A dossier completed at the desk has no route yet: nothing to resume.)"""
+        (A dossier completed at the desk has no route yet: nothing to resume; one waiting
+        for a payment goes on waiting.)"""
         route = await store.lock_route(conn, s.code)
-        if route is None:
+        if route is None or route.state is not DossierStatus.WAITING_SUPPLEMENT:
             return
         if route.resume(s.supplemented_at, self.calendar(route)):
             await self._save(conn, route, env, self.clock.now())
@@ -273,6 +276,16 @@ class Routing:
         ]
         return await self.act(
             code, lambda r, cal, now: r.request_supplement(who, now, items, cmd.note)
+        )
+
+    async def request_fee(self, code: str, who: Officer, cmd: RequestFee) -> Route:
+        return await self.act(
+            code, lambda r, cal, now: r.request_fee(who, now, cmd.amount_vnd, cmd.note)
+        )
+
+    async def fee_paid(self, code: str, who: Officer, cmd: FeePaid) -> Route:
+        return await self.act(
+            code, lambda r, cal, now: r.fee_paid(who, cmd.paid_at or now, now, cal)
         )
 
     async def decide(self, code: str, who: Officer, cmd: DecideDossier) -> Route:

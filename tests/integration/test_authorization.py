@@ -127,6 +127,8 @@ RULES: dict[tuple[str, str, str], dict[str, str]] = {
             "/v1/routes/{code}/steps/{order}/complete",
             "/v1/routes/{code}/handover",
             "/v1/routes/{code}/supplement-request",
+            "/v1/routes/{code}/fee-request",
+            "/v1/routes/{code}/fee-paid",
             "/v1/routes/{code}/decision",
             "/v1/routes/{code}/result-ready",
             "/v1/routes/{code}/return",
@@ -246,6 +248,10 @@ class World:
                 kw["json"] = {"to_department": "QLHDXD"}
             case ("routing", "POST", "/v1/routes/{code}/supplement-request"):
                 kw["json"] = {"missing": ["QSDD"]}
+            case ("routing", "POST", "/v1/routes/{code}/fee-request"):
+                kw["json"] = {"amount_vnd": 50000}
+            case ("routing", "POST", "/v1/routes/{code}/fee-paid"):
+                kw["json"] = {}
             case ("routing", "POST", "/v1/routes/{code}/decision"):
                 kw["json"] = {"decision": "approved", "documents": [{"code": "GPXD"}]}
             case ("routing", "POST", "/v1/routes/{code}/result-ready"):

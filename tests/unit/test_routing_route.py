@@ -405,3 +405,20 @@ def test_within_the_day_received_in_the_afternoon_shrinks_the_budgets_to_the_day
     assert route.budget_scale == pytest.approx(3 / 8)
     assert route.forecast_end(at(9, 14), CAL) <= route.appointment_at
     assert not route.apologies and not route.at_risk(at(9, 14), CAL)
+
+
+def test_a_fee_to_pay_pauses_the_clock_until_it_is_paid() -> None:
+    route = start()
+    route.take_events()
+    route.request_fee(officer(WARD), at(9, 10), 50_000, "Lệ phí đăng ký")
+    assert route.state is DossierStatus.WAITING_FEE and route.state.portal == 6
+    with pytest.raises(RouteError):
+        route.fee_paid(officer(WARD), at(9, 11), at(9, 10, 30), CAL)  # in the future
+    before = route.appointment_at
+    route.fee_paid(officer(WARD), at(9, 11), at(9, 12), CAL)
+    assert route.state is DossierStatus.PROCESSING and route.paused_seconds == 3600
+    assert CAL.working_seconds_between(before, route.appointment_at) == 3600
+    assert [type(e).__name__ for e in route.take_events()] == ["FeeRequested", "DossierResumed"]
+    with pytest.raises(RouteError) as e:
+        route.fee_paid(officer(WARD), at(9, 13), at(9, 13), CAL)
+    assert e.value.kind is Refusal.CONFLICT
