@@ -9,7 +9,7 @@ from pathlib import Path
 from contracts.topics import CONSULTATION, DOSSIER
 from services.notification import api, handlers
 from services.notification.delivery import Deliveries, DeliveryPolicy, SmtpSender
-from services.notification.domain import FormBook
+from services.runtime.forms import FormBook
 from services.runtime.outbox import Waker
 from services.runtime.service import Runtime, ServiceSpec, Wiring
 from services.runtime.settings import ServiceSettings

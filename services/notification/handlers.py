@@ -21,6 +21,7 @@ from services.notification import domain, store
 from services.runtime import auth
 from services.runtime.calendar import format_local
 from services.runtime.consumer import Handler
+from services.runtime.forms import FormBook
 from services.runtime.logging import get_logger
 from services.runtime.service import Runtime
 from services.runtime.timers import TimerHandler
@@ -32,7 +33,7 @@ log = get_logger(__name__)
 
 
 class Notifier:
-    def __init__(self, rt: Runtime, forms: domain.FormBook) -> None:
+    def __init__(self, rt: Runtime, forms: FormBook) -> None:
         self.rt = rt
         self.forms = forms
         self.unseal_key = auth.unseal_key_for_notification(rt.settings)
