@@ -39,6 +39,11 @@ class FormVersion(BaseModel):
     version: int = Field(ge=1)
     effective_from: date
     legal_basis: str
+    title: str | None = Field(
+        default=None,
+        description="The form's title in this version, given to its templates as ``title``"
+        " (a title that changed while the wording did not: one template, two titles)",
+    )
     subject: str
     text: str
     html: str
@@ -115,8 +120,9 @@ class FormBook:
             )
             self._compiled[(kind, v.version)] = compiled
         subject, text, html = compiled
-        text_ctx: dict[str, Any] = {"legal_basis": v.legal_basis}
-        html_ctx: dict[str, Any] = {"legal_basis": v.legal_basis}
+        own = {"legal_basis": v.legal_basis, "title": v.title}
+        text_ctx: dict[str, Any] = dict(own)
+        html_ctx: dict[str, Any] = dict(own)
         for key, value in context.items():
             if isinstance(value, Embedded):
                 inner = self.render(value.kind, on, value.context)
@@ -238,7 +244,7 @@ def form04_context(a: ApologyIssued, applicant: Addressee) -> dict[str, Any]:
         "place_date": place_and_date(office["place"], a.issued_at),
         "applicant": applicant_view(applicant),
         "procedure_name": a.procedure_name,
-        "received_day": day_of(a.received_at),
+        "received_date": format_local(a.received_at, "%d tháng %m năm %Y"),
         "received_iso": a.received_at.isoformat(),
         "previous_local": moment(a.previous_appointment_at),
         "previous_iso": a.previous_appointment_at.isoformat(),
@@ -361,7 +367,7 @@ def form06_context(
     book's order: by register number at receipt)."""
     return {
         "office": office_view(office, agency_name),
-        "day": f"ngày {day:%d} tháng {day:%m} năm {day:%Y}",
+        "day": f"{day:%d} tháng {day:%m} năm {day:%Y}",
         "day_iso": day.isoformat(),
         "rows": [register_line(r) for r in rows],
         "count": len(rows),
@@ -400,6 +406,7 @@ def result_context(
         "reasons": list(r.reasons),
         "lead_agency": r.lead_agency_name,
         "return_place": return_place(r.return_method, desk["desk_name"], applicant.address),
+        "at_desk": r.return_method is ReturnMethod.AT_DESK,
         "received_local": moment(r.received_at),
         "ready_local": moment(r.ready_at),
         "ready_iso": r.ready_at.isoformat(),
