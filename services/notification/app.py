@@ -6,7 +6,7 @@ import asyncio
 from datetime import timedelta
 from pathlib import Path
 
-from contracts.topics import CONSULTATION, DOSSIER
+from contracts.topics import CONSULTATION, DOSSIER, ROUTING
 from services.notification import api, handlers
 from services.notification.delivery import Deliveries, DeliveryPolicy, SmtpSender
 from services.runtime.forms import FormBook
@@ -44,12 +44,13 @@ def wire(rt: Runtime) -> Wiring:
         timers=handlers.timer_handlers(notifier),
         router=api.build_router(rt),
         on_start=start_sender,
+        unblocking=handlers.UNBLOCKING,
     )
 
 
 SPEC = ServiceSpec(
     name="notification",
     migrations=Path(__file__).parent / "migrations",
-    topics=(DOSSIER, CONSULTATION),
+    topics=(DOSSIER, CONSULTATION, ROUTING),
     wire=wire,
 )
