@@ -188,11 +188,13 @@ class Holder(BaseModel):
 
     def label(self) -> str:
         """The holder as Form 05 names it: the department of the agency, or the agency."""
-        where = (
-            f"{self.department_name} - {self.agency_name}"
-            if self.department_name
-            else self.agency_name
-        )
+        dept = self.department_name
+        if not dept:
+            where = self.agency_name
+        elif self.agency_name in dept:  # registry names that already say whose they are
+            where = dept
+        else:
+            where = f"{dept} - {self.agency_name}"
         return f"{where} ({self.person})" if self.person else where
 
 

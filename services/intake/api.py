@@ -1,9 +1,11 @@
 """Intake's HTTP API: procedures, the desk, and the portal's inbound door."""
 
-from typing import Annotated, Any
+import html
+from datetime import date, datetime, time, timedelta
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict
 
 from contracts.api import (
@@ -18,11 +20,11 @@ from contracts.api import (
     SupplementDossier,
     TimelineEntry,
 )
-from contracts.common import Procedure
+from contracts.common import AGENCY_ID_PATTERN, Procedure
 from services.intake import portal, store
 from services.intake.desk import Actor, Desk, DeskError
 from services.intake.domain import Catalogue
-from services.runtime import auth
+from services.runtime import auth, forms
 from services.runtime.auth import responses
 from services.runtime.service import Runtime
 
@@ -62,10 +64,32 @@ def _error(exc: DeskError) -> HTTPException:
     )
 
 
+def register_row(row: Any, masked: bool) -> forms.RegisterRow:
+    """A dossier as a line of Form 06; personal data masked for operators."""
+    a = row["applicant"]
+    contact = ", ".join(x for x in (a.get("address"), a.get("phone")) if x) or None
+    return forms.RegisterRow(
+        code=row["code"],
+        procedure_name=row["procedure_name"],
+        register_number=row["register_number"],
+        sets=row["sets"],
+        applicant_name=auth.mask(a["name"]) if masked else a["name"],
+        applicant_contact=(auth.mask(contact) if masked and contact else contact),
+        lead_agency_name=row["lead_agency_name"],
+        received_at=row["received_at"],
+        appointment_at=row["appointment_at"],
+        transferred_at=row["routed_at"],
+        result_received_at=row["ready_at"],
+        returned_at=row["returned_at"],
+        note=None if row["state"] in (None, "returned") else row["state"],
+    )
+
+
 def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
     """Every route names the principals it accepts; see README "Who may do what"."""
     r = APIRouter(prefix="/v1")
     g = rt.guards
+    forms_book = forms.FormBook.load()
 
     async def lookup_ok(code: str, secret: str) -> bool:
         stored = await rt.pool.fetchval("SELECT lookup_hash FROM dossiers WHERE code = $1", code)
@@ -308,6 +332,56 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
         return JSONResponse(
             status_code=200, content=portal.success(result.accepted, payload.MaHoSo)
         )
+
+    @r.get(
+        "/registers/{agency_id}/{day}",
+        response_class=Response,
+        tags=["desk"],
+        responses={
+            200: {
+                "description": "Form 06 (Sổ theo dõi hồ sơ) of the agency's desk for the day",
+                "content": {
+                    "text/plain": {"schema": {"type": "string"}},
+                    "text/html": {"schema": {"type": "string"}},
+                },
+            },
+            **responses(401, 403, 422, non_json_route=True),
+        },
+    )
+    async def register(
+        agency_id: Annotated[str, Path(pattern=AGENCY_ID_PATTERN, max_length=13)],
+        day: date,
+        who: AnyStaff,
+        request: Request,
+        format: Literal["text", "html"] = "text",
+    ) -> Response:
+        """The register of dossiers a receiving agency's desk took in on a day (local
+        date), with their transfer, result and return: its own staff see it whole (the read
+        is audited), operators with names and contacts masked."""
+        auth.require_agency(who, (agency_id,), operators=True)
+        start = datetime.combine(day, time(0), rt.calendar.tz)
+        rows = await store.register(rt.pool, agency_id, start, start + timedelta(days=1))
+        masked = who.is_operator
+        if not masked:
+            await auth.audit_read(
+                rt.pool,
+                who,
+                f"register {agency_id} {day}",
+                f"GET {request.url.path}",
+                rt.clock.now(),
+            )
+        lines = [register_row(row, masked) for row in rows]
+        known = agency_id in desk.agencies.ids()
+        office = desk.agencies.office(agency_id) if known else None
+        name = office.name if office else agency_id
+        rendered = forms_book.render("form06", day, forms.form06_context(office, name, day, lines))
+        if format == "html":
+            return HTMLResponse(
+                '<!doctype html><html lang="vi"><head><meta charset="utf-8">'
+                f"<title>{html.escape(rendered.subject)}</title></head>"
+                f"<body>{rendered.html}</body></html>"
+            )
+        return PlainTextResponse(rendered.text)
 
     @r.get("/stats", tags=["ops"], responses=responses(401, 403))
     async def stats(who: Operator) -> dict[str, Any]:

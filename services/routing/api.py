@@ -6,11 +6,13 @@ department heads and agency heads of the agency whose turn it is (a stranger age
 get 409, each with the reason). Routes hold no personal data.
 """
 
+import html
 from collections.abc import Awaitable
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from contracts.api import (
     ApologyView,
@@ -32,7 +34,7 @@ from contracts.common import ActingRole
 from contracts.envelope import DOSSIER_CODE_PATTERN
 from services.routing.domain import ApologyStatus, Officer, Refusal, Route, RouteError
 from services.routing.usecases import Routing
-from services.runtime import auth
+from services.runtime import auth, forms
 from services.runtime.auth import responses
 from services.runtime.service import Runtime
 
@@ -137,7 +139,7 @@ def view(route: Route) -> RouteView:
     )
 
 
-def router(rt: Runtime, routing: Routing) -> APIRouter:
+def router(rt: Runtime, routing: Routing, book: forms.FormBook) -> APIRouter:
     r = APIRouter(prefix="/v1", tags=["routing"])
     AnyStaff = Annotated[auth.Staff, Depends(rt.guards.staff())]
     Acting = Annotated[auth.Staff, Depends(rt.guards.staff(ACTING_ROLES))]
@@ -154,6 +156,53 @@ def router(rt: Runtime, routing: Routing) -> APIRouter:
             except RouteError as exc:
                 raise _raise(exc) from None
         return view(route)
+
+    @r.get(
+        "/routes/{code}/form05",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Form 05 (Phiếu kiểm soát quá trình giải quyết hồ sơ), now",
+                "content": {
+                    "text/plain": {"schema": {"type": "string"}},
+                    "text/html": {"schema": {"type": "string"}},
+                },
+            },
+            **responses(401, 403, 404, 422, non_json_route=True),
+        },
+    )
+    async def form05(
+        code: Code, who: AnyStaff, format: Literal["text", "html"] = "text"
+    ) -> Response:
+        """The process control slip as it stands: a line per hand-over, with how each
+        giver's step ended (early, on time, late)."""
+        route = await routing.route(code)
+        if route is None:
+            raise HTTPException(404, detail=f"no route for {code}")
+        if not who.is_operator:
+            try:
+                route.require_party(officer(who))
+            except RouteError as exc:
+                raise _raise(exc) from None
+        slip = forms.ControlSlip(
+            code=route.code,
+            procedure_name=route.procedure_name,
+            office=route.offices.get(route.receiving_agency),
+            receiving_agency_name=route.receiving_agency_name,
+            lead_agency_name=route.lead_agency_name,
+            coordinating=route.coordinating(),
+            handovers=route.handovers,
+            printed_at=rt.clock.now(),
+        )
+        on = rt.calendar.local(route.received_at).date()
+        rendered = book.render("form05", on, forms.form05_context(slip))
+        if format == "html":
+            return HTMLResponse(
+                '<!doctype html><html lang="vi"><head><meta charset="utf-8">'
+                f"<title>{html.escape(rendered.subject)}</title></head>"
+                f"<body>{rendered.html}</body></html>"
+            )
+        return PlainTextResponse(rendered.text)
 
     @r.get("/worklist", response_model=list[WorkItem], responses=responses(401, 403, 422))
     async def worklist(

@@ -8,6 +8,7 @@ from contracts.agencies import default_book
 from contracts.topics import CATALOGUE, CONSULTATION, DOSSIER
 from services.routing import api, handlers
 from services.routing.usecases import Routing
+from services.runtime.forms import FormBook
 from services.runtime.service import Runtime, ServiceSpec, Wiring
 
 
@@ -23,7 +24,7 @@ def wire(rt: Runtime) -> Wiring:
     return Wiring(
         handlers=handlers.build(routing),
         timers=handlers.timers(routing),
-        router=api.router(rt, routing),
+        router=api.router(rt, routing, FormBook.load()),
     )
 
 

@@ -525,6 +525,17 @@ class Route(BaseModel):
         ids.update(c.agency_id for c in self.consult)
         return frozenset(ids)
 
+    def coordinating(self) -> tuple[str, ...]:
+        """The agencies besides the lead that work on the dossier or give opinions (Form
+        05's "cơ quan phối hợp"); the desk only receives and returns."""
+        names = {
+            s.ref.agency_name
+            for s in self.steps
+            if s.ref.agency_id != self.lead_agency
+            and s.kind not in (StepKind.RECEIVE, StepKind.RETURN)
+        }
+        return tuple(sorted(names | {c.agency_name for c in self.consult}))
+
     def faults(self) -> list[StepFault]:
         """Steps that ended (or still run) past their budget, and second supplement
         requests: whose each was. In route order."""
@@ -932,11 +943,6 @@ class Route(BaseModel):
         )
         step.holder = self._acting(step, who)
         self._withdraw_drafts(now, "hồ sơ đã có kết quả")
-        coordinating = sorted(
-            {s.ref.agency_name for s in self.steps if s.ref.agency_id != self.lead_agency}
-            - {self.receiving_agency_name}
-            | {c.agency_name for c in self.consult}
-        )
         self._emit(
             ResultReady(
                 code=self.code,
@@ -957,7 +963,7 @@ class Route(BaseModel):
                 receiving_agency_name=self.receiving_agency_name,
                 lead_agency=self.lead_agency,
                 lead_agency_name=self.lead_agency_name,
-                coordinating=tuple(coordinating),
+                coordinating=self.coordinating(),
                 handovers=tuple(self.handovers),
                 state=self.state,
                 status=self.state.portal,

@@ -115,11 +115,15 @@ RULES: dict[tuple[str, str, str], dict[str, str]] = {
     ("intake", "POST", "/v1/portal/token"): rule({"portal"}),
     ("intake", "POST", "/v1/portal/dossiers"): rule({"portal"}),
     ("intake", "GET", "/v1/stats"): rule({"operator"}),
+    ("intake", "GET", "/v1/registers/{agency_id}/{day}"): rule({"desk_officer", "operator"}),
     # routing: the agencies of the route read it; those acting whose turn it is not get 409
     ("routing", "GET", "/v1/routes/{code}"): rule(
         {"desk_officer", "lead_head", "consulted_head", "operator"}
     ),
     ("routing", "GET", "/v1/worklist"): rule(ALL_STAFF - {"operator"}),
+    ("routing", "GET", "/v1/routes/{code}/form05"): rule(
+        {"desk_officer", "lead_head", "consulted_head", "operator"}
+    ),
     **{
         ("routing", "POST", path): rule({"desk_officer", "lead_head", "consulted_head"})
         for path in (
@@ -231,6 +235,8 @@ class World:
             .replace("{nid}", self.notification_id)
             .replace("{row_id}", "1")
             .replace("{order}", "2")
+            .replace("{agency_id}", DESK)
+            .replace("{day}", datetime.now(UTC).date().isoformat())
             .replace("{apology_id}", str(uuid.uuid4()))
             .replace("{timer_id}", "1")
         )
