@@ -511,6 +511,7 @@ class ApologyWithdrawn(EventPayload):
     event_type = "routing.apology_withdrawn"
     apology_id: UUID
     code: DossierCode
+    agency_id: AgencyId = Field(description="The agency the draft was for")
     reason: NFCStr
     withdrawn_at: UtcDateTime
 

@@ -15,7 +15,13 @@ from datetime import datetime
 from typing import Any
 
 from contracts.common import Channel, Office, SupplementStage
-from contracts.events import ApologyDrafted, DossierReceived, DossierRefused, SupplementRequested
+from contracts.events import (
+    ApologyDrafted,
+    ApologyWithdrawn,
+    DossierReceived,
+    DossierRefused,
+    SupplementRequested,
+)
 from contracts.text import email_problem, forbidden_character
 from services.runtime.forms import (
     BLANK,
@@ -219,6 +225,15 @@ def form03_context(r: DossierRefused, lookup_code: str | None = None) -> dict[st
 
 CONFIRM_PATH = "/v1/routes/{code}/apologies/{apology_id}/confirm"
 """Routing's endpoint that confirms a drafted apology (POST, a head of the agency)."""
+
+
+def apology_withdrawn_context(w: ApologyWithdrawn) -> dict[str, Any]:
+    return {
+        "code": w.code,
+        "reason": w.reason,
+        "withdrawn_local": moment(w.withdrawn_at),
+        "withdrawn_iso": w.withdrawn_at.isoformat(),
+    }
 
 
 def apology_draft_context(d: ApologyDrafted) -> dict[str, Any]:

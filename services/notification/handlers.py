@@ -11,6 +11,7 @@ from contracts.envelope import Envelope
 from contracts.events import (
     ApologyDrafted,
     ApologyIssued,
+    ApologyWithdrawn,
     ConsultationEscalated,
     ConsultationExtended,
     ConsultationReminded,
@@ -231,6 +232,18 @@ def build(n: Notifier) -> dict[str, Handler]:
             domain.apology_draft_context(d),
         )
 
+    async def on_apology_withdrawn(
+        conn: asyncpg.Connection, env: Envelope, w: ApologyWithdrawn
+    ) -> None:
+        """The draft is no longer needed: the agency at fault is told."""
+        await n.notify(
+            conn,
+            env,
+            "apology_withdrawn",
+            domain.Recipient("agency", w.agency_id),
+            domain.apology_withdrawn_context(w),
+        )
+
     async def on_apology_issued(conn: asyncpg.Connection, env: Envelope, a: ApologyIssued) -> None:
         """Form 04 to the applicant, by the channel the dossier came in."""
         r = await _receipt(conn, a.code)
@@ -263,6 +276,7 @@ def build(n: Notifier) -> dict[str, Handler]:
         "consultation.escalated": on_escalated,
         "routing.apology_drafted": on_apology_drafted,
         "routing.apology_issued": on_apology_issued,
+        "routing.apology_withdrawn": on_apology_withdrawn,
         "routing.result_ready": on_result_ready,
     }
 

@@ -1301,7 +1301,13 @@ class Route(BaseModel):
     def _withdraw(self, a: Apology, now: datetime, reason: str) -> None:
         a.status = ApologyStatus.WITHDRAWN
         self._emit(
-            ApologyWithdrawn(apology_id=a.id, code=self.code, reason=reason, withdrawn_at=now)
+            ApologyWithdrawn(
+                apology_id=a.id,
+                code=self.code,
+                agency_id=a.agency_id,
+                reason=reason,
+                withdrawn_at=now,
+            )
         )
 
     def _withdraw_drafts(self, now: datetime, reason: str) -> None:
