@@ -374,7 +374,10 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
         known = agency_id in desk.agencies.ids()
         office = desk.agencies.office(agency_id) if known else None
         name = office.name if office else agency_id
-        rendered = forms_book.render("form06", day, forms.form06_context(office, name, day, lines))
+        # a day before the first version of the form is printed in that first version
+        first = min(v.effective_from for v in forms_book.forms["form06"].versions)
+        context = forms.form06_context(office, name, day, lines)
+        rendered = forms_book.render("form06", max(day, first), context)
         if format == "html":
             return HTMLResponse(
                 '<!doctype html><html lang="vi"><head><meta charset="utf-8">'

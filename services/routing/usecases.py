@@ -204,23 +204,26 @@ class Routing:
 
     # --- officers ---------------------------------------------------------------------------
 
-    async def act(self, code: str, move: Move) -> Route:
-        """Lock the route, make one move, save it; a refused move changes nothing."""
+    async def act(self, code: str, who: Officer, move: Move) -> Route:
+        """Lock the route, make one move, save it; a refused move changes nothing. An
+        agency with no part in the dossier is refused before anything else is said."""
         async with self._pool().acquire() as conn, conn.transaction():
             route = await store.lock_route(conn, code)
             if route is None:
                 raise RouteError(Refusal.NOT_FOUND, "code", f"no route for {code} (yet)")
+            route.require_party(who)
             now = self.clock.now()
             move(route, self.calendar(route), now)
             await self._save(conn, route, None, now)
             return route
 
     async def take(self, code: str, who: Officer, order: int) -> Route:
-        return await self.act(code, lambda r, cal, now: r.take(who, order, now))
+        return await self.act(code, who, lambda r, cal, now: r.take(who, order, now))
 
     async def complete(self, code: str, who: Officer, order: int, cmd: CompleteStep) -> Route:
         return await self.act(
             code,
+            who,
             lambda r, cal, now: r.complete(
                 who,
                 order,
@@ -235,6 +238,7 @@ class Routing:
     async def hand_over(self, code: str, who: Officer, cmd: HandOverRequest) -> Route:
         return await self.act(
             code,
+            who,
             lambda r, cal, now: r.reassign(
                 who,
                 self.book,
@@ -252,6 +256,7 @@ class Routing:
             route = await store.read_route(conn, code)
             if route is None:
                 raise RouteError(Refusal.NOT_FOUND, "code", f"no route for {code} (yet)")
+            route.require_party(who)
             procedure = await store.get_procedure(
                 conn, route.procedure_code, route.procedure_version
             )
@@ -275,22 +280,23 @@ class Routing:
             for c in dict.fromkeys(cmd.missing)
         ]
         return await self.act(
-            code, lambda r, cal, now: r.request_supplement(who, now, items, cmd.note)
+            code, who, lambda r, cal, now: r.request_supplement(who, now, items, cmd.note)
         )
 
     async def request_fee(self, code: str, who: Officer, cmd: RequestFee) -> Route:
         return await self.act(
-            code, lambda r, cal, now: r.request_fee(who, now, cmd.amount_vnd, cmd.note)
+            code, who, lambda r, cal, now: r.request_fee(who, now, cmd.amount_vnd, cmd.note)
         )
 
     async def fee_paid(self, code: str, who: Officer, cmd: FeePaid) -> Route:
         return await self.act(
-            code, lambda r, cal, now: r.fee_paid(who, cmd.paid_at or now, now, cal)
+            code, who, lambda r, cal, now: r.fee_paid(who, cmd.paid_at or now, now, cal)
         )
 
     async def decide(self, code: str, who: Officer, cmd: DecideDossier) -> Route:
         return await self.act(
             code,
+            who,
             lambda r, cal, now: r.decide(
                 who,
                 now,
@@ -302,10 +308,12 @@ class Routing:
         )
 
     async def result_ready(self, code: str, who: Officer) -> Route:
-        return await self.act(code, lambda r, cal, now: r.mark_ready(who, now, cal))
+        return await self.act(code, who, lambda r, cal, now: r.mark_ready(who, now, cal))
 
     async def return_result(self, code: str, who: Officer, cmd: ReturnResult) -> Route:
-        return await self.act(code, lambda r, cal, now: r.return_result(who, now, cal, cmd.method))
+        return await self.act(
+            code, who, lambda r, cal, now: r.return_result(who, now, cal, cmd.method)
+        )
 
     async def confirm_apology(
         self, code: str, who: Officer, apology_id: uuid.UUID, cmd: ConfirmApology
@@ -315,7 +323,7 @@ class Routing:
                 who, apology_id, now, cal, reason=cmd.reason, appointment=cmd.appointment_at
             )
 
-        return await self.act(code, move)
+        return await self.act(code, who, move)
 
     async def route(self, code: str) -> Route | None:
         return await store.read_route(self._pool(), code)

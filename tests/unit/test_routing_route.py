@@ -422,3 +422,36 @@ def test_a_fee_to_pay_pauses_the_clock_until_it_is_paid() -> None:
     with pytest.raises(RouteError) as e:
         route.fee_paid(officer(WARD), at(9, 13), at(9, 13), CAL)
     assert e.value.kind is Refusal.CONFLICT
+
+
+def test_a_step_handed_to_another_department_is_that_departments_fault_when_late() -> None:
+    route = start()
+    route.take_events()
+    with pytest.raises(RouteError) as e:
+        route.reassign(officer(WARD), BOOK, at(9, 9, 30), department="TPHT", person=None, note=None)
+    assert e.value.field == "role"  # an officer who does not hold it may not pass it on
+    with pytest.raises(RouteError) as e:
+        route.reassign(
+            officer(WARD, "agency_head"),
+            BOOK,
+            at(9, 9, 30),
+            department="NOPE",
+            person=None,
+            note=None,
+        )
+    assert e.value.kind is Refusal.INVALID and e.value.field == "to_department"
+    route.reassign(
+        officer(WARD, "agency_head"),
+        BOOK,
+        at(9, 9, 30),
+        department="TPHT",
+        person="Hà",
+        note="Chuyển công chức hộ tịch",
+    )
+    handed = route.take_events()[0]
+    assert isinstance(handed, HandedOver) and handed.line.receiver.department == "TPHT"
+    assert handed.line.step == 2 and route.handovers[-1].note == "Chuyển công chức hộ tịch"
+    route.on_step_due(at(9, 15), CAL)  # 4 working hours from 09:00 ended at 14:30
+    fault = route.faults()[0]
+    assert (fault.agency_id, fault.department, fault.step) == (WARD, "TPHT", 2)
+    assert fault.late_working_seconds == 30 * 60
