@@ -1,11 +1,10 @@
 """Intake's HTTP API: procedures, the desk, and the portal's inbound door."""
 
-import html
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from contracts.api import (
@@ -378,13 +377,7 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
         first = min(v.effective_from for v in forms_book.forms["form06"].versions)
         context = forms.form06_context(office, name, day, lines)
         rendered = forms_book.render("form06", max(day, first), context)
-        if format == "html":
-            return HTMLResponse(
-                '<!doctype html><html lang="vi"><head><meta charset="utf-8">'
-                f"<title>{html.escape(rendered.subject)}</title></head>"
-                f"<body>{rendered.html}</body></html>"
-            )
-        return PlainTextResponse(rendered.text)
+        return forms.response(rendered, format)
 
     @r.get("/stats", tags=["ops"], responses=responses(401, 403))
     async def stats(who: Operator) -> dict[str, Any]:

@@ -6,13 +6,11 @@ department heads and agency heads of the agency whose turn it is (a stranger age
 get 409, each with the reason). Routes hold no personal data.
 """
 
-import html
 from collections.abc import Awaitable
 from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
-from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from contracts.api import (
     ApologyView,
@@ -196,13 +194,7 @@ def router(rt: Runtime, routing: Routing, book: forms.FormBook) -> APIRouter:
         )
         on = rt.calendar.local(route.received_at).date()
         rendered = book.render("form05", on, forms.form05_context(slip))
-        if format == "html":
-            return HTMLResponse(
-                '<!doctype html><html lang="vi"><head><meta charset="utf-8">'
-                f"<title>{html.escape(rendered.subject)}</title></head>"
-                f"<body>{rendered.html}</body></html>"
-            )
-        return PlainTextResponse(rendered.text)
+        return forms.response(rendered, format)
 
     @r.get("/worklist", response_model=list[WorkItem], responses=responses(401, 403, 422))
     async def worklist(

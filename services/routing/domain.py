@@ -78,6 +78,9 @@ RISK = "routing.risk"
 APOLOGY_DUE = "routing.apology_due"
 """Timer at the latest legal moment of a drafted apology: issue it unconfirmed."""
 
+LATE_STEP = "quá hạn giải quyết của bước"
+"""Why a step counts against its agency: past its budget."""
+
 # --- errors ----------------------------------------------------------------------------------
 
 
@@ -543,21 +546,28 @@ class Route(BaseModel):
         for s in self.steps:
             if s.deadline_at is None or not (s.timeliness is Timeliness.LATE or s.overdue):
                 continue
-            holder = s.holder or self._holder_of(s)
-            out.append(
-                StepFault(
-                    step=s.order,
-                    action=s.ref.action,
-                    agency_id=holder.agency_id,
-                    agency_name=holder.agency_name,
-                    department=holder.department,
-                    department_name=holder.department_name,
-                    deadline_at=s.deadline_at,
-                    late_working_seconds=s.late_working_seconds,
-                    reason="quá hạn giải quyết của bước",
-                )
-            )
+            out.append(self._fault(s, self._held(s), LATE_STEP))
         return out + list(self.violations)
+
+    def _fault(
+        self, s: StepState, holder: Holder, reason: str, late_seconds: int | None = None
+    ) -> StepFault:
+        """``s`` counted against ``holder``'s agency and department, and why."""
+        return StepFault(
+            step=s.order,
+            action=s.ref.action,
+            agency_id=holder.agency_id,
+            agency_name=holder.agency_name,
+            department=holder.department,
+            department_name=holder.department_name,
+            deadline_at=s.deadline_at or self.appointment_at,
+            late_working_seconds=s.late_working_seconds if late_seconds is None else late_seconds,
+            reason=reason,
+        )
+
+    def _held(self, s: StepState) -> Holder:
+        """Who holds the step: whoever took it or was handed it, else its plan's agency."""
+        return s.holder or self._holder_of(s)
 
     def _holder_of(self, s: StepState, person: str | None = None) -> Holder:
         return Holder(
@@ -599,7 +609,7 @@ class Route(BaseModel):
         an agency of the route whose turn it is not), of its department unless the agency's
         head, and of its role or above."""
         self.require_party(who)
-        holder = step.holder or self._holder_of(step)
+        holder = self._held(step)
         if who.agency_id != holder.agency_id:
             raise _conflict(
                 f"the dossier is at step {step.order} ({step.ref.action}), held by"
@@ -627,7 +637,7 @@ class Route(BaseModel):
         if step.kind in (StepKind.CONSULT, StepKind.RECEIVE):
             raise _conflict(f"step {order} ({step.kind.value}) runs by itself", "step")
         self._require(who, step)
-        holder = step.holder or self._holder_of(step)
+        holder = self._held(step)
         if holder.person and holder.person != who.display and not who.is_head:
             raise _conflict(f"step {order} is already in the hands of {holder.person}", "step")
         step.holder = holder.model_copy(update={"person": who.display})
@@ -684,7 +694,7 @@ class Route(BaseModel):
         step = self._open()
         if step.kind in (StepKind.CONSULT, StepKind.RECEIVE):
             raise _conflict(f"step {step.order} ({step.kind.value}) runs by itself", "step")
-        holder = step.holder or self._holder_of(step)
+        holder = self._held(step)
         self.require_party(who)
         if who.agency_id != holder.agency_id:
             raise _conflict(
@@ -743,16 +753,11 @@ class Route(BaseModel):
         if violation:
             self.supplement_violations += 1
             self.violations.append(
-                StepFault(
-                    step=step.order,
-                    action=step.ref.action,
-                    agency_id=by.agency_id,
-                    agency_name=by.agency_name,
-                    department=by.department,
-                    department_name=by.department_name,
-                    deadline_at=step.deadline_at or now,
-                    late_working_seconds=0,
-                    reason=f"yêu cầu bổ sung hồ sơ lần thứ {number} (chỉ được yêu cầu một lần)",
+                self._fault(
+                    step,
+                    by,
+                    f"yêu cầu bổ sung hồ sơ lần thứ {number} (chỉ được yêu cầu một lần)",
+                    late_seconds=0,
                 )
             )
         self.paused_at = now
@@ -1019,21 +1024,11 @@ class Route(BaseModel):
             return
         step.overdue = True
         step.late_working_seconds = cal.working_seconds_between(step.deadline_at, now)
-        holder = step.holder or self._holder_of(step)
+        holder = self._held(step)
         self._emit(
             StepOverdue(
                 code=self.code,
-                fault=StepFault(
-                    step=step.order,
-                    action=step.ref.action,
-                    agency_id=holder.agency_id,
-                    agency_name=holder.agency_name,
-                    department=holder.department,
-                    department_name=holder.department_name,
-                    deadline_at=step.deadline_at,
-                    late_working_seconds=step.late_working_seconds,
-                    reason="quá hạn giải quyết của bước",
-                ),
+                fault=self._fault(step, holder, LATE_STEP),
                 detected_at=now,
             )
         )
@@ -1240,20 +1235,9 @@ class Route(BaseModel):
         step, else the open step."""
         step = self.open_step
         assert step is not None
-        faults = [f for f in self.faults() if f.reason == "quá hạn giải quyết của bước"]
+        faults = [f for f in self.faults() if f.reason == LATE_STEP]
         if step.overdue or not faults:
-            holder = step.holder or self._holder_of(step)
-            return StepFault(
-                step=step.order,
-                action=step.ref.action,
-                agency_id=holder.agency_id,
-                agency_name=holder.agency_name,
-                department=holder.department,
-                department_name=holder.department_name,
-                deadline_at=step.deadline_at or self.appointment_at,
-                late_working_seconds=step.late_working_seconds,
-                reason="quá hạn giải quyết của bước",
-            )
+            return self._fault(step, self._held(step), LATE_STEP)
         return faults[-1]
 
     def _issue(
@@ -1327,7 +1311,7 @@ class Route(BaseModel):
         return len(self.steps) - 1
 
     def _acting(self, step: StepState, who: Officer) -> Holder:
-        holder = step.holder or self._holder_of(step)
+        holder = self._held(step)
         return holder.model_copy(update={"person": who.display})
 
     def _finish(

@@ -13,6 +13,7 @@ blank where a datum is unknown.
 
 from __future__ import annotations
 
+import html
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from jinja2 import Environment, StrictUndefined, Template
 from markupsafe import Markup
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -431,3 +433,21 @@ def result_context(
         "apologies": r.apologies,
         "slip": Embedded("form05", form05_context(slip)),
     }
+
+
+# --- serving a rendered form ------------------------------------------------------------------
+
+
+def html_page(title: str, body_html: str) -> str:
+    """A whole HTML page around a form's HTML (already escaped by its template)."""
+    return (
+        '<!doctype html><html lang="vi"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title></head><body>{body_html}</body></html>"
+    )
+
+
+def response(rendered: Rendered, fmt: str) -> Response:
+    """A rendered form as text/plain, or as an HTML page when ``fmt`` is "html"."""
+    if fmt == "html":
+        return HTMLResponse(html_page(rendered.subject, rendered.html))
+    return PlainTextResponse(rendered.text)
