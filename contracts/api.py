@@ -321,9 +321,13 @@ class ConfirmApology(BaseModel):
     differs from the one proposed, the new appointment."""
 
     model_config = ConfigDict(extra="forbid")
-    reason: Paragraph
+    reason: Annotated[str, Text(2000, min_length=3, multiline=True)] = Field(
+        description="Why the dossier is late, in the agency's words"
+    )
     appointment_at: datetime | None = Field(
-        default=None, description="The new appointment; defaults to the one proposed"
+        default=None,
+        description="The new appointment (later than the one it replaces, within a year);"
+        " defaults to the one proposed",
     )
 
 

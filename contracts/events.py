@@ -184,18 +184,27 @@ class Holder(BaseModel):
     agency_name: NFCStr
     department: str | None = None
     department_name: NFCStr | None = None
-    person: NFCStr | None = Field(default=None, description="The person, when one has acted")
+    person: NFCStr | None = Field(
+        default=None, description="The person's name as forms print it, when one has acted"
+    )
+    person_id: str | None = Field(
+        default=None, max_length=200, description="Who the person is (the token's subject)"
+    )
 
     def label(self) -> str:
         """The holder as Form 05 names it: the department of the agency, or the agency."""
-        dept = self.department_name
-        if not dept:
-            where = self.agency_name
-        elif self.agency_name in dept:  # registry names that already say whose they are
-            where = dept
-        else:
-            where = f"{dept} - {self.agency_name}"
+        where = where_in(self.agency_name, self.department_name)
         return f"{where} ({self.person})" if self.person else where
+
+
+def where_in(agency_name: str, department_name: str | None) -> str:
+    """A department of an agency as forms name it, the agency only once (the registry's
+    department names often already say whose they are)."""
+    if not department_name:
+        return agency_name
+    if agency_name in department_name:
+        return department_name
+    return f"{department_name} - {agency_name}"
 
 
 class StepRef(BaseModel):
@@ -250,6 +259,9 @@ class StepFault(BaseModel):
     late_working_seconds: int = Field(ge=0)
     reason: NFCStr = Field(description="Why it counts: past its budget, a second supplement")
 
+    def label(self) -> str:
+        return where_in(self.agency_name, self.department_name)
+
 
 class DossierRouted(EventPayload):
     """The dossier reached its lead agency: its route of steps is planned, the desk's
@@ -288,6 +300,7 @@ class StepTaken(EventPayload):
     step: StepRef
     by: Holder
     taken_at: UtcDateTime
+    note: NFCStr | None = None
 
 
 class StepCompleted(EventPayload):
@@ -439,6 +452,7 @@ class ResultReady(EventPayload):
         default=(), description="The other agencies that worked on it or gave opinions"
     )
     handovers: tuple[HandOver, ...] = ()
+    note: NFCStr | None = None
     state: DossierStatus = DossierStatus.RESULT_READY
     status: PortalStatus = PortalStatus.PROCESSED
 
@@ -452,8 +466,22 @@ class ResultReturned(EventPayload):
     returned_at: UtcDateTime
     returned_by: Holder
     timeliness: Timeliness
+    note: NFCStr | None = None
     state: DossierStatus = DossierStatus.RETURNED
     status: PortalStatus = PortalStatus.RESULT_RETURNED
+
+
+class RouteClosed(EventPayload):
+    """A withdrawal or a stop ended the route without a result: no step goes on."""
+
+    event_type = "routing.route_closed"
+    code: DossierCode
+    state: DossierStatus
+    reason: NFCStr | None = None
+    at_step: int | None = Field(default=None, description="The step it was at")
+    closed_at: UtcDateTime
+    withdrawn_apologies: int = Field(default=0, ge=0)
+    status: PortalStatus
 
 
 class ApologyDrafted(EventPayload):
@@ -682,6 +710,7 @@ EVENT_TYPES: dict[str, type[EventPayload]] = {
         DossierDecided,
         ResultReady,
         ResultReturned,
+        RouteClosed,
         ApologyDrafted,
         ApologyIssued,
         ApologyWithdrawn,

@@ -358,6 +358,14 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
         date), with their transfer, result and return: its own staff see it whole (the read
         is audited), operators with names and contacts masked."""
         auth.require_agency(who, (agency_id,), operators=True)
+        if not 2000 <= day.year <= 2100:
+            raise HTTPException(
+                422,
+                detail={
+                    "detail": "no register for that year",
+                    "errors": [{"field": "day", "reason": "a day of the years 2000 to 2100"}],
+                },
+            )
         start = datetime.combine(day, time(0), rt.calendar.tz)
         rows = await store.register(rt.pool, agency_id, start, start + timedelta(days=1))
         masked = who.is_operator

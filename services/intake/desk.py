@@ -21,6 +21,7 @@ from contracts.common import (
     RequiredDocument,
     ReturnMethod,
     SupplementStage,
+    TimeUnit,
 )
 from contracts.envelope import Envelope
 from contracts.events import (
@@ -444,7 +445,13 @@ class Desk:
                 return result
             paused_at = row["paused_at"]
             at = max(at, paused_at)
-            paused, appointment = domain.resume(calendar, row["appointment_at"], paused_at, at)
+            paused, appointment = domain.resume(
+                calendar,
+                row["appointment_at"],
+                paused_at,
+                at,
+                calendar_days=procedure.processing_time.unit is TimeUnit.CALENDAR_DAYS,
+            )
             # Rows written before the desk-stage rule had a clock that started at receipt.
             legacy_desk_stage = row["outcome"] == domain.Outcome.SUPPLEMENT_REQUESTED
             status = PortalStatus.RECEIVED if legacy_desk_stage else PortalStatus.PROCESSING

@@ -470,11 +470,21 @@ def schedule(calendar: WorkingCalendar, procedure: Procedure, received_at: datet
 
 
 def resume(
-    calendar: WorkingCalendar, appointment_at: datetime, paused_at: datetime, resumed_at: datetime
+    calendar: WorkingCalendar,
+    appointment_at: datetime,
+    paused_at: datetime,
+    resumed_at: datetime,
+    *,
+    calendar_days: bool = False,
 ) -> tuple[int, datetime]:
-    """Working seconds spent waiting for the applicant, and the appointment moved by them."""
+    """Working seconds spent waiting for the applicant, and the appointment moved by the
+    time waited (by the days waited where the period is in calendar days), as routing
+    moves it (``WorkingCalendar.extend_pause``)."""
     paused = calendar.working_seconds_between(paused_at, resumed_at)
-    return paused, calendar.extend(appointment_at, paused)
+    moved = calendar.extend_pause(
+        appointment_at, paused_at, resumed_at, calendar_days=calendar_days
+    )
+    return paused, moved
 
 
 def request_fingerprint(body: dict[str, Any]) -> str:

@@ -36,7 +36,12 @@ MOVES: dict[str, tuple[DossierStatus | None, tuple[DossierStatus, ...]]] = {
         S.PROCESSING,
         (S.RECEIVED, S.PROCESSING, S.WAITING_SUPPLEMENT, S.WAITING_FEE),
     ),
-    "routing.result_ready": (None, (S.RECEIVED, S.PROCESSING, S.WAITING_SUPPLEMENT, S.WAITING_FEE)),
+    # routing keeps no withdrawal or stop that reached it after the result was at the desk:
+    # the result is what happened, and intake follows it
+    "routing.result_ready": (
+        None,
+        (S.RECEIVED, S.PROCESSING, S.WAITING_SUPPLEMENT, S.WAITING_FEE, S.WITHDRAWN, S.STOPPED),
+    ),
     "routing.result_returned": (S.RETURNED, (S.RESULT_READY, S.REFUSED)),
 }
 

@@ -96,18 +96,6 @@ async def timeline(conn: asyncpg.Connection | asyncpg.Pool, code: str) -> list[a
     )
 
 
-async def set_status_if(
-    conn: asyncpg.Connection, code: str, status: int, allowed_from: tuple[int, ...]
-) -> None:
-    await conn.execute(
-        "UPDATE dossiers SET status = $2, updated_at = now()"
-        " WHERE code = $1 AND status = ANY($3::smallint[])",
-        code,
-        status,
-        list(allowed_from),
-    )
-
-
 async def count_by_status(pool: asyncpg.Pool) -> dict[int, int]:
     rows = await pool.fetch("SELECT status, count(*) AS n FROM dossiers GROUP BY status")
     return {r["status"]: r["n"] for r in rows}

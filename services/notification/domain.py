@@ -20,6 +20,7 @@ from contracts.events import (
     ApologyWithdrawn,
     DossierReceived,
     DossierRefused,
+    FeeRequested,
     SupplementRequested,
 )
 from contracts.text import email_problem, forbidden_character
@@ -225,6 +226,20 @@ def form03_context(r: DossierRefused, lookup_code: str | None = None) -> dict[st
 
 CONFIRM_PATH = "/v1/routes/{code}/apologies/{apology_id}/confirm"
 """Routing's endpoint that confirms a drafted apology (POST, a head of the agency)."""
+
+
+def fee_context(f: FeeRequested, r: Receipt) -> dict[str, Any]:
+    """A fee or financial obligation to pay before the work goes on."""
+    return {
+        "code": f.code,
+        "applicant": applicant_view(r.contact),
+        "procedure_name": r.procedure_name,
+        "amount": f"{f.amount_vnd:,}".replace(",", ".") if f.amount_vnd is not None else None,
+        "note": f.note,
+        "agency_name": f.requested_by.agency_name,
+        "requested_local": moment(f.requested_at),
+        "requested_iso": f.requested_at.isoformat(),
+    }
 
 
 def apology_withdrawn_context(w: ApologyWithdrawn) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from contracts.events import (
     ConsultationRequested,
     DossierReceived,
     DossierRefused,
+    FeeRequested,
     ResultReady,
     SupplementRequested,
 )
@@ -232,6 +233,17 @@ def build(n: Notifier) -> dict[str, Handler]:
             domain.apology_draft_context(d),
         )
 
+    async def on_fee(conn: asyncpg.Connection, env: Envelope, f: FeeRequested) -> None:
+        """The applicant is told what to pay; the clock waits for it."""
+        r = await _receipt(conn, f.code)
+        await n.notify(
+            conn,
+            env,
+            "fee_requested",
+            domain.applicant_recipient(r.contact, r.channel),
+            domain.fee_context(f, r),
+        )
+
     async def on_apology_withdrawn(
         conn: asyncpg.Connection, env: Envelope, w: ApologyWithdrawn
     ) -> None:
@@ -277,6 +289,7 @@ def build(n: Notifier) -> dict[str, Handler]:
         "routing.apology_drafted": on_apology_drafted,
         "routing.apology_issued": on_apology_issued,
         "routing.apology_withdrawn": on_apology_withdrawn,
+        "routing.fee_requested": on_fee,
         "routing.result_ready": on_result_ready,
     }
 

@@ -192,7 +192,8 @@ def router(rt: Runtime, routing: Routing, book: forms.FormBook) -> APIRouter:
             handovers=route.handovers,
             printed_at=rt.clock.now(),
         )
-        on = rt.calendar.local(route.received_at).date()
+        # the version in force when it is printed, as the result notice prints it
+        on = rt.calendar.local(slip.printed_at).date()
         rendered = book.render("form05", on, forms.form05_context(slip))
         return forms.response(rendered, format)
 
@@ -237,7 +238,7 @@ def router(rt: Runtime, routing: Routing, book: forms.FormBook) -> APIRouter:
         code: Code, order: Annotated[int, Path(ge=1, le=100)], cmd: TakeStep, who: Acting
     ) -> RouteView:
         """Take the dossier in hand at its current step (Form 05: the receiver)."""
-        return await run(routing.take(code, officer(who), order))
+        return await run(routing.take(code, officer(who), order, cmd.note))
 
     @r.post("/routes/{code}/steps/{order}/complete", response_model=RouteView, responses=moves)
     async def complete(
@@ -275,7 +276,7 @@ def router(rt: Runtime, routing: Routing, book: forms.FormBook) -> APIRouter:
     @r.post("/routes/{code}/result-ready", response_model=RouteView, responses=moves)
     async def result_ready(code: Code, cmd: MarkResultReady, who: Acting) -> RouteView:
         """The result is at the desk: the applicant is told; processing has ended."""
-        return await run(routing.result_ready(code, officer(who)))
+        return await run(routing.result_ready(code, officer(who), cmd.note))
 
     @r.post("/routes/{code}/return", response_model=RouteView, responses=moves)
     async def return_(code: Code, cmd: ReturnResult, who: Acting) -> RouteView:

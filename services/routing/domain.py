@@ -15,10 +15,11 @@ deadline and the appointment by exactly the working time spent waiting.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -59,6 +60,7 @@ from contracts.events import (
     ResultReady,
     ResultReturned,
     RoundToOpen,
+    RouteClosed,
     StepCompleted,
     StepFault,
     StepOverdue,
@@ -79,6 +81,10 @@ APOLOGY_DUE = "routing.apology_due"
 """Timer at the latest legal moment of a drafted apology: issue it unconfirmed."""
 
 LATE_STEP = "quá hạn giải quyết của bước"
+RISK_SLACK = timedelta(seconds=1)
+ISSUE_SLACK = timedelta(minutes=1)
+"""An apology issued by its own timer a little after its latest moment is not late."""
+MAX_POSTPONEMENT = timedelta(days=366)
 """Why a step counts against its agency: past its budget."""
 
 # --- errors ----------------------------------------------------------------------------------
@@ -169,7 +175,7 @@ def budget_end(
         return cal.after(start, Duration(value=0, unit=TimeUnit.WITHIN_THE_DAY))
     if budget.unit is TimeUnit.CALENDAR_DAYS:
         return cal.after(start, budget)
-    return cal.add_working_seconds(start, round(cal.working_seconds(budget) * scale))
+    return cal.add_working_seconds(start, math.floor(cal.working_seconds(budget) * scale))
 
 
 def classify(done_at: datetime, deadline: datetime, cal: WorkingCalendar) -> Timeliness:
@@ -192,7 +198,7 @@ def latest_start(
         return end
     if budget.unit is TimeUnit.CALENDAR_DAYS:
         return cal.latest_working_moment(end - timedelta(days=budget.value))
-    return cal.subtract_working_seconds(end, round(cal.working_seconds(budget) * scale))
+    return cal.subtract_working_seconds(end, math.floor(cal.working_seconds(budget) * scale))
 
 
 def _working(d: Duration) -> bool:
@@ -317,6 +323,11 @@ class StepState(BaseModel):
     timeliness: Timeliness | None = None
     late_working_seconds: int = 0
     overdue: bool = False
+    late_holder: Holder | None = Field(
+        default=None, description="Who held the step when its deadline passed"
+    )
+    shift_days: int = Field(default=0, description="Days its dates moved for pauses")
+    notes: list[str] = Field(default_factory=list)
     result: str | None = None
     documents: list[DocumentRef] = Field(default_factory=list)
 
@@ -403,6 +414,12 @@ class Route(BaseModel):
     timeliness: Timeliness | None = None
     handovers: list[HandOver] = Field(default_factory=list)
     apologies: list[Apology] = Field(default_factory=list)
+    calendar_days: bool = Field(
+        default=False,
+        description="The legal time is in calendar days: every budget is, and pauses move"
+        " dates by the days waited",
+    )
+    fee_requests: int = 0
     budget_scale: float = Field(
         default=1.0,
         description="Below 1 when the working time from the clock's start to the appointment"
@@ -451,6 +468,7 @@ class Route(BaseModel):
             consult=list(consult_targets(procedure)),
             return_method=return_method,
             office_hours=procedure.office_hours,
+            calendar_days=procedure.processing_time.unit is TimeUnit.CALENDAR_DAYS,
             steps=[StepState(ref=r) for r in refs],
             received_at=received_at,
             routed_at=now,
@@ -481,7 +499,10 @@ class Route(BaseModel):
                 person=received_by,
             )
             nxt = 0
-        line = route._hand_to(nxt, giver=giver, at=now, start=clock_starts_at, cal=cal)
+        # a period in days is counted from the date of receipt, whatever the hour (Civil
+        # Code Art. 147, as the appointment was); working time from the clock's start
+        first_start = received_at if route.calendar_days else clock_starts_at
+        line = route._hand_to(nxt, giver=giver, at=now, start=first_start, cal=cal)
         step = route.steps[nxt]
         route._emit(
             DossierRouted(
@@ -546,7 +567,7 @@ class Route(BaseModel):
         for s in self.steps:
             if s.deadline_at is None or not (s.timeliness is Timeliness.LATE or s.overdue):
                 continue
-            out.append(self._fault(s, self._held(s), LATE_STEP))
+            out.append(self._fault(s, s.late_holder or self._held(s), LATE_STEP))
         return out + list(self.violations)
 
     def _fault(
@@ -564,6 +585,11 @@ class Route(BaseModel):
             late_working_seconds=s.late_working_seconds if late_seconds is None else late_seconds,
             reason=reason,
         )
+
+    def _holder_at(self, s: StepState, t: datetime) -> Holder:
+        """Who held the step at ``t``: the receiver of its last hand-over by then."""
+        lines = [h for h in self.handovers if h.step == s.order and h.at <= t]
+        return lines[-1].receiver if lines else self._held(s)
 
     def _held(self, s: StepState) -> Holder:
         """Who holds the step: whoever took it or was handed it, else its plan's agency."""
@@ -631,18 +657,22 @@ class Route(BaseModel):
 
     # --- moves ---------------------------------------------------------------------------------
 
-    def take(self, who: Officer, order: int, now: datetime) -> None:
+    def take(self, who: Officer, order: int, now: datetime, note: str | None = None) -> None:
         """A person takes the dossier in hand at its step (Form 05: the receiver signs)."""
         step = self._open(order)
         if step.kind in (StepKind.CONSULT, StepKind.RECEIVE):
             raise _conflict(f"step {order} ({step.kind.value}) runs by itself", "step")
         self._require(who, step)
         holder = self._held(step)
-        if holder.person and holder.person != who.display and not who.is_head:
+        if holder.person_id and holder.person_id != who.person and not who.is_head:
             raise _conflict(f"step {order} is already in the hands of {holder.person}", "step")
-        step.holder = holder.model_copy(update={"person": who.display})
+        step.holder = self._acting(step, who)
+        if note:
+            step.notes.append(note)
         self._sign_last_line(step)
-        self._emit(StepTaken(code=self.code, step=step.ref, by=step.holder, taken_at=now))
+        self._emit(
+            StepTaken(code=self.code, step=step.ref, by=step.holder, taken_at=now, note=note)
+        )
 
     def _sign_last_line(self, step: StepState) -> None:
         """The person who takes a step is the receiver of the line that handed it over."""
@@ -650,7 +680,12 @@ class Route(BaseModel):
             line = self.handovers[i]
             if line.step == step.order:
                 if line.receiver.person is None and step.holder is not None:
-                    receiver = line.receiver.model_copy(update={"person": step.holder.person})
+                    receiver = line.receiver.model_copy(
+                        update={
+                            "person": step.holder.person,
+                            "person_id": step.holder.person_id,
+                        }
+                    )
                     self.handovers[i] = line.model_copy(update={"receiver": receiver})
                 return
 
@@ -665,11 +700,22 @@ class Route(BaseModel):
         documents: Sequence[DocumentRef] = (),
         note: str | None = None,
     ) -> None:
-        """An officer ends an assign, appraise or work step; the dossier goes on."""
+        """An officer ends an assign, appraise or work step; the dossier goes on. The lead
+        agency's head may also end the opinion round without the opinions still missing
+        (a lapsed request with no legal basis for deemed consent waits otherwise), saying
+        why: the open requests are cancelled."""
         step = self._open(order)
+        if step.kind is StepKind.CONSULT and who.is_agency_head:
+            self._require(who, step, role=ActingRole.AGENCY_HEAD)
+            if not (note and note.strip()):
+                raise _invalid("say why the round ends without every opinion", "note")
+            self._finish(step, now, cal, by=self._acting(step, who), result=note, docs=())
+            self._advance(now, cal, giver=step.holder, note=note)
+            return
         if step.kind not in (StepKind.ASSIGN, StepKind.APPRAISE, StepKind.WORK):
             how = {
-                StepKind.CONSULT: "ends when every opinion is in",
+                StepKind.CONSULT: "ends when every opinion is in (or by the lead agency's"
+                " head, with a note)",
                 StepKind.APPROVE: "ends with the decision (POST .../decision)",
                 StepKind.RETURN: "ends when the result is returned (POST .../return)",
                 StepKind.RECEIVE: "ended at receipt",
@@ -700,8 +746,16 @@ class Route(BaseModel):
             raise _conflict(
                 f"the dossier is at step {step.order}, held by {holder.agency_name}", "agency"
             )
-        if not (who.is_head or (holder.person and holder.person == who.display)):
-            raise _forbidden("a head of the agency, or the holder, hands it over", "role")
+        holds = holder.person_id is not None and holder.person_id == who.person
+        heads = who.is_agency_head or (
+            who.is_head and (holder.department is None or who.department == holder.department)
+        )
+        if not (holds or heads):
+            raise _forbidden(
+                "the agency's head, the head of the department holding it, or the person"
+                " holding it hands it over",
+                "role",
+            )
         try:
             dept = book.get(holder.agency_id).department(department)
         except AgencyError as exc:
@@ -711,9 +765,13 @@ class Route(BaseModel):
             agency_name=holder.agency_name,
             department=dept.code,
             department_name=dept.name,
-            person=person,
+            person_id=person,
         )
-        giver = holder.model_copy(update={"person": holder.person or who.display})
+        giver = (
+            holder
+            if holder.person
+            else holder.model_copy(update={"person": who.display, "person_id": who.person})
+        )
         line = self._line(giver, receiver, now, step, note=note)
         step.holder = receiver
         self._emit(
@@ -762,6 +820,7 @@ class Route(BaseModel):
             )
         self.paused_at = now
         self.state = DossierStatus.WAITING_SUPPLEMENT
+        self._withdraw_drafts(now, "hồ sơ tạm dừng chờ người nộp bổ sung; xem xét lại khi tiếp tục")
         self._emit(
             ProcessingSupplementRequested(
                 code=self.code,
@@ -785,7 +844,9 @@ class Route(BaseModel):
             raise _conflict(f"no payment can be asked at step {step.order} ({step.kind.value})")
         self._require(who, step, role=ActingRole.OFFICER)
         self.paused_at = now
+        self.fee_requests += 1
         self.state = DossierStatus.WAITING_FEE
+        self._withdraw_drafts(now, "hồ sơ tạm dừng chờ người nộp thực hiện nghĩa vụ tài chính")
         self._emit(
             FeeRequested(
                 code=self.code,
@@ -812,8 +873,8 @@ class Route(BaseModel):
 
     def resume(self, at: datetime, cal: WorkingCalendar) -> bool:
         """The applicant supplemented or paid: the open step's deadline and the appointment
-        move by exactly the working time spent waiting. False if the route was not
-        waiting."""
+        move by exactly the time spent waiting (working time; the days waited where the
+        legal time is in calendar days). False if the route was not waiting."""
         if not self.state.paused or self.paused_at is None:
             return False
         step = self.open_step
@@ -821,13 +882,19 @@ class Route(BaseModel):
         at = max(at, self.paused_at)
         paused = cal.working_seconds_between(self.paused_at, at)
         previous = self.appointment_at
-        self.appointment_at = cal.extend(self.appointment_at, paused)
-        self.legal_appointment_at = cal.extend(self.legal_appointment_at, paused)
-        for a in self.apologies:
-            if a.status is ApologyStatus.DRAFTED:
-                a.latest_issue_at = cal.extend(a.latest_issue_at, paused)
+
+        def moved(t: datetime) -> datetime:
+            assert self.paused_at is not None
+            return cal.extend_pause(t, self.paused_at, at, calendar_days=self.calendar_days)
+
+        self.appointment_at = moved(self.appointment_at)
+        self.legal_appointment_at = moved(self.legal_appointment_at)
         if step.deadline_at is not None:
-            step.deadline_at = cal.extend(step.deadline_at, paused)
+            step.deadline_at = moved(step.deadline_at)
+        if self.calendar_days:
+            step.shift_days += max(
+                0, (cal.local(at).date() - cal.local(self.paused_at).date()).days
+            )
         paused_at, self.paused_at = self.paused_at, None
         self.paused_seconds += paused
         self.state = DossierStatus.PROCESSING
@@ -924,10 +991,13 @@ class Route(BaseModel):
         else:
             self._advance(now, cal, giver=step.holder, note="Đã phê duyệt")
 
-    def mark_ready(self, who: Officer, now: datetime, cal: WorkingCalendar) -> None:
+    def mark_ready(
+        self, who: Officer, now: datetime, cal: WorkingCalendar, note: str | None = None
+    ) -> None:
         """The result is at the desk: processing ends, early, on time or late against the
         appointment by law (moved only by pauses; a second supplement request makes it
-        late), with its faults; open drafts of Form 04 are withdrawn."""
+        late), with its faults; the desk's return step ends here too (when the applicant
+        collects is not the desk's lateness); open drafts of Form 04 are withdrawn."""
         step = self._open()
         if step.kind is not StepKind.RETURN:
             raise _conflict(
@@ -946,7 +1016,16 @@ class Route(BaseModel):
             if self.decision is ResultDecision.APPROVED
             else DossierStatus.REFUSED
         )
-        step.holder = self._acting(step, who)
+        self._finish(
+            step,
+            now,
+            cal,
+            by=self._acting(step, who),
+            result="Kết quả đã có tại bộ phận trả kết quả",
+            docs=(),
+        )
+        if note:
+            step.notes.append(note)
         self._withdraw_drafts(now, "hồ sơ đã có kết quả")
         self._emit(
             ResultReady(
@@ -970,13 +1049,19 @@ class Route(BaseModel):
                 lead_agency_name=self.lead_agency_name,
                 coordinating=self.coordinating(),
                 handovers=tuple(self.handovers),
+                note=note,
                 state=self.state,
                 status=self.state.portal,
             )
         )
 
     def return_result(
-        self, who: Officer, now: datetime, cal: WorkingCalendar, method: ReturnMethod
+        self,
+        who: Officer,
+        now: datetime,
+        cal: WorkingCalendar,
+        method: ReturnMethod,
+        note: str | None = None,
     ) -> None:
         """The result handed to the applicant (at the desk, by post, online): the end."""
         if self.state not in (DossierStatus.RESULT_READY, DossierStatus.REFUSED):
@@ -987,7 +1072,8 @@ class Route(BaseModel):
         assert step is not None
         self._require(who, step)
         by = self._acting(step, who)
-        self._finish(step, now, cal, by=by, result=f"Trả kết quả ({method.value})", docs=())
+        if note:
+            step.notes.append(note)
         self.current = None
         self.returned_at = now
         self.state = DossierStatus.RETURNED
@@ -998,18 +1084,35 @@ class Route(BaseModel):
                 returned_at=now,
                 returned_by=by,
                 timeliness=self.timeliness or Timeliness.ON_TIME,
+                note=note,
             )
         )
 
     def close(self, state: DossierStatus, reason: str | None, now: datetime) -> bool:
         """A withdrawal by the applicant or a stop by the agency ends the route without a
-        result (unless the result was already returned). False if it changed nothing."""
-        if self.state.final:
+        result. Not once the result is at the desk or returned (intake then follows the
+        result, not the late withdrawal). False if it changed nothing."""
+        if self.state.final or self.state in (DossierStatus.RESULT_READY, DossierStatus.REFUSED):
+            # returned, ended before, or its result already at the desk: nothing to stop
             return False
+        step = self.open_step
+        drafts = sum(1 for a in self.apologies if a.status is ApologyStatus.DRAFTED)
+        self._withdraw_drafts(now, f"hồ sơ kết thúc ({state.value})")
         self.state = state
         self.ended_reason = reason
         self.paused_at = None
-        self._withdraw_drafts(now, f"hồ sơ kết thúc ({state.value})")
+        self.current = None
+        self._emit(
+            RouteClosed(
+                code=self.code,
+                state=state,
+                status=state.portal,
+                reason=reason,
+                at_step=step.order if step else None,
+                closed_at=now,
+                withdrawn_apologies=drafts,
+            )
+        )
         return True
 
     # --- timers ------------------------------------------------------------------------------
@@ -1024,7 +1127,7 @@ class Route(BaseModel):
             return
         step.overdue = True
         step.late_working_seconds = cal.working_seconds_between(step.deadline_at, now)
-        holder = self._held(step)
+        step.late_holder = holder = self._holder_at(step, step.deadline_at)
         self._emit(
             StepOverdue(
                 code=self.code,
@@ -1045,14 +1148,11 @@ class Route(BaseModel):
 
     def on_apology_due(self, apology_id: uuid.UUID, now: datetime, cal: WorkingCalendar) -> None:
         """The latest legal moment of a draft: issued unconfirmed if the dossier still
-        cannot finish in time, else withdrawn."""
+        cannot finish in time; kept while its step is late but the rest could still fit;
+        else withdrawn (``_review``)."""
         a = self._apology(apology_id)
-        if a is None or a.status is not ApologyStatus.DRAFTED:
-            return
-        if self.state is DossierStatus.PROCESSING and self.at_risk(now, cal):
-            self._issue(a, now, cal, by=None, reason=a.reason, appointment=None)
-        elif self.state is DossierStatus.PROCESSING:
-            self._withdraw(a, now, "hồ sơ có thể trả kết quả đúng hẹn")
+        if a is not None and a.status is ApologyStatus.DRAFTED:
+            self._review(now, cal)
 
     def confirm_apology(
         self,
@@ -1070,12 +1170,14 @@ class Route(BaseModel):
         a = self._apology(apology_id)
         if a is None:
             raise RouteError(Refusal.NOT_FOUND, "apology", f"no apology {apology_id}")
-        if a.status is not ApologyStatus.DRAFTED:
-            raise _conflict(f"apology {a.number} is {a.status.value}", "apology")
         if who.agency_id != a.agency_id:
             raise _forbidden(f"the apology is {a.agency_name}'s to confirm", "agency")
         if not who.is_head:
             raise _forbidden("a head of the agency confirms an apology", "role")
+        if a.status is not ApologyStatus.DRAFTED:
+            raise _conflict(f"apology {a.number} is {a.status.value}", "apology")
+        if self.state is not DossierStatus.PROCESSING:
+            raise _conflict(f"the dossier is {self.state.value}: nothing to apologise for now")
         if appointment is not None:
             if appointment.tzinfo is None:
                 raise _invalid("must carry a timezone, e.g. +07:00", "appointment_at")
@@ -1084,6 +1186,8 @@ class Route(BaseModel):
                     "the new appointment comes after the one it replaces and after now",
                     "appointment_at",
                 )
+            if appointment > now + MAX_POSTPONEMENT:
+                raise _invalid("the new appointment is more than a year away", "appointment_at")
         self._issue(
             a,
             now,
@@ -1093,6 +1197,7 @@ class Route(BaseModel):
                 agency_name=a.agency_name,
                 department=who.department,
                 person=who.display,
+                person_id=who.person,
             ),
             reason=reason,
             appointment=appointment,
@@ -1116,10 +1221,10 @@ class Route(BaseModel):
         if self.watched_for != self.appointment_at:
             due = cal.subtract_working_seconds(self.appointment_at, watch_seconds)
             plans.append(TimerPlan(WATCH, f"{self.code}/{WATCH}/{self.version}", due, payload))
-        drafted = any(a.status is ApologyStatus.DRAFTED for a in self.apologies)
-        risk = None if drafted else self.risk_moment(cal)
-        if risk is not None and risk > now:
-            plans.append(TimerPlan(RISK, f"{self.code}/{RISK}/{self.version}", risk, payload))
+        risk = self.risk_moment(cal)
+        if risk is not None and risk + RISK_SLACK > now:
+            due = risk + RISK_SLACK  # at_risk holds from just after the moment
+            plans.append(TimerPlan(RISK, f"{self.code}/{RISK}/{self.version}", due, payload))
         for a in self.apologies:
             if a.status is ApologyStatus.DRAFTED:
                 plans.append(
@@ -1143,24 +1248,64 @@ class Route(BaseModel):
             if s.status is StepStatus.PENDING
         ]
 
-    def forecast_end(self, now: datetime, cal: WorkingCalendar) -> datetime:
+    def forecast_end(
+        self, now: datetime, cal: WorkingCalendar, *, restart: bool = False
+    ) -> datetime:
         """When the result can be returned at the earliest, if the open step ends by its
-        deadline (or now, if it is past it) and every later step takes its whole budget."""
+        deadline (or now, if it is past it; with ``restart``, if it is past it, the open
+        step gets its whole budget again from now) and every later step takes its whole
+        budget. A route in calendar days adds the days up and moves only the last one off a
+        day off, as the appointment itself was counted (Civil Code Art. 147-148)."""
         step = self.open_step
-        if step is None or step.deadline_at is None:
+        if step is None or step.deadline_at is None or step.started_at is None:
             return now
-        t = max(now, step.deadline_at)
-        for s in self._later():
+        late = now >= step.deadline_at
+        later = self._later()
+        if self.calendar_days:
+            days = step.ref.duration.value
+            if restart and late:
+                base = cal.local(now).date() + timedelta(days=days)
+            else:
+                raw_end = cal.local(step.started_at).date() + timedelta(days=days + step.shift_days)
+                base = max(cal.local(now).date(), raw_end)
+            return self._calendar_end(cal, base, later)
+        if restart and late:
+            t = budget_end(cal, now, step.ref.duration, self.budget_scale)
+        else:
+            t = max(now, step.deadline_at)
+        for s in later:
             t = budget_end(cal, t, s.ref.duration, self.budget_scale)
         return t
 
+    @staticmethod
+    def _calendar_end(cal: WorkingCalendar, base: date, later: list[StepState]) -> datetime:
+        last = base + timedelta(days=sum(s.ref.duration.value for s in later))
+        return cal.end_of_day(cal.working_day_on_or_after(last))
+
     def risk_moment(self, cal: WorkingCalendar) -> datetime | None:
         """The latest moment the open step can end for the later steps' budgets still to
-        fit before the appointment: past it, the dossier cannot finish in time."""
-        if self.open_step is None:
+        fit before the appointment: past it, the dossier cannot finish in time
+        (``at_risk`` holds from just after it)."""
+        step = self.open_step
+        if step is None or step.started_at is None:
             return None
+        later = self._later()
+        if self.calendar_days:
+            # the last day the open step may end on: the latest D with the later steps'
+            # days, counted from D, ending by the appointment
+            appointment = self.appointment_at
+            d = cal.local(appointment).date() - timedelta(
+                days=sum(s.ref.duration.value for s in later)
+            )
+            for _ in range(400):
+                if self._calendar_end(cal, d + timedelta(days=1), later) > appointment:
+                    break
+                d += timedelta(days=1)
+            while d > date.min and self._calendar_end(cal, d, later) > appointment:
+                d -= timedelta(days=1)
+            return datetime.combine(d + timedelta(days=1), time(0), cal.tz).astimezone(UTC)
         t = self.appointment_at
-        for s in reversed(self._later()):
+        for s in reversed(later):
             t = latest_start(cal, t, s.ref.duration, self.budget_scale)
         return t
 
@@ -1170,24 +1315,43 @@ class Route(BaseModel):
             return False
         return self.forecast_end(now, cal) > self.appointment_at
 
+    def _draft(self) -> Apology | None:
+        return next((a for a in self.apologies if a.status is ApologyStatus.DRAFTED), None)
+
+    def _proposal(self, now: datetime, cal: WorkingCalendar) -> datetime:
+        """A new appointment with room in it: the open step, if late, gets its whole budget
+        again from now, every later step its own; at the close of that day, and never
+        before the close of the working day after the appointment it replaces."""
+        forecast = self.forecast_end(now, cal, restart=True)
+        proposed = cal.end_of_day(cal.local(forecast).date())
+        floor = cal.end_of_day(cal.next_working_day(cal.local(self.appointment_at).date()))
+        return max(proposed, floor)
+
     def _review(self, now: datetime, cal: WorkingCalendar, *, watching: bool = False) -> None:
-        """After every move and timer: if the dossier cannot finish by its appointment (or,
-        at the lead-time watch, its open step is already late), the agency at fault gets a
-        draft Form 04, issued at once when the latest legal moment has already passed."""
+        """After every move and timer, the rule of Form 04.
+
+        The dossier is at risk when the work left cannot be done by its appointment. Then
+        (or, at the lead-time watch, when its open step is already late) the agency at
+        fault gets a draft to confirm. An unconfirmed draft is issued at its latest legal
+        moment if the dossier is still at risk, or as soon as it is after that moment; it
+        is withdrawn when the dossier catches up (not at risk, no step late). Discovered
+        only after the latest moment, the apology goes out at once, flagged."""
         if self.state is not DossierStatus.PROCESSING:
             return
-        if any(a.status is ApologyStatus.DRAFTED for a in self.apologies):
-            return
         step = self.open_step
-        late_now = watching and step is not None and step.overdue
-        if not (late_now or self.at_risk(now, cal)):
+        overdue = step is not None and step.overdue
+        risk = self.at_risk(now, cal)
+        draft = self._draft()
+        if draft is not None:
+            if risk and now >= draft.latest_issue_at:
+                self._issue(draft, now, cal, by=None, reason=draft.reason, appointment=None)
+            elif not risk and not overdue:
+                self._withdraw(draft, now, "hồ sơ có thể trả kết quả đúng hẹn")
+            return
+        if not (risk or (watching and overdue)):
             return
         fault = self._fault_now()
         number = len(self.apologies) + 1
-        forecast = self.forecast_end(now, cal)
-        proposed = cal.end_of_day(cal.local(forecast).date())
-        if proposed <= self.appointment_at:
-            proposed = cal.end_of_day(cal.next_working_day(cal.local(self.appointment_at).date()))
         latest = latest_apology_moment(cal, self.appointment_at)
         late = fault.late_working_seconds > 0 or now > fault.deadline_at
         a = Apology(
@@ -1204,13 +1368,13 @@ class Route(BaseModel):
                 f" kết quả đúng hẹn {format_local(self.appointment_at)}."
             ),
             previous_appointment_at=self.appointment_at,
-            proposed_appointment_at=proposed,
+            proposed_appointment_at=self._proposal(now, cal),
             latest_issue_at=max(now, latest),
             drafted_at=now,
         )
         self.apologies.append(a)
-        if now >= latest:
-            a.after_latest_moment = True
+        if risk and now >= latest:
+            a.after_latest_moment = now > latest
             self._issue(a, now, cal, by=None, reason=a.reason, appointment=None)
             return
         self._emit(
@@ -1237,7 +1401,7 @@ class Route(BaseModel):
         assert step is not None
         faults = [f for f in self.faults() if f.reason == LATE_STEP]
         if step.overdue or not faults:
-            return self._fault(step, self._held(step), LATE_STEP)
+            return self._fault(step, step.late_holder or self._held(step), LATE_STEP)
         return faults[-1]
 
     def _issue(
@@ -1251,8 +1415,11 @@ class Route(BaseModel):
         appointment: datetime | None,
     ) -> None:
         if appointment is None:
-            forecast = self.forecast_end(now, cal)
-            appointment = max(a.proposed_appointment_at, cal.end_of_day(cal.local(forecast).date()))
+            appointment = max(a.proposed_appointment_at, self._proposal(now, cal))
+        if appointment <= self.appointment_at:  # drafted before a pause moved the appointment
+            appointment = self._proposal(now, cal)
+        appointment = appointment.astimezone(UTC)
+        a.after_latest_moment = a.after_latest_moment or now > a.latest_issue_at + ISSUE_SLACK
         a.status = ApologyStatus.ISSUED
         a.issued_at = now
         a.issued_by = by
@@ -1312,7 +1479,7 @@ class Route(BaseModel):
 
     def _acting(self, step: StepState, who: Officer) -> Holder:
         holder = self._held(step)
-        return holder.model_copy(update={"person": who.display})
+        return holder.model_copy(update={"person": who.display, "person_id": who.person})
 
     def _finish(
         self,
@@ -1333,6 +1500,8 @@ class Route(BaseModel):
             if step.timeliness is Timeliness.LATE
             else 0
         )
+        if step.timeliness is Timeliness.LATE and step.late_holder is None:
+            step.late_holder = self._holder_at(step, step.deadline_at)
         if by is not None:
             step.holder = by
         step.result = result

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from contracts.common import Procedure
+from contracts.common import DossierStatus, Procedure
 from services.routing.domain import Route, StepStatus, TimerPlan
 from services.runtime import timers
 
@@ -33,7 +33,10 @@ async def get_procedure(
 
 def _columns(route: Route) -> dict[str, Any]:
     step = route.open_step
-    open_step = step is not None and step.status is StepStatus.ACTIVE and not route.state.final
+    ready = route.state in (DossierStatus.RESULT_READY, DossierStatus.REFUSED)
+    open_step = (
+        step is not None and (step.status is StepStatus.ACTIVE or ready) and not route.state.final
+    )
     holder = step.holder if step is not None else None
     return {
         "state": route.state.value,
@@ -90,20 +93,12 @@ async def lock_route(conn: asyncpg.Connection, code: str) -> Route | None:
 
 
 _HOLDS_ROUTE = "routing.holds_route"
-BATCH_LOCK_TIMEOUT = "250ms"
-"""How long a timer batch that already holds a route waits for another: less than
-PostgreSQL's ``deadlock_timeout`` (1 s), so two replicas' batches locking routes in
-different orders end in a lock timeout (that timer fires again shortly), never a deadlock."""
 
 
 async def lock_route_in_batch(conn: asyncpg.Connection, code: str) -> Route | None:
-    """``lock_route`` for a scheduler batch, which holds every route it has locked until it
-    commits: the first is waited for as anywhere; after it, at most ``BATCH_LOCK_TIMEOUT``."""
-    if await conn.fetchval("SELECT current_setting($1, true)", _HOLDS_ROUTE) == "1":
-        await conn.execute(f"SET LOCAL lock_timeout = '{BATCH_LOCK_TIMEOUT}'")
-    route = await lock_route(conn, code)
-    await conn.execute("SELECT set_config($1, '1', true)", _HOLDS_ROUTE)
-    return route
+    """``lock_route`` for a timer handler of a scheduler batch (``timers.one_of_many``)."""
+    async with timers.one_of_many(conn, _HOLDS_ROUTE):
+        return await lock_route(conn, code)
 
 
 async def read_route(conn: asyncpg.Connection | asyncpg.Pool, code: str) -> Route | None:

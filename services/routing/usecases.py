@@ -217,8 +217,8 @@ class Routing:
             await self._save(conn, route, None, now)
             return route
 
-    async def take(self, code: str, who: Officer, order: int) -> Route:
-        return await self.act(code, who, lambda r, cal, now: r.take(who, order, now))
+    async def take(self, code: str, who: Officer, order: int, note: str | None) -> Route:
+        return await self.act(code, who, lambda r, cal, now: r.take(who, order, now, note))
 
     async def complete(self, code: str, who: Officer, order: int, cmd: CompleteStep) -> Route:
         return await self.act(
@@ -307,12 +307,12 @@ class Routing:
             ),
         )
 
-    async def result_ready(self, code: str, who: Officer) -> Route:
-        return await self.act(code, who, lambda r, cal, now: r.mark_ready(who, now, cal))
+    async def result_ready(self, code: str, who: Officer, note: str | None) -> Route:
+        return await self.act(code, who, lambda r, cal, now: r.mark_ready(who, now, cal, note))
 
     async def return_result(self, code: str, who: Officer, cmd: ReturnResult) -> Route:
         return await self.act(
-            code, who, lambda r, cal, now: r.return_result(who, now, cal, cmd.method)
+            code, who, lambda r, cal, now: r.return_result(who, now, cal, cmd.method, cmd.note)
         )
 
     async def confirm_apology(

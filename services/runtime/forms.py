@@ -420,9 +420,7 @@ def result_context(
         "late": r.timeliness is Timeliness.LATE,
         "faults": [
             {
-                "agency": (
-                    f"{f.department_name} - {f.agency_name}" if f.department_name else f.agency_name
-                ),
+                "agency": f.label(),
                 "step": f.step,
                 "action": f.action,
                 "deadline_local": moment(f.deadline_at),

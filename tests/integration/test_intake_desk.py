@@ -9,9 +9,15 @@ from datetime import datetime, timedelta
 import httpx
 import pytest
 
-from contracts.common import Duration, MissingItem, StepKind, TimeUnit
+from contracts.common import DocumentRef, Duration, MissingItem, StepKind, Timeliness, TimeUnit
 from contracts.envelope import new_envelope
-from contracts.events import Holder, ProcessingSupplementRequested, StepRef
+from contracts.events import (
+    Holder,
+    ProcessingSupplementRequested,
+    ResultDecision,
+    ResultReady,
+    StepRef,
+)
 from services.intake.app import SPEC
 from services.runtime.calendar import VN_TZ, WorkingCalendar
 from services.runtime.clock import ManualClock
@@ -433,3 +439,40 @@ async def test_the_lookup_code_opens_only_its_own_dossier(
         f"/v1/dossiers/{a['code']}/withdrawal", json={}, headers=applicant(a["lookup_code"])
     )
     assert r.status_code == 200 and r.json()["status"] == 7
+
+
+async def test_a_withdrawal_that_overtook_the_result_yields_to_it(
+    intake: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    """The applicant withdrew at intake while routing already had the result at the desk:
+    routing keeps the result (a withdrawal cannot undo it), and intake follows routing."""
+    desk = officer(PERMIT_DESK, clock)
+    accepted = (await intake.post("/v1/dossiers", json=PERMIT, headers=desk)).json()
+    code = accepted["code"]
+    me = applicant(accepted["lookup_code"])
+    r = await intake.post(f"/v1/dossiers/{code}/withdrawal", json={}, headers=me)
+    assert r.status_code == 200 and r.json()["status"] == 7
+    rt = intake.app.state.runtime  # type: ignore[attr-defined]
+    now = clock.now()
+    ready = ResultReady(
+        code=code,
+        procedure_code="1.009973",
+        procedure_name="Cấp giấy phép xây dựng mới đối với nhà ở riêng lẻ",
+        decision=ResultDecision.APPROVED,
+        documents=(DocumentRef(code="GPXD"),),
+        ready_at=now,
+        received_at=now,
+        appointment_at=now + timedelta(days=15),
+        legal_appointment_at=now + timedelta(days=15),
+        timeliness=Timeliness.EARLY,
+        receiving_agency=PERMIT_DESK,
+        receiving_agency_name="Trung tâm Phục vụ hành chính công phường Sài Gòn",
+        lead_agency=PERMIT_LEAD,
+        lead_agency_name="Ủy ban nhân dân phường Sài Gòn",
+    )
+    env = new_envelope(ready, subject=code, producer="routing", occurred_at=now)
+    async with rt.pool.acquire() as conn, conn.transaction():
+        await rt.consumer.handlers[ready.event_type](conn, env, ready)
+    view = (await intake.get(f"/v1/dossiers/{code}", headers=me)).json()
+    assert (view["status"], view["state"]) == (9, "result_ready")
+    assert view["status_history"][-1]["status"] == 9
