@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from contracts.common import AgencyId, CompetenceLevel, OfficeHours
+from contracts.common import AgencyId, CompetenceLevel, Office, OfficeHours
 from contracts.envelope import NFCStr
 
 AGENCIES_FILE = Path(__file__).parent / "reference" / "agencies.yaml"
@@ -42,6 +42,15 @@ class Province(BaseModel):
     source: NFCStr
 
 
+class Department(BaseModel):
+    """A department (phòng, ban, tổ) inside an agency: who acts on a step of a route."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    code: str = Field(pattern=r"^[A-Z0-9][A-Z0-9_-]{0,39}$")
+    name: NFCStr
+    head: NFCStr | None = Field(default=None, description="Its head as addressed")
+
+
 class Agency(BaseModel):
     """One body of the national code list."""
 
@@ -64,6 +73,13 @@ class Agency(BaseModel):
     desk: NFCStr | None = Field(
         default=None, description="Its one-stop desk (bộ phận tiếp nhận và trả kết quả)"
     )
+    departments: tuple[Department, ...] = ()
+
+    def department(self, code: str) -> Department:
+        for d in self.departments:
+            if d.code == code:
+                return d
+        raise AgencyError(f"agency {self.id} has no department {code}")
 
     @property
     def province(self) -> str:
@@ -77,6 +93,9 @@ class Agency(BaseModel):
     def _vertical_has_superior(self) -> Agency:
         if self.line is Line.VERTICAL and not self.superior:
             raise ValueError(f"{self.id}: a vertical agency names its superior")
+        codes = [d.code for d in self.departments]
+        if len(set(codes)) != len(codes):
+            raise ValueError(f"{self.id}: a department code is listed twice")
         return self
 
 
@@ -144,6 +163,18 @@ class AgencyBook(BaseModel):
     def place(self, agency_id: str) -> str:
         a = self.get(agency_id)
         return a.place or self.province(a.province).place
+
+    def office(self, agency_id: str) -> Office:
+        """How forms name an agency: the body it belongs to, itself, its desk, the place
+        name of its documents and its phone."""
+        a = self.get(agency_id)
+        return Office(
+            parent_name=self.parent_name(agency_id),
+            name=a.name,
+            desk=a.desk,
+            place=self.place(agency_id),
+            phone=a.phone,
+        )
 
     def office_hours(self, agency_id: str) -> OfficeHours:
         return self.province(self.get(agency_id).province).office_hours

@@ -15,15 +15,18 @@ from contracts.common import (
     Channel,
     DocumentCode,
     DocumentRef,
+    DossierStatus,
     LongParagraph,
     Paragraph,
     PortalStatus,
     Procedure,
     ProcedureCode,
     ReturnMethod,
+    StepKind,
+    Timeliness,
 )
-from contracts.events import Decision
-from contracts.text import Token
+from contracts.events import Decision, HandOver, Holder, ResultDecision, StepFault
+from contracts.text import Text, Token
 
 IDEMPOTENCY_KEY_PATTERN = r"[\x21-\x7e](?:[\x20-\x7e]{0,198}[\x21-\x7e])?"
 IDEMPOTENCY_KEY_MAX = 200
@@ -132,6 +135,16 @@ class RedactedApplicant(BaseModel):
     birth_date: str | None = None
 
 
+class StatusChange(BaseModel):
+    """One move of a dossier's status, with the portal's code (TrangThaiHoSo)."""
+
+    at: datetime
+    state: DossierStatus
+    status: PortalStatus
+    event_type: str
+    event_id: UUID | None = None
+
+
 class DossierView(BaseModel):
     code: str
     procedure_code: str
@@ -154,6 +167,9 @@ class DossierView(BaseModel):
     )
     return_method: ReturnMethod = ReturnMethod.AT_DESK
     paused_since: datetime | None
+    state: DossierStatus | None = Field(default=None, description="Where it is, in words")
+    apologies: int = Field(default=0, description="Form 04 apologies issued")
+    status_history: list[StatusChange] = Field(default_factory=list)
     timeline: list[TimelineEntry]
 
 
@@ -225,3 +241,177 @@ class Problem(BaseModel):
 
     detail: str
     errors: list[FieldError] = Field(default_factory=list)
+
+
+# --- routing: officers act on a dossier's route ------------------------------------------
+
+ResultDocuments = Annotated[list[DocumentRef], Field(max_length=MAX_DOCUMENTS)]
+DepartmentCode = Annotated[
+    str, Token(r"[A-Z0-9][A-Z0-9_-]*", 40, "a department code of the agency registry")
+]
+
+
+class TakeStep(BaseModel):
+    """An officer takes the dossier in hand at its current step."""
+
+    model_config = ConfigDict(extra="forbid")
+    note: Paragraph | None = None
+
+
+class CompleteStep(BaseModel):
+    """An officer ends a step (assign, appraise or a part of the work) with what it
+    produced; the dossier goes on to the next step."""
+
+    model_config = ConfigDict(extra="forbid")
+    result: Paragraph | None = Field(default=None, description="What the step produced")
+    documents: ResultDocuments = Field(default_factory=list)
+    note: Paragraph | None = None
+
+
+class HandOverRequest(BaseModel):
+    """Hand the dossier to another department (or person) of the same agency within its
+    step; the next step's agency gets it by completing the step."""
+
+    model_config = ConfigDict(extra="forbid")
+    to_department: DepartmentCode
+    to_person: Annotated[str, Text(200, min_length=2)] | None = None
+    note: Paragraph | None = None
+
+
+class DecideDossier(BaseModel):
+    """The decision at the approval step: approve with the result documents, or refuse with
+    the reasons."""
+
+    model_config = ConfigDict(extra="forbid")
+    decision: ResultDecision
+    documents: ResultDocuments = Field(default_factory=list)
+    reasons: list[Paragraph] = Field(default_factory=list, max_length=20)
+
+
+class RequestFee(BaseModel):
+    """The applicant must pay before the work goes on: the clock pauses."""
+
+    model_config = ConfigDict(extra="forbid")
+    amount_vnd: int | None = Field(default=None, ge=0, le=10**13)
+    note: Paragraph | None = None
+
+
+class FeePaid(BaseModel):
+    """The payment arrived: the clock runs again from ``paid_at`` (default now)."""
+
+    model_config = ConfigDict(extra="forbid")
+    paid_at: datetime | None = None
+
+
+class MarkResultReady(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: Paragraph | None = None
+
+
+class ReturnResult(BaseModel):
+    """The result handed to the applicant: at the desk, by post or online."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: ReturnMethod
+    note: Paragraph | None = None
+
+
+class ConfirmApology(BaseModel):
+    """The agency at fault confirms its Form 04: the reason in its words and, if it
+    differs from the one proposed, the new appointment."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: Annotated[str, Text(2000, min_length=3, multiline=True)] = Field(
+        description="Why the dossier is late, in the agency's words"
+    )
+    appointment_at: datetime | None = Field(
+        default=None,
+        description="The new appointment (later than the one it replaces, within a year);"
+        " defaults to the one proposed",
+    )
+
+
+class StepView(BaseModel):
+    order: int
+    kind: StepKind
+    action: str
+    agency_id: str
+    agency_name: str
+    department: str | None
+    department_name: str | None
+    role: str
+    duration: str = Field(description="The budget as the law words it, e.g. 02 ngày làm việc")
+    status: str = Field(description="pending | active | done | skipped")
+    started_at: datetime | None
+    deadline_at: datetime | None
+    holder: Holder | None
+    completed_at: datetime | None
+    timeliness: Timeliness | None
+    late_working_seconds: int = 0
+    overdue: bool = False
+    result: str | None = None
+    documents: list[DocumentRef] = Field(default_factory=list)
+
+
+class ApologyView(BaseModel):
+    id: UUID
+    number: int
+    status: str = Field(description="drafted | issued | withdrawn")
+    agency_id: str
+    agency_name: str
+    reason: str
+    previous_appointment_at: datetime
+    proposed_appointment_at: datetime
+    appointment_at: datetime | None
+    latest_issue_at: datetime
+    drafted_at: datetime
+    issued_at: datetime | None
+    automatic: bool
+    after_latest_moment: bool
+    repeat: bool
+
+
+class RouteView(BaseModel):
+    """A dossier's route: where it is, every step and hand-over, whose steps were late."""
+
+    code: str
+    procedure_code: str
+    procedure_version: int
+    procedure_name: str
+    receiving_agency: str
+    lead_agency: str
+    state: DossierStatus
+    status: PortalStatus
+    current_step: int | None
+    received_at: datetime
+    appointment_at: datetime = Field(description="The appointment the applicant holds")
+    legal_appointment_at: datetime = Field(description="At receipt, moved only by pauses")
+    paused_since: datetime | None
+    paused_working_seconds: int
+    supplement_requests: int
+    supplement_violations: int
+    decision: ResultDecision | None
+    ready_at: datetime | None
+    returned_at: datetime | None
+    timeliness: Timeliness | None
+    steps: list[StepView]
+    handovers: list[HandOver]
+    apologies: list[ApologyView]
+    faults: list[StepFault]
+    consult: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class WorkItem(BaseModel):
+    """A dossier waiting for the calling agency at one of its steps."""
+
+    code: str
+    procedure_name: str
+    step: int
+    action: str
+    kind: StepKind
+    department: str | None
+    holder: str | None
+    started_at: datetime | None
+    deadline_at: datetime | None
+    overdue: bool
+    state: DossierStatus

@@ -318,15 +318,126 @@ class Consulted(BaseModel):
     template_id: str = Field(min_length=1)
 
 
+class StepKind(StrEnum):
+    """What a step of a dossier's route is, and so how it ends."""
+
+    RECEIVE = "receive"
+    """At the one-stop desk: done at receipt (Form 01), then handed to the next step."""
+    ASSIGN = "assign"
+    """The lead agency's head assigns the dossier to a department or an officer."""
+    APPRAISE = "appraise"
+    """An officer examines the dossier (thẩm định) and completes the step."""
+    CONSULT = "consult"
+    """A parallel opinion round (lấy ý kiến): opens by itself, ends when every opinion is in."""
+    WORK = "work"
+    """An agency does its own part with its own result (liên thông) and hands the dossier on."""
+    APPROVE = "approve"
+    """The competent person decides: approves with the result documents, or refuses."""
+    RETURN = "return"
+    """The desk receives the result, tells the applicant it is ready, and returns it."""
+
+
+class ActingRole(StrEnum):
+    """Who acts on a step; a higher role may act for a lower one."""
+
+    OFFICER = "officer"
+    DEPARTMENT_HEAD = "department_head"
+    AGENCY_HEAD = "agency_head"
+
+    @property
+    def rank(self) -> int:
+        return {"officer": 1, "department_head": 2, "agency_head": 3}[self.value]
+
+
 class Step(BaseModel):
-    """A part of the work an agency does and hands on (liên thông): its time and result."""
+    """One step of a procedure's route: who does it (agency, department, role), what it is,
+    its time budget and, for a part of the work, the result it hands on.
+
+    The budgets of a version's steps add up to its legal processing time (the catalogue
+    loader refuses a version where they do not); each budget's ``legal_basis`` says whether
+    it is a figure of law or the internal allocation of the procedure's process."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     order: int = Field(ge=1)
+    kind: StepKind = StepKind.WORK
     agency_id: AgencyId
+    department: str | None = Field(
+        default=None,
+        max_length=40,
+        description="Code of the department (phòng, ban) of the agency that acts, from the"
+        " agency registry; none when the agency acts as a whole",
+    )
+    role: ActingRole = Field(default=ActingRole.OFFICER, description="Who acts on the step")
     action: NFCStr
     duration: Duration
     produces: NFCStr | None = Field(default=None, description="The result the step hands on")
+
+
+class DossierStatus(StrEnum):
+    """Where a dossier is, in every service; ``portal`` is the national portal's code."""
+
+    RECEIVED = "received"
+    NOT_RECEIVED = "not_received"
+    PROCESSING = "processing"
+    WAITING_SUPPLEMENT = "waiting_supplement"
+    WAITING_FEE = "waiting_fee"
+    WITHDRAWN = "withdrawn"
+    STOPPED = "stopped"
+    RESULT_READY = "result_ready"
+    REFUSED = "refused"
+    RETURNED = "returned"
+
+    @property
+    def portal(self) -> PortalStatus:
+        """TrangThaiHoSo. A refusal after appraisal is a result (the written refusal with
+        reasons): the dossier is "processed" (9) and then "returned" (10) like any other;
+        only a refusal at the desk is "not received" (3)."""
+        return _PORTAL[self]
+
+    @property
+    def final(self) -> bool:
+        return self in _FINAL
+
+    @property
+    def paused(self) -> bool:
+        """The clock stops while waiting for the applicant."""
+        return self in (DossierStatus.WAITING_SUPPLEMENT, DossierStatus.WAITING_FEE)
+
+
+_PORTAL = {
+    DossierStatus.RECEIVED: PortalStatus.RECEIVED,
+    DossierStatus.NOT_RECEIVED: PortalStatus.NOT_RECEIVED,
+    DossierStatus.PROCESSING: PortalStatus.PROCESSING,
+    DossierStatus.WAITING_SUPPLEMENT: PortalStatus.SUPPLEMENT_REQUESTED,
+    DossierStatus.WAITING_FEE: PortalStatus.FEE_REQUESTED,
+    DossierStatus.WITHDRAWN: PortalStatus.WITHDRAWN,
+    DossierStatus.STOPPED: PortalStatus.STOPPED,
+    DossierStatus.RESULT_READY: PortalStatus.PROCESSED,
+    DossierStatus.REFUSED: PortalStatus.PROCESSED,
+    DossierStatus.RETURNED: PortalStatus.RESULT_RETURNED,
+}
+_FINAL = frozenset(
+    {
+        DossierStatus.NOT_RECEIVED,
+        DossierStatus.WITHDRAWN,
+        DossierStatus.STOPPED,
+        DossierStatus.RETURNED,
+    }
+)
+
+
+class Timeliness(StrEnum):
+    """How a dossier or a step finished against its deadline (Form 05: trước hạn / đúng
+    hạn / quá hạn). Early: on a day before the deadline's day; on time: on that day, at or
+    before the deadline; late: after it."""
+
+    EARLY = "early"
+    ON_TIME = "on_time"
+    LATE = "late"
+
+    @property
+    def label(self) -> str:
+        return {"early": "Trước hạn", "on_time": "Đúng hạn", "late": "Quá hạn"}[self.value]
 
 
 class CompetenceLevel(StrEnum):
@@ -387,7 +498,11 @@ class Procedure(BaseModel):
 
     @property
     def interconnected(self) -> bool:
-        return bool(self.consultations) or len({s.agency_id for s in self.steps}) > 1
+        """Opinions of other agencies, or parts of the work done by more than one agency
+        (the desk's receipt and return do not make a procedure liên thông)."""
+        desk = (StepKind.RECEIVE, StepKind.RETURN)
+        workers = {s.agency_id for s in self.steps if s.kind not in desk}
+        return bool(self.consultations) or len(workers) > 1
 
     @property
     def province(self) -> str:

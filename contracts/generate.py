@@ -31,6 +31,17 @@ API_MODELS: tuple[type[BaseModel], ...] = (
     api.ConsultationView,
     api.ReplyRequest,
     api.NotificationView,
+    api.TakeStep,
+    api.CompleteStep,
+    api.HandOverRequest,
+    api.DecideDossier,
+    api.RequestFee,
+    api.FeePaid,
+    api.MarkResultReady,
+    api.ReturnResult,
+    api.ConfirmApology,
+    api.RouteView,
+    api.WorkItem,
     api.Problem,
 )
 

@@ -164,6 +164,23 @@ def _run(started: float, ports: dict[str, int], smtp: SmtpSink, kafka: LocalBrok
             f"{urls['consultation']}/v1/consultations?dossier=CODE",
             soft_wrap=True,
         )
+        console.print("A dossier's route (steps, hand-overs, Form 05) and the officers' moves:")
+        console.print(
+            f'  curl -s -H "authorization: Bearer $LEAD" {urls["routing"]}/v1/routes/CODE',
+            soft_wrap=True,
+        )
+        console.print(
+            f'  curl -s -H "authorization: Bearer $LEAD" "{urls["routing"]}/v1/routes/CODE/form05'
+            '?format=text"',
+            soft_wrap=True,
+        )
+        console.print(
+            f"  curl -s -X POST {urls['routing']}/v1/routes/CODE/steps/3/take -H 'content-type:"
+            " application/json' -H \"authorization: Bearer $APPRAISER\" -d '{}'"
+            "   # then .../complete, .../decision ($DIRECTOR), .../result-ready ($DESK),"
+            " .../return",
+            soft_wrap=True,
+        )
         console.print("Opinion requests (agency inbox, signed replies):")
         console.print(
             f"  curl -s -X POST {urls['consultation']}/v1/dev/tokens -H 'content-type:"
@@ -204,16 +221,18 @@ def _dev_tokens() -> dict[str, tuple[str, str]]:
     os.environ["LIENTHONG_DEV_MODE"] = "1"
     minter = auth.Authenticator(ServiceSettings.for_service("consultation"), SystemClock())
     people = {
-        "operator": ("000.00.00.H29", auth.OPERATOR, "Vận hành viên"),
-        "desk": ("000.00.01.H29", auth.OFFICER, "Cán bộ một cửa"),
-        "lead": ("000.00.06.H29", auth.DEPARTMENT_HEAD, "Trưởng phòng Cấp phép"),
+        "operator": ("000.00.00.H29", auth.OPERATOR, "Vận hành viên", None),
+        "desk": ("000.00.01.H29", auth.OFFICER, "Cán bộ một cửa", "TNTKQ"),
+        "lead": ("000.00.06.H29", auth.DEPARTMENT_HEAD, "Trưởng phòng Cấp phép", "QLHDXD"),
+        "appraiser": ("000.00.06.H29", auth.OFFICER, "Chuyên viên thẩm định", "QLHDXD"),
+        "director": ("000.00.06.H29", auth.AGENCY_HEAD, "Giám đốc Sở Xây dựng", None),
     }
     return {
         name: (
-            minter.mint_dev(agency_id=agency, role=role, person=person),
-            f"{role} of {agency}",
+            minter.mint_dev(agency_id=agency, role=role, person=person, department=department),
+            f"{role} of {agency}" + (f", department {department}" if department else ""),
         )
-        for name, (agency, role, person) in people.items()
+        for name, (agency, role, person, department) in people.items()
     }
 
 

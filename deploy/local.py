@@ -209,6 +209,8 @@ class Credentials:
         *,
         person: str | None = None,
         now: datetime | None = None,
+        department: str | None = None,
+        name: str | None = None,
     ) -> str:
         return auth.mint(
             self.jwt_secret,
@@ -216,13 +218,22 @@ class Credentials:
             role=role,
             person=person or f"{role}@{agency}",
             now=now or datetime.now(UTC),
+            department=department,
+            name=name,
         )
 
     def headers(
-        self, agency: str, role: str = auth.OFFICER, *, now: datetime | None = None
+        self,
+        agency: str,
+        role: str = auth.OFFICER,
+        *,
+        now: datetime | None = None,
+        department: str | None = None,
+        name: str | None = None,
     ) -> dict[str, str]:
-        """``Authorization`` for a staff member of ``agency`` with ``role``."""
-        return {"authorization": f"Bearer {self.token(agency, role, now=now)}"}
+        """``Authorization`` for a staff member of ``agency`` (and ``department``)."""
+        token = self.token(agency, role, now=now, department=department, name=name)
+        return {"authorization": f"Bearer {token}"}
 
 
 def service_env(
@@ -315,10 +326,16 @@ class ServiceStack:
         return f"http://127.0.0.1:{self.ports[name]}"
 
     def headers(
-        self, agency: str, role: str = auth.OFFICER, *, now: datetime | None = None
+        self,
+        agency: str,
+        role: str = auth.OFFICER,
+        *,
+        now: datetime | None = None,
+        department: str | None = None,
+        name: str | None = None,
     ) -> dict[str, str]:
         """A staff token of this stack's services (see ``Credentials.headers``)."""
-        return self.credentials.headers(agency, role, now=now)
+        return self.credentials.headers(agency, role, now=now, department=department, name=name)
 
     def start(self, *names: str) -> None:
         if not self.provisioned:

@@ -143,7 +143,13 @@ def auth_env(rate_per_minute: int = 1_000_000) -> dict[str, str]:
 
 
 def staff(
-    agency: str, role: str = "officer", *, now: Any = None, person: str | None = None
+    agency: str,
+    role: str = "officer",
+    *,
+    now: Any = None,
+    person: str | None = None,
+    department: str | None = None,
+    name: str | None = None,
 ) -> dict[str, str]:
     """Authorization header of a staff token signed with the test secret."""
     from datetime import UTC, datetime
@@ -156,6 +162,8 @@ def staff(
         role=role,
         person=person or f"{role}@{agency}",
         now=now or datetime.now(UTC),
+        department=department,
+        name=name,
     )
     return {"authorization": f"Bearer {token}"}
 

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import asyncpg
 
+from contracts.common import StepKind
 from contracts.envelope import Envelope
-from contracts.events import DossierRouted, DossierStopped, DossierWithdrawn
+from contracts.events import (
+    DossierRouted,
+    DossierStopped,
+    DossierWithdrawn,
+    HandedOver,
+    StepCompleted,
+)
 from services.consultation import domain
 from services.consultation.opinions import Opinions
 from services.runtime.consumer import Handler
@@ -14,7 +21,22 @@ from services.runtime.timers import TimerHandler
 
 def build(opinions: Opinions) -> dict[str, Handler]:
     async def on_routed(conn: asyncpg.Connection, env: Envelope, r: DossierRouted) -> None:
-        await opinions.open_round(conn, env, r)
+        """The round opens with the routing when the route's first step consults (routes
+        planned before steps existed always said so)."""
+        if r.opens_round:
+            await opinions.open_round(conn, env, r.code, r)
+
+    async def on_step_completed(conn: asyncpg.Connection, env: Envelope, c: StepCompleted) -> None:
+        """The lead agency's head ended the round by hand: what is still open is cancelled
+        (the round's own completion ends the step by itself, with no one named)."""
+        if c.step.kind is StepKind.CONSULT and c.by is not None:
+            reason = f"cơ quan chủ trì kết thúc lấy ý kiến: {c.result or ''}".rstrip(": ")
+            await opinions.cancel_dossier(conn, env, c.code, reason)
+
+    async def on_handed_over(conn: asyncpg.Connection, env: Envelope, h: HandedOver) -> None:
+        """The route reached its consult step: the round opens now."""
+        if h.round is not None:
+            await opinions.open_round(conn, env, h.code, h.round)
 
     async def on_withdrawn(conn: asyncpg.Connection, env: Envelope, w: DossierWithdrawn) -> None:
         await opinions.cancel_dossier(conn, env, w.code, "hồ sơ bị rút theo yêu cầu của người nộp")
@@ -24,6 +46,8 @@ def build(opinions: Opinions) -> dict[str, Handler]:
 
     return {
         "routing.dossier_routed": on_routed,
+        "routing.handed_over": on_handed_over,
+        "routing.step_completed": on_step_completed,
         "dossier.withdrawn": on_withdrawn,
         "dossier.stopped": on_stopped,
     }

@@ -20,7 +20,7 @@ from contracts.agencies import AgencyBook, default_book
 from contracts.api import ReplyRequest
 from contracts.common import Duration
 from contracts.envelope import Envelope
-from contracts.events import ConsultationRoundCompleted, DossierRouted
+from contracts.events import ConsultationRoundCompleted, DossierRouted, RoundToOpen
 from services.consultation import domain, store
 from services.consultation.domain import Refusal, Refused, Status
 from services.consultation.templates import Role, TemplateBook, render_subject
@@ -126,22 +126,24 @@ class Opinions:
 
     # --- opening ---------------------------------------------------------------------------
 
-    async def open_round(self, conn: asyncpg.Connection, env: Envelope, r: DossierRouted) -> None:
+    async def open_round(
+        self, conn: asyncpg.Connection, env: Envelope, code: str, r: DossierRouted | RoundToOpen
+    ) -> None:
         """Open one request per consulted agency, unless the dossier already ended."""
         now = self.rt.clock.now()
         if not r.consult:
             return
-        rnd = await store.lock_round(conn, r.code)
+        rnd = await store.lock_round(conn, code)
         if not rnd.may_open():
             # A withdrawal or stop overtook the routing (or the round is done): no
             # request, no timer, no event.
-            log.info("round_not_opened", code=r.code, ended_by=rnd.ended_by)
+            log.info("round_not_opened", code=code, ended_by=rnd.ended_by)
             return
         for target in r.consult:
             template = self.book.in_force(target.template_id, now.date())
-            rid = request_id(r.code, target.agency_id)
+            rid = request_id(code, target.agency_id)
             due = self.calendar.deadline(now, template.deadline)
-            ctx = {"code": r.code, "procedure_name": r.procedure_name}
+            ctx = {"code": code, "procedure_name": r.procedure_name}
             subject = render_subject(template, **ctx)
             view = {
                 **ctx,
@@ -165,7 +167,7 @@ class Opinions:
             inserted = await store.insert_request(
                 conn,
                 id=rid,
-                dossier_code=r.code,
+                dossier_code=code,
                 lead_agency=r.lead_agency,
                 lead_agency_name=r.lead_agency_name,
                 agency_id=target.agency_id,
@@ -183,7 +185,7 @@ class Opinions:
             rnd.add_request(
                 domain.Request(
                     id=rid,
-                    dossier_code=r.code,
+                    dossier_code=code,
                     lead_agency=r.lead_agency,
                     agency_id=target.agency_id,
                     template_id=template.id,

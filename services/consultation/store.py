@@ -21,23 +21,19 @@ async def insert_request(conn: asyncpg.Connection, **row: Any) -> bool:
 # --- the round aggregate ---------------------------------------------------------------------
 
 _HOLDS_ROUND = "consultation.holds_round"
-BATCH_LOCK_TIMEOUT = "250ms"
-"""How long a timer batch that already holds a round waits for another one: less than
-PostgreSQL's ``deadlock_timeout`` (1 s), so a cycle between two replicas' batches ends in
-a lock timeout (that timer retries shortly), never in a deadlock."""
 
 
 async def lock_round(conn: asyncpg.Connection, code: str) -> domain.Round:
     """Lock the dossier's round row (creating it if this is the first word of the dossier),
     then its requests, and load them as the aggregate. Always the first lock of any path
     that changes a request of the dossier."""
-    sql = "SELECT *, set_config($2, '1', true) FROM rounds WHERE dossier_code = $1 FOR UPDATE"
-    row = await conn.fetchrow(sql, code, _HOLDS_ROUND)
+    sql = "SELECT * FROM rounds WHERE dossier_code = $1 FOR UPDATE"
+    row = await conn.fetchrow(sql, code)
     if row is None:
         await conn.execute(
             "INSERT INTO rounds(dossier_code) VALUES ($1) ON CONFLICT DO NOTHING", code
         )
-        row = await conn.fetchrow(sql, code, _HOLDS_ROUND)
+        row = await conn.fetchrow(sql, code)
     assert row is not None
     requests = await conn.fetch(
         "SELECT id, dossier_code, lead_agency, agency_id, template_id, template_version,"
@@ -72,7 +68,7 @@ async def save_round(conn: asyncpg.Connection, rnd: domain.Round) -> None:
         await audit(conn, {"id": a.request_id}, a.action, a.actor, a.at, a.details)
     rnd.audits = []
     if rnd.cancel_timers:
-        await cancel_timers(conn, [str(rid) for rid in rnd.cancel_timers])
+        await timers.cancel(conn, [str(rid) for rid in rnd.cancel_timers])
         rnd.cancel_timers = []
     for t in rnd.plan_timers:
         owner = t.ref.split("/", 1)[0]
@@ -100,38 +96,13 @@ async def dossier_of(conn: asyncpg.Connection | asyncpg.Pool, rid: UUID) -> str 
 
 async def lock_round_in_batch(conn: asyncpg.Connection, rid: UUID) -> domain.Round | None:
     """The round of a timer's request, for a scheduler batch that fires many timers in one
-    transaction and so holds every round it has locked until it commits.
-
-    The first round is waited for like anywhere else; after it, the batch waits for
-    another round at most ``BATCH_LOCK_TIMEOUT``: two replicas' batches locking the same
-    dossiers in different orders would otherwise deadlock.
-    """
-    row = await conn.fetchrow(
-        "SELECT dossier_code, current_setting($2, true) AS holds FROM requests WHERE id = $1",
-        rid,
-        _HOLDS_ROUND,
-    )
-    if row is None:
+    transaction and so holds every round it has locked until it commits
+    (``timers.one_of_many``: the first round is waited for, every later one briefly)."""
+    code = await dossier_of(conn, rid)
+    if code is None:
         return None
-    rnd = await lock_round(conn, row["dossier_code"])
-    if row["holds"] != "1":
-        await conn.execute(f"SET LOCAL lock_timeout = '{BATCH_LOCK_TIMEOUT}'")
-    return rnd
-
-
-async def cancel_timers(conn: asyncpg.Connection, owners: list[str]) -> int:
-    """Cancel the owners' pending timers without waiting for any a scheduler has claimed.
-
-    A claimed timer is about to fire; its handler waits for the round lock, finds the
-    request settled (or its plan superseded) and does nothing. Waiting here instead would
-    hold the round while the batch holding the timer waits for the round: a deadlock.
-    """
-    result: str = await conn.execute(
-        "UPDATE timers SET status = 'cancelled' WHERE id IN (SELECT id FROM timers"
-        " WHERE status = 'pending' AND owner = ANY($1) FOR UPDATE SKIP LOCKED)",
-        owners,
-    )
-    return int(result.split()[-1])
+    async with timers.one_of_many(conn, _HOLDS_ROUND):
+        return await lock_round(conn, code)
 
 
 async def get_request(conn: asyncpg.Connection | asyncpg.Pool, rid: UUID) -> asyncpg.Record | None:

@@ -1,8 +1,9 @@
 """Intake's HTTP API: procedures, the desk, and the portal's inbound door."""
 
-from typing import Annotated, Any
+from datetime import date, datetime, time, timedelta
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
@@ -13,21 +14,20 @@ from contracts.api import (
     DossierView,
     EndDossier,
     ProcedureList,
-    RequestSupplement,
+    StatusChange,
     SubmitDossier,
     SupplementDossier,
     TimelineEntry,
 )
-from contracts.common import Procedure
+from contracts.common import AGENCY_ID_PATTERN, Procedure
 from services.intake import portal, store
 from services.intake.desk import Actor, Desk, DeskError
 from services.intake.domain import Catalogue
-from services.runtime import auth
+from services.runtime import auth, forms
 from services.runtime.auth import responses
 from services.runtime.service import Runtime
 
 # The payloads live in contracts; the old names keep the endpoints below unchanged.
-SupplementRequest = RequestSupplement
 EndRequest = EndDossier
 IdempotencyKey = Annotated[
     str | None,
@@ -63,10 +63,32 @@ def _error(exc: DeskError) -> HTTPException:
     )
 
 
+def register_row(row: Any, masked: bool) -> forms.RegisterRow:
+    """A dossier as a line of Form 06; personal data masked for operators."""
+    a = row["applicant"]
+    contact = ", ".join(x for x in (a.get("address"), a.get("phone")) if x) or None
+    return forms.RegisterRow(
+        code=row["code"],
+        procedure_name=row["procedure_name"],
+        register_number=row["register_number"],
+        sets=row["sets"],
+        applicant_name=auth.mask(a["name"]) if masked else a["name"],
+        applicant_contact=(auth.mask(contact) if masked and contact else contact),
+        lead_agency_name=row["lead_agency_name"],
+        received_at=row["received_at"],
+        appointment_at=row["appointment_at"],
+        transferred_at=row["routed_at"],
+        result_received_at=row["ready_at"],
+        returned_at=row["returned_at"],
+        note=None if row["state"] in (None, "returned") else row["state"],
+    )
+
+
 def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
     """Every route names the principals it accepts; see README "Who may do what"."""
     r = APIRouter(prefix="/v1")
     g = rt.guards
+    forms_book = forms.FormBook.load()
 
     async def lookup_ok(code: str, secret: str) -> bool:
         stored = await rt.pool.fetchval("SELECT lookup_hash FROM dossiers WHERE code = $1", code)
@@ -159,17 +181,19 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
         responses=responses(401, 403, 404, 422),
     )
     async def get(code: str, who: StaffOrApplicant, request: Request) -> DossierView:
-        """The applicant (lookup code) and the receiving and lead agencies see everything;
+        """The applicant (lookup code) and the agencies with a part in the dossier (the
+        receiving and lead agencies, and those its route passes through) see everything;
         operators see personal data masked; every officer's read is audited."""
-        redacted = False
-        if isinstance(who, auth.Staff):
-            receiving, lead = await agencies(code)
-            auth.require_agency(who, (receiving, lead), operators=True)
-            redacted = who.is_operator
         row = await store.get_dossier(rt.pool, code)
         if row is None:
             raise HTTPException(404, detail=f"no dossier {code}")
+        redacted = False
+        if isinstance(who, auth.Staff):
+            parties = (row["receiving_agency"], row["lead_agency"], *row["parties"])
+            auth.require_agency(who, parties, operators=True)
+            redacted = who.is_operator
         events = await store.timeline(rt.pool, code)
+        history = await store.status_history(rt.pool, code)
         if isinstance(who, auth.Staff) and not redacted:
             await auth.audit_read(rt.pool, who, code, f"GET {request.url.path}", rt.clock.now())
         hide = auth.redact if redacted else (lambda x: x)
@@ -191,6 +215,9 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
             submitted_at=row["submitted_at"],
             return_method=row["return_method"],
             paused_since=row["paused_at"],
+            state=row["state"],
+            apologies=row["apologies"],
+            status_history=[StatusChange(**dict(h)) for h in history],
             timeline=[TimelineEntry(**{**dict(e), "data": hide(e["data"])}) for e in events],
         )
 
@@ -208,23 +235,6 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
             auth.require_agency(who, (receiving,), operators=False)
         try:
             return await desk.supplement(code, cmd, who)
-        except DeskError as exc:
-            raise _error(exc) from None
-
-    @r.post(
-        "/dossiers/{code}/supplement-requests",
-        status_code=201,
-        response_model=StepResult,
-        tags=["desk"],
-        responses=responses(401, 403, 404, 409, 422),
-    )
-    async def request_supplement(code: str, cmd: SupplementRequest, who: AnyStaff) -> Any:
-        """The one request allowed during processing: staff of the lead or receiving agency.
-        A second one is recorded and flagged (``violation``), not refused."""
-        receiving, lead = await agencies(code)
-        auth.require_agency(who, (receiving, lead), operators=False)
-        try:
-            return await desk.request_supplement(code, cmd, who)
         except DeskError as exc:
             raise _error(exc) from None
 
@@ -321,6 +331,61 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
         return JSONResponse(
             status_code=200, content=portal.success(result.accepted, payload.MaHoSo)
         )
+
+    @r.get(
+        "/registers/{agency_id}/{day}",
+        response_class=Response,
+        tags=["desk"],
+        responses={
+            200: {
+                "description": "Form 06 (Sổ theo dõi hồ sơ) of the agency's desk for the day",
+                "content": {
+                    "text/plain": {"schema": {"type": "string"}},
+                    "text/html": {"schema": {"type": "string"}},
+                },
+            },
+            **responses(401, 403, 422, non_json_route=True),
+        },
+    )
+    async def register(
+        agency_id: Annotated[str, Path(pattern=AGENCY_ID_PATTERN, max_length=13)],
+        day: date,
+        who: AnyStaff,
+        request: Request,
+        format: Literal["text", "html"] = "text",
+    ) -> Response:
+        """The register of dossiers a receiving agency's desk took in on a day (local
+        date), with their transfer, result and return: its own staff see it whole (the read
+        is audited), operators with names and contacts masked."""
+        auth.require_agency(who, (agency_id,), operators=True)
+        if not 2000 <= day.year <= 2100:
+            raise HTTPException(
+                422,
+                detail={
+                    "detail": "no register for that year",
+                    "errors": [{"field": "day", "reason": "a day of the years 2000 to 2100"}],
+                },
+            )
+        start = datetime.combine(day, time(0), rt.calendar.tz)
+        rows = await store.register(rt.pool, agency_id, start, start + timedelta(days=1))
+        masked = who.is_operator
+        if not masked:
+            await auth.audit_read(
+                rt.pool,
+                who,
+                f"register {agency_id} {day}",
+                f"GET {request.url.path}",
+                rt.clock.now(),
+            )
+        lines = [register_row(row, masked) for row in rows]
+        known = agency_id in desk.agencies.ids()
+        office = desk.agencies.office(agency_id) if known else None
+        name = office.name if office else agency_id
+        # a day before the first version of the form is printed in that first version
+        first = min(v.effective_from for v in forms_book.forms["form06"].versions)
+        context = forms.form06_context(office, name, day, lines)
+        rendered = forms_book.render("form06", max(day, first), context)
+        return forms.response(rendered, format)
 
     @r.get("/stats", tags=["ops"], responses=responses(401, 403))
     async def stats(who: Operator) -> dict[str, Any]:

@@ -32,7 +32,7 @@ def wire(rt: Runtime) -> Wiring:
                     )
 
     return Wiring(
-        handlers=handlers.handlers(),
+        handlers=handlers.handlers(desk),
         router=api.build_router(rt, catalogue, desk),
         on_start=publish_catalogue,
     )

@@ -9,24 +9,28 @@ from typing import Any
 import asyncpg
 
 from contracts.agencies import AgencyBook, default_book
-from contracts.api import DossierAccepted, RequestSupplement, SubmitDossier, SupplementDossier
+from contracts.api import DossierAccepted, SubmitDossier, SupplementDossier
 from contracts.common import (
     Applicant,
     Channel,
     DocumentRef,
+    DossierStatus,
     MissingItem,
     PortalStatus,
     Procedure,
     RequiredDocument,
     ReturnMethod,
     SupplementStage,
+    TimeUnit,
 )
+from contracts.envelope import Envelope
 from contracts.events import (
     DossierReceived,
     DossierRefused,
     DossierStopped,
     DossierSupplemented,
     DossierWithdrawn,
+    ProcessingSupplementRequested,
     SupplementRequested,
 )
 from services.intake import domain, store
@@ -83,9 +87,6 @@ class Backdating:
 DESK_STAGE_REASON = "Thành phần hồ sơ bắt buộc chưa có trong hồ sơ nộp"
 """Form 02's reason for a document missing at the desk, when the officer gives none."""
 
-PROCESSING_REASON = "Cần bổ sung, hoàn thiện theo yêu cầu của cơ quan giải quyết hồ sơ"
-"""Form 02's reason during processing, when the officer gives neither a reason nor a note."""
-
 RETURN_BY_CHANNEL = {
     Channel.IN_PERSON: ReturnMethod.AT_DESK,
     Channel.ONLINE: ReturnMethod.ONLINE,
@@ -95,7 +96,7 @@ RETURN_BY_CHANNEL = {
 
 def _officer(actor: Actor) -> str | None:
     """The name that goes in a form's signature block."""
-    return actor.person if isinstance(actor, auth.Staff) else None
+    return actor.display_name if isinstance(actor, auth.Staff) else None
 
 
 class Desk:
@@ -263,11 +264,12 @@ class Desk:
             if outcome is domain.Outcome.RECEIVED
             else None
         )
-        status = {
-            domain.Outcome.RECEIVED: PortalStatus.RECEIVED,
-            domain.Outcome.SUPPLEMENT_REQUESTED: PortalStatus.SUPPLEMENT_REQUESTED,
-            domain.Outcome.REFUSED: PortalStatus.NOT_RECEIVED,
+        state = {
+            domain.Outcome.RECEIVED: DossierStatus.RECEIVED,
+            domain.Outcome.SUPPLEMENT_REQUESTED: DossierStatus.WAITING_SUPPLEMENT,
+            domain.Outcome.REFUSED: DossierStatus.NOT_RECEIVED,
         }[outcome]
+        status = state.portal
         accepted = DossierAccepted(
             code=code,
             status=status,
@@ -296,6 +298,7 @@ class Desk:
                 "receiving_agency": receiving,
                 "lead_agency": procedure.lead_agency,
                 "status": int(status),
+                "state": state.value,
                 "outcome": outcome.value,
                 "received_at": received_at,
                 "submitted_at": cmd.submitted_at,
@@ -442,7 +445,13 @@ class Desk:
                 return result
             paused_at = row["paused_at"]
             at = max(at, paused_at)
-            paused, appointment = domain.resume(calendar, row["appointment_at"], paused_at, at)
+            paused, appointment = domain.resume(
+                calendar,
+                row["appointment_at"],
+                paused_at,
+                at,
+                calendar_days=procedure.processing_time.unit is TimeUnit.CALENDAR_DAYS,
+            )
             # Rows written before the desk-stage rule had a clock that started at receipt.
             legacy_desk_stage = row["outcome"] == domain.Outcome.SUPPLEMENT_REQUESTED
             status = PortalStatus.RECEIVED if legacy_desk_stage else PortalStatus.PROCESSING
@@ -450,6 +459,9 @@ class Desk:
                 conn,
                 code,
                 status=int(status),
+                state=(
+                    DossierStatus.RECEIVED if legacy_desk_stage else DossierStatus.PROCESSING
+                ).value,
                 outcome=domain.Outcome.RECEIVED.value,
                 documents=[d.model_dump(mode="json") for d in documents],
                 missing=[],
@@ -511,6 +523,7 @@ class Desk:
             conn,
             code,
             status=int(PortalStatus.RECEIVED),
+            state=DossierStatus.RECEIVED.value,
             outcome=domain.Outcome.RECEIVED.value,
             documents=[d.model_dump(mode="json") for d in documents],
             missing=[],
@@ -567,81 +580,57 @@ class Desk:
             "appointment_local": format_local(sched.appointment_at),
         }
 
-    async def request_supplement(
-        self, code: str, cmd: RequestSupplement, actor: Actor
-    ) -> dict[str, Any]:
-        """A supplement request during processing. The law allows one per dossier; a second
-        is still recorded (the applicant must be told), flagged as a violation that counts
-        the dossier late, and answered with a warning, never refused silently."""
-        now = self.rt.clock.now()
-        async with self.rt.pool.acquire() as conn, conn.transaction():
-            row = await self._locked(conn, code)
-            if row["status"] not in (PortalStatus.RECEIVED, PortalStatus.PROCESSING):
-                raise DeskError(409, "code", f"dossier status {row['status']} cannot be paused")
-            procedure = self.catalogue.in_force(
-                row["procedure_code"], self.rt.calendar.local(row["received_at"]).date()
-            )
-            known = {d.code: d for d in procedure.required_documents}
-            unknown = [c for c in cmd.missing if c not in known]
-            if unknown:
-                raise DeskError(422, "missing", f"not documents of this procedure: {unknown}")
-            stray = [c for c in cmd.reasons if c not in cmd.missing]
-            if stray:
-                raise DeskError(422, "reasons", f"reasons for documents not listed: {stray}")
-            missing = tuple(known[c] for c in cmd.missing)
-            number = row["supplement_requests"] + 1
-            violation = number > 1
-            await store.update_dossier(
-                conn,
-                code,
-                status=int(PortalStatus.SUPPLEMENT_REQUESTED),
-                missing=[d.model_dump(mode="json") for d in missing],
-                supplement_requests=number,
-                supplement_violations=row["supplement_violations"] + int(violation),
-                paused_at=max(now, row["clock_starts_at"]),
-            )
-            await self.rt.outbox.add(
-                conn,
-                SupplementRequested(
-                    code=code,
-                    procedure_code=procedure.code,
-                    procedure_name=procedure.name,
-                    channel=row["channel"],
-                    applicant=Applicant.model_validate(row["applicant"]),
-                    receiving_agency=row["receiving_agency"],
-                    receiving_agency_name=procedure.receiving_agency_name,
-                    missing=missing,
-                    note=cmd.note,
-                    requested_at=now,
-                    stage=SupplementStage.PROCESSING,
-                    items=tuple(
-                        MissingItem(
-                            code=d.code,
-                            name=d.name,
-                            reason=cmd.reasons.get(d.code) or cmd.note or PROCESSING_REASON,
-                        )
-                        for d in missing
-                    ),
-                    requested_by=_officer(actor),
-                    request_number=number,
-                    violation=violation,
-                    summary=row["summary"],
-                    office=domain.office(self.agencies, row["receiving_agency"]),
-                ),
-                subject=code,
-            )
-        result: dict[str, Any] = {
-            "code": code,
-            "status": int(PortalStatus.SUPPLEMENT_REQUESTED),
-            "request_number": number,
-            "violation": violation,
-        }
-        if violation:
-            result["warning"] = (
-                "the law allows one supplement request during processing; this one is"
-                " recorded and the dossier counts as late"
-            )
-        return result
+    async def processing_supplement(
+        self, conn: asyncpg.Connection, env: Envelope, p: ProcessingSupplementRequested
+    ) -> None:
+        """Routing paused the dossier for the one supplement allowed during processing (a
+        second is flagged there): record it, then Form 02 to the applicant, with the
+        applicant's details only intake holds. Nothing if the dossier ended meanwhile."""
+        row = await store.get_dossier(conn, p.code, for_update=True)
+        if row is None or row["status"] not in (PortalStatus.RECEIVED, PortalStatus.PROCESSING):
+            return
+        procedure = self.catalogue.in_force(
+            row["procedure_code"], self.rt.calendar.local(row["received_at"]).date()
+        )
+        names = {d.code: d for d in procedure.required_documents}
+        missing = tuple(
+            names.get(i.code) or RequiredDocument(code=i.code, name=i.name) for i in p.items
+        )
+        await store.update_dossier(
+            conn,
+            p.code,
+            status=int(PortalStatus.SUPPLEMENT_REQUESTED),
+            state=DossierStatus.WAITING_SUPPLEMENT.value,
+            missing=[d.model_dump(mode="json") for d in missing],
+            supplement_requests=p.request_number,
+            supplement_violations=row["supplement_violations"] + int(p.violation),
+            paused_at=p.requested_at,
+        )
+        await store.record_status(conn, p.code, DossierStatus.WAITING_SUPPLEMENT, env)
+        await self.rt.outbox.add(
+            conn,
+            SupplementRequested(
+                code=p.code,
+                procedure_code=procedure.code,
+                procedure_name=procedure.name,
+                channel=row["channel"],
+                applicant=Applicant.model_validate(row["applicant"]),
+                receiving_agency=row["receiving_agency"],
+                receiving_agency_name=procedure.receiving_agency_name,
+                missing=missing,
+                note=p.note,
+                requested_at=p.requested_at,
+                stage=SupplementStage.PROCESSING,
+                items=p.items,
+                requested_by=p.requested_by.person,
+                request_number=p.request_number,
+                violation=p.violation,
+                summary=row["summary"],
+                office=domain.office(self.agencies, row["receiving_agency"]),
+            ),
+            subject=p.code,
+            cause=env,
+        )
 
     async def end(self, code: str, *, withdrawn: bool, reason: str | None) -> dict[str, Any]:
         """Withdrawal by the applicant, or a stop by the agency: no result."""
@@ -654,14 +643,16 @@ class Desk:
                 )
             event: DossierWithdrawn | DossierStopped
             if withdrawn:
+                state = DossierStatus.WITHDRAWN
                 status = PortalStatus.WITHDRAWN
                 event = DossierWithdrawn(code=code, reason=reason, withdrawn_at=now)
             else:
                 if not reason:
                     raise DeskError(422, "reason", "a stop needs a reason")
+                state = DossierStatus.STOPPED
                 status = PortalStatus.STOPPED
                 event = DossierStopped(code=code, reason=reason, stopped_at=now)
-            await store.update_dossier(conn, code, status=int(status))
+            await store.update_dossier(conn, code, status=int(status), state=state.value)
             await self.rt.outbox.add(conn, event, subject=code)
         return {"code": code, "status": int(status)}
 

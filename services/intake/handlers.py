@@ -1,4 +1,5 @@
-"""Intake's subscribers: every event about a dossier goes on its timeline."""
+"""Intake's subscribers: every event about a dossier goes on its timeline, and the dossier
+follows the status routing moves it through (the portal's codes, in every service)."""
 
 from __future__ import annotations
 
@@ -6,25 +7,122 @@ from typing import Any
 
 import asyncpg
 
-from contracts.common import PortalStatus
+from contracts.common import DossierStatus, SupplementStage
 from contracts.envelope import Envelope
-from contracts.events import EVENT_TYPES
+from contracts.events import (
+    EVENT_TYPES,
+    ApologyIssued,
+    DossierRouted,
+    ProcessingSupplementRequested,
+    ResultReady,
+    SupplementRequested,
+)
 from services.intake import store
+from services.intake.desk import Desk
 from services.runtime.consumer import Handler
 
+S = DossierStatus
+# The status each event puts the dossier in, and the statuses it may come from: a late or
+# repeated event never moves a dossier back (a withdrawal overtaken by routing stays one).
+MOVES: dict[str, tuple[DossierStatus | None, tuple[DossierStatus, ...]]] = {
+    "dossier.received": (S.RECEIVED, ()),
+    "dossier.refused": (S.NOT_RECEIVED, ()),
+    "dossier.withdrawn": (S.WITHDRAWN, ()),
+    "dossier.stopped": (S.STOPPED, ()),
+    "routing.dossier_routed": (S.PROCESSING, (S.RECEIVED,)),
+    "routing.supplement_requested": (S.WAITING_SUPPLEMENT, (S.RECEIVED, S.PROCESSING)),
+    "routing.fee_requested": (S.WAITING_FEE, (S.RECEIVED, S.PROCESSING)),
+    "routing.dossier_resumed": (
+        S.PROCESSING,
+        (S.RECEIVED, S.PROCESSING, S.WAITING_SUPPLEMENT, S.WAITING_FEE),
+    ),
+    # routing keeps no withdrawal or stop that reached it after the result was at the desk:
+    # the result is what happened, and intake follows it
+    "routing.result_ready": (
+        None,
+        (S.RECEIVED, S.PROCESSING, S.WAITING_SUPPLEMENT, S.WAITING_FEE, S.WITHDRAWN, S.STOPPED),
+    ),
+    "routing.result_returned": (S.RETURNED, (S.RESULT_READY, S.REFUSED)),
+}
 
-async def on_any(conn: asyncpg.Connection, env: Envelope, _: Any) -> None:
-    await store.record_event(conn, env)
 
+def handlers(desk: Desk) -> dict[str, Handler]:
+    async def on_any(conn: asyncpg.Connection, env: Envelope, _: Any) -> None:
+        await store.record_event(conn, env)
 
-async def on_routed(conn: asyncpg.Connection, env: Envelope, _: Any) -> None:
-    await store.record_event(conn, env)
-    await store.set_status_if(
-        conn, env.subject, int(PortalStatus.PROCESSING), (int(PortalStatus.RECEIVED),)
-    )
+    async def on_desk_event(conn: asyncpg.Connection, env: Envelope, _: Any) -> None:
+        """The desk's own events: the status it set is recorded in the history."""
+        await store.record_event(conn, env)
+        state, _from = MOVES[env.type]
+        assert state is not None
+        await store.record_status(conn, env.subject, state, env)
 
+    async def on_desk_supplement(
+        conn: asyncpg.Connection, env: Envelope, s: SupplementRequested
+    ) -> None:
+        await store.record_event(conn, env)
+        if s.stage is SupplementStage.DESK:  # during processing, routing's event says it
+            await store.record_status(conn, s.code, S.WAITING_SUPPLEMENT, env)
 
-def handlers() -> dict[str, Handler]:
+    async def move(
+        conn: asyncpg.Connection, env: Envelope, state: DossierStatus, **fields: Any
+    ) -> None:
+        await store.record_event(conn, env)
+        _state, allowed = MOVES[env.type]
+        await store.move(conn, env.subject, state, allowed, env, **fields)
+
+    async def on_routed(conn: asyncpg.Connection, env: Envelope, r: DossierRouted) -> None:
+        # the agencies that process it (not those only asked an opinion) may read it whole
+        parties = sorted({r.lead_agency, *(s.agency_id for s in r.steps)})
+        await move(
+            conn,
+            env,
+            S.PROCESSING,
+            routed_at=r.routed_at,
+            parties=parties,
+            lead_agency_name=r.lead_agency_name,
+        )
+
+    async def on_supplement(
+        conn: asyncpg.Connection, env: Envelope, p: ProcessingSupplementRequested
+    ) -> None:
+        """Routing paused the dossier for a supplement: record it and tell the applicant
+        (Form 02 during processing, with the applicant's details only intake holds)."""
+        await store.record_event(conn, env)
+        await desk.processing_supplement(conn, env, p)
+
+    async def on_resumed(conn: asyncpg.Connection, env: Envelope, r: Any) -> None:
+        await move(conn, env, S.PROCESSING, appointment_at=r.appointment_at, paused_at=None)
+
+    async def on_fee(conn: asyncpg.Connection, env: Envelope, f: Any) -> None:
+        await move(conn, env, S.WAITING_FEE, paused_at=f.requested_at)
+
+    async def on_apology(conn: asyncpg.Connection, env: Envelope, a: ApologyIssued) -> None:
+        """The new appointment replaces the old one."""
+        await store.record_event(conn, env)
+        await store.new_appointment(conn, a.code, a.appointment_at)
+
+    async def on_ready(conn: asyncpg.Connection, env: Envelope, r: ResultReady) -> None:
+        await move(conn, env, r.state, ready_at=r.ready_at)
+
+    async def on_returned(conn: asyncpg.Connection, env: Envelope, r: Any) -> None:
+        await move(conn, env, S.RETURNED, returned_at=r.returned_at)
+
     table: dict[str, Handler] = {t: on_any for t in EVENT_TYPES if not t.startswith("procedure.")}
-    table["routing.dossier_routed"] = on_routed
+    table.update(
+        {
+            "dossier.received": on_desk_event,
+            "dossier.refused": on_desk_event,
+            "dossier.withdrawn": on_desk_event,
+            "dossier.stopped": on_desk_event,
+            "dossier.supplement_requested": on_desk_supplement,
+            "routing.dossier_routed": on_routed,
+            "routing.supplement_requested": on_supplement,
+            "routing.fee_requested": on_fee,
+            "routing.dossier_resumed": on_resumed,
+            "routing.apology_issued": on_apology,
+            "routing.result_ready": on_ready,
+            "routing.result_returned": on_returned,
+        }
+    )
     return table

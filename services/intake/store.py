@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
 
-from contracts.common import Procedure
+from contracts.common import DossierStatus, Procedure
 from contracts.envelope import DOSSIER_CODE_PATTERN, Envelope
 from services.runtime.db import insert_row, update_row
 
@@ -96,18 +96,87 @@ async def timeline(conn: asyncpg.Connection | asyncpg.Pool, code: str) -> list[a
     )
 
 
-async def set_status_if(
-    conn: asyncpg.Connection, code: str, status: int, allowed_from: tuple[int, ...]
-) -> None:
-    await conn.execute(
-        "UPDATE dossiers SET status = $2, updated_at = now()"
-        " WHERE code = $1 AND status = ANY($3::smallint[])",
-        code,
-        status,
-        list(allowed_from),
-    )
-
-
 async def count_by_status(pool: asyncpg.Pool) -> dict[int, int]:
     rows = await pool.fetch("SELECT status, count(*) AS n FROM dossiers GROUP BY status")
     return {r["status"]: r["n"] for r in rows}
+
+
+async def record_status(
+    conn: asyncpg.Connection, code: str, state: DossierStatus, env: Envelope
+) -> None:
+    """One line of the dossier's status history (once per event)."""
+    await conn.execute(
+        "INSERT INTO status_history(dossier_code, at, state, status, event_type, event_id)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
+        code,
+        env.occurred_at,
+        state.value,
+        int(state.portal),
+        env.type,
+        env.event_id,
+    )
+
+
+async def move(
+    conn: asyncpg.Connection,
+    code: str,
+    state: DossierStatus,
+    allowed: tuple[DossierStatus, ...],
+    env: Envelope,
+    **fields: Any,
+) -> bool:
+    """Put the dossier in ``state`` (and set ``fields``) if it is in one of ``allowed``;
+    recorded in its history. False if it was not (a late or repeated event)."""
+    sets = ", ".join(f"{k} = ${i + 4}" for i, k in enumerate(fields))
+    moved = await conn.fetchval(
+        "UPDATE dossiers SET status = $2, state = $3, updated_at = now()"
+        + (f", {sets}" if sets else "")
+        + " WHERE code = $1 AND status = ANY($"
+        + str(len(fields) + 4)
+        + "::smallint[]) RETURNING true",
+        code,
+        int(state.portal),
+        state.value,
+        *fields.values(),
+        sorted({int(s.portal) for s in allowed}),
+    )
+    if moved:
+        await record_status(conn, code, state, env)
+    return bool(moved)
+
+
+async def new_appointment(conn: asyncpg.Connection, code: str, at: datetime) -> None:
+    await conn.execute(
+        "UPDATE dossiers SET appointment_at = $2, apologies = apologies + 1, updated_at = now()"
+        " WHERE code = $1",
+        code,
+        at,
+    )
+
+
+async def status_history(
+    conn: asyncpg.Connection | asyncpg.Pool, code: str
+) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            "SELECT at, state, status, event_type, event_id FROM status_history"
+            " WHERE dossier_code = $1 ORDER BY at, id",
+            code,
+        )
+    )
+
+
+async def register(
+    conn: asyncpg.Connection | asyncpg.Pool, agency_id: str, start: datetime, end: datetime
+) -> list[asyncpg.Record]:
+    """The receiving agency's register lines of a day (Form 06), in register order."""
+    return list(
+        await conn.fetch(
+            "SELECT * FROM dossiers WHERE receiving_agency = $1 AND outcome = 'received'"
+            " AND received_at >= $2 AND received_at < $3"
+            " ORDER BY register_book, register_number, code",
+            agency_id,
+            start,
+            end,
+        )
+    )

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse
 
 from contracts.api import NotificationView
 from services.notification import store
-from services.runtime import auth
+from services.runtime import auth, forms
 from services.runtime.auth import BearerCred, LookupCred, responses
 from services.runtime.service import Runtime
 
@@ -103,9 +103,6 @@ def build_router(rt: Runtime) -> APIRouter:
     async def html(nid: UUID, cred: BearerCred, lookup: LookupCred, request: Request) -> str:
         row, masked = await one(nid, cred, lookup, request)
         body = f"<p>{REDACTED}</p>" if masked else row["body_html"]
-        return (
-            '<!doctype html><html lang="vi"><head><meta charset="utf-8">'
-            f"<title>{row['subject']}</title></head><body>{body}</body></html>"
-        )
+        return forms.html_page(row["subject"], body)
 
     return r

@@ -6,10 +6,10 @@ import asyncio
 from datetime import timedelta
 from pathlib import Path
 
-from contracts.topics import CONSULTATION, DOSSIER
+from contracts.topics import CONSULTATION, DOSSIER, ROUTING
 from services.notification import api, handlers
 from services.notification.delivery import Deliveries, DeliveryPolicy, SmtpSender
-from services.notification.domain import FormBook
+from services.runtime.forms import FormBook
 from services.runtime.outbox import Waker
 from services.runtime.service import Runtime, ServiceSpec, Wiring
 from services.runtime.settings import ServiceSettings
@@ -44,12 +44,13 @@ def wire(rt: Runtime) -> Wiring:
         timers=handlers.timer_handlers(notifier),
         router=api.build_router(rt),
         on_start=start_sender,
+        unblocking=handlers.UNBLOCKING,
     )
 
 
 SPEC = ServiceSpec(
     name="notification",
     migrations=Path(__file__).parent / "migrations",
-    topics=(DOSSIER, CONSULTATION),
+    topics=(DOSSIER, CONSULTATION, ROUTING),
     wire=wire,
 )

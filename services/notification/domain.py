@@ -1,102 +1,40 @@
-"""What to tell whom, rendered from versioned form templates. No I/O but reading forms."""
+"""What to tell whom, rendered from versioned form templates. No I/O.
+
+The templates and what every service shares of them (``FormBook``, the helpers, the
+contexts of Forms 04-06 and of the result notice) are in ``services.runtime.forms``; the
+templates themselves in ``contracts/forms``. This module keeps what only notification
+says: Forms 01-03 at the desk, the notice to the agency that must confirm an apology, and
+to whom and by which channel each notice goes.
+"""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
-import yaml
-from jinja2 import Environment, StrictUndefined, Template
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from contracts.common import Applicant, Channel, Office, ReturnMethod, SupplementStage
-from contracts.events import DossierReceived, DossierRefused, SupplementRequested
+from contracts.common import Channel, Office, SupplementStage
+from contracts.events import (
+    ApologyDrafted,
+    ApologyWithdrawn,
+    DossierReceived,
+    DossierRefused,
+    FeeRequested,
+    SupplementRequested,
+)
 from contracts.text import email_problem, forbidden_character
-from services.runtime.calendar import format_local
+from services.runtime.forms import (
+    BLANK,
+    Addressee,
+    applicant_view,
+    moment,
+    office_view,
+    place_and_date,
+    return_place,
+)
 
-FORMS_DIR = Path(__file__).parent / "forms"
 NOTIFICATION_NS = uuid.UUID("a4d6c1f0-5b0e-4e8e-bf43-1f6b7d2c9e30")
-
-
-class FormVersion(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    version: int = Field(ge=1)
-    effective_from: date
-    legal_basis: str
-    subject: str
-    text: str
-    html: str
-
-
-class Form(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: str
-    name: str
-    versions: tuple[FormVersion, ...] = Field(min_length=1)
-
-
-@dataclass(frozen=True)
-class Rendered:
-    kind: str
-    version: int
-    legal_basis: str
-    subject: str
-    text: str
-    html: str
-
-
-_text_env = Environment(undefined=StrictUndefined, autoescape=False, trim_blocks=True)
-_html_env = Environment(undefined=StrictUndefined, autoescape=True, trim_blocks=True)
-
-
-class FormBook:
-    """Every form and message template, by kind, each kind versioned by effective date."""
-
-    def __init__(self, forms: list[Form]) -> None:
-        self.forms = {f.kind: f for f in forms}
-        self._compiled: dict[tuple[str, int], tuple[Template, Template, Template]] = {}
-
-    @classmethod
-    def load(cls, directory: Path = FORMS_DIR) -> FormBook:
-        forms = []
-        for path in sorted(directory.glob("*.yaml")):
-            try:
-                forms.append(Form.model_validate(yaml.safe_load(path.read_text("utf-8"))))
-            except ValidationError as exc:
-                e = exc.errors(include_url=False)[0]
-                where = ".".join(str(p) for p in e["loc"])
-                raise ValueError(f"{path.name}: field {where}: {e['msg']}") from exc
-        return cls(forms)
-
-    def in_force(self, kind: str, on: date) -> FormVersion:
-        versions = [v for v in self.forms[kind].versions if v.effective_from <= on]
-        if not versions:
-            raise LookupError(f"no version of form {kind} in force on {on}")
-        return max(versions, key=lambda v: v.version)
-
-    def render(self, kind: str, on: date, context: dict[str, Any]) -> Rendered:
-        v = self.in_force(kind, on)
-        compiled = self._compiled.get((kind, v.version))
-        if compiled is None:  # compiling costs far more than rendering: once per version
-            compiled = (
-                _text_env.from_string(v.subject),
-                _text_env.from_string(v.text),
-                _html_env.from_string(v.html),
-            )
-            self._compiled[(kind, v.version)] = compiled
-        subject, text, html = compiled
-        ctx = {**context, "legal_basis": v.legal_basis}
-        return Rendered(
-            kind=kind,
-            version=v.version,
-            legal_basis=v.legal_basis,
-            subject=subject.render(**ctx).strip(),
-            text=text.render(**ctx),
-            html=html.render(**ctx),
-        )
 
 
 @dataclass(frozen=True)
@@ -105,7 +43,7 @@ class Recipient:
     address: str
 
 
-def applicant_recipient(applicant: Applicant, channel: Channel) -> Recipient:
+def applicant_recipient(applicant: Addressee, channel: Channel) -> Recipient:
     """Notices go back by the channel the dossier came in; email when we have one."""
     if applicant.email:
         return Recipient("email", applicant.email)
@@ -135,63 +73,54 @@ def notification_id(event_id: uuid.UUID, kind: str, recipient: str) -> uuid.UUID
     return uuid.uuid5(NOTIFICATION_NS, f"{event_id}/{kind}/{recipient}")
 
 
-def iso(t: datetime | None) -> str | None:
-    return None if t is None else t.isoformat()
+# --- what notification keeps of a dossier ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Contact:
+    """What a notice needs of its applicant, and no more: the name it is addressed to and
+    where it is sent (email, or the postal address for a dossier that came by post). No ID
+    number, birth date or phone: no later notice prints them."""
+
+    name: str
+    email: str | None = None
+    address: str | None = None
+
+    @classmethod
+    def of(cls, a: Addressee) -> Contact:
+        return cls(name=a.name, email=a.email, address=a.address)
+
+    def as_json(self) -> dict[str, str]:
+        return {
+            k: v
+            for k, v in (("name", self.name), ("email", self.email), ("address", self.address))
+            if v is not None
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Contact:
+        return cls(name=data["name"], email=data.get("email"), address=data.get("address"))
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A dossier as its receipt (``dossier.received``) left it for later notices: who to
+    tell, by which channel, the procedure, when, and the receiving office for headers."""
+
+    code: str
+    contact: Contact
+    channel: Channel
+    procedure_name: str
+    received_at: datetime
+    office: Office | None
 
 
 # --- what Forms 01-03 print ---------------------------------------------------------------
-# The templates (forms/*.yaml) hold the legal wording; these build the values that fill
+# The templates (contracts/forms/*.yaml) hold the legal wording; these build the values that fill
 # its blanks, with the paper form's dotted blank where an older event lacks the datum.
 
-BLANK = "……"
-"""What the paper form shows where nothing is filled in."""
-DESK = "Bộ phận tiếp nhận và trả kết quả"
 DEFAULT_MISSING_REASON = "Hồ sơ chưa có thành phần này theo quy định của thủ tục hành chính"
 """Form 02 line for an older event that lists missing documents without reasons."""
-
-
-def moment(t: datetime | None) -> str:
-    """A time as the forms write it, in Asia/Ho_Chi_Minh: "09 giờ 30 phút, ngày 10 tháng 06
-    năm 2025"; the dotted blank when unknown."""
-    return format_local(t, "%H giờ %M phút, ngày %d tháng %m năm %Y") or BLANK
-
-
-def place_and_date(place: str | None, t: datetime) -> str:
-    """The line under the national motto: "<place>, ngày dd tháng mm năm yyyy"."""
-    day = format_local(t, "ngày %d tháng %m năm %Y")
-    return f"{place or BLANK}, {day}"
-
-
-def office_view(office: Office | None, agency_name: str) -> dict[str, Any]:
-    """Header and desk of a form: the parent body (cơ quan chủ quản), the agency, its desk
-    (omitted from the header when the agency is the desk itself, e.g. a service centre)."""
-    if office is None:
-        return {
-            "parent": BLANK,
-            "agency": agency_name,
-            "desk_line": DESK,
-            "desk_name": agency_name,
-            "place": BLANK,
-            "phone": BLANK,
-        }
-    desk = office.desk or DESK
-    return {
-        "parent": office.parent_name,
-        "agency": office.name,
-        "desk_line": None if desk == office.name else desk,
-        "desk_name": office.desk or office.name,
-        "place": office.place,
-        "phone": office.phone or BLANK,
-    }
-
-
-def _applicant_view(a: Applicant) -> dict[str, str]:
-    return {
-        "name": a.name,
-        "address": a.address or BLANK,
-        "phone": a.phone or BLANK,
-        "email": a.email or BLANK,
-    }
 
 
 def _request(procedure_name: str, summary: str | None) -> str:
@@ -202,7 +131,7 @@ def _common(
     code: str,
     office: Office | None,
     agency_name: str,
-    applicant: Applicant,
+    applicant: Addressee,
     procedure_name: str,
     summary: str | None,
     at: datetime,
@@ -214,19 +143,10 @@ def _common(
         "office": o,
         "number": BLANK,  # events carry no document number (Số: …/…) yet
         "place_date": place_and_date(o["place"], at),
-        "applicant": _applicant_view(applicant),
+        "applicant": applicant_view(applicant),
         "request": _request(procedure_name, summary),
         "lookup_code": lookup_code,
     }
-
-
-def return_place(method: ReturnMethod, desk_name: str, address: str | None) -> str:
-    """Item 6 of Form 01, "Đăng ký nhận kết quả tại": the channel the applicant chose."""
-    if method is ReturnMethod.AT_DESK:
-        return f"{method.label}, {desk_name}"
-    if method is ReturnMethod.POST and address:
-        return f"{method.label}: {address}"
-    return method.label
 
 
 def form01_context(d: DossierReceived, lookup_code: str | None = None) -> dict[str, Any]:
@@ -300,3 +220,52 @@ def form03_context(r: DossierRefused, lookup_code: str | None = None) -> dict[st
         officer=r.refused_by,
     )
     return ctx
+
+
+# --- the notice to the agency that must confirm an apology ------------------------------------
+
+CONFIRM_PATH = "/v1/routes/{code}/apologies/{apology_id}/confirm"
+"""Routing's endpoint that confirms a drafted apology (POST, a head of the agency)."""
+
+
+def fee_context(f: FeeRequested, r: Receipt) -> dict[str, Any]:
+    """A fee or financial obligation to pay before the work goes on."""
+    return {
+        "code": f.code,
+        "applicant": applicant_view(r.contact),
+        "procedure_name": r.procedure_name,
+        "amount": f"{f.amount_vnd:,}".replace(",", ".") if f.amount_vnd is not None else None,
+        "note": f.note,
+        "agency_name": f.requested_by.agency_name,
+        "requested_local": moment(f.requested_at),
+        "requested_iso": f.requested_at.isoformat(),
+    }
+
+
+def apology_withdrawn_context(w: ApologyWithdrawn) -> dict[str, Any]:
+    return {
+        "code": w.code,
+        "reason": w.reason,
+        "withdrawn_local": moment(w.withdrawn_at),
+        "withdrawn_iso": w.withdrawn_at.isoformat(),
+    }
+
+
+def apology_draft_context(d: ApologyDrafted) -> dict[str, Any]:
+    """A Form 04 was drafted for the agency at fault: the proposed new appointment, the
+    latest moment it goes out unconfirmed, and how to confirm it."""
+    return {
+        "code": d.code,
+        "agency_name": d.agency_name,
+        "department_name": d.department_name,
+        "apology_number": d.number,
+        "repeat": d.number > 1,
+        "reason": d.reason,
+        "previous_local": moment(d.previous_appointment_at),
+        "proposed_local": moment(d.proposed_appointment_at),
+        "proposed_iso": d.proposed_appointment_at.isoformat(),
+        "latest_local": moment(d.latest_issue_at),
+        "latest_iso": d.latest_issue_at.isoformat(),
+        "drafted_local": moment(d.drafted_at),
+        "confirm_path": CONFIRM_PATH.format(code=d.code, apology_id=d.apology_id),
+    }

@@ -9,18 +9,24 @@ import asyncpg
 
 from contracts.envelope import Envelope
 from contracts.events import (
+    ApologyDrafted,
+    ApologyIssued,
+    ApologyWithdrawn,
     ConsultationEscalated,
     ConsultationExtended,
     ConsultationReminded,
     ConsultationRequested,
     DossierReceived,
     DossierRefused,
+    FeeRequested,
+    ResultReady,
     SupplementRequested,
 )
 from services.notification import domain, store
-from services.runtime import auth
+from services.runtime import auth, forms
 from services.runtime.calendar import format_local
-from services.runtime.consumer import Handler
+from services.runtime.consumer import Handler, RetryLater
+from services.runtime.forms import FormBook
 from services.runtime.logging import get_logger
 from services.runtime.service import Runtime
 from services.runtime.timers import TimerHandler
@@ -28,11 +34,15 @@ from services.runtime.timers import TimerHandler
 DELIVER = "notification.deliver"
 """Timer kind of deliveries scheduled before migration 0002 (now the sender loop's job)."""
 
+UNBLOCKING = frozenset({"dossier.received"})
+"""What parked routing events wait for: the receipt is applied even while they wait, and
+they follow it (``EventConsumer.unblocking``)."""
+
 log = get_logger(__name__)
 
 
 class Notifier:
-    def __init__(self, rt: Runtime, forms: domain.FormBook) -> None:
+    def __init__(self, rt: Runtime, forms: FormBook) -> None:
         self.rt = rt
         self.forms = forms
         self.unseal_key = auth.unseal_key_for_notification(rt.settings)
@@ -44,9 +54,11 @@ class Notifier:
         receiving: str,
         lead: str | None,
         sealed: str | None,
+        receipt: domain.Receipt | None = None,
     ) -> str | None:
-        """Keep who may read this dossier's notices; returns the applicant's lookup code
-        when the event carries it (sealed for us), to print on the form."""
+        """Keep who may read this dossier's notices and, at its receipt, what later notices
+        need of it (``receipt``); returns the applicant's lookup code when the event carries
+        it (sealed for us), to print on the form."""
         lookup = auth.unseal(self.unseal_key, sealed, code) if sealed else None
         await conn.execute(
             "INSERT INTO dossier_access(dossier_code, receiving_agency, lead_agency, lookup_hash)"
@@ -58,6 +70,8 @@ class Notifier:
             lead,
             auth.hash_lookup_code(code, lookup) if lookup else None,
         )
+        if receipt is not None:
+            await store.save_receipt(conn, receipt)
         return lookup
 
     async def notify(
@@ -108,10 +122,27 @@ def _local(t: datetime) -> str:
     return format_local(t) or ""
 
 
+async def _receipt(conn: asyncpg.Connection, code: str) -> domain.Receipt:
+    """The dossier's receipt as notification kept it; until it has arrived (it travels on
+    the dossier topic, the routing events that need it on theirs) the event waits, parked."""
+    r = await store.get_receipt(conn, code)
+    if r is None:
+        raise RetryLater(f"the receipt of {code} (dossier.received) has not arrived yet")
+    return r
+
+
 def build(n: Notifier) -> dict[str, Handler]:
     async def on_received(conn: asyncpg.Connection, env: Envelope, d: DossierReceived) -> None:
+        receipt = domain.Receipt(
+            code=d.code,
+            contact=domain.Contact.of(d.applicant),
+            channel=d.channel,
+            procedure_name=d.procedure_name,
+            received_at=d.received_at,
+            office=d.office,
+        )
         lookup = await n.remember(
-            conn, d.code, d.receiving_agency, d.lead_agency, d.lookup_code_sealed
+            conn, d.code, d.receiving_agency, d.lead_agency, d.lookup_code_sealed, receipt
         )
         await n.notify(
             conn,
@@ -190,6 +221,63 @@ def build(n: Notifier) -> dict[str, Handler]:
             },
         )
 
+    async def on_apology_drafted(
+        conn: asyncpg.Connection, env: Envelope, d: ApologyDrafted
+    ) -> None:
+        """The agency at fault is asked to confirm the drafted Form 04."""
+        await n.notify(
+            conn,
+            env,
+            "apology_draft",
+            domain.Recipient("agency", d.agency_id),
+            domain.apology_draft_context(d),
+        )
+
+    async def on_fee(conn: asyncpg.Connection, env: Envelope, f: FeeRequested) -> None:
+        """The applicant is told what to pay; the clock waits for it."""
+        r = await _receipt(conn, f.code)
+        await n.notify(
+            conn,
+            env,
+            "fee_requested",
+            domain.applicant_recipient(r.contact, r.channel),
+            domain.fee_context(f, r),
+        )
+
+    async def on_apology_withdrawn(
+        conn: asyncpg.Connection, env: Envelope, w: ApologyWithdrawn
+    ) -> None:
+        """The draft is no longer needed: the agency at fault is told."""
+        await n.notify(
+            conn,
+            env,
+            "apology_withdrawn",
+            domain.Recipient("agency", w.agency_id),
+            domain.apology_withdrawn_context(w),
+        )
+
+    async def on_apology_issued(conn: asyncpg.Connection, env: Envelope, a: ApologyIssued) -> None:
+        """Form 04 to the applicant, by the channel the dossier came in."""
+        r = await _receipt(conn, a.code)
+        await n.notify(
+            conn,
+            env,
+            "form04",
+            domain.applicant_recipient(r.contact, r.channel),
+            forms.form04_context(a, r.contact),
+        )
+
+    async def on_result_ready(conn: asyncpg.Connection, env: Envelope, res: ResultReady) -> None:
+        """The result is ready: the notice with the control slip (Form 05) appended."""
+        r = await _receipt(conn, res.code)
+        await n.notify(
+            conn,
+            env,
+            "result_ready",
+            domain.applicant_recipient(r.contact, r.channel),
+            forms.result_context(res, r.contact, r.office),
+        )
+
     return {
         "dossier.received": on_received,
         "dossier.supplement_requested": on_supplement,
@@ -198,6 +286,11 @@ def build(n: Notifier) -> dict[str, Handler]:
         "consultation.extended": on_extended,
         "consultation.reminded": on_reminded,
         "consultation.escalated": on_escalated,
+        "routing.apology_drafted": on_apology_drafted,
+        "routing.apology_issued": on_apology_issued,
+        "routing.apology_withdrawn": on_apology_withdrawn,
+        "routing.fee_requested": on_fee,
+        "routing.result_ready": on_result_ready,
     }
 
 

@@ -9,7 +9,9 @@ from uuid import UUID
 
 import asyncpg
 
+from contracts.common import Channel, Office
 from contracts.envelope import DOSSIER_CODE_PATTERN
+from services.notification.domain import Contact, Receipt
 from services.runtime.db import insert_row
 
 DOSSIER_CODE = re.compile(DOSSIER_CODE_PATTERN)
@@ -30,6 +32,38 @@ async def of_dossier(conn: asyncpg.Connection | asyncpg.Pool, code: str) -> list
         await conn.fetch(
             "SELECT * FROM notifications WHERE dossier_code = $1 ORDER BY created_at, kind", code
         )
+    )
+
+
+async def save_receipt(conn: asyncpg.Connection, r: Receipt) -> None:
+    """Keep what later notices need of the dossier's receipt; a later receipt of the same
+    dossier (it is received once, but a replay may differ) replaces it."""
+    await conn.execute(
+        "INSERT INTO dossier_receipts(dossier_code, applicant, channel, procedure_name,"
+        " received_at, office) VALUES ($1, $2, $3, $4, $5, $6)"
+        " ON CONFLICT (dossier_code) DO UPDATE SET applicant = EXCLUDED.applicant,"
+        " channel = EXCLUDED.channel, procedure_name = EXCLUDED.procedure_name,"
+        " received_at = EXCLUDED.received_at, office = EXCLUDED.office",
+        r.code,
+        r.contact.as_json(),
+        int(r.channel),
+        r.procedure_name,
+        r.received_at,
+        r.office.model_dump(mode="json") if r.office else None,
+    )
+
+
+async def get_receipt(conn: asyncpg.Connection, code: str) -> Receipt | None:
+    row = await conn.fetchrow("SELECT * FROM dossier_receipts WHERE dossier_code = $1", code)
+    if row is None:
+        return None
+    return Receipt(
+        code=row["dossier_code"],
+        contact=Contact.from_json(row["applicant"]),
+        channel=Channel(row["channel"]),
+        procedure_name=row["procedure_name"],
+        received_at=row["received_at"],
+        office=Office.model_validate(row["office"]) if row["office"] else None,
     )
 
 

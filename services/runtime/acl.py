@@ -47,7 +47,7 @@ CONSUMES: dict[str, tuple[Topic, ...]] = {
     "intake": (DOSSIER, ROUTING, CONSULTATION, NOTIFICATION),
     "routing": (CATALOGUE, DOSSIER, CONSULTATION),
     "consultation": (ROUTING, DOSSIER),
-    "notification": (DOSSIER, CONSULTATION),
+    "notification": (DOSSIER, CONSULTATION, ROUTING),
 }
 
 # Kafka's protocol codes (org.apache.kafka.common.acl / resource).

@@ -21,6 +21,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+import unicodedata
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -79,6 +80,14 @@ class Staff:
     agency_id: str
     role: str
     person: str
+    department: str | None = None
+    """The department (phòng, ban) of the agency the person works in, if the token says."""
+    name: str | None = None
+    """The person's full name for forms (Form 05 signs with it), if the token says."""
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.person
 
     @property
     def is_operator(self) -> bool:
@@ -154,21 +163,24 @@ def mint(
     ttl: timedelta = timedelta(hours=12),
     audience: str = AUDIENCE,
     issuer: str = ISSUER,
+    department: str | None = None,
+    name: str | None = None,
 ) -> str:
     """An HS256 staff token (development and tests; production tokens come from an IdP)."""
-    return jwt.encode(
-        {
-            "sub": person,
-            "agency_id": agency_id,
-            "role": role,
-            "aud": audience,
-            "iss": issuer,
-            "iat": int(now.timestamp()),
-            "exp": int((now + ttl).timestamp()),
-        },
-        secret,
-        algorithm=ALGORITHM,
-    )
+    claims: dict[str, Any] = {
+        "sub": person,
+        "agency_id": agency_id,
+        "role": role,
+        "aud": audience,
+        "iss": issuer,
+        "iat": int(now.timestamp()),
+        "exp": int((now + ttl).timestamp()),
+    }
+    if department:
+        claims["department"] = department
+    if name:
+        claims["name"] = name
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
 def _check_times(data: dict[str, Any], now: datetime) -> None:
@@ -246,7 +258,14 @@ class TokenVerifier:
             role = str(data["role"])
             if role not in ROLES:
                 raise jwt.InvalidTokenError(f"unknown role {role!r}")
-            return Staff(agency_id=str(data["agency_id"]), role=role, person=str(data["sub"]))
+            department, name = data.get("department"), data.get("name")
+            return Staff(
+                agency_id=str(data["agency_id"]),
+                role=role,
+                person=str(data["sub"]),
+                department=None if department is None else str(department)[:40],
+                name=None if name is None else unicodedata.normalize("NFC", str(name))[:200],
+            )
         except (jwt.PyJWTError, KeyError, TypeError, ValueError) as exc:
             raise unauthorized(f"invalid token: {exc}") from None
 
@@ -494,7 +513,9 @@ class Authenticator:
     def now(self) -> datetime:
         return self.clock.now()
 
-    def mint_dev(self, *, agency_id: str, role: str, person: str) -> str:
+    def mint_dev(
+        self, *, agency_id: str, role: str, person: str, department: str | None = None
+    ) -> str:
         """Development mode only: a staff token signed with the configured secret."""
         if not self.settings.dev_mode:
             raise InsecureConfiguration("token minting exists only in development mode")
@@ -506,6 +527,8 @@ class Authenticator:
             now=self.now(),
             audience=self.settings.jwt_audience,
             issuer=self.settings.jwt_issuer,
+            department=department,
+            name=person,
         )
 
 

@@ -385,6 +385,21 @@ class WorkingCalendar:
             return deadline
         return self.add_working_seconds(deadline, paused_seconds)
 
+    def extend_pause(
+        self, deadline: datetime, since: datetime, until: datetime, *, calendar_days: bool
+    ) -> datetime:
+        """A deadline moved by the time spent waiting for the applicant, which does not
+        count: by the working time waited; for a period counted in calendar days, by the
+        days waited (from the day asked to the day complied), to close of office of a
+        working day (Civil Code 2015 Art. 147-148)."""
+        if not calendar_days:
+            return self.extend(deadline, self.working_seconds_between(since, until))
+        days = (self.local(until).date() - self.local(since).date()).days
+        if days <= 0:
+            return deadline
+        last = self.local(deadline).date() + timedelta(days=days)
+        return self.end_of_day(self.working_day_on_or_after(last))
+
     def before(self, deadline: datetime, period: Duration) -> datetime:
         """The moment a period before ``deadline`` (for reminders).
 

@@ -14,8 +14,10 @@ Failures are told apart. A database or network that is away or busy (``is_transi
 is retried in place with backoff, for as long as it takes, and never dead-lettered. An
 event that must wait for something (``RetryLater``, e.g. a procedure not yet in the
 catalogue) is parked under its subject (the dossier), and the subject's later events
-queue behind it; other dossiers go on, and a background loop retries the parked ones in
-order. A handler that keeps failing dead-letters the event after ``max_attempts``.
+queue behind it, except the types a consumer names as ``unblocking`` (what parked events
+may be waiting for, from another topic); other dossiers go on, and a background loop
+retries the parked ones in order. A handler that keeps failing dead-letters the event
+after ``max_attempts``.
 
 Every dead letter is stored whole in the service's own ``dead_letters`` table (once per
 topic, partition and offset) and published to the dead-letter topic with the reason in
@@ -112,6 +114,11 @@ class EventConsumer:
     fetch_max_wait_ms: int = 500
     parked_give_up: timedelta = timedelta(hours=24)
     parked_poll_s: float = 1.0
+    unblocking: frozenset[str] = frozenset()
+    """Event types applied even while their subject has parked events, because those may be
+    waiting for exactly them: notification's routing notices wait for the dossier's receipt,
+    which travels on another topic and would otherwise queue behind them until they gave up.
+    Applying one makes its subject's parked events due at once."""
     processed: int = 0
     subscriber: Any = None
     _attempts: dict[str, int] = field(default_factory=dict)
@@ -241,12 +248,19 @@ class EventConsumer:
                 self.group_id,
                 env.subject,
             )
-            if waiting:
+            if waiting and env.type not in self.unblocking:
                 await _insert_parked(conn, self.group_id, raw, env, "behind a parked event")
                 return "parked"
             if not await self._record(conn, env):
                 return "duplicate"
             await handler(conn, env, payload)
+            if waiting:  # what the parked events waited for may be here now: try them
+                await conn.execute(
+                    "UPDATE parked SET next_attempt_at = now()"
+                    " WHERE consumer = $1 AND subject = $2",
+                    self.group_id,
+                    env.subject,
+                )
         return "applied"
 
     async def _record(self, conn: asyncpg.Connection, env: Envelope) -> bool:

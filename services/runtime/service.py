@@ -58,6 +58,9 @@ class Wiring:
     timers: dict[str, TimerHandler] = field(default_factory=dict)
     router: APIRouter | None = None
     on_start: Callable[[], Awaitable[None]] | None = None
+    unblocking: frozenset[str] = frozenset()
+    """Event types that do not queue behind their dossier's parked events (see
+    ``EventConsumer.unblocking``)."""
 
 
 @dataclass
@@ -168,6 +171,7 @@ def create_app(
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            unblocking=wiring.unblocking,
         )
         rt.consumer.register(broker, lambda: rt.pool, lambda: rt.producer)
     log = rlog.get_logger(spec.name)

@@ -105,6 +105,14 @@ class ServiceSettings(BaseSettings):
     templates_dir: str | None = None
     demo_minutes: bool = False
 
+    # routing
+    apology_watch_working_hours: int = Field(
+        16,
+        ge=8,
+        description="How long before the appointment routing checks whether the work left"
+        " still fits (working hours); the latest moment for Form 04 is 8 hours before it",
+    )
+
     # intake
     catalogue_dir: str | None = None
     portal_clients: str = Field("", description="id:secret or id:sha256:<hex>, comma-separated")

@@ -11,7 +11,8 @@ time of pending rows keeps a claim's cost independent of how many are pending.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -53,12 +54,39 @@ async def schedule(
 
 
 async def cancel(conn: asyncpg.Connection, owners: Iterable[str]) -> int:
-    """Cancel every pending timer of these owners; returns how many."""
+    """Cancel the owners' pending timers without waiting for any a scheduler has claimed;
+    returns how many.
+
+    A claimed timer is about to fire: its handler must find the change (a settled request,
+    a newer version of the plan) and do nothing. Waiting for it here instead would hold
+    the aggregate this transaction locked first while the scheduler's batch, holding the
+    timer, waits for that aggregate: a deadlock.
+    """
     result: str = await conn.execute(
-        "UPDATE timers SET status = 'cancelled' WHERE status = 'pending' AND owner = ANY($1)",
+        "UPDATE timers SET status = 'cancelled' WHERE id IN (SELECT id FROM timers"
+        " WHERE status = 'pending' AND owner = ANY($1) FOR UPDATE SKIP LOCKED)",
         list(owners),
     )
     return int(result.split()[-1])
+
+
+BATCH_LOCK_TIMEOUT = "250ms"
+"""How long a timer batch that already holds one aggregate waits for another: less than
+PostgreSQL's ``deadlock_timeout`` (1 s), so two replicas' batches locking aggregates in
+different orders end in a lock timeout (55P03, transient: that timer fires again shortly),
+never in a deadlock."""
+
+
+@contextlib.asynccontextmanager
+async def one_of_many(conn: asyncpg.Connection, flag: str) -> AsyncIterator[None]:
+    """Around locking one aggregate (a route, a round) from a timer handler. A scheduler
+    batch fires many timers in one transaction and holds every aggregate it locked until
+    it commits: the first lock is waited for as anywhere, every later one at most
+    ``BATCH_LOCK_TIMEOUT``. ``flag`` names the setting that remembers the first."""
+    if await conn.fetchval("SELECT current_setting($1, true)", flag) == "1":
+        await conn.execute(f"SET LOCAL lock_timeout = '{BATCH_LOCK_TIMEOUT}'")
+    yield
+    await conn.execute("SELECT set_config($1, '1', true)", flag)
 
 
 class TimerScheduler:

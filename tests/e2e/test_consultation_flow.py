@@ -157,7 +157,9 @@ async def test_building_permit_opinions_reply_and_deemed_consent_at_the_deadline
             headers=await token(http, stack, lead, "department_head"),
         )
     ).json()
-    assert route["state"] == "deciding"
+    assert route["state"] == "processing"
+    assert [s["status"] for s in route["steps"][:3]] == ["done", "done", "active"]
+    assert route["steps"][2]["kind"] == "appraise"  # on to the appraisal after the round
     op = await token(http, stack, "000.00.00.H29", "operator")
     verify = (await http.get(f"{c}/v1/audit/verify", headers=op)).json()
     assert verify == {"ok": True}

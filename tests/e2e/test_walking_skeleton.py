@@ -109,7 +109,8 @@ async def test_one_dossier_end_to_end(
             headers=stack.headers("000.00.06.H29", "department_head"),
         )
     ).json()
-    assert route["lead_agency"] == "000.00.06.H29" and route["state"] == "consulting"
+    assert route["lead_agency"] == "000.00.06.H29" and route["state"] == "processing"
+    assert route["steps"][route["current_step"] - 1]["kind"] == "consult"  # the round is open
 
     # Every consumer has caught up: lag (end offset minus committed offset) falls to 0.
     for name in ("intake", "routing", "consultation", "notification"):

@@ -110,16 +110,35 @@ RULES: dict[tuple[str, str, str], dict[str, str]] = {
         {"applicant", "desk_officer", "lead_head", "operator"}
     ),
     ("intake", "POST", "/v1/dossiers/{code}/supplements"): rule({"applicant", "desk_officer"}),
-    ("intake", "POST", "/v1/dossiers/{code}/supplement-requests"): rule(
-        {"desk_officer", "lead_head"}
-    ),
     ("intake", "POST", "/v1/dossiers/{code}/withdrawal"): rule({"applicant", "desk_officer"}),
     ("intake", "POST", "/v1/dossiers/{code}/stop"): rule({"lead_head"}),
     ("intake", "POST", "/v1/portal/token"): rule({"portal"}),
     ("intake", "POST", "/v1/portal/dossiers"): rule({"portal"}),
     ("intake", "GET", "/v1/stats"): rule({"operator"}),
-    # routing
-    ("routing", "GET", "/v1/routes/{code}"): rule({"lead_head", "consulted_head", "operator"}),
+    ("intake", "GET", "/v1/registers/{agency_id}/{day}"): rule({"desk_officer", "operator"}),
+    # routing: the agencies of the route read it; those acting whose turn it is not get 409
+    ("routing", "GET", "/v1/routes/{code}"): rule(
+        {"desk_officer", "lead_head", "consulted_head", "operator"}
+    ),
+    ("routing", "GET", "/v1/worklist"): rule(ALL_STAFF - {"operator"}),
+    ("routing", "GET", "/v1/routes/{code}/form05"): rule(
+        {"desk_officer", "lead_head", "consulted_head", "operator"}
+    ),
+    **{
+        ("routing", "POST", path): rule({"desk_officer", "lead_head", "consulted_head"})
+        for path in (
+            "/v1/routes/{code}/steps/{order}/take",
+            "/v1/routes/{code}/steps/{order}/complete",
+            "/v1/routes/{code}/handover",
+            "/v1/routes/{code}/supplement-request",
+            "/v1/routes/{code}/fee-request",
+            "/v1/routes/{code}/fee-paid",
+            "/v1/routes/{code}/decision",
+            "/v1/routes/{code}/result-ready",
+            "/v1/routes/{code}/return",
+            "/v1/routes/{code}/apologies/{apology_id}/confirm",
+        )
+    },
     # consultation
     ("consultation", "GET", "/v1/consultations"): rule(ALL_STAFF),
     ("consultation", "GET", "/v1/inbox"): rule(ALL_STAFF),
@@ -215,6 +234,10 @@ class World:
             .replace("{rid}", self.request_id)
             .replace("{nid}", self.notification_id)
             .replace("{row_id}", "1")
+            .replace("{order}", "2")
+            .replace("{agency_id}", DESK)
+            .replace("{day}", datetime.now(UTC).date().isoformat())
+            .replace("{apology_id}", str(uuid.uuid4()))
             .replace("{timer_id}", "1")
         )
         kw: dict[str, Any] = {}
@@ -223,8 +246,26 @@ class World:
                 kw["json"] = PERMIT
             case ("intake", "POST", "/v1/dossiers/{code}/supplements"):
                 kw["json"] = {"documents": [{"code": "BVTK"}]}
-            case ("intake", "POST", "/v1/dossiers/{code}/supplement-requests"):
+            case ("routing", "POST", "/v1/routes/{code}/steps/{order}/take"):
+                kw["json"] = {}
+            case ("routing", "POST", "/v1/routes/{code}/steps/{order}/complete"):
+                kw["json"] = {"result": "Đã thẩm định"}
+            case ("routing", "POST", "/v1/routes/{code}/handover"):
+                kw["json"] = {"to_department": "QLHDXD"}
+            case ("routing", "POST", "/v1/routes/{code}/supplement-request"):
                 kw["json"] = {"missing": ["QSDD"]}
+            case ("routing", "POST", "/v1/routes/{code}/fee-request"):
+                kw["json"] = {"amount_vnd": 50000}
+            case ("routing", "POST", "/v1/routes/{code}/fee-paid"):
+                kw["json"] = {}
+            case ("routing", "POST", "/v1/routes/{code}/decision"):
+                kw["json"] = {"decision": "approved", "documents": [{"code": "GPXD"}]}
+            case ("routing", "POST", "/v1/routes/{code}/result-ready"):
+                kw["json"] = {}
+            case ("routing", "POST", "/v1/routes/{code}/return"):
+                kw["json"] = {"method": "at_desk"}
+            case ("routing", "POST", "/v1/routes/{code}/apologies/{apology_id}/confirm"):
+                kw["json"] = {"reason": "Chậm do khảo sát thực địa"}
             case ("intake", "POST", "/v1/dossiers/{code}/withdrawal"):
                 kw["json"] = {"reason": "Không còn nhu cầu"}
             case ("intake", "POST", "/v1/dossiers/{code}/stop"):

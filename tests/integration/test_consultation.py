@@ -20,9 +20,19 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from contracts.agencies import default_book
-from contracts.common import Duration
+from contracts.common import Duration, StepKind, TimeUnit
 from contracts.envelope import EventPayload, new_envelope
-from contracts.events import ConsultTarget, Decision, DossierRouted, DossierWithdrawn
+from contracts.events import (
+    ConsultTarget,
+    Decision,
+    DossierRouted,
+    DossierWithdrawn,
+    HandedOver,
+    HandOver,
+    Holder,
+    RoundToOpen,
+    StepRef,
+)
 from contracts.topics import topic_for
 from services.consultation import domain
 from services.consultation.app import SPEC
@@ -464,3 +474,71 @@ async def test_audit_chain_verifies_and_reports_an_altered_row(h: Harness) -> No
     broken = result["first_broken"]
     assert (broken["request_id"], broken["seq"], broken["reason"]) == (fire, 2, "content altered")
     assert await cli._verify(url, "consultation") == 1
+
+
+async def test_a_round_opens_when_the_route_reaches_its_consult_step(h: Harness) -> None:
+    """A route whose first step after receipt is not the round names its agencies at
+    routing but opens nothing; the round opens with the hand-over to the consult step."""
+    book = default_book()
+    code = "000.00.01.H29-261201-0077"
+    targets = tuple(
+        ConsultTarget(agency_id=a, agency_name=book.get(a).name, template_id=t)
+        for a, t in EIA_TEMPLATES.items()
+    )
+    lead_name = book.get(EIA_LEAD).name
+    step = StepRef(
+        order=3,
+        kind=StepKind.CONSULT,
+        action="Lấy ý kiến",
+        agency_id=EIA_LEAD,
+        agency_name=lead_name,
+        duration=Duration(value=12, unit=TimeUnit.CALENDAR_DAYS),
+    )
+    await h.publish(
+        DossierRouted(
+            code=code,
+            procedure_code="1.004249",
+            procedure_version=1,
+            procedure_name="Thẩm định báo cáo đánh giá tác động môi trường",
+            lead_agency=EIA_LEAD,
+            lead_agency_name=lead_name,
+            consult=targets,
+            appointment_at=h.clock.now() + timedelta(days=30),
+            routed_at=h.clock.now(),
+            opens_round=False,
+        ),
+        code,
+    )
+    holder = Holder(agency_id=EIA_LEAD, agency_name=lead_name)
+    await h.publish(
+        HandedOver(
+            code=code,
+            line=HandOver(
+                seq=2,
+                giver=holder,
+                receiver=holder,
+                at=h.clock.now(),
+                step=3,
+                step_action="Lấy ý kiến",
+            ),
+            step=step,
+            deadline_at=h.clock.now() + timedelta(days=12),
+            round=RoundToOpen(
+                procedure_name="Thẩm định báo cáo đánh giá tác động môi trường",
+                lead_agency=EIA_LEAD,
+                lead_agency_name=lead_name,
+                consult=targets,
+            ),
+        ),
+        code,
+    )
+
+    async def listed() -> list[dict[str, Any]]:
+        r = await h.http.get(
+            "/v1/consultations", params={"dossier": code}, headers=h.token(EIA_LEAD)
+        )
+        return list(r.json())
+
+    opened = await eventually(listed, lambda x: len(x) == 3)
+    assert {r["agency_id"] for r in opened} == set(EIA_TEMPLATES)
+    assert (await h.events(code)).count("consultation.requested") == 3

@@ -9,6 +9,15 @@ from datetime import datetime, timedelta
 import httpx
 import pytest
 
+from contracts.common import DocumentRef, Duration, MissingItem, StepKind, Timeliness, TimeUnit
+from contracts.envelope import new_envelope
+from contracts.events import (
+    Holder,
+    ProcessingSupplementRequested,
+    ResultDecision,
+    ResultReady,
+    StepRef,
+)
 from services.intake.app import SPEC
 from services.runtime.calendar import VN_TZ, WorkingCalendar
 from services.runtime.clock import ManualClock
@@ -175,12 +184,7 @@ async def test_desk_stage_supplement_starts_no_clock_and_uses_up_nothing__form_0
     assert dossier["status"] == 2 and dossier["supplement_requests"] == 0
     assert dossier["submitted_at"].startswith("2026-11-16T02:00")
     assert dossier["received_at"].startswith("2026-11-19T03:30")
-    during = await intake.post(
-        f"/v1/dossiers/{code}/supplement-requests",
-        json={"missing": ["QSDD"]},
-        headers=officer(PERMIT_LEAD, clock),
-    )
-    assert during.status_code == 201 and during.json()["violation"] is False
+    await routing_pauses(intake, code, clock, number=1)
     outbox = await intake.app.state.runtime.pool.fetch(  # type: ignore[attr-defined]
         "SELECT event_type, payload FROM outbox WHERE key = $1 ORDER BY id", code
     )
@@ -195,39 +199,61 @@ async def test_desk_stage_supplement_starts_no_clock_and_uses_up_nothing__form_0
     assert '"register_book":"2026"' in outbox[2]["payload"]
 
 
+async def routing_pauses(
+    intake: httpx.AsyncClient, code: str, clock: ManualClock, *, number: int, doc: str = "QSDD"
+) -> None:
+    """Routing's ``routing.supplement_requested`` for the dossier, through intake's handler
+    (the officer asks routing; intake tells the applicant and holds the documents)."""
+    rt = intake.app.state.runtime  # type: ignore[attr-defined]
+    event = ProcessingSupplementRequested(
+        code=code,
+        step=StepRef(
+            order=3,
+            kind=StepKind.APPRAISE,
+            action="Thẩm định hồ sơ",
+            agency_id=PERMIT_LEAD,
+            agency_name="Ủy ban nhân dân phường Sài Gòn",
+            duration=Duration(value=5, unit=TimeUnit.CALENDAR_DAYS),
+        ),
+        items=(MissingItem(code=doc, name=doc, reason="Bản sao chưa chứng thực"),),
+        requested_by=Holder(
+            agency_id=PERMIT_LEAD, agency_name="Ủy ban nhân dân phường Sài Gòn", person="Hà"
+        ),
+        request_number=number,
+        violation=number > 1,
+        requested_at=clock.now(),
+    )
+    env = new_envelope(event, subject=code, producer="routing", occurred_at=clock.now())
+    async with rt.pool.acquire() as conn, conn.transaction():
+        await rt.consumer.handlers[event.event_type](conn, env, event)
+
+
 async def test_second_request_during_processing_is_recorded_and_flagged__one_request_rule(
     intake: httpx.AsyncClient, clock: ManualClock
 ) -> None:
     desk = officer(PERMIT_DESK, clock)
     lead = officer(PERMIT_LEAD, clock)
     code = (await intake.post("/v1/dossiers", json=PERMIT, headers=desk)).json()["code"]
-    bad = await intake.post(
-        f"/v1/dossiers/{code}/supplement-requests", json={"missing": ["NOPE"]}, headers=lead
-    )
-    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "missing"
-    stranger = officer("000.02.30.H29", clock)
-    r = await intake.post(
-        f"/v1/dossiers/{code}/supplement-requests", json={"missing": ["QSDD"]}, headers=stranger
-    )
-    assert r.status_code == 403  # another agency cannot use up the one request
-    ok = await intake.post(
-        f"/v1/dossiers/{code}/supplement-requests",
-        json={"missing": ["QSDD"], "reasons": {"QSDD": "Bản sao chưa chứng thực"}},
-        headers=lead,
-    )
-    assert ok.status_code == 201 and ok.json()["violation"] is False
+    await routing_pauses(intake, code, clock, number=1)
+    view = (await intake.get(f"/v1/dossiers/{code}", headers=lead)).json()
+    assert (view["status"], view["state"]) == (5, "waiting_supplement")
+    clock.advance(timedelta(hours=2))
     back = await intake.post(
         f"/v1/dossiers/{code}/supplements", json={"documents": [{"code": "QSDD"}]}, headers=desk
     )
     assert back.status_code == 200, back.text
-    second = await intake.post(
-        f"/v1/dossiers/{code}/supplement-requests", json={"missing": ["BVTK"]}, headers=desk
-    )
-    assert second.status_code == 201, second.text
-    assert second.json()["violation"] is True and second.json()["request_number"] == 2
-    assert "late" in second.json()["warning"]
+    assert back.json()["paused_working_seconds"] == 2 * 3600
+    await routing_pauses(intake, code, clock, number=2, doc="BVTK")
     view = (await intake.get(f"/v1/dossiers/{code}", headers=lead)).json()
     assert (view["supplement_requests"], view["supplement_violations"]) == (2, 1)
+    assert [h["state"] for h in view["status_history"]][-1] == "waiting_supplement"
+    outbox = await intake.app.state.runtime.pool.fetch(  # type: ignore[attr-defined]
+        "SELECT payload FROM outbox WHERE key = $1 AND event_type = $2 ORDER BY id",
+        code,
+        "dossier.supplement_requested",
+    )
+    assert '"violation":true' in outbox[-1]["payload"]
+    assert '"request_number":2' in outbox[-1]["payload"]
 
 
 async def test_refusal_and_unknown_procedure(intake: httpx.AsyncClient, clock: ManualClock) -> None:
@@ -413,3 +439,40 @@ async def test_the_lookup_code_opens_only_its_own_dossier(
         f"/v1/dossiers/{a['code']}/withdrawal", json={}, headers=applicant(a["lookup_code"])
     )
     assert r.status_code == 200 and r.json()["status"] == 7
+
+
+async def test_a_withdrawal_that_overtook_the_result_yields_to_it(
+    intake: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    """The applicant withdrew at intake while routing already had the result at the desk:
+    routing keeps the result (a withdrawal cannot undo it), and intake follows routing."""
+    desk = officer(PERMIT_DESK, clock)
+    accepted = (await intake.post("/v1/dossiers", json=PERMIT, headers=desk)).json()
+    code = accepted["code"]
+    me = applicant(accepted["lookup_code"])
+    r = await intake.post(f"/v1/dossiers/{code}/withdrawal", json={}, headers=me)
+    assert r.status_code == 200 and r.json()["status"] == 7
+    rt = intake.app.state.runtime  # type: ignore[attr-defined]
+    now = clock.now()
+    ready = ResultReady(
+        code=code,
+        procedure_code="1.009973",
+        procedure_name="Cấp giấy phép xây dựng mới đối với nhà ở riêng lẻ",
+        decision=ResultDecision.APPROVED,
+        documents=(DocumentRef(code="GPXD"),),
+        ready_at=now,
+        received_at=now,
+        appointment_at=now + timedelta(days=15),
+        legal_appointment_at=now + timedelta(days=15),
+        timeliness=Timeliness.EARLY,
+        receiving_agency=PERMIT_DESK,
+        receiving_agency_name="Trung tâm Phục vụ hành chính công phường Sài Gòn",
+        lead_agency=PERMIT_LEAD,
+        lead_agency_name="Ủy ban nhân dân phường Sài Gòn",
+    )
+    env = new_envelope(ready, subject=code, producer="routing", occurred_at=now)
+    async with rt.pool.acquire() as conn, conn.transaction():
+        await rt.consumer.handlers[ready.event_type](conn, env, ready)
+    view = (await intake.get(f"/v1/dossiers/{code}", headers=me)).json()
+    assert (view["status"], view["state"]) == (9, "result_ready")
+    assert view["status_history"][-1]["status"] == 9

@@ -21,10 +21,11 @@ from deploy.local import SmtpSink
 from services.notification import api
 from services.notification.app import SPEC
 from services.notification.delivery import Deliveries, DeliveryPolicy, Result, SmtpSender
-from services.notification.domain import FormBook, Recipient
+from services.notification.domain import Recipient
 from services.notification.handlers import Notifier
 from services.runtime.clock import ManualClock
 from services.runtime.db import create_pool, migrate
+from services.runtime.forms import FormBook
 from services.runtime.ops import install_edge_guards
 from services.runtime.outbox import Waker
 from services.runtime.service import Runtime

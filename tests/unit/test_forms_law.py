@@ -27,14 +27,9 @@ from contracts.common import (
     TimeUnit,
 )
 from contracts.events import DossierReceived, DossierRefused, SupplementRequested
-from services.notification.domain import (
-    FormBook,
-    Rendered,
-    form01_context,
-    form02_context,
-    form03_context,
-)
+from services.notification.domain import form01_context, form02_context, form03_context
 from services.runtime.calendar import format_local
+from services.runtime.forms import FormBook, Rendered
 
 CODE = "000.01.50.H29-250610-0007"
 BOOK = FormBook.load()

@@ -74,6 +74,7 @@ def test_acls_are_literal_per_prefix_and_least_privilege() -> None:
         f"User:notification Write topic t1.{DEAD_LETTER.name}",
         "User:notification Read topic t1.lienthong.dossier.v1",
         "User:notification Read topic t1.lienthong.consultation.v1",
+        "User:notification Read topic t1.lienthong.routing.v1",
         "User:notification Read group t1.lienthong-notification",
     }
 

@@ -18,7 +18,6 @@ from contracts.common import (
 from contracts.envelope import new_envelope
 from contracts.events import DossierReceived, DossierRefused, SupplementRequested
 from services.notification.domain import (
-    FormBook,
     Recipient,
     applicant_recipient,
     form01_context,
@@ -26,6 +25,7 @@ from services.notification.domain import (
 )
 from services.notification.handlers import build
 from services.runtime.calendar import format_local
+from services.runtime.forms import FormBook
 
 
 def test_form01_version_in_force_and_content() -> None:

@@ -1,0 +1,376 @@
+"""A dossier's whole life through the running services (issue 10): steps and hand-overs
+across agencies, a consultation round, the decision, the result returned on time or with
+an apology (Forms 04 and 05), a supplement that pauses the clock, and wrong moves.
+
+Time is the services' shared clock, set to a week without holidays (Monday 8 March 2027,
+Hồ Chí Minh City office hours 07:30-11:30, 13:00-17:00) and moved by the test."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from contracts.agencies import default_book
+from contracts.events import Decision
+from services.consultation.domain import canonical_reply
+from services.runtime.calendar import WorkingCalendar
+from services.runtime.clock import FileOffsetClock
+from tests.e2e.stack import Stack
+from tests.e2e.test_walking_skeleton import PERMIT
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.e2e
+VN = ZoneInfo("Asia/Ho_Chi_Minh")
+OPERATOR = "000.00.00.H29"
+CITY_DESK, CONSTRUCTION = "000.00.01.H29", "000.00.06.H29"
+WARD_DESK, WARD, WARD_POLICE, SOCIAL = (
+    "000.01.50.H29",
+    "000.00.50.H29",
+    "000.03.30.H29",
+    "000.00.32.H29",
+)
+BIRTH = {
+    "procedure_code": "2.000986",
+    "channel": 2,
+    "applicant": {
+        "name": "Nguyễn Văn An",
+        "id_number": "079190000002",
+        "email": "an.nguyen@example.vn",
+        "phone": "0912345679",
+    },
+    "summary": "Khai sinh cho con Nguyễn Minh Khang",
+    "documents": [{"code": "TK-LT"}, {"code": "GCS"}],
+}
+
+
+def local(day: int, hour: int, minute: int = 0) -> datetime:
+    """A moment of the week of Monday 8 March 2027, in Hồ Chí Minh City."""
+    return datetime(2027, 3, day, hour, minute, tzinfo=VN)
+
+
+class Life:
+    """One dossier driven through the stack: officers' moves with tokens on the services'
+    clock (which the test moves), and reads of every service's view of it."""
+
+    def __init__(self, stack: Stack, http: httpx.AsyncClient, clock: FileOffsetClock) -> None:
+        self.stack, self.http, self.clock = stack, http, clock
+        self.code = ""
+        self.lookup: dict[str, str] = {}
+
+    def at(self, when: datetime) -> None:
+        self.clock.advance(when - self.clock.now())
+
+    def who(self, agency: str, role: str = "officer", department: str | None = None) -> Any:
+        return self.stack.headers(
+            agency, role, now=self.clock.now(), department=department, name=f"{role} {agency}"
+        )
+
+    async def submit(self, body: dict[str, Any], desk: str) -> dict[str, Any]:
+        r = await self.http.post(
+            f"{self.stack.url('intake')}/v1/dossiers", json=body, headers=self.who(desk)
+        )
+        assert r.status_code == 201, r.text
+        self.code = r.json()["code"]
+        self.lookup = {"X-Lookup-Code": r.json()["lookup_code"]}
+        return dict(r.json())
+
+    async def route(self) -> dict[str, Any]:
+        r = await self.http.get(
+            f"{self.stack.url('routing')}/v1/routes/{self.code}",
+            headers=self.who(OPERATOR, "operator"),
+        )
+        return dict(r.json()) if r.status_code == 200 else {}
+
+    async def route_where(self, ok: Any, timeout: float = 30) -> dict[str, Any]:
+        return await eventually(self.route, lambda v: bool(v) and ok(v), timeout=timeout)
+
+    async def move(
+        self, path: str, body: dict[str, Any], agency: str, role: str = "officer"
+    ) -> httpx.Response:
+        """An officer's move on the route, with the department of the step it acts on."""
+        route = await self.route()
+        n = route.get("current_step")
+        step = route["steps"][n - 1] if n else None
+        department = step["department"] if step and step["agency_id"] == agency else None
+        return await self.http.post(
+            f"{self.stack.url('routing')}/v1/routes/{self.code}/{path}",
+            json=body,
+            headers=self.who(agency, role, department),
+        )
+
+    async def ok(self, path: str, body: dict[str, Any], agency: str, role: str = "officer") -> Any:
+        r = await self.move(path, body, agency, role)
+        assert r.status_code == 200, (path, r.text)
+        return r.json()
+
+    async def dossier(self) -> dict[str, Any]:
+        r = await self.http.get(
+            f"{self.stack.url('intake')}/v1/dossiers/{self.code}", headers=self.lookup
+        )
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    async def notices(self) -> list[dict[str, Any]]:
+        r = await self.http.get(
+            f"{self.stack.url('notification')}/v1/notifications",
+            params={"dossier": self.code},
+            headers=self.lookup,
+        )
+        return list(r.json()) if r.status_code == 200 else []
+
+    async def sent(self, kind: str, n: int = 1) -> list[dict[str, Any]]:
+        found = await eventually(
+            self.notices,
+            lambda ns: sum(1 for x in ns if x["kind"] == kind and x["status"] == "sent") >= n,
+            timeout=30,
+        )
+        return [x for x in found if x["kind"] == kind]
+
+    async def form05(self, fmt: str = "text") -> str:
+        r = await self.http.get(
+            f"{self.stack.url('routing')}/v1/routes/{self.code}/form05",
+            params={"format": fmt},
+            headers=self.who(OPERATOR, "operator"),
+        )
+        assert r.status_code == 200, r.text
+        return r.text
+
+
+@pytest.fixture
+def life(stack: Stack, http: httpx.AsyncClient, clock: FileOffsetClock) -> Life:
+    lf = Life(stack, http, clock)
+    lf.at(local(8, 9))
+    return lf
+
+
+async def reply_all(life: Life) -> None:
+    """Every consulted agency replies, signed by its department head."""
+    c = life.stack.url("consultation")
+    op = life.who(OPERATOR, "operator")
+
+    async def requests() -> list[dict[str, Any]]:
+        r = await life.http.get(f"{c}/v1/consultations", params={"dossier": life.code}, headers=op)
+        return list(r.json())
+
+    for req in await eventually(requests, lambda rs: len(rs) == 3, timeout=30):
+        key = Ed25519PrivateKey.generate()
+        key_id = f"k-{uuid.uuid4().hex[:8]}"
+        public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        r = await life.http.post(
+            f"{c}/v1/signers",
+            headers=op,
+            json={
+                "key_id": key_id,
+                "agency_id": req["agency_id"],
+                "person": "Trưởng phòng",
+                "role": "department_head",
+                "public_key": base64.b64encode(public).decode(),
+            },
+        )
+        assert r.status_code == 201, r.text
+        nonce = uuid.uuid4().hex
+        sig = key.sign(
+            canonical_reply(uuid.UUID(req["id"]), Decision.AGREE, None, None, key_id, nonce)
+        )
+        r = await life.http.post(
+            f"{c}/v1/consultations/{req['id']}/reply",
+            headers=life.who(req["agency_id"], "department_head"),
+            json={
+                "decision": "agree",
+                "signer": key_id,
+                "nonce": nonce,
+                "signature": base64.b64encode(sig).decode(),
+            },
+        )
+        assert r.status_code == 200, r.text
+
+
+async def test_building_permit_steps_round_decision_and_result_returned_early(
+    life: Life,
+) -> None:
+    await life.submit(PERMIT, CITY_DESK)
+    route = await life.route_where(lambda r: r["current_step"] == 2)
+    assert [s["kind"] for s in route["steps"]] == [
+        "receive",
+        "consult",
+        "appraise",
+        "approve",
+        "return",
+    ]
+    await reply_all(life)
+    route = await life.route_where(lambda r: r["current_step"] == 3)
+    assert route["steps"][1]["timeliness"] == "early"  # all three answered the first day
+    await life.ok("steps/3/take", {}, CONSTRUCTION)
+    life.at(local(9, 10))
+    await life.ok("steps/3/complete", {"result": "Đủ điều kiện cấp phép"}, CONSTRUCTION)
+    await life.ok(
+        "decision",
+        {"decision": "approved", "documents": [{"code": "GPXD", "name": "Giấy phép xây dựng"}]},
+        CONSTRUCTION,
+        "agency_head",
+    )
+    ready = await life.ok("result-ready", {}, CITY_DESK)
+    assert (ready["state"], ready["status"], ready["timeliness"]) == ("result_ready", 9, "early")
+    await life.sent("result_ready")
+    done = await life.ok("return", {"method": "at_desk"}, CITY_DESK)
+    assert (done["state"], done["status"]) == ("returned", 10)
+    assert done["apologies"] == [] and done["faults"] == []
+    assert [h["receiver"]["agency_id"] for h in done["handovers"]] == [
+        CONSTRUCTION,
+        CONSTRUCTION,
+        CONSTRUCTION,
+        CITY_DESK,
+    ]
+    dossier = await eventually(life.dossier, lambda d: d["status"] == 10)
+    assert [h["status"] for h in dossier["status_history"]] == [2, 4, 9, 10]
+    types = [e["type"] for e in dossier["timeline"]]
+    for t in ("routing.handed_over", "routing.step_completed", "routing.dossier_decided"):
+        assert t in types, t
+
+
+async def test_birth_group_three_agencies_one_late_apology_before_the_deadline(
+    life: Life,
+) -> None:
+    accepted = await life.submit(BIRTH, WARD_DESK)
+    assert accepted["appointment_at"].startswith("2027-03-11T10:00")  # Thu 17:00 local
+    route = await life.route_where(lambda r: r["current_step"] == 2)
+    assert [s["agency_id"] for s in route["steps"]] == [
+        WARD_DESK,
+        WARD,
+        WARD_POLICE,
+        SOCIAL,
+        WARD_DESK,
+    ]
+    life.at(local(8, 9, 30))
+    await life.ok(
+        "decision",
+        {"decision": "approved", "documents": [{"code": "GKS", "name": "Giấy khai sinh"}]},
+        WARD,
+        "agency_head",
+    )
+    await life.ok("steps/3/take", {}, WARD_POLICE)
+    # the ward police keep it past its budget and past the point where the rest still fits
+    life.at(local(10, 14))
+    drafted = await life.route_where(lambda r: r["apologies"], timeout=40)
+    apology = drafted["apologies"][0]
+    assert apology["status"] == "drafted" and apology["agency_id"] == WARD_POLICE
+    assert drafted["steps"][2]["overdue"]
+    assert not [n for n in await life.notices() if n["kind"] == "form04"]  # not yet issued
+    # nobody confirms: it is issued at the latest legal moment, a working day before
+    life.at(local(10, 17, 5))
+    issued = await life.route_where(lambda r: r["apologies"][0]["status"] == "issued", 40)
+    new_appointment = datetime.fromisoformat(issued["appointment_at"])
+    assert new_appointment > datetime.fromisoformat(accepted["appointment_at"])
+    assert issued["apologies"][0]["automatic"] and not issued["apologies"][0]["repeat"]
+    form04 = (await life.sent("form04"))[0]
+    assert "XIN LỖI" in form04["body_text"].upper()
+    dossier = await eventually(
+        life.dossier, lambda d: d["appointment_at"] == issued["appointment_at"]
+    )
+    assert dossier["apologies"] == 1
+
+    life.at(local(11, 8))
+    await life.ok("steps/3/complete", {"result": "Đã đăng ký thường trú"}, WARD_POLICE)
+    await life.ok("steps/4/complete", {"result": "Thẻ bảo hiểm y tế điện tử"}, SOCIAL)
+    await life.ok("result-ready", {}, WARD_DESK)
+    await life.ok("return", {"method": "online"}, WARD_DESK)
+    done = await life.route()
+    assert [f["agency_id"] for f in done["faults"]] == [WARD_POLICE]
+    lines = {h["giver"]["agency_id"]: h["giver_timeliness"] for h in done["handovers"]}
+    assert lines[WARD_POLICE] == "late" and lines[WARD] in ("early", "on_time")
+    slip = await life.form05()
+    police_lines = [ln for ln in slip.splitlines() if "Công an phường Sài Gòn" in ln]
+    assert any("Quá hạn" in ln for ln in slip.splitlines()), slip
+    assert police_lines, slip
+    html = await life.form05("html")
+    assert "<table" in html and "Quá hạn" in html
+    dossier = await eventually(life.dossier, lambda d: d["status"] == 10)
+    assert [h["status"] for h in dossier["status_history"]] == [2, 4, 9, 10]
+    print("\nForm 04 as sent:\n" + form04["body_text"])
+    print("\nForm 05:\n" + slip)
+    print("\nstatus history:", [(h["state"], h["status"]) for h in dossier["status_history"]])
+
+
+async def test_supplement_mid_processing_pauses_and_moves_the_appointment_exactly(
+    life: Life,
+) -> None:
+    await life.submit(BIRTH, WARD_DESK)
+    before = await life.route_where(lambda r: r["current_step"] == 2)
+    paused = await life.ok(
+        "supplement-request",
+        {"missing": ["GCS"], "reasons": {"GCS": "Bản chụp giấy chứng sinh bị mờ"}},
+        WARD,
+    )
+    assert (paused["state"], paused["status"]) == ("waiting_supplement", 5)
+    await life.sent("form02")
+    await eventually(life.dossier, lambda d: d["status"] == 5)
+    life.at(local(9, 10))  # Tuesday 10:00: 8 + 2.5 working hours later
+    r = await life.http.post(
+        f"{life.stack.url('intake')}/v1/dossiers/{life.code}/supplements",
+        json={"documents": [{"code": "GCS", "name": "Giấy chứng sinh (bản rõ)"}]},
+        headers=life.lookup,
+    )
+    assert r.status_code == 200, r.text
+    resumed = await life.route_where(
+        lambda v: v["state"] == "processing" and v["paused_working_seconds"]
+    )
+    cal = WorkingCalendar().with_office(default_book().office_hours(WARD_DESK))
+    waited = resumed["paused_working_seconds"]
+    assert waited == cal.working_seconds_between(
+        datetime.fromisoformat(paused["paused_since"]), local(9, 10)
+    )
+    moved = cal.working_seconds_between(
+        datetime.fromisoformat(before["appointment_at"]),
+        datetime.fromisoformat(resumed["appointment_at"]),
+    )
+    assert moved == waited
+    step_moved = cal.working_seconds_between(
+        datetime.fromisoformat(before["steps"][1]["deadline_at"]),
+        datetime.fromisoformat(resumed["steps"][1]["deadline_at"]),
+    )
+    assert step_moved == waited
+    dossier = await eventually(
+        life.dossier, lambda d: d["appointment_at"] == resumed["appointment_at"]
+    )
+    assert dossier["status"] == 4 and dossier["supplement_requests"] == 1
+
+
+async def test_wrong_moves_conflict_and_another_agencys_dossier_is_forbidden(life: Life) -> None:
+    await life.submit(BIRTH, WARD_DESK)
+    await life.route_where(lambda r: r["current_step"] == 2)
+    r = await life.move("steps/3/complete", {}, WARD_POLICE)
+    assert r.status_code == 409 and "not the current step" in r.json()["detail"]
+    r = await life.move("steps/2/take", {}, WARD_POLICE)
+    assert r.status_code == 409 and r.json()["errors"][0]["field"] == "agency"
+    r = await life.move("result-ready", {}, WARD_DESK)
+    assert r.status_code == 409
+    r = await life.move("steps/2/take", {}, CONSTRUCTION, "agency_head")
+    assert r.status_code == 403
+    r = await life.http.get(
+        f"{life.stack.url('routing')}/v1/routes/{life.code}", headers=life.who(CONSTRUCTION)
+    )
+    assert r.status_code == 403
+    r = await life.http.get(
+        f"{life.stack.url('intake')}/v1/dossiers/{life.code}", headers=life.who(CONSTRUCTION)
+    )
+    assert r.status_code == 403
+    # withdrawn: every move after it is a conflict
+    r = await life.http.post(
+        f"{life.stack.url('intake')}/v1/dossiers/{life.code}/withdrawal",
+        json={"reason": "Không còn nhu cầu"},
+        headers=life.lookup,
+    )
+    assert r.status_code == 200, r.text
+    await life.route_where(lambda v: v["state"] == "withdrawn")
+    r = await life.move(
+        "decision", {"decision": "approved", "documents": [{"code": "GKS"}]}, WARD, "agency_head"
+    )
+    assert r.status_code == 409 and "closed" in r.json()["detail"]
