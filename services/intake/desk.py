@@ -605,6 +605,16 @@ class Desk:
             supplement_requests=p.request_number,
             supplement_violations=row["supplement_violations"] + int(p.violation),
             paused_at=p.requested_at,
+            supplement_history=[
+                *row["supplement_history"],
+                {
+                    "number": p.request_number,
+                    "requested_at": p.requested_at.isoformat(),
+                    "requested_by": p.requested_by.person or p.requested_by.agency_name,
+                    "items": [i.model_dump(mode="json") for i in p.items],
+                    "appointment_before": row["appointment_at"].isoformat(),
+                },
+            ],
         )
         await store.record_status(conn, p.code, DossierStatus.WAITING_SUPPLEMENT, env)
         await self.rt.outbox.add(
