@@ -14,7 +14,6 @@ Credentials: a staff bearer token, or the console's session cookie set by ``/log
 (a cross-site form cannot set it).
 """
 
-
 import asyncio
 import contextlib
 import json
@@ -812,8 +811,7 @@ async def figures_of(
         where.append(f"procedure_code = ${len(args)}")
     cond = " AND ".join(where)
     dcond = " AND ".join(
-        w.replace("agency", "d.agency").replace("procedure_code", "d.procedure_code")
-        for w in where
+        w.replace("agency", "d.agency").replace("procedure_code", "d.procedure_code") for w in where
     )
     received = await rt.pool.fetch(
         f"SELECT agency, procedure_code, max(procedure_name) AS name,"

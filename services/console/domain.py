@@ -69,7 +69,7 @@ def mask_data(data: Any) -> Any:
                     "***"
                     if k == "lookup_code_sealed" and x
                     else mask(x)
-                    if k in EXTRA_PERSONAL and isinstance(x, str)
+                    if k in EXTRA_PERSONAL and isinstance(x, str) and "*" not in x
                     else walk(x)
                 )
                 for k, x in v.items()

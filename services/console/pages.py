@@ -5,7 +5,6 @@ a bearer token; without one a browser gets the login page (401), anything else t
 error. Agency users see their own agency's rows, as in the API.
 """
 
-
 import html
 from pathlib import Path as FsPath
 from typing import Annotated, Any
