@@ -395,8 +395,10 @@ def build_router(rt: Runtime, broadcaster: Broadcaster, monitor: Monitor) -> API
             str | None, Header(alias="Last-Event-ID", pattern=r"^[0-9]{1,19}$")
         ] = None,
         keepalive: Annotated[float, Query(ge=0.2, le=60)] = 15.0,
+        seconds: Annotated[float | None, Query(gt=0, le=86400)] = None,
     ) -> StreamingResponse:
-        """New events as they commit, with the same filters as ``/events``."""
+        """New events as they commit, with the same filters as ``/events``; ``seconds``
+        ends the stream after that long (a script's bounded watch)."""
         own = scope(who, agency)
         start = int(last_event_id) if last_event_id else after
         if start is None:
@@ -404,8 +406,9 @@ def build_router(rt: Runtime, broadcaster: Broadcaster, monitor: Monitor) -> API
 
         async def gen() -> AsyncIterator[str]:
             last = start
+            ends = None if seconds is None else time.monotonic() + seconds
             yield f"retry: 2000\n: connected at {last}\n\n"
-            while True:
+            while ends is None or time.monotonic() < ends:
                 ticket = broadcaster.ticket()
                 rows = await store.events(
                     rt.pool, type_=type_, agency=own, dossier=dossier, after=last, limit=200
@@ -418,7 +421,10 @@ def build_router(rt: Runtime, broadcaster: Broadcaster, monitor: Monitor) -> API
                     continue
                 if await request.is_disconnected():
                     return
-                if not await broadcaster.wait(ticket, keepalive):
+                wait = (
+                    keepalive if ends is None else max(0.0, min(keepalive, ends - time.monotonic()))
+                )
+                if not await broadcaster.wait(ticket, wait):
                     yield ": keep-alive\n\n"
 
         return StreamingResponse(
