@@ -111,6 +111,10 @@ def _run(
                 return 2
     assert bootstrap is not None
     console.print(f"broker ready on {bootstrap}")
+    # where the operators' tools (python -m deploy.cli) find this system's broker and database
+    (RUN / "where.env").write_text(
+        f"DATABASE_URL={database_url}\nKAFKA_BOOTSTRAP_SERVERS={bootstrap}\n"
+    )
     # SASL: the local broker's credentials (admin + one principal per service), or what
     # the environment says for a cluster of its own.
     kafka_env = kafka.client_env() if isinstance(kafka, LocalKafka) and started_here else {}
