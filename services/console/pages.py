@@ -72,17 +72,18 @@ def _esc(v: Any) -> str:
 def line_chart(
     series: dict[str, list[tuple[str, float]]],
     *,
-    width: int = 720,
+    width: int = 940,
     height: int = 220,
     percent: bool = False,
 ) -> Markup:
-    """Lines over shared x labels, as inline SVG (labels escaped)."""
+    """Lines over shared x labels, as inline SVG (labels escaped); the legend in a column
+    on the right, names without the deployment's topic or group prefix."""
     labels = sorted({x for points in series.values() for x, _ in points})
     top = max([v for points in series.values() for _, v in points] + [1.0])
     if percent:
         top = 1.0
-    left, bottom, pad = 48, 28, 10
-    w, h = width - left - pad, height - bottom - pad
+    left, bottom, pad, legend = 48, 28, 10, 220
+    w, h = width - left - pad - legend, height - bottom - pad
     n = max(len(labels) - 1, 1)
 
     def xy(label: str, v: float) -> tuple[float, float]:
@@ -115,9 +116,10 @@ def line_chart(
         for a, b in sorted(points):
             x, y = xy(a, b)
             parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}"/>')
+        short = name.split("lienthong", 1)[-1].lstrip(".-") or name
         parts.append(
-            f'<text x="{left + 8 + 150 * k}" y="{pad + 12}" fill="{colour}" class="legend">'
-            f"■ {_esc(name)}</text>"
+            f'<text x="{left + w + 16}" y="{pad + 12 + 16 * k}" fill="{colour}"'
+            f' class="legend">■ {_esc(short)}</text>'
         )
     if not labels:
         parts.append(

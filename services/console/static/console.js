@@ -4,7 +4,15 @@
 (function () {
   const $ = (sel) => document.querySelector(sel);
   const tz = "Asia/Ho_Chi_Minh";
-  const fmt = (iso) => new Date(iso).toLocaleString("vi-VN", { timeZone: tz, hour12: false });
+  // dd/mm/yyyy HH:MM:SS in Asia/Ho_Chi_Minh, as the server renders it
+  const fmt = (iso) => {
+    const parts = {};
+    new Intl.DateTimeFormat("en-GB", {
+      timeZone: tz, hour12: false, year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", second: "2-digit",
+    }).formatToParts(new Date(iso)).forEach((p) => { parts[p.type] = p.value; });
+    return `${parts.day}/${parts.month}/${parts.year} ${parts.hour}:${parts.minute}:${parts.second}`;
+  };
 
   async function post(url, body) {
     const r = await fetch(url, {
