@@ -120,6 +120,7 @@ async def latencies(db: asyncpg.Connection, codes: list[str]) -> tuple[list[floa
     receipt = await db.fetch(
         "SELECT extract(epoch FROM n.sent_at - d.received_at)::float8 AS s FROM intake.dossiers d"
         " JOIN notification.notifications n ON n.dossier_code = d.code AND n.kind = 'form01'"
+        " AND n.channel = 'email'"
         " WHERE d.code = ANY($1)",
         codes,
     )
@@ -136,7 +137,7 @@ async def wait_all(db: asyncpg.Connection, codes: list[str], timeout: float = 12
     t = time.perf_counter()
     while await db.fetchval(
         "SELECT count(*) FROM notification.notifications WHERE status = 'sent'"
-        " AND kind = 'form01' AND dossier_code = ANY($1)",
+        " AND kind = 'form01' AND channel = 'email' AND dossier_code = ANY($1)",
         codes,
     ) < len(codes):
         if time.perf_counter() - t > timeout:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from contracts.common import (
     MAX_DOCUMENTS,
@@ -217,17 +217,30 @@ class NotificationView(BaseModel):
     id: UUID
     dossier_code: str
     kind: str
-    channel: str
+    channel: str = Field(description="email | sms | portal | desk | post | agency")
     recipient: str
     subject: str
-    status: str = Field(description="pending | sending | sent | failed")
+    status: str = Field(
+        description="queued | sending | sent (handed to the server or gateway) | delivered"
+        " (the receiver confirmed: an SMS receipt, the portal holding it) | failed"
+    )
     created_at: datetime
     sent_at: datetime | None
     body_text: str
-    attempts: int = Field(default=0, description="Delivery attempts so far")
+    attempts: int = Field(default=0, description="Delivery attempts since it was queued")
     last_error: str | None = Field(
         default=None, description="Why the last attempt failed, or why it was given up"
     )
+    delivered_at: datetime | None = Field(
+        default=None, description="When the receiver confirmed it (the gateway's receipt time)"
+    )
+    failed_at: datetime | None = None
+    message_id: str | None = Field(
+        default=None,
+        description="The channel's id of the message: the email Message-ID, the SMS"
+        " gateway's id, the portal's MaThongBao (the notification id)",
+    )
+    resends: int = Field(default=0, description="Times an operator put it back in line")
 
 
 class FieldError(BaseModel):
@@ -415,3 +428,82 @@ class WorkItem(BaseModel):
     deadline_at: datetime | None
     overdue: bool
     state: DossierStatus
+
+
+# --- intake: the dossier's sync to the national portal -------------------------------------
+
+
+class PortalSyncView(BaseModel):
+    """Whether the portal holds the dossier as we do, and what is on its way."""
+
+    code: str
+    status: str = Field(
+        description="synced (the portal holds every update) | pending (updates on their way)"
+        " | failing (the portal refuses or cannot be reached: see last_error) | off (no"
+        " portal configured) | not_synced (nothing sent yet)"
+    )
+    pending: int = 0
+    failed: int = 0
+    sent: int = 0
+    attempts: int | None = Field(default=None, description="Of the update now on its way")
+    last_error: str | None = None
+    portal_known: bool = Field(default=False, description="The portal holds the dossier")
+    portal_status: int | None = Field(default=None, description="TrangThaiHoSo it last took")
+    synced_at: datetime | None = None
+    checked_at: datetime | None = Field(
+        default=None, description="When the reconciliation last compared the portal's copy"
+    )
+    record: dict[str, Any] | None = Field(
+        default=None,
+        description="The record as we would send it now (DongBoHoSoMC); not for operators",
+    )
+
+
+# --- notification: operators resend; the SMS gateway's receipts; what was refused -----------
+
+
+class ResendNotification(BaseModel):
+    """An operator puts a failed (or delivered but disputed) notification back in line."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: Annotated[str, Text(500, min_length=3)] = Field(
+        description="Why it is sent again, e.g. the applicant says it never came"
+    )
+
+
+class SmsReceipt(BaseModel):
+    """A delivery receipt the SMS gateway posts to ``/v1/sms/receipts``, signed with
+    ``X-Signature``: hex HMAC-SHA256 of the exact body bytes."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: Annotated[str, Token(r"[\x21-\x7e]+", 200, "the gateway's message id")]
+    client_ref: Annotated[str, Token(r"[\x21-\x7e]+", 100, "our notification id")]
+    to: Annotated[str, Token(r"\+?[0-9]{8,15}", 20, "the phone number it went to")]
+    status: Literal["delivered", "failed"]
+    reason: Annotated[str, Text(500)] | None = None
+    at: AwareDatetime
+
+
+class SmsReceiptAccepted(BaseModel):
+    status: Literal["accepted"] = "accepted"
+    outcome: str = Field(
+        description="applied | waiting (the send is not marked yet) | ignored (already"
+        " settled) | duplicate"
+    )
+
+
+class InboundRejectView(BaseModel):
+    """Something from outside that was not accepted, as operators see it: the body as
+    text with phone numbers and email addresses masked (the bytes stay in the table)."""
+
+    id: int
+    source: str = Field(description="sms-receipt | sms-gateway | portal")
+    reason: str
+    field: str | None
+    status: int | None = Field(description="The HTTP status we answered or were answered")
+    headers: dict[str, str]
+    body: str
+    size: int
+    sha256: str
+    truncated: bool
+    at: datetime

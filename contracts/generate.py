@@ -43,6 +43,10 @@ API_MODELS: tuple[type[BaseModel], ...] = (
     api.RouteView,
     api.WorkItem,
     api.Problem,
+    api.ResendNotification,
+    api.SmsReceipt,
+    api.SmsReceiptAccepted,
+    api.InboundRejectView,
 )
 
 

@@ -2,8 +2,9 @@
 
 Starts embedded PostgreSQL and Apache Kafka on the JDK (unless DATABASE_URL /
 KAFKA_BOOTSTRAP_SERVERS point elsewhere; both keep their data under .run/), an SMTP sink,
-creates the topics, runs the four services as separate processes under honcho, waits until
-each is consuming, prints where to look, and stops everything on Ctrl-C.
+creates the topics, starts the national portal and SMS gateway simulators (journals under
+.run/), runs the four services as separate processes under honcho, waits until each is
+consuming, prints where to look, and stops everything on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from deploy.local import (
     service_env,
     wait_ready,
 )
-from deploy.ports import port_is_free
+from deploy.ports import free_port, port_is_free
+from deploy.simulators import KINDS, Accounts, Simulator, start_all
 from services.runtime import auth
 from services.runtime.acl import grant_from_env
 from services.runtime.broker import ensure_topics
@@ -40,6 +42,8 @@ from services.runtime.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run"
+# service port, admin port of each simulator (free ones instead when these are taken)
+SIMULATOR_PORTS = {"portal": (8090, 8091), "sms": (8092, 8093)}
 console = Console(stderr=True, soft_wrap=True)
 
 EXAMPLE = """{
@@ -62,15 +66,28 @@ def main() -> int:
         return 1
     smtp = SmtpSink(port=8025 if port_is_free(8025) else 0, folder=RUN / "mail")
     kafka = local_broker(RUN, 19092 if port_is_free(19092) else None)
+    sims = Accounts.dev().simulators(
+        clock_file=RUN / "clock-offset",
+        folder=RUN,
+        ports={kind: (_free(a), _free(b)) for kind, (a, b) in SIMULATOR_PORTS.items()},
+    )
     try:
-        return _run(started, ports, smtp, kafka)
+        return _run(started, ports, smtp, kafka, sims)
     finally:
+        for sim in sims.values():
+            sim.stop()
         smtp.stop()
         kafka.stop()  # a no-op unless it was started
         console.print("stopped")
 
 
-def _run(started: float, ports: dict[str, int], smtp: SmtpSink, kafka: LocalBroker) -> int:
+def _run(
+    started: float,
+    ports: dict[str, int],
+    smtp: SmtpSink,
+    kafka: LocalBroker,
+    sims: dict[str, Simulator],
+) -> int:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     database_url = os.environ.get("DATABASE_URL")
     started_here = not bootstrap
@@ -105,10 +122,14 @@ def _run(started: float, ports: dict[str, int], smtp: SmtpSink, kafka: LocalBrok
         console.print(f"SASL/SCRAM on: {len(acls)} ACLs for the services; credentials in {where}")
     smtp_port = smtp.start()
     clock_file = RUN / "clock-offset"
+    start_all(sims.values())
+    console.print("simulators ready: " + ", ".join(f"{k} {s.service_url}" for k, s in sims.items()))
+    sim_env = Accounts.dev().service_env(sims, f"http://127.0.0.1:{ports['notification']}")
 
     manager = Manager()
     for name in SERVICES:
         extra = {
+            **sim_env.get(name, {}),
             **kafka_env,
             "NOTIFICATION_SMTP_PORT": str(smtp_port),
             "LIENTHONG_DEV_MODE": "1",  # built-in secrets allowed, dev token minting on
@@ -134,6 +155,28 @@ def _run(started: float, ports: dict[str, int], smtp: SmtpSink, kafka: LocalBrok
             console.print(f"  {s:<13} {u}/docs   (ready: {u}/ready, metrics: {u}/metrics)")
         console.print(f"  broker        {bootstrap}   database  {database_url}")
         console.print(f"  mail sink     smtp://127.0.0.1:{smtp_port}  -> {RUN / 'mail'}")
+        for kind in KINDS:
+            sim = sims[kind]
+            console.print(
+                f"  {kind + ' sim':<13} {sim.service_url}   admin {sim.admin_url}/stats"
+                f"   ({sim.purpose})",
+                soft_wrap=True,
+            )
+        accounts = Accounts.dev()
+        portal, sms = sims["portal"].admin_url, sims["sms"].admin_url
+        console.print(
+            f"\nSimulators (portal account {accounts.portal_username}:"
+            f"{accounts.portal_password}, SMS API key {accounts.sms_api_key}); what arrived:"
+        )
+        console.print(
+            f"  curl -s {portal}/records    {portal}/log?code=CODE    {sms}/messages",
+            soft_wrap=True,
+        )
+        console.print(
+            f"  the portal down for 10 minutes of the clock: curl -s -X POST {portal}/faults"
+            """ -H 'content-type: application/json' -d '{"mode": "down", "minutes": 10}'""",
+            soft_wrap=True,
+        )
         console.print("\nDevelopment mode (LIENTHONG_DEV_MODE=1). Tokens, valid 12 h:")
         for name, (token, who) in tokens.items():
             console.print(f"  export {name.upper()}={token}   # {who}", soft_wrap=True)
@@ -213,6 +256,10 @@ def _run(started: float, ports: dict[str, int], smtp: SmtpSink, kafka: LocalBrok
     manager.loop()
     # Ctrl-C (130) or SIGTERM (143) is a stop the user asked for, not a failure.
     return 0 if manager.returncode in (None, 130, 143) else manager.returncode
+
+
+def _free(port: int) -> int:
+    return port if port_is_free(port) else free_port()
 
 
 def _dev_tokens() -> dict[str, tuple[str, str]]:

@@ -11,7 +11,6 @@ import email.policy
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,23 +25,14 @@ from typing import Any, Protocol
 import httpx
 
 from deploy.kafka import LocalKafka
-from deploy.ports import free_port
+from deploy.ports import free_port, wait_for_port
+from deploy.simulators import Accounts, Simulator, start_all
 from services.runtime import auth
 from services.runtime.kafka_auth import KafkaSecurity, only_service
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("intake", "routing", "consultation", "notification")
 DEFAULT_PORTS = {"intake": 8001, "routing": 8002, "consultation": 8003, "notification": 8004}
-
-
-def wait_for_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
 class LocalBroker(Protocol):
@@ -292,7 +282,14 @@ def wait_ready(urls: Iterable[str], timeout: float = 60.0) -> dict[str, float]:
 
 
 class ServiceStack:
-    """The four services as real processes (end-to-end tests and benchmarks)."""
+    """The four services as real processes (end-to-end tests and benchmarks), with the
+    portal and SMS gateway simulators in front of them unless ``simulators=False``.
+
+    The simulators start before the services (on the first ``start()``) and read the same
+    clock (``clock_file``, or ``LIENTHONG_CLOCK_FILE`` in ``extra``); their journals and
+    logs go to ``logs``. ``stack.simulator("portal").admin_url`` is where a test sets
+    faults and looks at what arrived.
+    """
 
     def __init__(
         self,
@@ -303,6 +300,8 @@ class ServiceStack:
         logs: Path,
         smtp_port: int,
         extra: dict[str, str] | None = None,
+        simulators: bool = True,
+        clock_file: str | Path | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.database_url = database_url
@@ -311,6 +310,9 @@ class ServiceStack:
         self.ports = {s: free_port() for s in SERVICES}
         self.provisioned = False
         self.credentials = Credentials()
+        self.clock_file = (
+            str(clock_file) if clock_file else (extra or {}).get("LIENTHONG_CLOCK_FILE")
+        )
         self.env_extra = {
             "LIENTHONG_TOPIC_PREFIX": topic_prefix,
             "NOTIFICATION_SMTP_PORT": str(smtp_port),
@@ -318,9 +320,23 @@ class ServiceStack:
             **self.credentials.env(),
             # one test client submits thousands of dossiers a minute
             "INTAKE_SUBMIT_RATE_PER_MINUTE": "1000000",
+            **({"LIENTHONG_CLOCK_FILE": self.clock_file} if self.clock_file else {}),
             **(extra or {}),
         }
+        self.accounts = Accounts()
+        self.sims: dict[str, Simulator] = (
+            self.accounts.simulators(clock_file=self.clock_file, folder=logs) if simulators else {}
+        )
+        # per service, before the caller's `extra` (which may point elsewhere)
+        self.sim_env = self.accounts.service_env(self.sims, self.url("notification"))
+        self._sims_started = False
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def simulator(self, name: str) -> Simulator:
+        """The ``portal`` or ``sms`` simulator (``.service_url``, ``.admin_url``)."""
+        if name not in self.sims:
+            raise KeyError(f"this stack runs no {name!r} simulator (simulators={bool(self.sims)})")
+        return self.sims[name]
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
@@ -338,6 +354,9 @@ class ServiceStack:
         return self.credentials.headers(agency, role, now=now, department=department, name=name)
 
     def start(self, *names: str) -> None:
+        if not self._sims_started:
+            start_all(self.sims.values())  # before the services, which call them
+            self._sims_started = True
         if not self.provisioned:
             provision_kafka(self.bootstrap, self.topic_prefix, {**os.environ, **self.env_extra})
             self.provisioned = True
@@ -347,7 +366,7 @@ class ServiceStack:
                 port=self.ports[name],
                 bootstrap=self.bootstrap,
                 database_url=self.database_url,
-                extra=self.env_extra,
+                extra={**self.sim_env.get(name, {}), **self.env_extra},
             )
             log = open(self.logs / f"{name}.log", "ab")
             self.procs[name] = subprocess.Popen(
@@ -374,3 +393,6 @@ class ServiceStack:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        for sim in self.sims.values():
+            sim.stop()
+        self._sims_started = False

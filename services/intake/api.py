@@ -3,7 +3,17 @@
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Request, Response
+from fastapi import (
+    APIRouter,
+    Body,
+    Depends,
+    Header,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+)
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
@@ -13,6 +23,7 @@ from contracts.api import (
     DossierAccepted,
     DossierView,
     EndDossier,
+    PortalSyncView,
     ProcedureList,
     StatusChange,
     SubmitDossier,
@@ -23,8 +34,10 @@ from contracts.common import AGENCY_ID_PATTERN, Procedure
 from services.intake import portal, store
 from services.intake.desk import Actor, Desk, DeskError
 from services.intake.domain import Catalogue
+from services.intake.portal_sync import PortalSync
 from services.runtime import auth, forms
 from services.runtime.auth import responses
+from services.runtime.portal_client import PortalUnavailable
 from services.runtime.service import Runtime
 
 # The payloads live in contracts; the old names keep the endpoints below unchanged.
@@ -84,7 +97,7 @@ def register_row(row: Any, masked: bool) -> forms.RegisterRow:
     )
 
 
-def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
+def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk, sync: PortalSync) -> APIRouter:
     """Every route names the principals it accepts; see README "Who may do what"."""
     r = APIRouter(prefix="/v1")
     g = rt.guards
@@ -386,6 +399,84 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk) -> APIRouter:
         context = forms.form06_context(office, name, day, lines)
         rendered = forms_book.render("form06", max(day, first), context)
         return forms.response(rendered, format)
+
+    @r.get(
+        "/dossiers/{code}/portal-sync",
+        response_model=PortalSyncView,
+        tags=["portal"],
+        responses=responses(401, 403, 404, 422),
+    )
+    async def portal_sync(code: str, who: AnyStaff) -> PortalSyncView:
+        """Whether the national portal holds the dossier as we do: synced, pending, or
+        failing with the portal's reason. The record as we would send it now (personal
+        data) only to the dossier's own agencies, not to operators."""
+        row = await store.get_dossier(rt.pool, code)
+        if row is None:
+            raise HTTPException(404, detail=f"no dossier {code}")
+        parties = (row["receiving_agency"], row["lead_agency"], *row["parties"])
+        auth.require_agency(who, parties, operators=True)
+        state = await store.sync_state(rt.pool, code)
+        known = state["portal"] or {}
+        if not sync.enabled and not (state["pending"] or state["failed"] or state["sent"]):
+            status = "off"
+        elif state["failed"] or (state["pending"] and state["last_error"]):
+            status = "failing"
+        elif state["pending"]:
+            status = "pending"
+        elif known.get("known"):
+            status = "synced"
+        else:
+            status = "not_synced"
+        return PortalSyncView(
+            code=code,
+            status=status,
+            pending=state["pending"],
+            failed=state["failed"],
+            sent=state["sent"],
+            attempts=state["attempts"],
+            last_error=state["last_error"],
+            portal_known=bool(known.get("known")),
+            portal_status=known.get("last_status"),
+            synced_at=known.get("synced_at"),
+            checked_at=known.get("checked_at"),
+            record=None if who.is_operator else sync.record_of(row),
+        )
+
+    @r.get("/ops/portal-sync/failed", tags=["ops"], responses=responses(401, 403, 422))
+    async def portal_failed(
+        who: Operator, limit: Annotated[int, Query(ge=1, le=500)] = 100
+    ) -> list[dict[str, Any]]:
+        """Updates the portal refused, with its answer (no personal data: the payload is
+        not shown); retry one after fixing what it refused."""
+        return [dict(r) for r in await store.failed_sync(rt.pool, limit)]
+
+    @r.post(
+        "/ops/portal-sync/{sync_id}/retry", tags=["ops"], responses=responses(401, 403, 404, 422)
+    )
+    async def portal_retry(sync_id: int, who: Operator) -> dict[str, Any]:
+        if not await store.retry_failed_sync(rt.pool, sync_id, rt.clock.now()):
+            raise HTTPException(404, detail=f"no refused update {sync_id}")
+        return {"id": sync_id, "status": "pending"}
+
+    @r.post(
+        "/ops/portal-sync/reconcile", tags=["ops"], responses=responses(401, 403, 409, 422, 503)
+    )
+    async def portal_reconcile(
+        who: Operator, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
+    ) -> dict[str, int]:
+        """Compare what the portal holds of up to ``limit`` dossiers with ours now, and
+        queue again what differs."""
+        if not sync.enabled:
+            # this deployment has no portal: nothing to compare, and no retry will help
+            raise HTTPException(
+                409, detail="no portal is configured (INTAKE_PORTAL_URL is not set)"
+            )
+        try:
+            return await sync.reconcile(limit)
+        except PortalUnavailable as exc:
+            raise HTTPException(
+                503, detail=f"the portal cannot be reached: {exc}", headers={"Retry-After": "60"}
+            ) from None
 
     @r.get("/stats", tags=["ops"], responses=responses(401, 403))
     async def stats(who: Operator) -> dict[str, Any]:

@@ -12,13 +12,17 @@ from contracts.envelope import Envelope
 from contracts.events import (
     EVENT_TYPES,
     ApologyIssued,
+    DossierResumed,
     DossierRouted,
     ProcessingSupplementRequested,
     ResultReady,
+    ResultReturned,
+    StepCompleted,
     SupplementRequested,
 )
-from services.intake import store
+from services.intake import portal, store
 from services.intake.desk import Desk
+from services.intake.portal_sync import PortalSync
 from services.runtime.consumer import Handler
 
 S = DossierStatus
@@ -46,7 +50,12 @@ MOVES: dict[str, tuple[DossierStatus | None, tuple[DossierStatus, ...]]] = {
 }
 
 
-def handlers(desk: Desk) -> dict[str, Handler]:
+def handlers(desk: Desk, sync: PortalSync) -> dict[str, Handler]:
+    """Every change of a dossier also queues its record for the portal (``sync``), in the
+    same transaction, so the portal hears of it once and in order. The desk's own changes
+    are queued by the desk itself, in the transaction that makes them (``Desk.on_change``):
+    a later event of the dossier from another topic may be consumed before the desk's."""
+
     async def on_any(conn: asyncpg.Connection, env: Envelope, _: Any) -> None:
         await store.record_event(conn, env)
 
@@ -64,12 +73,18 @@ def handlers(desk: Desk) -> dict[str, Handler]:
         if s.stage is SupplementStage.DESK:  # during processing, routing's event says it
             await store.record_status(conn, s.code, S.WAITING_SUPPLEMENT, env)
 
+    async def on_supplemented(conn: asyncpg.Connection, env: Envelope, _: Any) -> None:
+        await store.record_event(conn, env)
+
     async def move(
         conn: asyncpg.Connection, env: Envelope, state: DossierStatus, **fields: Any
-    ) -> None:
+    ) -> bool:
         await store.record_event(conn, env)
         _state, allowed = MOVES[env.type]
-        await store.move(conn, env.subject, state, allowed, env, **fields)
+        moved = await store.move(conn, env.subject, state, allowed, env, **fields)
+        if moved:
+            await sync.record(conn, env.subject, env)
+        return moved
 
     async def on_routed(conn: asyncpg.Connection, env: Envelope, r: DossierRouted) -> None:
         # the agencies that process it (not those only asked an opinion) may read it whole
@@ -82,6 +97,13 @@ def handlers(desk: Desk) -> dict[str, Handler]:
             parties=parties,
             lead_agency_name=r.lead_agency_name,
         )
+        step = portal.progress_of_routing(r)
+        if step is not None:
+            await sync.progress(conn, r.code, step, env)
+
+    async def on_step(conn: asyncpg.Connection, env: Envelope, c: StepCompleted) -> None:
+        await store.record_event(conn, env)
+        await sync.progress(conn, c.code, portal.progress_of_step(c), env)
 
     async def on_supplement(
         conn: asyncpg.Connection, env: Envelope, p: ProcessingSupplementRequested
@@ -91,7 +113,8 @@ def handlers(desk: Desk) -> dict[str, Handler]:
         await store.record_event(conn, env)
         await desk.processing_supplement(conn, env, p)
 
-    async def on_resumed(conn: asyncpg.Connection, env: Envelope, r: Any) -> None:
+    async def on_resumed(conn: asyncpg.Connection, env: Envelope, r: DossierResumed) -> None:
+        await store.resumed(conn, r.code, r.resumed_at, r.appointment_at)
         await move(conn, env, S.PROCESSING, appointment_at=r.appointment_at, paused_at=None)
 
     async def on_fee(conn: asyncpg.Connection, env: Envelope, f: Any) -> None:
@@ -101,12 +124,22 @@ def handlers(desk: Desk) -> dict[str, Handler]:
         """The new appointment replaces the old one."""
         await store.record_event(conn, env)
         await store.new_appointment(conn, a.code, a.appointment_at)
+        await sync.record(conn, a.code, env)
 
     async def on_ready(conn: asyncpg.Connection, env: Envelope, r: ResultReady) -> None:
-        await move(conn, env, r.state, ready_at=r.ready_at)
+        await move(
+            conn,
+            env,
+            r.state,
+            ready_at=r.ready_at,
+            decision=r.decision.value,
+            result_documents=[d.model_dump(mode="json") for d in r.documents],
+            refusal_reasons=list(r.reasons),
+        )
 
-    async def on_returned(conn: asyncpg.Connection, env: Envelope, r: Any) -> None:
-        await move(conn, env, S.RETURNED, returned_at=r.returned_at)
+    async def on_returned(conn: asyncpg.Connection, env: Envelope, r: ResultReturned) -> None:
+        if await move(conn, env, S.RETURNED, returned_at=r.returned_at):
+            await sync.progress(conn, r.code, portal.progress_of_return(r), env)
 
     table: dict[str, Handler] = {t: on_any for t in EVENT_TYPES if not t.startswith("procedure.")}
     table.update(
@@ -116,6 +149,8 @@ def handlers(desk: Desk) -> dict[str, Handler]:
             "dossier.withdrawn": on_desk_event,
             "dossier.stopped": on_desk_event,
             "dossier.supplement_requested": on_desk_supplement,
+            "dossier.supplemented": on_supplemented,
+            "routing.step_completed": on_step,
             "routing.dossier_routed": on_routed,
             "routing.supplement_requested": on_supplement,
             "routing.fee_requested": on_fee,

@@ -25,8 +25,13 @@ from contracts.common import (
     ObjectType,
     Paragraph,
     PersonName,
+    PortalStatus,
+    Procedure,
     ProcedureCode,
+    ReturnMethod,
+    StepKind,
 )
+from contracts.events import DossierRouted, ResultReturned, StepCompleted, where_in
 from contracts.text import Text, Token
 from services.intake.desk import PORTAL_KEY_PREFIX
 from services.runtime.calendar import VN_TZ
@@ -227,3 +232,190 @@ def success(accepted: DossierAccepted, portal_ref: str) -> dict[str, Any]:
 
 def failure(code: int, field: str, reason: str) -> dict[str, Any]:
     return {"error_code": code, "message": f"{field}: {reason}", "field": field}
+
+
+# --- outbound: our dossier as the portal's record (DongBoHoSoMC) and step progress --------
+# Field names and codes as the open-source clients send them (OpenCPS's
+# DVCQGIntegrationActionImpl.createSyncDossierBodyRequest and others); every value is a
+# string, times yyyyMMddHHmmss in Asia/Ho_Chi_Minh, "" where a time is not known yet.
+
+RETURN_BY = {"at_desk": "0", "online": "0", "post": "1"}
+"""HinhThuc: "1" by public post, "0" otherwise (clients use only these two; whether the
+portal has a code for online return is UNKNOWN)."""
+
+TRICH_YEU_MAX = 1000
+"""TrichYeuHoSo: one client cuts it at 1,000 characters; the portal's own limit is UNKNOWN."""
+
+
+def _t(value: datetime | None) -> str:
+    return format_portal_time(value) or ""
+
+
+def outbound_record(row: Any, procedure: Procedure | None) -> dict[str, Any]:
+    """The whole portal record of a dossier as intake holds it now (a row of ``dossiers``)."""
+    applicant = row["applicant"]
+    summary = (row["summary"] or row["procedure_name"])[:TRICH_YEU_MAX]
+    status = int(row["status"])
+    fees = [
+        {
+            "TenPhiLePhi": f.name,
+            "MaPhiLePhi": f"{row['procedure_code']}-{i}",
+            "HinhThucThu": "1",  # the code list is UNKNOWN; clients send "1"
+            "Gia": str(f.amount_vnd),
+            "LoaiPhiLePhi": "1",  # UNKNOWN code list; clients send "1"
+        }
+        for i, f in enumerate(procedure.fees if procedure else (), start=1)
+        if f.amount_vnd is not None  # an amount set elsewhere is not known here
+    ]
+    supplements: list[dict[str, Any]] = [
+        {
+            "HoSoBoSungId": str(s["number"]),
+            "NguoiYeuCauBoSung": s.get("requested_by") or "",
+            "NoiDungBoSung": "; ".join(f"{i['name']}: {i['reason']}" for i in s["items"]),
+            "NgayBoSung": _t(_dt(s["requested_at"])),
+            "NgayHenTraTruoc": _t(_dt(s["appointment_before"])),
+            "NgayHenTraMoi": _t(_dt(s.get("appointment_after"))),
+            "TrangThaiBoSung": "1" if s.get("resumed_at") else "0",
+            "DanhSachGiayToBoSung": [],
+        }
+        for s in row["supplement_history"]
+    ]
+    return {
+        "MaHoSo": row["code"],
+        "MaTTHC": row["procedure_code"],
+        "TenTTHC": row["procedure_name"],
+        "MaLinhVuc": (procedure.field_code or "") if procedure else "",
+        "TenLinhVuc": procedure.field if procedure else "",
+        "KenhThucHien": str(int(row["channel"])),
+        "ChuHoSo": applicant["name"],
+        "SoGiayToChuHoSo": applicant["id_number"],
+        "LoaiDoiTuong": str(int(applicant.get("object_type", 1))),
+        "MaDoiTuong": applicant.get("portal_account") or "",
+        "SoDienThoai": applicant.get("phone") or "",
+        "Email": applicant.get("email") or "",
+        "TrichYeuHoSo": summary,
+        "NgayNopHoSo": _t(row["submitted_at"] or row["received_at"]),
+        "NgayTiepNhan": _t(row["received_at"]),
+        "NgayHenTra": _t(row["appointment_at"]),
+        "TrangThaiHoSo": str(status),
+        "NgayTuChoi": _t(row["received_at"]) if status == int(PortalStatus.NOT_RECEIVED) else "",
+        "NgayKetThucXuLy": _t(row["ready_at"]),
+        "NgayTra": _t(row["returned_at"]),
+        "HinhThuc": RETURN_BY.get(row["return_method"], "0"),
+        "DonViXuLy": row["handling_unit"] or row["lead_agency_name"] or row["lead_agency"],
+        "TaiLieuNop": [
+            {
+                "TepDinhKemId": f"{row['code']}-{i}",
+                "TenTepDinhKem": d.get("name") or d["code"],
+                "IsDeleted": "False",
+                "MaThanhPhanHoSo": d["code"],
+                "DuongDanTaiTepTin": d.get("url") or "",
+            }
+            for i, d in enumerate(row["documents"], start=1)
+        ],
+        "DanhSachLePhi": fees,
+        "DanhSachHoSoBoSung": supplements,
+        "DanhSachGiayToKetQua": [
+            {
+                "TenGiayTo": d.get("name") or d["code"],
+                "MaThanhPhanHoSo": d["code"],
+                "GiayToId": f"{row['code']}-kq-{i}",
+                "DuongDanTepTinKetQua": d.get("url") or "",
+            }
+            for i, d in enumerate(row["result_documents"], start=1)
+        ],
+    }
+
+
+def progress_step(
+    code: str,
+    *,
+    who: str,
+    title: str,
+    department: str,
+    what: str,
+    at: datetime,
+    status: int,
+    started_at: datetime | None,
+    deadline_at: datetime | None,
+) -> dict[str, str]:
+    """One step's progress for ``CapNhatTienDoHoSoMC``, with the step's end date by law."""
+    return {
+        "MaHoSo": code,
+        "NguoiXuLy": who[:50],  # one client cuts at 50; the portal's limit is UNKNOWN
+        "ChucDanh": title,
+        "ThoiDiemXuLy": _t(at),
+        "PhongBanXuLy": department,
+        "NoiDungXuLy": what[:2000],
+        "TrangThai": str(status),
+        "NgayBatDau": _t(started_at),
+        "NgayKetThucTheoQuyDinh": _t(deadline_at),
+    }
+
+
+def _dt(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+ROLE_TITLES = {
+    "officer": "Chuyên viên",
+    "department_head": "Trưởng phòng",
+    "agency_head": "Thủ trưởng cơ quan",
+}
+
+
+def progress_of_routing(r: DossierRouted) -> dict[str, str] | None:
+    """The desk's receipt, the first line of the dossier's progress."""
+    line = r.handover
+    if line is None:
+        return None
+    return progress_step(
+        r.code,
+        who=line.giver.person or line.giver.agency_name,
+        title="Cán bộ một cửa",
+        department=where_in(line.giver.agency_name, line.giver.department_name),
+        what=f"Tiếp nhận hồ sơ; chuyển {line.receiver.label()}",
+        at=line.at,
+        status=int(PortalStatus.RECEIVED),
+        started_at=None,
+        deadline_at=None,
+    )
+
+
+def progress_of_step(c: StepCompleted) -> dict[str, str]:
+    """A step of the route, done: who, in which department, what, and its end by law."""
+    by = c.by
+    department = (
+        where_in(by.agency_name, by.department_name)
+        if by is not None
+        else where_in(c.step.agency_name, c.step.department_name)
+    )
+    what = f"{c.step.action}: {c.result}" if c.result else c.step.action
+    done = c.step.kind is StepKind.RETURN
+    return progress_step(
+        c.code,
+        who=(by.person or by.agency_name) if by is not None else c.step.agency_name,
+        title=ROLE_TITLES.get(c.step.role.value, ""),
+        department=department,
+        what=what,
+        at=c.completed_at,
+        status=int(PortalStatus.PROCESSED if done else PortalStatus.PROCESSING),
+        started_at=c.started_at,
+        deadline_at=c.deadline_at,
+    )
+
+
+def progress_of_return(r: ResultReturned) -> dict[str, str]:
+    return progress_step(
+        r.code,
+        who=r.returned_by.person or r.returned_by.agency_name,
+        title="Cán bộ một cửa",
+        department=where_in(r.returned_by.agency_name, r.returned_by.department_name),
+        what=f"Trả kết quả ({ReturnMethod(r.method).label})",
+        at=r.returned_at,
+        status=int(PortalStatus.RESULT_RETURNED),
+        started_at=None,
+        deadline_at=None,
+    )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
@@ -145,6 +147,22 @@ async def move(
     return bool(moved)
 
 
+async def resumed(conn: asyncpg.Connection, code: str, at: datetime, appointment: datetime) -> None:
+    """The last supplement request of the dossier answered: when, and the new appointment
+    (the portal's NgayHenTraMoi)."""
+    history = await conn.fetchval(
+        "SELECT supplement_history FROM dossiers WHERE code = $1 FOR UPDATE", code
+    )
+    if not history or history[-1].get("resumed_at"):
+        return
+    history[-1] = {
+        **history[-1],
+        "resumed_at": at.isoformat(),
+        "appointment_after": appointment.isoformat(),
+    }
+    await conn.execute("UPDATE dossiers SET supplement_history = $2 WHERE code = $1", code, history)
+
+
 async def new_appointment(conn: asyncpg.Connection, code: str, at: datetime) -> None:
     await conn.execute(
         "UPDATE dossiers SET appointment_at = $2, apologies = apologies + 1, updated_at = now()"
@@ -180,3 +198,189 @@ async def register(
             end,
         )
     )
+
+
+# --- outbound sync to the national portal --------------------------------------------------
+
+
+async def enqueue_sync(
+    conn: asyncpg.Connection,
+    code: str,
+    kind: str,
+    payload: dict[str, Any],
+    cause: UUID,
+    now: datetime,
+) -> bool:
+    """One update for the portal, once per causing event and kind."""
+    inserted = await conn.fetchval(
+        "INSERT INTO portal_sync(dossier_code, kind, payload, cause, due_at)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (cause, kind) DO NOTHING RETURNING true",
+        code,
+        kind,
+        payload,
+        cause,
+        now,
+    )
+    return bool(inserted)
+
+
+async def claim_sync(
+    conn: asyncpg.Connection, now: datetime, lease: timedelta, limit: int, claim: UUID
+) -> list[asyncpg.Record]:
+    """The oldest unsent update of each dossier that is due (a 'sending' one whose lease
+    ended counts as due: its sender died), claimed for ``lease``; later updates of a
+    dossier wait for the earlier ones, so the portal sees them in order."""
+    rows = await conn.fetch(
+        "SELECT s.id, s.dossier_code, s.kind, s.payload, s.attempts, d.known"
+        " FROM portal_sync s LEFT JOIN portal_dossiers d ON d.dossier_code = s.dossier_code"
+        " WHERE s.status IN ('pending', 'sending') AND s.due_at <= $1"
+        " AND NOT EXISTS (SELECT 1 FROM portal_sync e WHERE e.dossier_code = s.dossier_code"
+        "   AND e.id < s.id AND e.status IN ('pending', 'sending'))"
+        " ORDER BY s.id LIMIT $2 FOR UPDATE OF s SKIP LOCKED",
+        now,
+        limit,
+    )
+    if rows:
+        await conn.execute(
+            "UPDATE portal_sync SET status = 'sending', claim = $2, due_at = $3,"
+            " attempts = attempts + 1 WHERE id = ANY($1::bigint[])",
+            [r["id"] for r in rows],
+            claim,
+            now + lease,
+        )
+    return list(rows)
+
+
+async def sync_sent(
+    conn: asyncpg.Connection, ids: list[int], claim: UUID, now: datetime, answer: Any
+) -> list[asyncpg.Record]:
+    """Mark updates the portal took; returns the rows marked (a lost claim marks none)."""
+    rows = await conn.fetch(
+        "UPDATE portal_sync SET status = 'sent', sent_at = $3, answer = $4, last_error = NULL"
+        " WHERE id = ANY($1::bigint[]) AND claim = $2 AND status = 'sending'"
+        " RETURNING dossier_code, kind, payload",
+        ids,
+        claim,
+        now,
+        answer,
+    )
+    for r in rows:
+        status = r["payload"].get("TrangThaiHoSo") if r["kind"] == "record" else None
+        await conn.execute(
+            "INSERT INTO portal_dossiers(dossier_code, known, last_status, synced_at)"
+            " VALUES ($1, true, $2, $3) ON CONFLICT (dossier_code) DO UPDATE SET known = true,"
+            " last_status = coalesce(EXCLUDED.last_status, portal_dossiers.last_status),"
+            " synced_at = EXCLUDED.synced_at, last_error = NULL",
+            r["dossier_code"],
+            None if status is None else int(status),
+            now,
+        )
+    return list(rows)
+
+
+async def sync_retry(
+    conn: asyncpg.Connection,
+    ids: list[int],
+    claim: UUID,
+    due: datetime,
+    error: str | None,
+    *,
+    count_attempt: bool,
+) -> None:
+    """Back to waiting until ``due``; an attempt that was not the update's fault (the
+    portal away) is not counted."""
+    await conn.execute(
+        "UPDATE portal_sync SET status = 'pending', due_at = $3, last_error = $4,"
+        " attempts = attempts - CASE WHEN $5 THEN 0 ELSE 1 END"
+        " WHERE id = ANY($1::bigint[]) AND claim = $2 AND status = 'sending'",
+        ids,
+        claim,
+        due,
+        error,
+        count_attempt,
+    )
+
+
+async def sync_failed(
+    conn: asyncpg.Connection, sid: int, claim: UUID, error: str, answer: Any
+) -> None:
+    """Set aside with the portal's answer: refused for what it holds; the next goes on."""
+    code = await conn.fetchval(
+        "UPDATE portal_sync SET status = 'failed', last_error = $3, answer = $4"
+        " WHERE id = $1 AND claim = $2 AND status = 'sending' RETURNING dossier_code",
+        sid,
+        claim,
+        error,
+        answer,
+    )
+    if code is not None:
+        await conn.execute(
+            "INSERT INTO portal_dossiers(dossier_code, last_error) VALUES ($1, $2)"
+            " ON CONFLICT (dossier_code) DO UPDATE SET last_error = EXCLUDED.last_error",
+            code,
+            error,
+        )
+
+
+async def keep_answer(conn: asyncpg.Connection, sid: int, answer: dict[str, Any]) -> None:
+    """An answer the portal gave that we could not read, kept with the update it answered
+    (NULs and lone surrogates replaced: PostgreSQL text cannot hold them)."""
+    text = json.dumps(answer).replace("\\u0000", "\\ufffd")
+    await conn.execute("UPDATE portal_sync SET answer = $2 WHERE id = $1", sid, json.loads(text))
+
+
+async def portal_known(conn: asyncpg.Connection, code: str, known: bool) -> None:
+    await conn.execute(
+        "INSERT INTO portal_dossiers(dossier_code, known) VALUES ($1, $2)"
+        " ON CONFLICT (dossier_code) DO UPDATE SET known = EXCLUDED.known",
+        code,
+        known,
+    )
+
+
+async def sync_state(conn: asyncpg.Connection | asyncpg.Pool, code: str) -> dict[str, Any]:
+    """What the portal holds of a dossier and what is still on its way."""
+    counts = await conn.fetchrow(
+        "SELECT count(*) FILTER (WHERE status IN ('pending', 'sending')) AS pending,"
+        " count(*) FILTER (WHERE status = 'failed') AS failed,"
+        " count(*) FILTER (WHERE status = 'sent') AS sent,"
+        " max(attempts) FILTER (WHERE status IN ('pending', 'sending')) AS attempts,"
+        " (array_agg(last_error ORDER BY id DESC) FILTER (WHERE last_error IS NOT NULL))[1]"
+        " AS last_error FROM portal_sync WHERE dossier_code = $1",
+        code,
+    )
+    known = await conn.fetchrow("SELECT * FROM portal_dossiers WHERE dossier_code = $1", code)
+    return {**dict(counts), "portal": dict(known) if known else None}
+
+
+async def failed_sync(pool: asyncpg.Pool, limit: int) -> list[asyncpg.Record]:
+    return list(
+        await pool.fetch(
+            "SELECT id, dossier_code, kind, attempts, last_error, answer, created_at"
+            " FROM portal_sync WHERE status = 'failed' ORDER BY id DESC LIMIT $1",
+            limit,
+        )
+    )
+
+
+async def retry_failed_sync(pool: asyncpg.Pool, sid: int, now: datetime) -> bool:
+    result: str = await pool.execute(
+        "UPDATE portal_sync SET status = 'pending', due_at = $2, attempts = 0"
+        " WHERE id = $1 AND status = 'failed'",
+        sid,
+        now,
+    )
+    return result.endswith(" 1")
+
+
+async def to_reconcile(conn: asyncpg.Pool, limit: int) -> list[str]:
+    """Dossiers the portal should hold completely (nothing on its way), least recently
+    compared first."""
+    rows = await conn.fetch(
+        "SELECT d.dossier_code FROM portal_dossiers d WHERE d.known AND NOT EXISTS"
+        " (SELECT 1 FROM portal_sync s WHERE s.dossier_code = d.dossier_code"
+        "  AND s.status IN ('pending', 'sending'))"
+        " ORDER BY d.checked_at NULLS FIRST, d.dossier_code LIMIT $1",
+        limit,
+    )
+    return [r["dossier_code"] for r in rows]

@@ -1,36 +1,45 @@
-"""Delivery: email over SMTP, outside any database transaction.
+"""Delivery outside any database transaction, one sender loop per channel.
 
-A sender loop claims due notifications in a short transaction (status ``sending`` with a
-lease; ``FOR UPDATE SKIP LOCKED``, so replicas share the work), sends them with no
-transaction open, and marks each in another short transaction: ``sent`` (with its
-``notification.sent`` event), ``pending`` again with a later due time (backoff), or
-``failed`` with the reason. A failed commit therefore never re-sends a batch, and a crash
-between send and mark only re-sends that message once its lease ends, with the same
-Message-ID (``<notification id@sender domain>``) so a mailbox recognises it.
+Each loop claims due notifications of its own channels in a short transaction (status
+``sending`` with a lease; ``FOR UPDATE SKIP LOCKED``, so replicas share the work), sends
+them with no transaction open, and marks each in another short transaction: ``sent`` (with
+its ``notification.sent`` event) or ``delivered`` when the receiver confirmed at once,
+``pending`` again with a later due time (backoff), or ``failed`` with the reason. A failed
+commit therefore never re-sends a batch, and a crash between send and mark only re-sends
+that message once its lease ends, with the same id so the receiver recognises it: the
+Message-ID ``<notification id@sender domain>``, the SMS ``client_ref``, the portal's
+``MaThongBao``, each the notification id.
+
+A server that cannot be reached is nobody's message's fault: the attempt is not counted,
+the rest of the batch is handed back, and the channel waits as long as its outage has
+lasted so far (from ``retry_base`` up to ``retry_max``); the other channels' loops go on.
 
 The SMTP session is reset (RSET) after every refused message and dropped after any
 connection or protocol error, so one bad message never affects the next applicant's.
-Desk and post notices are handed over by people: they are marked sent without SMTP.
+Desk, post and agency notices are handed over by people: they are marked sent.
+The SMS and portal senders are in ``services.notification.channels``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
 from enum import StrEnum
+from typing import Any, Protocol
 
 import aiosmtplib
 import asyncpg
 from prometheus_client import Counter
 
 from contracts.events import NotificationSent
-from services.notification import store
+from services.notification import domain, store
 from services.runtime.logging import get_logger
 from services.runtime.outbox import Waker
 from services.runtime.service import Runtime
@@ -45,10 +54,24 @@ DELIVERIES = Counter(
 
 
 class Result(StrEnum):
-    SENT = "sent"
+    SENT = "sent"  # handed to the server or gateway
+    DELIVERED = "delivered"  # the receiver confirmed at once (the portal holds the message)
     RETRY = "retry"  # the message's own transient failure (a 4xx answer): counts an attempt
     FAILED = "failed"  # permanent: a 5xx answer, an address or header that cannot be sent
     UNREACHABLE = "unreachable"  # the server cannot be reached: not the message's fault
+    WAIT = "wait"  # not tried: over a rate limit; due again at ``Outcome.not_before``
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """An answer from outside that we could not understand, to store whole for operators
+    (``inbound_rejects``)."""
+
+    source: str
+    reason: str
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    status: int | None = None
 
 
 @dataclass(frozen=True)
@@ -56,11 +79,39 @@ class Outcome:
     result: Result
     reason: str | None = None
     message_id: str | None = None
+    answer: Mapping[str, Any] | None = None
+    """The receiver's whole answer, kept on the notification for inspection."""
+    not_before: datetime | None = None
+    reject: Inbound | None = None
+
+
+class Sender(Protocol):
+    """What a channel's sender loop drives: the channels it delivers and one send."""
+
+    channels: frozenset[str]
+
+    async def send(self, n: asyncpg.Record) -> Outcome: ...
+
+    async def close(self) -> None: ...
+
+
+class HandedOver:
+    """Desk, post and agency notices: people hand them over, the system marks them sent."""
+
+    channels = domain.HANDED_OVER
+
+    async def send(self, n: asyncpg.Record) -> Outcome:
+        return Outcome(Result.SENT)
+
+    async def close(self) -> None:
+        return None
 
 
 class SmtpSender:
     """One kept-open SMTP connection, reset after a refused message, dropped after an
     error on the connection itself (the next send connects again)."""
+
+    channels = frozenset({domain.EMAIL})
 
     def __init__(self, host: str, port: int, sender: str, timeout: float = 10.0) -> None:
         self.host = host
@@ -182,43 +233,196 @@ class DeliveryPolicy:
         factor: int = 2 ** max(0, attempts - 1)
         return min(self.retry_base * factor, self.retry_max)
 
+    outage_probe_max: timedelta = timedelta(minutes=1)
+
+    def outage_backoff(self, lasted: timedelta) -> timedelta:
+        """How long a channel waits before trying its server again: as long as the outage
+        has lasted so far, at least ``retry_base`` and at most ``outage_probe_max`` (the
+        waits roughly double while it lasts; a short blip costs only the base, and a long
+        outage is probed once a minute, so the queue drains soon after the server is
+        back: one probe costs nothing)."""
+        return min(max(lasted, self.retry_base), self.outage_probe_max, self.retry_max)
+
+
+class TokenBucket:
+    """At most ``rate`` sends a second on average, bursts of ``capacity``; ``take`` says how
+    long to wait before the send it allows (the token is taken at once, so callers that
+    come one after the other queue up in the order they came)."""
+
+    def __init__(self, rate: float, capacity: float | None = None, now: float = 0.0) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, capacity if capacity is not None else rate)
+        self.tokens = self.capacity
+        self.at = now
+
+    def take(self, now: float) -> float:
+        """Take a token at ``now`` (seconds, monotonic); seconds to wait before using it.
+        A rate of zero or less means no limit."""
+        if self.rate <= 0:
+            return 0.0
+        self.tokens = min(self.capacity, self.tokens + max(0.0, now - self.at) * self.rate)
+        self.at = max(self.at, now)
+        self.tokens -= 1.0
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+    async def acquire(self) -> None:
+        wait = self.take(time.monotonic())
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
+def recipient_wait(
+    sent: Sequence[datetime], now: datetime, limit: int, window: timedelta
+) -> datetime | None:
+    """When the next message to a recipient may go, given when the last ones went: None if
+    now (fewer than ``limit`` in the ``window`` before ``now``), else the moment the oldest
+    of the last ``limit`` leaves the window. A limit of zero or less means no limit."""
+    if limit <= 0:
+        return None
+    recent = sorted(t for t in sent if t > now - window)
+    if len(recent) < limit:
+        return None
+    return recent[len(recent) - limit] + window
+
+
+@dataclass(frozen=True)
+class RecipientLimit:
+    """At most ``per_window`` messages to one recipient on a channel in ``window``; over it
+    a message waits (it is not failed). Counted in the database, so replicas share it."""
+
+    channel: str
+    per_window: int
+    window: timedelta = timedelta(hours=1)
+
+    async def take(
+        self, conn: asyncpg.Connection, n: asyncpg.Record, claim: uuid.UUID, now: datetime
+    ) -> datetime | None:
+        """Take a place in the recipient's window for this send, or say when one frees up
+        (then nothing is taken). Inside a transaction."""
+        if self.per_window <= 0:
+            return None
+        sent = await store.recent_sends(conn, self.channel, n["recipient"], now - self.window)
+        later = recipient_wait(sent, now, self.per_window, self.window)
+        if later is None:
+            await store.take_send(conn, self.channel, n["recipient"], n["id"], claim, now)
+        return later
+
 
 class Deliveries:
-    """The sender loop: claim, send outside any transaction, mark."""
+    """One channel's sender loop: claim, send outside any transaction, mark."""
 
-    def __init__(self, rt: Runtime, smtp: SmtpSender, policy: DeliveryPolicy) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        sender: Sender,
+        policy: DeliveryPolicy,
+        *,
+        limit: RecipientLimit | None = None,
+    ) -> None:
         self.rt = rt
-        self.smtp = smtp
+        self.sender = sender
+        self.channels = sender.channels
         self.policy = policy
+        self.limit = limit
         self.sent = 0
-        self.unreachable = 0  # consecutive attempts that found the server unreachable
+        self.outage_since: datetime | None = None
+        """When this channel's server stopped answering (None: it answers)."""
+
+    @property
+    def name(self) -> str:
+        return "+".join(sorted(self.channels))
 
     async def claim(self) -> tuple[uuid.UUID, list[asyncpg.Record]]:
-        """Take a batch of due notifications (one short transaction, committed)."""
+        """Take a batch of this channel's due notifications (one short transaction)."""
         claim = uuid.uuid4()
         async with self.rt.pool.acquire() as conn, conn.transaction():
             rows = await store.claim_due(
-                conn, self.rt.clock.now(), self.policy.lease, self.policy.batch_size, claim
+                conn,
+                self.rt.clock.now(),
+                self.policy.lease,
+                self.policy.batch_size,
+                claim,
+                self.channels,
             )
         return claim, rows
 
+    async def admit(self, claim: uuid.UUID, n: asyncpg.Record) -> Outcome | None:
+        """The per-recipient limit (one short transaction): None if the message may go,
+        else a ``WAIT`` until a place in the recipient's window frees up."""
+        if self.limit is None:
+            return None
+        now = self.rt.clock.now()
+        async with self.rt.pool.acquire() as conn, conn.transaction():
+            later = await self.limit.take(conn, n, claim, now)
+        if later is None:
+            return None
+        reason = (
+            f"waits for the recipient's limit ({self.limit.per_window} messages in"
+            f" {self.limit.window}): due again at {later.isoformat()}"
+        )
+        return Outcome(Result.WAIT, reason, not_before=later)
+
     async def attempt(self, n: asyncpg.Record) -> Outcome:
         """Deliver one claimed notification; no transaction is open here."""
-        if n["channel"] != "email":
-            return Outcome(Result.SENT)  # desk, post and agency notices: handed over by people
-        return await self.smtp.send(n)
+        return await self.sender.send(n)
+
+    def _outage_due(self, now: datetime) -> datetime:
+        if self.outage_since is None:
+            self.outage_since = now
+        return now + self.policy.outage_backoff(now - self.outage_since)
 
     async def record(self, claim: uuid.UUID, n: asyncpg.Record, outcome: Outcome) -> None:
-        """Mark the outcome of one attempt (one short transaction)."""
+        """Mark the outcome of one attempt (one short transaction). What the receiver said
+        is stored as text PostgreSQL takes, so no answer can make the mark fail (and the
+        message be tried again for ever)."""
         now = self.rt.clock.now()
+        outcome = replace(
+            outcome,
+            reason=domain.printable(outcome.reason) if outcome.reason is not None else None,
+            message_id=domain.printable(outcome.message_id) if outcome.message_id else None,
+            answer=domain.storable(dict(outcome.answer)) if outcome.answer is not None else None,
+        )
         DELIVERIES.labels(n["channel"], outcome.result.value).inc()
-        if outcome.result is Result.UNREACHABLE:
-            self.unreachable += 1
-        elif n["channel"] == "email":
-            self.unreachable = 0
+        unreachable = outcome.result is Result.UNREACHABLE
+        recovered = False
+        if unreachable:
+            due = self._outage_due(now)
+        elif outcome.result is not Result.WAIT:
+            recovered = self.outage_since is not None
+            self.outage_since = None  # the server answered
         async with self.rt.pool.acquire() as conn, conn.transaction():
-            if outcome.result is Result.SENT:
-                if await store.mark_sent(conn, n["id"], claim, now, outcome.message_id):
+            if recovered:
+                # what the outage postponed goes now, not at its last probe's due time
+                await store.due_now(conn, n["channel"], now)
+            if outcome.reject is not None:
+                r = outcome.reject
+                rid = await store.save_reject(
+                    conn,
+                    source=r.source,
+                    reason=r.reason,
+                    body=r.body,
+                    headers=r.headers,
+                    status=r.status,
+                    at=now,
+                )
+                log.warning(
+                    "inbound_rejected", source=r.source, reason=r.reason, id=rid, nid=str(n["id"])
+                )
+            if self.limit is not None and outcome.result not in (Result.SENT, Result.DELIVERED):
+                await store.give_back_send(conn, n["id"], claim)
+            if outcome.result in (Result.SENT, Result.DELIVERED):
+                delivered = outcome.result is Result.DELIVERED
+                if await store.mark_sent(
+                    conn,
+                    n["id"],
+                    claim,
+                    now,
+                    outcome.message_id,
+                    delivered=delivered,
+                    answer=outcome.answer,
+                ):
+                    if n["channel"] == domain.SMS and outcome.message_id:
+                        await store.apply_waiting_receipt(conn, n["id"], outcome.message_id)
                     await self.rt.outbox.add(
                         conn,
                         NotificationSent(
@@ -240,16 +444,23 @@ class Deliveries:
                 if outcome.result is Result.RETRY:
                     reason = f"gave up after {n['attempts']} attempts: {reason}"
                 log.warning("notification_failed", id=str(n["id"]), reason=reason)
-                await store.mark_failed(conn, n["id"], claim, now, reason)
-            else:
-                # An outage backs off on how long it has lasted, not on the message.
-                unreachable = outcome.result is Result.UNREACHABLE
-                tries = self.unreachable if unreachable else n["attempts"]
+                await store.mark_failed(conn, n["id"], claim, now, reason, outcome.answer)
+            elif outcome.result is Result.WAIT:
                 await store.retry_later(
                     conn,
                     n["id"],
                     claim,
-                    now + self.policy.backoff(max(1, tries)),
+                    outcome.not_before or now + self.policy.retry_base,
+                    outcome.reason,
+                    count_attempt=False,
+                )
+            else:
+                # An outage backs off on how long it has lasted, not on the message.
+                await store.retry_later(
+                    conn,
+                    n["id"],
+                    claim,
+                    due if unreachable else now + self.policy.backoff(max(1, n["attempts"])),
                     outcome.reason,
                     count_attempt=not unreachable,
                 )
@@ -260,7 +471,7 @@ class Deliveries:
         """Hand back claimed rows not tried: the server is unreachable."""
         if not rows:
             return
-        due = self.rt.clock.now() + self.policy.backoff(max(1, self.unreachable))
+        due = self._outage_due(self.rt.clock.now())
         async with self.rt.pool.acquire() as conn, conn.transaction():
             for n in rows:
                 await store.retry_later(
@@ -280,14 +491,14 @@ class Deliveries:
             if now - renewed > self.policy.lease / 3:
                 await store.renew(self.rt.pool, claim, now + self.policy.lease)
                 renewed = now
-            outcome = await self.attempt(n)
+            outcome = await self.admit(claim, n) or await self.attempt(n)
             await self.record(claim, n, outcome)
             if outcome.result is Result.UNREACHABLE:
                 await self.release(claim, rows[i + 1 :], outcome)
                 break
         return len(rows)
 
-    async def run(self, waker: Waker | None = None) -> None:
+    async def run(self, waker: Waker | Wakeup | None = None) -> None:
         """Deliver until the service's pool closes (the service is stopping)."""
         try:
             while not self.rt.pool.is_closing():
@@ -298,7 +509,7 @@ class Deliveries:
                 except Exception as exc:
                     if self.rt.pool.is_closing():
                         break
-                    log.warning("delivery_loop_failed", error=repr(exc))
+                    log.warning("delivery_loop_failed", channel=self.name, error=repr(exc))
                     await asyncio.sleep(1.0)
                     continue
                 if n >= self.policy.batch_size:
@@ -308,6 +519,42 @@ class Deliveries:
                 else:
                     await asyncio.sleep(self.policy.poll_interval)
         finally:
-            await self.smtp.close()
-            if waker is not None:
+            await self.sender.close()
+            if isinstance(waker, Waker):
                 await waker.stop()
+
+
+class Wakeup:
+    """One loop's share of a ``FanOut``: woken with every other loop."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    async def wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.event.wait(), seconds)
+        self.event.clear()
+
+
+class FanOut(Waker):
+    """One LISTEN connection that wakes every channel's loop: a new notification may be for
+    any of them."""
+
+    def __init__(self, dsn: str, channel: str) -> None:
+        super().__init__(dsn, channel)
+        self.loops: list[Wakeup] = []
+
+    def subscribe(self) -> Wakeup:
+        w = Wakeup()
+        self.loops.append(w)
+        return w
+
+    def _on_notify(self, *_: object) -> None:
+        for w in self.loops:
+            w.event.set()
+
+    async def watch(self, done: Callable[[], bool], interval: float = 1.0) -> None:
+        """Listen again whenever the connection drops (a loop's wait does not see it),
+        until ``done`` (the service is stopping)."""
+        while not done():
+            await Waker.wait(self, interval)

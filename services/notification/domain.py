@@ -3,27 +3,39 @@
 The templates and what every service shares of them (``FormBook``, the helpers, the
 contexts of Forms 04-06 and of the result notice) are in ``services.runtime.forms``; the
 templates themselves in ``contracts/forms``. This module keeps what only notification
-says: Forms 01-03 at the desk, the notice to the agency that must confirm an apology, and
-to whom and by which channel each notice goes.
+says: Forms 01-03 at the desk, the notices to agencies (an opinion request, a drafted
+apology to confirm), to whom and by which channels each notice goes, and how a delivery
+receipt proves it comes from the SMS gateway.
+
+Channels: ``email`` (SMTP), ``sms`` (an HTTP gateway, delivery receipts by webhook),
+``portal`` (a message on the National Public Service Portal), and the notices people hand
+over: ``desk`` (at the one-stop desk), ``post`` (by public post) and ``agency`` (an
+agency's notice, handed over in the system).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import re
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from contracts.common import Channel, Office, SupplementStage
 from contracts.events import (
     ApologyDrafted,
     ApologyWithdrawn,
+    ConsultationRequested,
     DossierReceived,
     DossierRefused,
     FeeRequested,
     SupplementRequested,
 )
 from contracts.text import email_problem, forbidden_character
+from services.runtime.auth import mask
 from services.runtime.forms import (
     BLANK,
     Addressee,
@@ -36,27 +48,73 @@ from services.runtime.forms import (
 
 NOTIFICATION_NS = uuid.UUID("a4d6c1f0-5b0e-4e8e-bf43-1f6b7d2c9e30")
 
+EMAIL, SMS, PORTAL = "email", "sms", "portal"
+DESK, POST, AGENCY = "desk", "post", "agency"
+ELECTRONIC = (EMAIL, SMS, PORTAL)
+"""The channels a machine delivers, in the order an applicant's notices are made."""
+HANDED_OVER = frozenset({DESK, POST, AGENCY})
+"""Notices people hand over: marked sent when queued, no server involved."""
+CHANNELS = frozenset({*ELECTRONIC, *HANDED_OVER})
+
 
 @dataclass(frozen=True)
 class Recipient:
-    channel: str  # email | desk | post | agency
+    channel: str  # email | sms | portal | desk | post | agency
     address: str
+    """The email address, the phone number, the portal account, the postal address, the
+    applicant's name at the desk, or the agency."""
+
+
+class Reachable(Addressee, Protocol):
+    """An applicant as far as reaching them goes: an addressee with a phone and a portal
+    account (``contracts.common.Applicant`` and ``Contact`` are both)."""
+
+    @property
+    def phone(self) -> str | None: ...
+    @property
+    def portal_account(self) -> str | None: ...
+
+
+def applicant_recipients(
+    applicant: Reachable, channel: Channel, available: Collection[str], code: str
+) -> list[Recipient]:
+    """Every channel the applicant has among those configured (``available``): email if an
+    email, SMS if a phone, the portal if a portal account (the portal addresses a message to
+    the account, ``MaDoiTuong``: an online dossier without one has nobody to read it there).
+    The desk, or the post for a dossier that came by post with an address, only when none
+    of those is there: then people hand the notice over."""
+    out: list[Recipient] = []
+    if EMAIL in available and applicant.email:
+        out.append(Recipient(EMAIL, applicant.email))
+    if SMS in available and applicant.phone:
+        out.append(Recipient(SMS, applicant.phone))
+    if PORTAL in available and applicant.portal_account:
+        out.append(Recipient(PORTAL, applicant.portal_account))
+    if out:
+        return out
+    if channel is Channel.POST and applicant.address:
+        return [Recipient(POST, applicant.address)]
+    return [Recipient(DESK, applicant.name)]
 
 
 def applicant_recipient(applicant: Addressee, channel: Channel) -> Recipient:
-    """Notices go back by the channel the dossier came in; email when we have one."""
-    if applicant.email:
-        return Recipient("email", applicant.email)
-    if channel is Channel.POST and applicant.address:
-        return Recipient("post", applicant.address)
-    return Recipient("desk", applicant.name)
+    """The one recipient of a notice where email is the only electronic channel."""
+    reach = Contact(name=applicant.name, email=applicant.email, address=applicant.address)
+    return applicant_recipients(reach, channel, (EMAIL,), "")[0]
+
+
+_SMS_NUMBER = re.compile(r"0[0-9]{9,10}")
+"""What the gateway takes: a Vietnamese number as ``contracts.common.Phone`` writes it."""
 
 
 def address_problem(recipient: Recipient) -> str | None:
-    """Why an email recipient cannot be mailed (strict syntax, no DNS), or None."""
-    if recipient.channel != "email":
-        return None
-    return email_problem(recipient.address)
+    """Why a recipient cannot be reached on its channel (an email address by strict syntax,
+    no DNS; a phone number not written as the gateway takes it), or None."""
+    if recipient.channel == EMAIL:
+        return email_problem(recipient.address)
+    if recipient.channel == SMS and not _SMS_NUMBER.fullmatch(recipient.address):
+        return "not a Vietnamese phone number (0 and 9 or 10 digits)"
+    return None
 
 
 def printable(value: str) -> str:
@@ -68,9 +126,76 @@ def printable(value: str) -> str:
     ]
 
 
-def notification_id(event_id: uuid.UUID, kind: str, recipient: str) -> uuid.UUID:
-    """Deterministic, so a redelivered event finds the notification it already made."""
+def _unstorable(c: str) -> bool:
+    return c == "\x00" or 0xD800 <= ord(c) <= 0xDFFF
+
+
+def _storable_text(value: str) -> str:
+    if not any(_unstorable(c) for c in value):
+        return value
+    return "".join(f"\\u{ord(c):04x}" if _unstorable(c) else c for c in value)
+
+
+def storable(value: Any) -> Any:
+    """A JSON value from outside as a ``jsonb`` column takes it, otherwise unchanged: NUL
+    and lone surrogates (which PostgreSQL refuses) written as escapes."""
+    if isinstance(value, str):
+        return _storable_text(value)
+    if isinstance(value, dict):
+        return {_storable_text(str(k)): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
+
+
+def notification_id(
+    event_id: uuid.UUID, kind: str, recipient: str, channel: str = EMAIL
+) -> uuid.UUID:
+    """Deterministic, so a redelivered event finds the notification it already made. The
+    SMS and portal ones name their channel (a portal account may be a phone number); the
+    others keep the form they had before those channels, so an event redelivered across an
+    upgrade still finds its notification."""
+    if channel in (SMS, PORTAL):
+        return uuid.uuid5(NOTIFICATION_NS, f"{event_id}/{kind}/{channel}:{recipient}")
     return uuid.uuid5(NOTIFICATION_NS, f"{event_id}/{kind}/{recipient}")
+
+
+# --- delivery receipts from the SMS gateway -------------------------------------------------
+
+
+def sign(secret: str, body: bytes) -> str:
+    """``X-Signature`` of a receipt: hex HMAC-SHA256 of the exact body bytes."""
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def signature_problem(secret: str, body: bytes, header: str | None) -> str | None:
+    """Why ``header`` does not prove that the gateway sent ``body``, or None. Compared in
+    constant time; a secret that is not configured proves nothing."""
+    if not secret:
+        return "receipts cannot be verified: no webhook secret is configured"
+    if header is None or not header.strip():
+        return "missing"
+    given = header.strip().lower()
+    if given.startswith("sha256="):
+        given = given[7:]
+    if not re.fullmatch(r"[0-9a-f]{64}", given):
+        return "not a hex HMAC-SHA256"
+    if not hmac.compare_digest(given, sign(secret, body)):
+        return "does not match the body"
+    return None
+
+
+_PHONE_LIKE = re.compile(r"(?<![0-9])(?:\+?84|0)[0-9]{8,10}(?![0-9])")
+_EMAIL_LIKE = re.compile(r"[^\s\"'<>@,;:]+@[^\s\"'<>@,;:]+")
+
+
+def masked_text(body: bytes, limit: int = 64 * 1024) -> str:
+    """A stored body as operators may read it: text (bytes that are not UTF-8 shown as
+    replacement characters), phone numbers and email addresses masked, at most ``limit``
+    characters. The bytes themselves stay in the table for whoever may read them."""
+    text = body[: limit * 4].decode("utf-8", errors="replace")[:limit]
+    text = _PHONE_LIKE.sub(lambda m: str(mask(m.group(0))), text)
+    return _EMAIL_LIKE.sub(lambda m: str(mask(m.group(0))), text)
 
 
 # --- what notification keeps of a dossier ---------------------------------------------------
@@ -79,27 +204,39 @@ def notification_id(event_id: uuid.UUID, kind: str, recipient: str) -> uuid.UUID
 @dataclass(frozen=True)
 class Contact:
     """What a notice needs of its applicant, and no more: the name it is addressed to and
-    where it is sent (email, or the postal address for a dossier that came by post). No ID
-    number, birth date or phone: no later notice prints them."""
+    where it is sent (email, phone for SMS, portal account, or the postal address for a
+    dossier that came by post). No ID number or birth date: no later notice prints them."""
 
     name: str
     email: str | None = None
     address: str | None = None
+    phone: str | None = None
+    portal_account: str | None = None
+
+    _KEYS = ("name", "email", "address", "phone", "portal_account")
 
     @classmethod
-    def of(cls, a: Addressee) -> Contact:
-        return cls(name=a.name, email=a.email, address=a.address)
+    def of(cls, a: Reachable) -> Contact:
+        return cls(
+            name=a.name,
+            email=a.email,
+            address=a.address,
+            phone=a.phone,
+            portal_account=a.portal_account,
+        )
 
     def as_json(self) -> dict[str, str]:
-        return {
-            k: v
-            for k, v in (("name", self.name), ("email", self.email), ("address", self.address))
-            if v is not None
-        }
+        return {k: v for k in self._KEYS if (v := getattr(self, k)) is not None}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Contact:
-        return cls(name=data["name"], email=data.get("email"), address=data.get("address"))
+        return cls(
+            name=data["name"],
+            email=data.get("email"),
+            address=data.get("address"),
+            phone=data.get("phone"),
+            portal_account=data.get("portal_account"),
+        )
 
 
 @dataclass(frozen=True)
@@ -226,6 +363,24 @@ def form03_context(r: DossierRefused, lookup_code: str | None = None) -> dict[st
 
 CONFIRM_PATH = "/v1/routes/{code}/apologies/{apology_id}/confirm"
 """Routing's endpoint that confirms a drafted apology (POST, a head of the agency)."""
+
+
+REPLY_PATH = "/v1/consultations/{request_id}/reply"
+"""Consultation's endpoint where the asked agency answers (POST, signed)."""
+
+
+def consultation_request_context(c: ConsultationRequested, lead_agency_name: str) -> dict[str, Any]:
+    """An opinion request to the asked agency: what about, by when, where to answer."""
+    return {
+        "code": c.code,
+        "agency_name": c.agency_name,
+        "lead_agency": lead_agency_name,
+        "subject": c.subject,
+        "requested_local": moment(c.requested_at),
+        "due_local": moment(c.due_at),
+        "due_iso": c.due_at.isoformat(),
+        "reply_path": REPLY_PATH.format(request_id=c.request_id),
+    }
 
 
 def fee_context(f: FeeRequested, r: Receipt) -> dict[str, Any]:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import html
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from contracts.agencies import AgencyError, default_book
+from contracts.common import Channel
 from contracts.envelope import Envelope
 from contracts.events import (
     ApologyDrafted,
@@ -26,9 +30,10 @@ from services.notification import domain, store
 from services.runtime import auth, forms
 from services.runtime.calendar import format_local
 from services.runtime.consumer import Handler, RetryLater
-from services.runtime.forms import FormBook
+from services.runtime.forms import FormBook, Rendered
 from services.runtime.logging import get_logger
 from services.runtime.service import Runtime
+from services.runtime.settings import ServiceSettings
 from services.runtime.timers import TimerHandler
 
 DELIVER = "notification.deliver"
@@ -41,11 +46,35 @@ they follow it (``EventConsumer.unblocking``)."""
 log = get_logger(__name__)
 
 
+def configured_channels(s: ServiceSettings) -> frozenset[str]:
+    """The electronic channels this deployment delivers: a channel whose endpoint is not
+    configured (an empty URL or host) is simply not used."""
+    out = set()
+    if s.smtp_host:
+        out.add(domain.EMAIL)
+    if s.sms_url:
+        out.add(domain.SMS)
+    if s.portal_url:
+        out.add(domain.PORTAL)
+    return frozenset(out)
+
+
 class Notifier:
-    def __init__(self, rt: Runtime, forms: FormBook) -> None:
+    def __init__(
+        self, rt: Runtime, forms: FormBook, channels: Collection[str] | None = None
+    ) -> None:
         self.rt = rt
         self.forms = forms
+        self.channels = frozenset(
+            configured_channels(rt.settings) if channels is None else channels
+        )
         self.unseal_key = auth.unseal_key_for_notification(rt.settings)
+
+    def to_applicant(
+        self, applicant: domain.Reachable, channel: Channel, code: str
+    ) -> list[domain.Recipient]:
+        """Every configured channel the applicant has (the desk or the post if none)."""
+        return domain.applicant_recipients(applicant, channel, self.channels, code)
 
     async def remember(
         self,
@@ -79,43 +108,75 @@ class Notifier:
         conn: asyncpg.Connection,
         env: Envelope,
         kind: str,
-        recipient: domain.Recipient,
+        recipients: domain.Recipient | Sequence[domain.Recipient],
         context: dict[str, Any],
     ) -> None:
-        """Render ``kind`` for the recipient and queue its delivery, once per event.
+        """Render ``kind`` for each recipient and queue its delivery, once per event.
 
-        An email address that mail cannot be sent to makes the notification ``failed``
-        with the reason at once: it never reaches the SMTP connection others share.
+        Email and the notices people hand over carry the whole form (with the lookup code
+        where the form prints it); an SMS carries the form's short text, the portal the
+        subject as title and the text form as body, neither ever the lookup code: they
+        leave the applicant's own mailbox and desk for other systems.
+
+        A recipient that cannot be reached on its channel (an email address mail cannot be
+        sent to, a phone number the gateway does not take) makes its notification
+        ``failed`` with the reason at once: it never reaches a connection others share.
         """
         now = self.rt.clock.now()
-        r = self.forms.render(kind, self.rt.calendar.local(env.occurred_at).date(), context)
-        nid = domain.notification_id(env.event_id, kind, recipient.address)
-        problem = domain.address_problem(recipient)
-        await store.insert(
-            conn,
-            id=nid,
-            dossier_code=env.subject,
-            kind=kind,
-            form_version=r.version,
-            channel=recipient.channel,
-            recipient=domain.printable(recipient.address),
-            subject=r.subject,
-            body_text=r.text,
-            body_html=r.html,
-            caused_by=env.event_id,
-            created_at=now,
-            status="failed" if problem else "pending",
-            due_at=None if problem else now,
-            last_error=f"invalid address: {problem}" if problem else None,
-            failed_at=now if problem else None,
-        )
-        if problem:
-            log.warning("notification_invalid_address", id=str(nid), reason=problem)
+        day = self.rt.calendar.local(env.occurred_at).date()
+        if isinstance(recipients, domain.Recipient):
+            recipients = [recipients]
+        rendered: dict[bool, Rendered] = {}
+
+        def render(whole: bool) -> Rendered:
+            if whole not in rendered:
+                ctx = context if whole else {**context, "lookup_code": None}
+                rendered[whole] = self.forms.render(kind, day, ctx)
+            return rendered[whole]
+
+        for recipient in recipients:
+            r = render(recipient.channel not in (domain.SMS, domain.PORTAL))
+            text, body_html = r.text, r.html
+            problem = domain.address_problem(recipient)
+            if recipient.channel == domain.SMS:
+                if r.sms is None:
+                    problem = problem or f"form {kind} version {r.version} has no SMS text"
+                text = r.sms or ""
+                body_html = f"<p>{html.escape(text)}</p>"
+            nid = domain.notification_id(env.event_id, kind, recipient.address, recipient.channel)
+            await store.insert(
+                conn,
+                id=nid,
+                dossier_code=env.subject,
+                kind=kind,
+                form_version=r.version,
+                channel=recipient.channel,
+                recipient=domain.printable(recipient.address),
+                subject=r.subject,
+                body_text=text,
+                body_html=body_html,
+                caused_by=env.event_id,
+                created_at=now,
+                status="failed" if problem else "pending",
+                due_at=None if problem else now,
+                last_error=f"invalid address: {problem}" if problem else None,
+                failed_at=now if problem else None,
+            )
+            if problem:
+                log.warning("notification_invalid_address", id=str(nid), reason=problem)
 
 
 async def _scheduled_before_0002(conn: asyncpg.Connection, timer: asyncpg.Record) -> None:
     """Delivery timers written before the sender loop: the loop delivers those
     notifications now (migration 0002 made them due), so the timer has nothing to do."""
+
+
+def _agency_name(agency_id: str) -> str:
+    """The agency as the registry names it; its id when the registry does not know it."""
+    try:
+        return default_book().get(agency_id).name
+    except AgencyError:
+        return agency_id
 
 
 def _local(t: datetime) -> str:
@@ -148,7 +209,7 @@ def build(n: Notifier) -> dict[str, Handler]:
             conn,
             env,
             "form01",
-            domain.applicant_recipient(d.applicant, d.channel),
+            n.to_applicant(d.applicant, d.channel, d.code),
             domain.form01_context(d, lookup),
         )
 
@@ -160,7 +221,7 @@ def build(n: Notifier) -> dict[str, Handler]:
             conn,
             env,
             "form02",
-            domain.applicant_recipient(s.applicant, s.channel),
+            n.to_applicant(s.applicant, s.channel, s.code),
             domain.form02_context(s, lookup),
         )
 
@@ -170,13 +231,15 @@ def build(n: Notifier) -> dict[str, Handler]:
             conn,
             env,
             "form03",
-            domain.applicant_recipient(r.applicant, r.channel),
+            n.to_applicant(r.applicant, r.channel, r.code),
             domain.form03_context(r, lookup),
         )
 
     async def on_requested(
         conn: asyncpg.Connection, env: Envelope, c: ConsultationRequested
     ) -> None:
+        """The asked agency is told what it is asked and by when (handed over in the
+        system, as every agency notice)."""
         await store.save_request(
             conn,
             request_id=c.request_id,
@@ -184,6 +247,13 @@ def build(n: Notifier) -> dict[str, Handler]:
             agency_id=c.agency_id,
             agency_name=c.agency_name,
             due_at=c.due_at,
+        )
+        await n.notify(
+            conn,
+            env,
+            "consultation_request",
+            domain.Recipient(domain.AGENCY, c.agency_id),
+            domain.consultation_request_context(c, _agency_name(c.lead_agency)),
         )
 
     async def on_extended(conn: asyncpg.Connection, env: Envelope, c: ConsultationExtended) -> None:
@@ -240,7 +310,7 @@ def build(n: Notifier) -> dict[str, Handler]:
             conn,
             env,
             "fee_requested",
-            domain.applicant_recipient(r.contact, r.channel),
+            n.to_applicant(r.contact, r.channel, r.code),
             domain.fee_context(f, r),
         )
 
@@ -263,7 +333,7 @@ def build(n: Notifier) -> dict[str, Handler]:
             conn,
             env,
             "form04",
-            domain.applicant_recipient(r.contact, r.channel),
+            n.to_applicant(r.contact, r.channel, r.code),
             forms.form04_context(a, r.contact),
         )
 
@@ -274,7 +344,7 @@ def build(n: Notifier) -> dict[str, Handler]:
             conn,
             env,
             "result_ready",
-            domain.applicant_recipient(r.contact, r.channel),
+            n.to_applicant(r.contact, r.channel, r.code),
             forms.result_context(res, r.contact, r.office),
         )
 

@@ -49,6 +49,12 @@ class FormVersion(BaseModel):
     subject: str
     text: str
     html: str
+    sms: str | None = Field(
+        default=None,
+        description="A short text for SMS and other channels that carry no form: the dossier"
+        " code and the one date or fact that matters, never the lookup code. Rendered like"
+        " ``text``, then folded onto one line",
+    )
 
 
 class Form(BaseModel):
@@ -66,6 +72,8 @@ class Rendered:
     subject: str
     text: str
     html: str
+    sms: str | None = None
+    """The form's short text (``FormVersion.sms``), one line; None where it has none."""
 
 
 @dataclass(frozen=True)
@@ -78,8 +86,33 @@ class Embedded:
     context: Mapping[str, Any]
 
 
+def _short_time(value: str | datetime | None) -> str:
+    """A time given as ISO text (what contexts carry as ``*_iso``) or a datetime, in
+    Asia/Ho_Chi_Minh as a short message writes it: "17:00 ngày 30/11/2026"."""
+    if value is None:
+        return BLANK
+    t = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return format_local(t) or BLANK
+
+
+def _short_day(value: str | datetime | None) -> str:
+    """The local day of a time, as a short message writes it: "30/11/2026"."""
+    if value is None:
+        return BLANK
+    t = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return format_local(t, "%d/%m/%Y") or BLANK
+
+
 _text_env = Environment(undefined=StrictUndefined, autoescape=False, trim_blocks=True)
 _html_env = Environment(undefined=StrictUndefined, autoescape=True, trim_blocks=True)
+for _env in (_text_env, _html_env):
+    _env.filters["short_time"] = _short_time
+    _env.filters["short_day"] = _short_day
+
+
+def one_line(value: str) -> str:
+    """Every run of white space (line breaks included) as one space, trimmed."""
+    return " ".join(value.split())
 
 
 class FormBook:
@@ -91,7 +124,9 @@ class FormBook:
             if f.kind in self.forms:
                 raise ValueError(f"form {f.kind} is defined twice")
             self.forms[f.kind] = f
-        self._compiled: dict[tuple[str, int], tuple[Template, Template, Template]] = {}
+        self._compiled: dict[
+            tuple[str, int], tuple[Template, Template, Template, Template | None]
+        ] = {}
 
     @classmethod
     def load(cls, directory: Path = FORMS_DIR) -> FormBook:
@@ -119,9 +154,10 @@ class FormBook:
                 _text_env.from_string(v.subject),
                 _text_env.from_string(v.text),
                 _html_env.from_string(v.html),
+                _text_env.from_string(v.sms) if v.sms is not None else None,
             )
             self._compiled[(kind, v.version)] = compiled
-        subject, text, html = compiled
+        subject, text, html, sms = compiled
         own = {"legal_basis": v.legal_basis, "title": v.title}
         text_ctx: dict[str, Any] = dict(own)
         html_ctx: dict[str, Any] = dict(own)
@@ -138,6 +174,7 @@ class FormBook:
             subject=nfc(subject.render(**text_ctx).strip()),
             text=nfc(text.render(**text_ctx)),
             html=nfc(html.render(**html_ctx)),
+            sms=nfc(one_line(sms.render(**text_ctx))) if sms is not None else None,
         )
 
 

@@ -101,6 +101,33 @@ class ServiceSettings(BaseSettings):
     delivery_retry_max_s: float = 600.0
     delivery_poll_interval_s: float = 0.5
 
+    # the national portal (intake syncs dossiers to it; notification posts messages there):
+    # INTAKE_PORTAL_URL, NOTIFICATION_PORTAL_URL... Empty URL: nothing is sent to it.
+    portal_url: str = Field("", description="Base URL of the portal's service API")
+    portal_username: str = ""
+    portal_password: str = ""
+    portal_unit: str = Field("", description="madonvi: the local system's unit code")
+    portal_dstcode: str = Field("", description="The dstcode header OpenCPS sends")
+    portal_timeout_s: float = 10.0
+    portal_batch_size: int = Field(50, ge=1, le=500, description="Records per portal call")
+    portal_retry_base_s: float = 2.0
+    portal_retry_max_s: float = 600.0
+    portal_reconcile_interval_s: float = Field(
+        3600.0, description="How often the portal's copy is compared with ours (0: never)"
+    )
+
+    # notification: SMS through an HTTP gateway, delivery receipts by webhook
+    sms_url: str = Field("", description="Base URL of the SMS gateway; empty: no SMS")
+    sms_api_key: str = ""
+    sms_webhook_secret: str = Field("", description="HMAC key of the gateway's receipts")
+    sms_rate_per_second: float = Field(20.0, description="Messages a second to the gateway")
+    sms_per_recipient_per_hour: int = Field(
+        10, description="Messages a phone number may receive an hour (more wait)"
+    )
+    public_url: str = Field(
+        "", description="How the gateway reaches this service's webhooks, e.g. https://…"
+    )
+
     # consultation
     templates_dir: str | None = None
     demo_minutes: bool = False

@@ -146,10 +146,16 @@ async def test_building_permit_opinions_reply_and_deemed_consent_at_the_deadline
             params={"dossier": code},
             headers=await token(http, stack, lead, "department_head"),
         )
-        return [n["kind"] for n in r.json() if n["status"] == "sent"]
+        # the applicant's by email (SMS and the portal, when configured, have their own)
+        return [
+            n["kind"]
+            for n in r.json()
+            if n["status"] == "sent" and n["channel"] in ("email", "agency")
+        ]
 
     kinds = await eventually(notices, lambda k: k.count("consultation_reminder") == reminded)
     assert "consultation_escalation" not in kinds and kinds.count("form01") == 1
+    assert kinds.count("consultation_request") == 3  # each asked agency told what and by when
 
     route = (
         await http.get(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from deploy.local import SmtpSink
 from services.consultation.app import SPEC as CONSULTATION
 from services.consultation.domain import canonical_reply
 from services.intake.app import SPEC as INTAKE
+from services.notification import domain
 from services.notification.app import SPEC as NOTIFICATION
 from services.routing.app import SPEC as ROUTING
 from services.runtime import auth
@@ -115,6 +117,12 @@ RULES: dict[tuple[str, str, str], dict[str, str]] = {
     ("intake", "POST", "/v1/portal/token"): rule({"portal"}),
     ("intake", "POST", "/v1/portal/dossiers"): rule({"portal"}),
     ("intake", "GET", "/v1/stats"): rule({"operator"}),
+    ("intake", "GET", "/v1/dossiers/{code}/portal-sync"): rule(
+        {"desk_officer", "lead_head", "operator"}
+    ),
+    ("intake", "GET", "/v1/ops/portal-sync/failed"): rule({"operator"}),
+    ("intake", "POST", "/v1/ops/portal-sync/{sync_id}/retry"): rule({"operator"}),
+    ("intake", "POST", "/v1/ops/portal-sync/reconcile"): rule({"operator"}),
     ("intake", "GET", "/v1/registers/{agency_id}/{day}"): rule({"desk_officer", "operator"}),
     # routing: the agencies of the route read it; those acting whose turn it is not get 409
     ("routing", "GET", "/v1/routes/{code}"): rule(
@@ -163,7 +171,14 @@ RULES: dict[tuple[str, str, str], dict[str, str]] = {
     ("notification", "GET", "/v1/notifications/{nid}/html"): rule(
         {"applicant", "desk_officer", "lead_head", "operator"}
     ),
+    ("notification", "POST", "/v1/notifications/{nid}/resend"): rule({"operator"}),
+    ("notification", "GET", "/v1/ops/inbound-rejects"): rule({"operator"}),
+    # the SMS gateway's webhook: no token, the body's signature is the credential, so every
+    # caller that signs gets through whatever else it sends (and none that does not:
+    # test_the_receipts_webhook_answers_only_to_its_signature)
+    ("notification", "POST", "/v1/sms/receipts"): rule(set(KINDS)),
 }
+WEBHOOK_SECRET = "test-webhook-secret-0123456789abcdef"
 
 
 @dataclass
@@ -234,6 +249,7 @@ class World:
             .replace("{rid}", self.request_id)
             .replace("{nid}", self.notification_id)
             .replace("{row_id}", "1")
+            .replace("{sync_id}", "1")
             .replace("{order}", "2")
             .replace("{agency_id}", DESK)
             .replace("{day}", datetime.now(UTC).date().isoformat())
@@ -295,6 +311,11 @@ class World:
                     "nonce": nonce,
                     "signature": base64.b64encode(self.signer.sign(msg)).decode(),
                 }
+            case ("notification", "POST", "/v1/notifications/{nid}/resend"):
+                kw["json"] = {"reason": "Người dân nói chưa nhận được"}
+            case ("notification", "POST", "/v1/sms/receipts"):
+                kw["content"] = receipt_body(self.notification_id)
+                kw["headers"] = {"x-signature": auth_sign(kw["content"])}
             case ("consultation", "POST", "/v1/consultations/{rid}/extension"):
                 kw["json"] = {"by": {"value": 2}, "reason": "Cần khảo sát hiện trạng"}
             case ("consultation", "POST", "/v1/signers"):
@@ -308,6 +329,23 @@ class World:
         return url, kw
 
 
+def receipt_body(nid: str) -> bytes:
+    """A well-formed receipt (of a notification that is no SMS: 422, but past the guard)."""
+    return json.dumps(
+        {
+            "id": "gw-1",
+            "client_ref": nid,
+            "to": "0912345678",
+            "status": "delivered",
+            "at": datetime.now(UTC).isoformat(),
+        }
+    ).encode()
+
+
+def auth_sign(body: bytes) -> str:
+    return domain.sign(WEBHOOK_SECRET, body)
+
+
 def _public(key: Ed25519PrivateKey) -> str:
     return base64.b64encode(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
 
@@ -318,6 +356,7 @@ def settings_for(name: str, bootstrap: str, database_url: str, prefix: str, smtp
     s.database_url = database_url
     s.topic_prefix = prefix
     s.smtp_port = smtp
+    s.sms_webhook_secret = WEBHOOK_SECRET
     return configure_auth(s)
 
 
@@ -370,7 +409,9 @@ async def _seed(w: World) -> None:
     )
     nid = await eventually(
         lambda: rt["notification"].pool.fetchval(
-            "SELECT id FROM notifications WHERE dossier_code = $1 AND kind = 'form01'", w.code
+            "SELECT id FROM notifications WHERE dossier_code = $1 AND kind = 'form01'"
+            " AND channel = 'email'",
+            w.code,
         ),
         lambda v: v is not None,
         timeout=60,
@@ -433,7 +474,8 @@ async def test_authorization_matrix(world: World) -> None:
     for service, method, path in cells:
         for kind in KINDS:
             url, kw = w.request(service, method, path)
-            r = await w.clients[service].request(method, url, headers=w.headers(kind), **kw)
+            headers = {**w.headers(kind), **kw.pop("headers", {})}
+            r = await w.clients[service].request(method, url, headers=headers, **kw)
             expected = RULES[(service, method, path)][kind]
             total += 1
             ok = (
@@ -457,6 +499,25 @@ async def test_authorization_matrix(world: World) -> None:
         f" ({allowed_2xx} allowed calls answered 2xx)"
     )
     assert not failures, "\n".join(failures)
+
+
+async def test_the_receipts_webhook_answers_only_to_its_signature(world: World) -> None:
+    """Whoever calls, with whatever token: no valid signature, 401, and the body stored."""
+    w = world
+    await _seed(w)
+    notes = w.clients["notification"]
+    body = receipt_body(w.notification_id)
+    for kind in KINDS:
+        for sig in ({}, {"x-signature": domain.sign("another-secret-0123456789abcdef", body)}):
+            r = await notes.post(
+                "/v1/sms/receipts", content=body, headers={**w.headers(kind), **sig}
+            )
+            assert r.status_code == 401, (kind, r.text)
+            assert r.json()["errors"][0]["field"] == "header.X-Signature"
+    stored = await w.runtimes["notification"].pool.fetchval(
+        "SELECT count(*) FROM inbound_rejects WHERE source = 'sms-receipt' AND status = 401"
+    )
+    assert stored == 2 * len(KINDS)
 
 
 async def test_personal_data_masked_for_operators_and_every_officer_read_audited(

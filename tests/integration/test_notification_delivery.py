@@ -155,7 +155,7 @@ async def test_a_bad_address_between_two_good_ones(rt: Runtime, smtp: SmtpSink) 
     got = sorted(str(m["To"]) for m in smtp.messages)
     assert got == ["an@example.vn", "chi@example.vn", "dung@example.vn"]
     assert len(await _sent_events(rt)) == 3
-    await loop.smtp.close()
+    await loop.sender.close()
 
 
 async def test_smtp_down_then_up_delivers_everything_once(rt: Runtime, smtp: SmtpSink) -> None:
@@ -198,7 +198,7 @@ async def test_a_crash_between_send_and_mark_resends_with_the_same_message_id(
     outcome = await first.attempt(rows[0])
     assert outcome.result is Result.SENT
     # ...the process dies here: sent, not marked. The claim holds until its lease ends.
-    await first.smtp.close()
+    await first.sender.close()
     second = Deliveries(rt, _sender(smtp), FAST)
     assert await second.run_once() == 0
     assert len(smtp.messages) == 1
@@ -212,7 +212,7 @@ async def test_a_crash_between_send_and_mark_resends_with_the_same_message_id(
     # The dead sender's late mark is refused: one notification.sent per notification.
     await first.record(claim, rows[0], outcome)
     assert len(await _sent_events(rt)) == 2
-    await second.smtp.close()
+    await second.sender.close()
 
 
 async def test_a_transient_refusal_is_retried_then_given_up(rt: Runtime, smtp: SmtpSink) -> None:
@@ -224,7 +224,7 @@ async def test_a_transient_refusal_is_retried_then_given_up(rt: Runtime, smtp: S
     (row,) = await _rows(rt, [nid])
     assert (row["status"], row["attempts"]) == ("failed", 1)  # 550 is permanent at once
     assert row["failed_at"] is not None and "550" in row["last_error"]
-    await loop.smtp.close()
+    await loop.sender.close()
 
 
 async def test_the_api_shows_why_and_never_sends_a_nul_to_postgresql(rt: Runtime) -> None:

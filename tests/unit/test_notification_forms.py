@@ -20,6 +20,7 @@ from contracts.events import DossierReceived, DossierRefused, SupplementRequeste
 from services.notification.domain import (
     Recipient,
     applicant_recipient,
+    applicant_recipients,
     form01_context,
     form03_context,
 )
@@ -92,8 +93,11 @@ class _Notifier:
     async def remember(self, conn: Any, code: str, *args: Any) -> str:
         return "K7Q2-M9XD"
 
+    def to_applicant(self, applicant: Any, channel: Channel, code: str) -> list[Recipient]:
+        return applicant_recipients(applicant, channel, ("email",), code)
+
     async def notify(
-        self, conn: Any, env: Any, kind: str, recipient: Recipient, context: dict[str, Any]
+        self, conn: Any, env: Any, kind: str, recipient: Any, context: dict[str, Any]
     ) -> None:
         on = format_local(env.occurred_at, "%Y-%m-%d") or ""
         self.sent.append((kind, self.forms.render(kind, date.fromisoformat(on), context).text))
