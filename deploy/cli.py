@@ -8,7 +8,8 @@
 - ``load --rate N --duration S``: realistic dossiers on an open-loop schedule, with live
   throughput and latency (submit → accepted, submit → receipt sent).
 
-Where the services are: ``LIENTHONG_<SERVICE>_URL``, else the ports ``make run`` uses. Who
+Where the services are: ``LIENTHONG_<SERVICE>_URL``, else the ports ``make run`` uses (and
+its broker and database, from ``.run/where.env``, unless the environment names them). Who
 calls: ``--token`` or ``LIENTHONG_TOKEN``, else the operator token ``make run`` wrote to
 ``.run/operator-token``. ``load`` mints desk officers' tokens with ``LIENTHONG_JWT_SECRET``,
 else with the development secret (which only services in development mode accept).
@@ -40,19 +41,19 @@ from deploy.load import Dossiers, OpenLoop, Receipts, Tally, percentile
 from deploy.local import DEFAULT_PORTS, SERVICES
 from services.runtime import auth
 from services.runtime.calendar import VN_TZ
+from services.runtime.kafka_auth import KafkaSecurity, read_env_file
 from services.runtime.settings import DEV_JWT_SECRET, ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run"
 console = Console(soft_wrap=True)
-CONSOLE_PORT = 8005
 
 
 def url_of(service: str) -> str:
     env = os.environ.get(f"LIENTHONG_{service.upper()}_URL")
     if env:
         return env.rstrip("/")
-    port = DEFAULT_PORTS.get(service, CONSOLE_PORT if service == "console" else None)
+    port = DEFAULT_PORTS.get(service)
     if port is None:
         raise SystemExit(f"no address for {service}: set LIENTHONG_{service.upper()}_URL")
     return f"http://127.0.0.1:{port}"
@@ -125,7 +126,7 @@ def status(api: Api) -> int:
     for col in ("service", "ready", "database", "broker", "consuming", "lag"):
         table.add_column(col, justify="right" if col == "lag" else "left")
     worst = 0
-    for name in (*SERVICES, "console"):
+    for name in SERVICES:
         try:
             r = api.http.get(f"{url_of(name)}/ready", timeout=5)
             body = r.json()
@@ -154,8 +155,9 @@ def status(api: Api) -> int:
     with contextlib.suppress(SystemExit):
         s = api.call("GET", "console", "/v1/console/status")
         console.print(
-            f"events seen by the console: {s.get('events_total', '-')}   "
-            f"open dead letters: {s.get('dead_letters_open', '-')}"
+            f"events seen by the console: {s['events_total']:,}"
+            f" (last 5 minutes {s['events_last_5_minutes']:,})   dossiers {s['dossiers']:,}"
+            f"   open dead letters: {s['open_dead_letters']}"
         )
     return worst
 
@@ -166,25 +168,30 @@ def status(api: Api) -> int:
 def dlq(api: Api, a: argparse.Namespace) -> int:
     base = "/v1/console/dead-letters"
     if a.action == "list":
-        rows = api.call("GET", "console", base, params={"status": a.status, "limit": a.limit})
-        items = rows.get("items", rows) if isinstance(rows, dict) else rows
+        params: dict[str, Any] = {"limit": a.limit}
+        if a.status != "all":
+            params["status"] = a.status
+        items = api.call("GET", "console", base, params=params)
         table = Table(title=f"dead letters ({a.status})")
-        for col in ("id", "when", "consumer", "topic", "p/offset", "type", "reason"):
+        for col in ("id", "when", "consumer", "from", "type", "dossier", "status", "reason"):
             table.add_column(col, overflow="fold")
         for d in items:
             table.add_row(
-                str(d.get("id")),
-                local(d.get("dead_lettered_at") or d.get("received_at")),
-                str(d.get("consumer") or d.get("group") or "-"),
-                str(d.get("topic")),
-                f"{d.get('partition')}/{d.get('offset')}",
+                d["id"],
+                local(d.get("dead_lettered_at")),
+                str(d.get("consumer") or "-"),
+                f"{d.get('origin_topic')}[{d.get('origin_partition')}]@{d.get('origin_offset')}",
                 str(d.get("event_type") or "-"),
-                str(d.get("reason"))[:120],
+                str(d.get("dossier_code") or "-"),
+                d["status"],
+                d["reason"][:160]
+                + "".join(f"\n  {e['field']}: {e['reason']}" for e in d.get("errors", [])[:5]),
             )
         console.print(table)
         return 0
     if a.action == "show":
-        console.print_json(data=api.call("GET", "console", f"{base}/{a.id}"))
+        params = {"reveal": "true"} if a.reveal else {}
+        console.print_json(data=api.call("GET", "console", f"{base}/{a.id}", params=params))
         return 0
     body: dict[str, Any] = {"reason": a.reason}
     if a.action == "replay" and a.payload:
@@ -199,44 +206,71 @@ def dlq(api: Api, a: argparse.Namespace) -> int:
 
 def dossier(api: Api, code: str) -> int:
     view = api.call("GET", "console", f"/v1/console/dossiers/{code}")
-    events: list[dict[str, Any]] = view.get("events", [])
-    summary = {k: v for k, v in view.items() if k != "events"}
+    events: list[dict[str, Any]] = view["events"]
     console.rule(f"dossier {code}")
-    for k, v in summary.items():
-        if not isinstance(v, (dict, list)):
+    for k, v in (view.get("dossier") or {}).items():
+        if v is not None and not isinstance(v, (dict, list)):
             console.print(f"  {k}: {local(v) if k.endswith('_at') else v}")
     by_id = {e["event_id"]: e for e in events}
     children: dict[str | None, list[dict[str, Any]]] = {}
     for e in events:
         parent = e.get("causation_id") if e.get("causation_id") in by_id else None
         children.setdefault(parent, []).append(e)
-    tree = Tree(f"[bold]{len(events)} events[/] (an effect under its cause)")
+    tree = Tree(
+        f"[bold]{len(events)} events[/], {len(view['correlations'])} correlation(s)"
+        " — each effect under its cause"
+    )
 
     def add(node: Tree, e: dict[str, Any]) -> None:
-        label = (
-            f"{local(e.get('occurred_at'))}  [bold]{e.get('type')}[/]"
-            f"  [dim]{e.get('producer', '')} {str(e.get('event_id'))[:8]}[/]"
+        branch = node.add(
+            f"{local(e['occurred_at'])}  [bold]{e['type']}[/]"
+            f"  [dim]{e['producer']} · {e['topic']}[{e['partition']}]@{e['offset']}"
+            f" · {str(e['event_id'])[:8]}[/]"
         )
-        branch = node.add(label)
         for c in children.get(e["event_id"], []):
             add(branch, c)
 
     for root in children.get(None, []):
         add(tree, root)
     console.print(tree)
+    requests = view.get("opinion_requests", [])
+    if requests:
+        table = Table(title="opinion requests")
+        for col in ("agency", "status", "due", "reminders", "escalations"):
+            table.add_column(col)
+        for r in requests:
+            table.add_row(
+                str(r.get("agency_name") or r.get("agency_id")),
+                r["status"],
+                local(r.get("due_at")),
+                str(r["reminders"]),
+                str(r["escalations"]),
+            )
+        console.print(table)
     return 0
 
 
 # --- read models -------------------------------------------------------------------------
 
 
-def replay_read_models(compare: bool) -> int:
+def replay_read_models(compare: bool, schema: str | None) -> int:
     """Rebuild the console's read models from the log into a fresh schema (in this process,
-    with the console's own settings) and, with ``compare``, compare them with the live."""
-    from services.console import rebuild  # the console's code, only for this command
+    with the console's own settings: ``DATABASE_URL`` and ``KAFKA_BOOTSTRAP_SERVERS``, else
+    what ``make run`` started) and, with ``compare``, compare them with the live ones."""
+    from services.console import rebuild  # the console's own code, for this command only
 
-    code: int = asyncio.run(rebuild.main_async(compare=compare, console=console))
-    return code
+    env = dev_env()
+    for k, v in env.items():
+        os.environ.setdefault(k, v)
+    settings = ServiceSettings.for_service("console")
+    security = KafkaSecurity.from_env(None, env)
+    with console.status("replaying every topic from offset 0 into a fresh schema…"):
+        report = asyncio.run(
+            rebuild.rebuild(settings, schema=schema, with_compare=compare, security=security)
+        )
+    for line in report.lines():
+        console.print(line, style="" if report.equal or not compare else "red")
+    return 0 if (not compare or report.equal) else 1
 
 
 # --- load --------------------------------------------------------------------------------
@@ -348,10 +382,15 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("dlq", help="dead letters: list, show, replay, discard")
     dsub = d.add_subparsers(dest="action", required=True)
     ls = dsub.add_parser("list")
-    ls.add_argument("--status", default="open", choices=("open", "replayed", "discarded", "all"))
+    ls.add_argument(
+        "--status",
+        default="open",
+        choices=("open", "replay_pending", "replayed", "replay_failed", "discarded", "all"),
+    )
     ls.add_argument("--limit", type=int, default=50)
     sh = dsub.add_parser("show")
-    sh.add_argument("id")
+    sh.add_argument("id", help="<partition>-<offset> on the dead-letter topic")
+    sh.add_argument("--reveal", action="store_true", help="the whole payload (audited)")
     for name in ("replay", "discard"):
         r = dsub.add_parser(name)
         r.add_argument("id")
@@ -362,6 +401,7 @@ def parser() -> argparse.ArgumentParser:
     ds.add_argument("code")
     rr = sub.add_parser("replay-read-models", help="rebuild the console's read models")
     rr.add_argument("--no-compare", action="store_true")
+    rr.add_argument("--schema", help="the schema to rebuild into (console_rebuild)")
     ld = sub.add_parser("load", help="submit realistic dossiers at a rate")
     ld.add_argument("--rate", type=float, default=100.0, help="dossiers per second")
     ld.add_argument("--duration", type=float, default=30.0, help="seconds of sending")
@@ -371,6 +411,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
+    if not (os.environ.get("DATABASE_URL") or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")):
+        for k, v in read_env_file(RUN / "where.env").items():  # what `make run` started
+            os.environ.setdefault(k, v)
     if a.cmd == "lag":
         env = dev_env()
         bootstrap = env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
@@ -388,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(load_async(a.rate, a.duration, a.settle))
         return 130
     if a.cmd == "replay-read-models":
-        return replay_read_models(not a.no_compare)
+        return replay_read_models(not a.no_compare, a.schema)
     api = Api(operator_token(a.token))
     if a.cmd == "status":
         return status(api)
