@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -171,16 +172,25 @@ class Load:
 async def submit(
     http: httpx.AsyncClient, stack: ServiceStack, kind: Kind, load: Load, due: float
 ) -> None:
+    """One dossier, retried with its Idempotency-Key (as desk clients do) when the answer
+    is lost or refused for the moment; a retry counts in ``errors``."""
     url = f"{stack.url('intake')}/v1/dossiers"
+    headers = {**HEADERS[kind.desk], "Idempotency-Key": uuid.uuid4().hex}
+    why = ""
     for _ in range(20):
-        r = await http.post(url, json=kind.body, headers=HEADERS[kind.desk])
-        if r.status_code == 201:
-            load.http.append(time.time() - due)
-            load.sent[r.json()["code"]] = (kind, due)
-            return
+        try:
+            r = await http.post(url, json=kind.body, headers=headers)
+        except httpx.TransportError as exc:
+            why = repr(exc)
+        else:
+            if r.status_code in (200, 201):
+                load.http.append(time.time() - due)
+                load.sent[r.json()["code"]] = (kind, due)
+                return
+            why = f"{r.status_code}: {r.text[:300]}"
         load.errors += 1
         await asyncio.sleep(0.05)
-    raise RuntimeError(f"intake answered {r.status_code}: {r.text[:300]}")
+    raise RuntimeError(f"intake refused a dossier 20 times: {why}")
 
 
 HEADERS: dict[str, dict[str, str]] = {}

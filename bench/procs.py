@@ -16,7 +16,7 @@ import psutil
 
 def _cpu(p: psutil.Process, reaped: bool = False) -> float:
     t = p.cpu_times()
-    total = t.user + t.system
+    total = float(t.user + t.system)
     if reaped:  # children that exited (PostgreSQL backends that came and went)
         total += t.children_user + t.children_system
     return total
