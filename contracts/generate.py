@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from contracts import api
+from contracts import api, console
 from contracts.envelope import Envelope
 from contracts.events import EVENT_TYPES
 from contracts.topics import TOPICS, topic_for
@@ -47,6 +47,18 @@ API_MODELS: tuple[type[BaseModel], ...] = (
     api.SmsReceipt,
     api.SmsReceiptAccepted,
     api.InboundRejectView,
+    console.ConsoleStatus,
+    console.EventPage,
+    console.DossierTimeline,
+    console.LagReport,
+    console.DeadLetterSummary,
+    console.DeadLetterDetail,
+    console.ReplayDeadLetter,
+    console.DiscardDeadLetter,
+    console.ActionAccepted,
+    console.SlaBoard,
+    console.Figures,
+    console.ConsoleLogin,
 )
 
 

@@ -26,6 +26,7 @@ from deploy.local import (
     SERVICES,
     LocalBroker,
     SmtpSink,
+    console_env,
     embedded_postgres,
     local_broker,
     service_env,
@@ -110,6 +111,10 @@ def _run(
                 return 2
     assert bootstrap is not None
     console.print(f"broker ready on {bootstrap}")
+    # where the operators' tools (python -m deploy.cli) find this system's broker and database
+    (RUN / "where.env").write_text(
+        f"DATABASE_URL={database_url}\nKAFKA_BOOTSTRAP_SERVERS={bootstrap}\n"
+    )
     # SASL: the local broker's credentials (admin + one principal per service), or what
     # the environment says for a cluster of its own.
     kafka_env = kafka.client_env() if isinstance(kafka, LocalKafka) and started_here else {}
@@ -135,6 +140,7 @@ def _run(
             "LIENTHONG_DEV_MODE": "1",  # built-in secrets allowed, dev token minting on
             "CONSULTATION_DEMO_MINUTES": os.environ.get("DEMO_MINUTES", "0"),
             "LIENTHONG_CLOCK_FILE": str(clock_file),
+            **console_env({s: f"http://127.0.0.1:{p}" for s, p in ports.items()}),
         }
         env = service_env(
             name, port=ports[name], bootstrap=bootstrap, database_url=database_url, extra=extra
@@ -153,6 +159,10 @@ def _run(
         console.rule(f"[green]Liên thông is up in {took:.1f}s")
         for s, u in urls.items():
             console.print(f"  {s:<13} {u}/docs   (ready: {u}/ready, metrics: {u}/metrics)")
+        console.print(
+            f"  Console: {urls['console']}/   (the operator console: events live, dossiers,"
+            " lag, dead letters, SLA, Decision 766 figures; dev mode offers an operator token)"
+        )
         console.print(f"  broker        {bootstrap}   database  {database_url}")
         console.print(f"  mail sink     smtp://127.0.0.1:{smtp_port}  -> {RUN / 'mail'}")
         for kind in KINDS:

@@ -74,7 +74,7 @@ CONFIG_FLAG = {
     "console-producer": "--producer.config",
     "producer-perf": "--producer.config",
 }
-SERVICES = ("intake", "routing", "consultation", "notification")
+SERVICES = ("intake", "routing", "consultation", "notification", "console")
 ADMIN, BROKER = "admin", "broker"
 MECHANISM = "SCRAM-SHA-512"
 
@@ -251,6 +251,8 @@ class Credentials:
         passwords = {env["KAFKA_SASL_USERNAME"]: env["KAFKA_SASL_PASSWORD"]}
         passwords[BROKER] = env.get("LIENTHONG_KAFKA_BROKER_PASSWORD", "")
         for s in SERVICES:
+            if f"{s.upper()}_KAFKA_SASL_USERNAME" not in env:
+                continue  # a data folder formatted before the service existed: `make clean`
             passwords[env[f"{s.upper()}_KAFKA_SASL_USERNAME"]] = env[
                 f"{s.upper()}_KAFKA_SASL_PASSWORD"
             ]
@@ -273,6 +275,8 @@ class Credentials:
             "KAFKA_SASL_PASSWORD": self.passwords[ADMIN],
         }
         for s in SERVICES:
+            if s not in self.passwords:
+                continue
             out[f"{s.upper()}_KAFKA_SASL_USERNAME"] = s
             out[f"{s.upper()}_KAFKA_SASL_PASSWORD"] = self.passwords[s]
         return out
@@ -374,7 +378,12 @@ class KafkaNode:
             "share.coordinator.state.topic.replication.factor": rf,
             "share.coordinator.state.topic.min.isr": isr,
             "group.initial.rebalance.delay.ms": "0",
-            "log.retention.hours": "168",
+            # Keep every record for ever: the operator console rebuilds its read models
+            # from offset 0 (`python -m services.console rebuild`). Fine for a development
+            # machine; a production cluster sets retention per topic (or compacts) and
+            # keeps the console's rebuild within it.
+            "log.retention.ms": "-1",
+            "log.retention.bytes": "-1",
             "log.segment.bytes": str(64 * 1024 * 1024),
             "unclean.leader.election.enable": "false",
         }

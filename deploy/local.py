@@ -31,8 +31,19 @@ from services.runtime import auth
 from services.runtime.kafka_auth import KafkaSecurity, only_service
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ("intake", "routing", "consultation", "notification")
-DEFAULT_PORTS = {"intake": 8001, "routing": 8002, "consultation": 8003, "notification": 8004}
+SERVICES = ("intake", "routing", "consultation", "notification", "console")
+DEFAULT_PORTS = {
+    "intake": 8001,
+    "routing": 8002,
+    "consultation": 8003,
+    "notification": 8004,
+    "console": 8005,
+}
+
+
+def console_env(urls: Mapping[str, str]) -> dict[str, str]:
+    """Where the console finds the other services' ``/ready`` (its status page)."""
+    return {"CONSOLE_SERVICE_URLS": ",".join(f"{n}={u}" for n, u in urls.items() if n != "console")}
 
 
 class LocalBroker(Protocol):
@@ -282,7 +293,7 @@ def wait_ready(urls: Iterable[str], timeout: float = 60.0) -> dict[str, float]:
 
 
 class ServiceStack:
-    """The four services as real processes (end-to-end tests and benchmarks), with the
+    """The five services as real processes (end-to-end tests and benchmarks), with the
     portal and SMS gateway simulators in front of them unless ``simulators=False``.
 
     The simulators start before the services (on the first ``start()``) and read the same
@@ -321,6 +332,7 @@ class ServiceStack:
             # one test client submits thousands of dossiers a minute
             "INTAKE_SUBMIT_RATE_PER_MINUTE": "1000000",
             **({"LIENTHONG_CLOCK_FILE": self.clock_file} if self.clock_file else {}),
+            **console_env({s: self.url(s) for s in SERVICES}),
             **(extra or {}),
         }
         self.accounts = Accounts()

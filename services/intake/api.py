@@ -458,14 +458,19 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk, sync: PortalSync
             raise HTTPException(404, detail=f"no refused update {sync_id}")
         return {"id": sync_id, "status": "pending"}
 
-    @r.post("/ops/portal-sync/reconcile", tags=["ops"], responses=responses(401, 403, 422, 503))
+    @r.post(
+        "/ops/portal-sync/reconcile", tags=["ops"], responses=responses(401, 403, 409, 422, 503)
+    )
     async def portal_reconcile(
         who: Operator, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
     ) -> dict[str, int]:
         """Compare what the portal holds of up to ``limit`` dossiers with ours now, and
         queue again what differs."""
         if not sync.enabled:
-            raise HTTPException(503, detail="no portal is configured")
+            # this deployment has no portal: nothing to compare, and no retry will help
+            raise HTTPException(
+                409, detail="no portal is configured (INTAKE_PORTAL_URL is not set)"
+            )
         try:
             return await sync.reconcile(limit)
         except PortalUnavailable as exc:

@@ -41,7 +41,6 @@ def portal_client(s: ServiceSettings) -> PortalClient | None:
 def wire(rt: Runtime) -> Wiring:
     s = rt.settings
     catalogue = Catalogue.load(s.catalogue_dir or CATALOGUE_DIR)
-    desk = Desk(rt, catalogue)
     sync = PortalSync(
         pool=lambda: rt.pool,
         clock=rt.clock,
@@ -54,6 +53,7 @@ def wire(rt: Runtime) -> Wiring:
             lease=timedelta(seconds=max(30.0, 3 * s.portal_timeout_s)),
         ),
     )
+    desk = Desk(rt, catalogue, on_change=sync.record)
     tasks: list[asyncio.Task[None]] = []  # a reference keeps each task from being collected
 
     async def publish_catalogue() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,7 +24,7 @@ from contracts.common import (
     SupplementStage,
     TimeUnit,
 )
-from contracts.envelope import Envelope
+from contracts.envelope import Envelope, EventPayload
 from contracts.events import (
     DossierReceived,
     DossierRefused,
@@ -39,6 +40,8 @@ from services.runtime.calendar import WorkingCalendar, format_local
 from services.runtime.service import Runtime
 
 PORTAL_KEY_PREFIX = "portal:"
+Changed = Callable[[asyncpg.Connection, str, Envelope], Awaitable[None]]
+"""Told of every change the desk publishes, in its transaction (the portal sync)."""
 """Idempotency keys of the portal adapter; a desk client may not take one."""
 
 FINAL = (
@@ -101,12 +104,33 @@ def _officer(actor: Actor) -> str | None:
 
 class Desk:
     def __init__(
-        self, rt: Runtime, catalogue: domain.Catalogue, agencies: AgencyBook | None = None
+        self,
+        rt: Runtime,
+        catalogue: domain.Catalogue,
+        agencies: AgencyBook | None = None,
+        on_change: Changed | None = None,
     ) -> None:
         self.rt = rt
         self.catalogue = catalogue
         self.agencies = agencies or default_book()
         self.seal_key = auth.seal_key_for_intake(rt.settings)
+        self.on_change = on_change
+
+    async def _publish(
+        self,
+        conn: asyncpg.Connection,
+        payload: EventPayload,
+        *,
+        subject: str,
+        cause: Envelope | None = None,
+    ) -> Envelope:
+        """Publish a change the desk made and, in the same transaction, tell ``on_change``
+        (the portal sync queues the record as it stands now, before any later event of the
+        dossier can be consumed: the portal hears of its life in order)."""
+        env = await self.rt.outbox.add(conn, payload, subject=subject, cause=cause)
+        if self.on_change is not None:
+            await self.on_change(conn, subject, env)
+        return env
 
     def calendar(self, procedure: Procedure, receiving: str) -> WorkingCalendar:
         """The calendar of the receiving office: its province's office hours and cut-off,
@@ -322,7 +346,7 @@ class Desk:
         office = domain.office(self.agencies, receiving)
         if outcome is domain.Outcome.RECEIVED:
             assert sched is not None and register is not None
-            await self.rt.outbox.add(
+            await self._publish(
                 conn,
                 _received(
                     code,
@@ -349,7 +373,7 @@ class Desk:
                 subject=code,
             )
         elif outcome is domain.Outcome.SUPPLEMENT_REQUESTED:
-            await self.rt.outbox.add(
+            await self._publish(
                 conn,
                 SupplementRequested(
                     code=code,
@@ -374,7 +398,7 @@ class Desk:
                 subject=code,
             )
         else:
-            await self.rt.outbox.add(
+            await self._publish(
                 conn,
                 DossierRefused(
                     code=code,
@@ -469,7 +493,7 @@ class Desk:
                 paused_seconds=row["paused_seconds"] + paused,
                 appointment_at=appointment,
             )
-            await self.rt.outbox.add(
+            await self._publish(
                 conn,
                 DossierSupplemented(
                     code=code,
@@ -481,7 +505,7 @@ class Desk:
                 subject=code,
             )
             if legacy_desk_stage:
-                await self.rt.outbox.add(
+                await self._publish(
                     conn,
                     _received(
                         code,
@@ -534,7 +558,7 @@ class Desk:
             register_book=book,
             register_number=number,
         )
-        await self.rt.outbox.add(
+        await self._publish(
             conn,
             DossierSupplemented(
                 code=code,
@@ -547,7 +571,7 @@ class Desk:
             ),
             subject=code,
         )
-        await self.rt.outbox.add(
+        await self._publish(
             conn,
             _received(
                 code,
@@ -617,7 +641,7 @@ class Desk:
             ],
         )
         await store.record_status(conn, p.code, DossierStatus.WAITING_SUPPLEMENT, env)
-        await self.rt.outbox.add(
+        await self._publish(
             conn,
             SupplementRequested(
                 code=p.code,
@@ -663,7 +687,7 @@ class Desk:
                 status = PortalStatus.STOPPED
                 event = DossierStopped(code=code, reason=reason, stopped_at=now)
             await store.update_dossier(conn, code, status=int(status), state=state.value)
-            await self.rt.outbox.add(conn, event, subject=code)
+            await self._publish(conn, event, subject=code)
         return {"code": code, "status": int(status)}
 
     async def _locked(self, conn: asyncpg.Connection, code: str) -> asyncpg.Record:

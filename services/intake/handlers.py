@@ -52,7 +52,9 @@ MOVES: dict[str, tuple[DossierStatus | None, tuple[DossierStatus, ...]]] = {
 
 def handlers(desk: Desk, sync: PortalSync) -> dict[str, Handler]:
     """Every change of a dossier also queues its record for the portal (``sync``), in the
-    same transaction, so the portal hears of it once and in order."""
+    same transaction, so the portal hears of it once and in order. The desk's own changes
+    are queued by the desk itself, in the transaction that makes them (``Desk.on_change``):
+    a later event of the dossier from another topic may be consumed before the desk's."""
 
     async def on_any(conn: asyncpg.Connection, env: Envelope, _: Any) -> None:
         await store.record_event(conn, env)
@@ -63,7 +65,6 @@ def handlers(desk: Desk, sync: PortalSync) -> dict[str, Handler]:
         state, _from = MOVES[env.type]
         assert state is not None
         await store.record_status(conn, env.subject, state, env)
-        await sync.record(conn, env.subject, env)
 
     async def on_desk_supplement(
         conn: asyncpg.Connection, env: Envelope, s: SupplementRequested
@@ -71,11 +72,9 @@ def handlers(desk: Desk, sync: PortalSync) -> dict[str, Handler]:
         await store.record_event(conn, env)
         if s.stage is SupplementStage.DESK:  # during processing, routing's event says it
             await store.record_status(conn, s.code, S.WAITING_SUPPLEMENT, env)
-        await sync.record(conn, s.code, env)
 
     async def on_supplemented(conn: asyncpg.Connection, env: Envelope, _: Any) -> None:
         await store.record_event(conn, env)
-        await sync.record(conn, env.subject, env)
 
     async def move(
         conn: asyncpg.Connection, env: Envelope, state: DossierStatus, **fields: Any

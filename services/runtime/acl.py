@@ -33,7 +33,7 @@ from contracts.topics import (
 )
 from services.runtime.kafka_auth import KafkaSecurity
 
-SERVICES = ("intake", "routing", "consultation", "notification")
+SERVICES = ("intake", "routing", "consultation", "notification", "console")
 
 # Who publishes which topic (the event families each service's outbox emits).
 PRODUCES: dict[str, tuple[Topic, ...]] = {
@@ -41,6 +41,17 @@ PRODUCES: dict[str, tuple[Topic, ...]] = {
     "routing": (ROUTING,),
     "consultation": (CONSULTATION,),
     "notification": (NOTIFICATION,),
+    "console": (),  # publishes no event family of its own
+}
+# What a service may write besides what it publishes: the operator console puts a fixed
+# dead letter back on the topic it came from (``services/console``), nothing else does.
+REPLAYS: dict[str, tuple[Topic, ...]] = {
+    "console": (CATALOGUE, DOSSIER, ROUTING, CONSULTATION, NOTIFICATION),
+}
+# Whose consumer groups a service may describe (committed offsets, for lag): the console
+# watches every service's group, without the right to join any of them.
+OBSERVES: dict[str, tuple[str, ...]] = {
+    "console": ("intake", "routing", "consultation", "notification"),
 }
 # Who consumes which (each service's ``SPEC.topics``; a unit test keeps them equal).
 CONSUMES: dict[str, tuple[Topic, ...]] = {
@@ -48,6 +59,8 @@ CONSUMES: dict[str, tuple[Topic, ...]] = {
     "routing": (CATALOGUE, DOSSIER, CONSULTATION),
     "consultation": (ROUTING, DOSSIER),
     "notification": (DOSSIER, CONSULTATION, ROUTING),
+    # every topic, the dead letters included (read raw, never dead-lettered again)
+    "console": (CATALOGUE, DOSSIER, ROUTING, CONSULTATION, NOTIFICATION, DEAD_LETTER),
 }
 
 # Kafka's protocol codes (org.apache.kafka.common.acl / resource).
@@ -55,8 +68,9 @@ ANY = 1
 TOPIC, GROUP = 2, 3
 LITERAL = 3
 READ, WRITE = 3, 4
+DESCRIBE = 8
 ALLOW = 3
-OPERATIONS = {READ: "Read", WRITE: "Write"}
+OPERATIONS = {READ: "Read", WRITE: "Write", DESCRIBE: "Describe"}
 
 
 @dataclass(frozen=True)
@@ -75,7 +89,9 @@ class Acl:
 
 def service_topics(service: str) -> tuple[Topic, ...]:
     """Every topic a service touches: what it publishes, consumes, and dead letters."""
-    seen = dict.fromkeys((*PRODUCES[service], *CONSUMES[service], DEAD_LETTER))
+    seen = dict.fromkeys(
+        (*PRODUCES[service], *REPLAYS.get(service, ()), *CONSUMES[service], DEAD_LETTER)
+    )
     return tuple(seen)
 
 
@@ -86,10 +102,14 @@ def group_id(service: str, prefix: str = "") -> str:
 
 def acls_for(service: str, principal: str, prefix: str = "") -> list[Acl]:
     """The ACLs of one service's principal for one deployment prefix."""
-    out = [Acl(TOPIC, t.full_name(prefix), principal, WRITE) for t in PRODUCES[service]]
-    out.append(Acl(TOPIC, DEAD_LETTER.full_name(prefix), principal, WRITE))
+    writes = dict.fromkeys((*PRODUCES[service], *REPLAYS.get(service, ()), DEAD_LETTER))
+    out = [Acl(TOPIC, t.full_name(prefix), principal, WRITE) for t in writes]
     out += [Acl(TOPIC, t.full_name(prefix), principal, READ) for t in CONSUMES[service]]
     out.append(Acl(GROUP, group_id(service, prefix), principal, READ))
+    out += [
+        Acl(GROUP, group_id(other, prefix), principal, DESCRIBE)
+        for other in OBSERVES.get(service, ())
+    ]
     return out
 
 

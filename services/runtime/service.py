@@ -61,6 +61,9 @@ class Wiring:
     unblocking: frozenset[str] = frozenset()
     """Event types that do not queue behind their dossier's parked events (see
     ``EventConsumer.unblocking``)."""
+    consumer_class: type[EventConsumer] = EventConsumer
+    """The consumer to build: a subclass may take records the envelope path cannot (the
+    console reads the dead-letter topic raw)."""
 
 
 @dataclass
@@ -162,7 +165,7 @@ def create_app(
     security = KafkaSecurity.from_env(spec.name)
     broker = make_broker(settings.kafka_bootstrap_servers, f"lienthong-{spec.name}", security)
     if wiring.handlers:
-        rt.consumer = EventConsumer(
+        rt.consumer = wiring.consumer_class(
             group_id=settings.group_id(spec.name),
             topics=spec.topics,
             handlers=wiring.handlers,

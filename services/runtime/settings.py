@@ -148,6 +148,10 @@ class ServiceSettings(BaseSettings):
     backdate_limit_hours: float = Field(72.0, description="how far a head may back-date receipt")
     lookup_seal_public_key: str = Field("", description="notification's X25519 key, base64")
 
+    # console: where the other services answer /ready ("intake=http://…,routing=http://…")
+    service_urls: str = Field("", description="name=url pairs, comma-separated")
+    console_rebuild_schema: str = Field("console_rebuild", description="rebuild target")
+
     # notification
     lookup_seal_private_key: str = Field("", description="X25519 private key, base64")
 

@@ -16,6 +16,8 @@ import httpx
 
 from contracts.topics import CONSULTATION, DOSSIER, NOTIFICATION, ROUTING
 from services.runtime.kafka_auth import KafkaSecurity
+from services.runtime.settings import ServiceSettings
+from tests.e2e.stack import Stack
 from tests.e2e.test_walking_skeleton import CONSULTED, EIA, PERMIT
 from tests.helpers import eventually, read_all
 
@@ -141,3 +143,33 @@ async def settle_and_count(
         "effects_applied_twice": 0,  # asserted above: one receipt, one request per agency
         "outbox_unpublished": left,
     }
+
+
+OPS = "000.00.00.H29"
+
+
+def console_settings(stack: Stack) -> ServiceSettings:
+    s = ServiceSettings.for_service("console")
+    s.database_url = stack.database_url
+    s.kafka_bootstrap_servers = stack.bootstrap
+    s.topic_prefix = stack.topic_prefix
+    return s
+
+
+async def settled(http: httpx.AsyncClient, stack: Stack, timeout: float = 600) -> int:
+    """Wait until every group's lag is 0 and the console's event count holds still."""
+    ops = stack.headers(OPS, "operator")
+    url = stack.url("console")
+
+    async def probe() -> tuple[int, int]:
+        lag = (await http.get(f"{url}/v1/console/lag", headers=ops)).json()
+        status = (await http.get(f"{url}/v1/console/status", headers=ops)).json()
+        return sum(lag["totals"].values()), status["events_total"]
+
+    last = -1
+    while True:
+        _, events = await eventually(probe, lambda v: v[0] == 0, timeout=timeout, interval=2)
+        if events == last:
+            return events
+        last = events
+        await asyncio.sleep(3)

@@ -8,6 +8,7 @@ Hồ Chí Minh City office hours 07:30-11:30, 13:00-17:00) and moved by the test
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from datetime import datetime
 from typing import Any
@@ -266,6 +267,10 @@ async def portal_holds_ours(life: Life) -> dict[str, Any]:
     assert progress and all(p["MaHoSo"] == life.code for p in progress)
     assert progress[-1]["TrangThai"] == "10"
     assert any(p["NgayKetThucTheoQuyDinh"] for p in progress)
+    print("portal record (DongBoHoSoMC) as the portal holds it:")  # shown with -s
+    print(json.dumps(theirs, ensure_ascii=False, indent=1))
+    print("last step progress (CapNhatTienDoHoSoMC):")
+    print(json.dumps(progress[-1], ensure_ascii=False, indent=1))
     return dict(theirs)
 
 

@@ -1,4 +1,4 @@
-"""Who may do what, everywhere: every route of the four services (enumerated from the apps,
+"""Who may do what, everywhere: every route of the five services (enumerated from the apps,
 so a new route without a rule here fails) against every kind of caller, on the real broker
 and PostgreSQL, with the services configured as in production (no development mode)."""
 
@@ -22,6 +22,7 @@ from fastapi.routing import APIRoute
 
 from contracts.events import Decision
 from deploy.local import SmtpSink
+from services.console.app import SPEC as CONSOLE
 from services.consultation.app import SPEC as CONSULTATION
 from services.consultation.domain import canonical_reply
 from services.intake.app import SPEC as INTAKE
@@ -101,7 +102,7 @@ OPS_ROUTES = (
 RULES: dict[tuple[str, str, str], dict[str, str]] = {
     **{
         (service, method, path): rule({"operator"})
-        for service in ("intake", "routing", "consultation", "notification")
+        for service in ("intake", "routing", "consultation", "notification", "console")
         for method, path in OPS_ROUTES
     },
     # intake
@@ -177,6 +178,38 @@ RULES: dict[tuple[str, str, str], dict[str, str]] = {
     # caller that signs gets through whatever else it sends (and none that does not:
     # test_the_receipts_webhook_answers_only_to_its_signature)
     ("notification", "POST", "/v1/sms/receipts"): rule(set(KINDS)),
+    # console: operators see every agency's rows, any other staff member its own agency's
+    # (a dossier of another agency: 403); acting on dead letters and lag are operators'.
+    # Its pages are the same rules; the login page, sign-in/out and assets are public.
+    **{
+        ("console", "GET", path): rule(ALL_STAFF)
+        for path in (
+            "/v1/console/status",
+            "/v1/console/events",
+            "/v1/console/stream",
+            "/v1/console/dead-letters",
+            "/v1/console/dead-letters/{entry_id}",
+            "/v1/console/sla",
+            "/v1/console/figures",
+            "/",
+            "/dead-letters",
+            "/dead-letters/{entry_id}",
+            "/sla",
+            "/figures",
+        )
+    },
+    **{
+        ("console", "GET", path): rule(ALL_STAFF - {"other_agency_head"})
+        for path in ("/v1/console/dossiers/{code}", "/dossiers/{code}")
+    },
+    ("console", "GET", "/v1/console/lag"): rule({"operator"}),
+    ("console", "GET", "/lag"): rule({"operator"}),
+    ("console", "POST", "/v1/console/dead-letters/{entry_id}/replay"): rule({"operator"}),
+    ("console", "POST", "/v1/console/dead-letters/{entry_id}/discard"): rule({"operator"}),
+    ("console", "GET", "/static/{name}"): rule(set(KINDS)),
+    ("console", "GET", "/login"): rule(set(KINDS)),
+    ("console", "POST", "/login"): rule(set(KINDS)),
+    ("console", "POST", "/logout"): rule(set(KINDS)),
 }
 WEBHOOK_SECRET = "test-webhook-secret-0123456789abcdef"
 
@@ -255,11 +288,21 @@ class World:
             .replace("{day}", datetime.now(UTC).date().isoformat())
             .replace("{apology_id}", str(uuid.uuid4()))
             .replace("{timer_id}", "1")
+            .replace("{entry_id}", "0-1")
+            .replace("{name}", "console.css")
         )
         kw: dict[str, Any] = {}
         match (service, method, path):
             case ("intake", "POST", "/v1/dossiers"):
                 kw["json"] = PERMIT
+            case ("console", "GET", "/v1/console/stream"):
+                kw["params"] = {"seconds": 0.2}
+            case ("console", "POST", "/v1/console/dead-letters/{entry_id}/replay") | (
+                "console",
+                "POST",
+                "/v1/console/dead-letters/{entry_id}/discard",
+            ):
+                kw["json"] = {"reason": "Đã sửa nguyên nhân"}
             case ("intake", "POST", "/v1/dossiers/{code}/supplements"):
                 kw["json"] = {"documents": [{"code": "BVTK"}]}
             case ("routing", "POST", "/v1/routes/{code}/steps/{order}/take"):
@@ -364,7 +407,7 @@ def settings_for(name: str, bootstrap: str, database_url: str, prefix: str, smtp
 async def world(kafka_bootstrap: str, database_url: str, topic_prefix: str) -> AsyncIterator[World]:
     sink = SmtpSink()
     sink.start()
-    specs = {s.name: s for s in (INTAKE, ROUTING, CONSULTATION, NOTIFICATION)}
+    specs = {s.name: s for s in (INTAKE, ROUTING, CONSULTATION, NOTIFICATION, CONSOLE)}
     apps = {
         n: create_app(spec, settings_for(n, kafka_bootstrap, database_url, topic_prefix, sink.port))
         for n, spec in specs.items()

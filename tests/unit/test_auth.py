@@ -19,6 +19,7 @@ from fastapi import HTTPException
 from fastapi.routing import APIRoute
 from jwt.algorithms import OKPAlgorithm
 
+from services.console.app import SPEC as CONSOLE
 from services.consultation.app import SPEC as CONSULTATION
 from services.intake.app import SPEC as INTAKE
 from services.notification.app import SPEC as NOTIFICATION
@@ -29,7 +30,7 @@ from services.runtime.settings import DEV_JWT_SECRET, ServiceSettings
 from tests.helpers import configure_auth
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
-SPECS = (INTAKE, ROUTING, CONSULTATION, NOTIFICATION)
+SPECS = (INTAKE, ROUTING, CONSULTATION, NOTIFICATION, CONSOLE)
 
 
 def _settings(name: str, **kw: Any) -> ServiceSettings:

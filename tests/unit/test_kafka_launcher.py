@@ -40,11 +40,13 @@ def test_credentials_are_private_and_survive_a_restart(tmp_path: Path) -> None:
     assert env["KAFKA_SASL_USERNAME"] == "admin"
     assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
     assert {env[f"{s.upper()}_KAFKA_SASL_USERNAME"] for s in kafka.SERVICES} == set(kafka.SERVICES)
-    assert len({env[f"{s.upper()}_KAFKA_SASL_PASSWORD"] for s in kafka.SERVICES}) == 4
+    assert len({env[f"{s.upper()}_KAFKA_SASL_PASSWORD"] for s in kafka.SERVICES}) == len(
+        kafka.SERVICES
+    )
     assert LocalKafka(tmp_path).client_env() == env
     assert first.credentials is not None
     scram = first.credentials.scram_args()
-    assert scram.count("--add-scram") == 6  # admin, broker and the four services
+    assert scram.count("--add-scram") == 2 + len(kafka.SERVICES)  # admin, broker, services
 
 
 def test_storage_formatted_without_credentials_is_refused(tmp_path: Path) -> None:

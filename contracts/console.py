@@ -1,0 +1,294 @@
+"""The operator console's HTTP payloads (``/v1/console/...``, services/console/api.py).
+
+Times are UTC (ISO 8601); pages show them in Asia/Ho_Chi_Minh. Event data is kept with
+personal data masked; a dead letter's whole payload only for operators who ask for it
+(``reveal=true``, audited).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.api import FieldError
+from contracts.envelope import NFCStr
+
+
+class ConsoleEvent(BaseModel):
+    """One event as every service saw it pass, with its place in the log."""
+
+    seq: int = Field(description="The console's cursor: pass it back as ``after``")
+    event_id: UUID
+    type: str
+    schema_version: int
+    topic: str
+    partition: int
+    offset: int
+    subject: str
+    dossier_code: str | None
+    agencies: list[str] = Field(description="Every agency id the event names")
+    correlation_id: UUID
+    causation_id: UUID | None
+    occurred_at: datetime
+    producer: str
+    data: dict[str, Any] = Field(description="The event's data, personal data masked")
+
+
+class EventPage(BaseModel):
+    items: list[ConsoleEvent]
+    next_after: int | None = Field(
+        description="The largest ``seq`` here: ``after`` for the next page (None: empty)"
+    )
+
+
+class DossierSummary(BaseModel):
+    """A dossier as the events tell it (the console's read model)."""
+
+    code: str
+    agency: str | None = Field(description="The lead agency, else the receiving agency")
+    receiving_agency: str | None
+    lead_agency: str | None
+    procedure_code: str | None
+    procedure_name: str | None
+    channel: int | None
+    online: bool | None
+    state: str | None
+    portal_status: int | None
+    received_at: datetime | None
+    appointment_at: datetime | None
+    legal_appointment_at: datetime | None
+    step_deadline_at: datetime | None
+    finished_at: datetime | None
+    returned_at: datetime | None
+    timeliness: str | None
+    apologies: int
+    supplement_requests: int
+    overdue_steps: int
+    events: int
+
+
+class CausalLink(BaseModel):
+    cause: UUID
+    effect: UUID
+
+
+class DossierTimeline(BaseModel):
+    code: str
+    dossier: DossierSummary | None
+    events: list[ConsoleEvent] = Field(description="In the order they occurred")
+    links: list[CausalLink] = Field(description="causation_id -> event_id, both in this list")
+    correlations: list[UUID]
+    opinion_requests: list[OpinionRequestView]
+
+
+class OpinionRequestView(BaseModel):
+    request_id: UUID
+    dossier_code: str
+    lead_agency: str | None
+    agency_id: str | None
+    agency_name: str | None
+    template_id: str | None
+    subject: str | None
+    requested_at: datetime | None
+    due_at: datetime | None
+    status: str
+    reminders: int
+    escalations: int
+    last_escalation: dict[str, Any] | None
+    decision: str | None
+    closed_at: datetime | None
+
+
+class ServiceStatus(BaseModel):
+    name: str
+    url: str | None
+    ready: bool | None = Field(description="None: the console was not told where it runs")
+    checks: dict[str, Any] = Field(default_factory=dict)
+    lag_total: int | None = None
+
+
+class ConsoleStatus(BaseModel):
+    services: list[ServiceStatus]
+    lag_totals: dict[str, int] = Field(description="Consumer group: total lag")
+    events_total: int
+    events_last_5_minutes: int
+    event_types: dict[str, int]
+    dossiers: int
+    open_dead_letters: int
+    generated_at: datetime
+
+
+class PartitionLagView(BaseModel):
+    service: str
+    group: str
+    topic: str
+    partition: int
+    committed: int | None
+    end: int
+    lag: int
+
+
+class ThroughputPoint(BaseModel):
+    minute: datetime
+    topic: str
+    events: int
+
+
+class LagSample(BaseModel):
+    at: datetime
+    group: str
+    total: int
+
+
+class LagReport(BaseModel):
+    partitions: list[PartitionLagView]
+    totals: dict[str, int]
+    throughput: list[ThroughputPoint] = Field(description="Events recorded per minute")
+    samples: list[LagSample] = Field(description="Total lag per group, sampled every 5 s")
+    errors: dict[str, str] = Field(default_factory=dict, description="Group: why unread")
+
+
+DeadLetterStatus = Literal["open", "replay_pending", "replayed", "replay_failed", "discarded"]
+
+
+class DeadLetterAction(BaseModel):
+    id: int
+    action: Literal["replay", "discard"]
+    person: str
+    role: str
+    agency_id: str
+    reason: str
+    edited: bool
+    created_at: datetime
+    result: Literal["pending", "published", "failed", "done"]
+    failure: str | None = None
+
+
+class DeadLetterSummary(BaseModel):
+    id: str = Field(description="<partition>-<offset> on the dead-letter topic")
+    reason: str
+    consumer: str | None
+    origin_topic: str | None
+    origin_partition: int | None
+    origin_offset: int | None
+    event_id: UUID | None
+    event_type: str | None
+    dossier_code: str | None
+    agencies: list[str]
+    dead_lettered_at: datetime | None
+    size: int
+    stored_elsewhere: bool = Field(
+        description="Too large for the topic: the value is a reference to the copy the"
+        " consumer stored (its /v1/ops/dead-letters); replay needs a fixed payload"
+    )
+    status: DeadLetterStatus
+    errors: list[FieldError] = Field(description="Field-level reasons where known")
+
+
+class DeadLetterDetail(DeadLetterSummary):
+    key: str | None
+    headers: dict[str, str]
+    detail: str
+    payload: Any = Field(description="The value: JSON if it parses, else text")
+    payload_revealed: bool = Field(description="False: personal data masked")
+    actions: list[DeadLetterAction]
+
+
+class ReplayDeadLetter(BaseModel):
+    """Put a dead letter back on its original topic, with its original key."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: NFCStr = Field(min_length=3, max_length=500, description="Why, for the audit")
+    payload: dict[str, Any] | None = Field(
+        default=None,
+        description="A fixed value (the whole event envelope) to publish instead of the"
+        " original; it must be a valid event of a known type",
+    )
+
+
+class DiscardDeadLetter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: NFCStr = Field(min_length=3, max_length=500)
+
+
+class ActionAccepted(BaseModel):
+    id: int
+    entry_id: str
+    action: Literal["replay", "discard"]
+    result: Literal["pending", "published", "failed", "done"]
+    outbox_event_id: UUID | None = None
+
+
+class SlaItem(BaseModel):
+    kind: Literal["dossier", "opinion_request"]
+    dossier_code: str
+    request_id: UUID | None = None
+    agency: str | None
+    what: str | None = Field(description="The procedure, or what the opinion is about")
+    due_at: datetime
+    hours_left: float = Field(description="Negative: past the deadline")
+    past: bool
+    state: str | None
+    escalations: int = 0
+    last_escalation: dict[str, Any] | None = None
+
+
+class SlaAgency(BaseModel):
+    agency: str
+    near: int
+    past: int
+    escalations: int
+
+
+class SlaBoard(BaseModel):
+    generated_at: datetime
+    horizon_hours: int
+    dossiers: list[SlaItem]
+    opinion_requests: list[SlaItem]
+    agencies: list[SlaAgency]
+
+
+class FigureRow(BaseModel):
+    """Decision 766/QĐ-TTg figures of one agency, procedure and month (Asia/Ho_Chi_Minh)."""
+
+    agency: str
+    procedure_code: str
+    procedure_name: str | None
+    month: str = Field(pattern=r"^\d{4}-\d{2}$")
+    received: int
+    online: int
+    online_share: float | None
+    finished: int
+    on_time: int = Field(description="Finished early or on time")
+    late: int
+    on_time_rate: float | None
+    apologies: int
+
+
+class FigureTrend(BaseModel):
+    month: str
+    received: int
+    finished: int
+    on_time: int
+    late: int
+    on_time_rate: float | None
+    online_share: float | None
+    apologies: int
+
+
+class Figures(BaseModel):
+    rows: list[FigureRow]
+    trend: list[FigureTrend]
+
+
+class ConsoleLogin(BaseModel):
+    """A staff token to keep in the console's session cookie."""
+
+    model_config = ConfigDict(extra="forbid")
+    token: str = Field(min_length=10, max_length=8000)
+
+
+DossierTimeline.model_rebuild()

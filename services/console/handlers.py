@@ -1,0 +1,176 @@
+"""The console's subscriber: every topic, the dead-letter topic raw.
+
+``apply_record`` is the one apply path, used by the live consumer and by the rebuild
+(services/console/rebuild.py): inbox, the event row, the folds, in the caller's
+transaction. Records the console cannot read are skipped, never dead-lettered by it: the
+services that own them dead-letter them, and a dead letter is never dead-lettered again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from pydantic import ValidationError
+
+from contracts.envelope import Envelope
+from contracts.events import EVENT_TYPES, parse_payload
+from contracts.topics import DEAD_LETTER
+from services.console import store
+from services.console.domain import (
+    DOSSIER_RE,
+    DOSSIER_TYPES,
+    agencies_in,
+    dead_letter_row,
+    mask_data,
+)
+from services.runtime.consumer import EventConsumer, Raw
+from services.runtime.db import is_transient
+from services.runtime.logging import get_logger
+from services.runtime.metrics import EVENTS_CONSUMED
+
+log = get_logger(__name__)
+DLQ_NAMESPACE = uuid.UUID("6f1c2a52-9c55-4a53-8f0e-2d0c4d6b6c01")
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A Kafka record as the console reads it (the timestamp too)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+    timestamp_ms: int | None = None
+
+    @classmethod
+    def of(cls, record: Any) -> Incoming:
+        return cls(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value or b"",
+            headers=tuple((k, bytes(v)) for k, v in (record.headers or ())),
+            timestamp_ms=getattr(record, "timestamp", None),
+        )
+
+    def raw(self) -> Raw:
+        return Raw(self.topic, self.partition, self.offset, self.key, self.value, self.headers)
+
+
+def decode(value: bytes) -> Envelope | None:
+    """The envelope if the record is a valid event of a known type and version."""
+    try:
+        env = Envelope.model_validate_json(value)
+    except (ValidationError, ValueError):
+        return None
+    model = EVENT_TYPES.get(env.type)
+    if model is None or env.schema_version > model.schema_version:
+        return None
+    try:
+        parse_payload(env.type, env.data)
+    except (ValidationError, ValueError):
+        return None
+    return env
+
+
+async def apply_record(
+    conn: asyncpg.Connection, rec: Incoming, consumer: str, dead_letter_topic: str
+) -> str:
+    """Apply one record in the caller's transaction: ``applied``, ``duplicate`` or
+    ``skipped`` (not an event the console can read)."""
+    if rec.topic == dead_letter_topic:
+        ref = uuid.uuid5(DLQ_NAMESPACE, f"{rec.partition}:{rec.offset}")
+        if not await store.record_inbox(conn, consumer, ref, "dead-letter"):
+            return "duplicate"
+        row = dead_letter_row(
+            rec.partition, rec.offset, rec.key, rec.value, rec.headers, rec.timestamp_ms
+        )
+        await store.insert_dead_letter(conn, row)
+        return "applied"
+    env = decode(rec.value)
+    if env is None:
+        return "skipped"
+    if not await store.record_inbox(conn, consumer, env.event_id, env.type):
+        return "duplicate"
+    code = env.subject if DOSSIER_RE.match(env.subject) else None
+    await store.insert_event(
+        conn,
+        {
+            "event_id": env.event_id,
+            "type": env.type,
+            "schema_version": env.schema_version,
+            "topic": rec.topic,
+            "partition": rec.partition,
+            '"offset"': rec.offset,
+            "subject": env.subject,
+            "dossier_code": code,
+            "agencies": agencies_in(env.data, code),
+            "correlation_id": env.correlation_id,
+            "causation_id": env.causation_id,
+            "occurred_at": env.occurred_at,
+            "producer": env.producer,
+            "data": mask_data(env.data),
+        },
+    )
+    if code and env.type in DOSSIER_TYPES:
+        await store.refold_dossier(conn, code)
+    request_id = env.data.get("request_id")
+    if request_id and env.type.startswith("consultation."):
+        await store.refold_request(conn, str(request_id))
+    return "applied"
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return json.dumps(
+            [
+                {"field": ".".join(map(str, e["loc"])), "reason": e["msg"]}
+                for e in exc.errors(include_url=False)
+            ],
+            ensure_ascii=False,
+        )
+    return f"{type(exc).__name__}: {exc}"
+
+
+class ConsoleConsumer(EventConsumer):
+    """The runtime's consumer with the console's own apply path: every record, raw."""
+
+    async def handle(self, message: Any, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
+        rec = Incoming.of(message.raw_message)
+        dlq = DEAD_LETTER.full_name(self.topic_prefix)
+        attempts = transient = 0
+        while True:
+            try:
+                async with pool.acquire() as conn, conn.transaction():
+                    outcome = await apply_record(conn, rec, self.group_id, dlq)
+            except Exception as exc:
+                if is_transient(exc):
+                    transient += 1
+                    log.warning("console_transient_failure", attempt=transient, error=repr(exc))
+                    await asyncio.sleep(min(0.2 * 2**transient, 10.0))
+                    continue
+                attempts += 1
+                log.exception("console_apply_failed", attempt=attempts, topic=rec.topic)
+                if attempts < self.max_attempts:
+                    await asyncio.sleep(min(0.1 * 2**attempts, 2.0))
+                    continue
+                if rec.topic == dlq:  # never dead-letter a dead letter: log and go on
+                    log.error("dead_letter_unreadable", offset=rec.offset, error=repr(exc))
+                    return
+                await self.dead_letter(pool, producer, rec.raw(), "handler_failed", _reason(exc))
+                return
+            if outcome == "applied":
+                self.processed += 1
+            EVENTS_CONSUMED.labels(
+                self.group_id, "dead-letter" if rec.topic == dlq else "event", outcome
+            ).inc()
+            return

@@ -1,0 +1,358 @@
+"""The console's pages: server-rendered with Jinja2 (autoescape on), every asset served
+here (no CDN), charts as inline SVG drawn on the server. Labels in Vietnamese, times in
+Asia/Ho_Chi_Minh. A page needs the session cookie (``POST /login`` with a staff token) or
+a bearer token; without one a browser gets the login page (401), anything else the JSON
+error. Agency users see their own agency's rows, as in the API.
+"""
+
+import html
+from pathlib import Path as FsPath
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+
+from contracts import console as c
+from services.console import api, domain, store
+from services.runtime.auth import Staff, mint
+from services.runtime.service import Runtime
+
+HERE = FsPath(__file__).parent
+STATIC = {
+    "console.css": "text/css; charset=utf-8",
+    "console.js": "text/javascript; charset=utf-8",
+}
+COLOURS = {
+    "intake": "#0b7285",
+    "routing": "#862e9c",
+    "consultation": "#e67700",
+    "notification": "#2b8a3e",
+    "console": "#495057",
+}
+STATES = {
+    "received": "Đã tiếp nhận",
+    "refused": "Từ chối tiếp nhận",
+    "not_received": "Không được tiếp nhận",
+    "processing": "Đang xử lý",
+    "waiting_supplement": "Chờ bổ sung",
+    "waiting_fee": "Chờ nộp phí",
+    "withdrawn": "Đã rút",
+    "stopped": "Dừng xử lý",
+    "result_ready": "Đã có kết quả",
+    "returned": "Đã trả kết quả",
+}
+TIMELINESS = {"early": "Trước hạn", "on_time": "Đúng hạn", "late": "Quá hạn"}
+DL_STATUS = {
+    "open": "Chưa xử lý",
+    "replay_pending": "Đang phát lại",
+    "replayed": "Đã phát lại",
+    "replay_failed": "Phát lại lỗi",
+    "discarded": "Đã bỏ qua",
+}
+
+
+def environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(["html", "j2"], default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["vn"] = domain.local
+    env.globals.update(STATES=STATES, TIMELINESS=TIMELINESS, DL_STATUS=DL_STATUS)
+    return env
+
+
+def _esc(v: Any) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def line_chart(
+    series: dict[str, list[tuple[str, float]]],
+    *,
+    width: int = 940,
+    height: int = 220,
+    percent: bool = False,
+) -> Markup:
+    """Lines over shared x labels, as inline SVG (labels escaped); the legend in a column
+    on the right, names without the deployment's topic or group prefix."""
+    labels = sorted({x for points in series.values() for x, _ in points})
+    top = max([v for points in series.values() for _, v in points] + [1.0])
+    if percent:
+        top = 1.0
+    left, bottom, pad, legend = 48, 28, 10, 220
+    w, h = width - left - pad - legend, height - bottom - pad
+    n = max(len(labels) - 1, 1)
+
+    def xy(label: str, v: float) -> tuple[float, float]:
+        return left + labels.index(label) * w / n, pad + h - (v / top) * h
+
+    palette = ["#1c7ed6", "#e8590c", "#2f9e44", "#ae3ec9", "#f08c00", "#495057"]
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img"'
+        f' xmlns="http://www.w3.org/2000/svg">',
+        f'<line x1="{left}" y1="{pad + h}" x2="{left + w}" y2="{pad + h}" class="axis"/>',
+        f'<line x1="{left}" y1="{pad}" x2="{left}" y2="{pad + h}" class="axis"/>',
+        f'<text x="{left - 6}" y="{pad + 4}" text-anchor="end" class="tick">'
+        f"{'100%' if percent else _esc(int(top))}</text>",
+        f'<text x="{left - 6}" y="{pad + h}" text-anchor="end" class="tick">0</text>',
+    ]
+    step = max(1, len(labels) // 8)
+    for i, label in enumerate(labels):
+        if i % step == 0:
+            x, _ = xy(label, 0)
+            parts.append(
+                f'<text x="{x:.1f}" y="{height - 8}" text-anchor="middle" class="tick">'
+                f"{_esc(label)}</text>"
+            )
+    for k, (name, points) in enumerate(sorted(series.items())):
+        colour = palette[k % len(palette)]
+        coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(a, b) for a, b in sorted(points)))
+        parts.append(
+            f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{coords}"/>'
+        )
+        for a, b in sorted(points):
+            x, y = xy(a, b)
+            parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}"/>')
+        short = name.split("lienthong", 1)[-1].lstrip(".-") or name
+        parts.append(
+            f'<text x="{left + w + 16}" y="{pad + 12 + 16 * k}" fill="{colour}"'
+            f' class="legend">■ {_esc(short)}</text>'
+        )
+    if not labels:
+        parts.append(
+            f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" class="tick">'
+            "Chưa có dữ liệu</text>"
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def causation_svg(t: c.DossierTimeline) -> Markup:
+    """The dossier's events top to bottom in time, each cause linked to its effects."""
+    row, x0 = 30, 40
+    index = {e.event_id: i for i, e in enumerate(t.events)}
+    height = row * len(t.events) + 20
+    parts = [
+        f'<svg class="chain" viewBox="0 0 900 {height}" xmlns="http://www.w3.org/2000/svg"'
+        ' role="img" aria-label="Chuỗi nhân quả">'
+    ]
+    for link in t.links:
+        a, b = index[link.cause], index[link.effect]
+        y1, y2 = 20 + a * row, 20 + b * row
+        bend = x0 - 10 - min(30, 4 * abs(b - a))
+        parts.append(
+            f'<path d="M {x0} {y1} C {bend} {y1}, {bend} {y2}, {x0} {y2}" class="link"'
+            f' data-cause="{link.cause}" data-effect="{link.effect}"/>'
+        )
+    for i, e in enumerate(t.events):
+        y = 20 + i * row
+        colour = COLOURS.get(e.producer, "#495057")
+        parts.append(
+            f'<circle cx="{x0}" cy="{y}" r="6" fill="{colour}"><title>{_esc(e.event_id)}'
+            "</title></circle>"
+            f'<text x="{x0 + 14}" y="{y + 4}" class="node">'
+            f"{_esc(domain.local(e.occurred_at))} · <tspan class='etype'>{_esc(e.type)}</tspan>"
+            f" · {_esc(e.producer)}</text>"
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def build_router(rt: Runtime, monitor: api.Monitor) -> APIRouter:
+    env = environment()
+    r = APIRouter(include_in_schema=False)
+    dev = rt.settings.dev_mode
+
+    async def who(request: Request) -> Staff | Response:
+        """The caller of a page, or the login page (401) for a browser without one."""
+        dependency = api.caller_dependency(rt)
+        from fastapi.security.utils import get_authorization_scheme_param
+
+        header = request.headers.get("authorization")
+        scheme, token = get_authorization_scheme_param(header)
+        from fastapi.security import HTTPAuthorizationCredentials
+
+        cred = HTTPAuthorizationCredentials(scheme=scheme, credentials=token) if header else None
+        try:
+            return await dependency(request, cred, request.cookies.get(api.COOKIE))
+        except HTTPException as exc:
+            if "text/html" in request.headers.get("accept", ""):
+                return render("login.html.j2", request, None, status=401, next=request.url.path)
+            content = (
+                exc.detail if isinstance(exc.detail, dict) else {"detail": exc.detail, "errors": []}
+            )
+            return JSONResponse(content, status_code=exc.status_code, headers=exc.headers)
+
+    def render(
+        name: str, request: Request, staff: Staff | None, status: int = 200, **ctx: Any
+    ) -> HTMLResponse:
+        page = env.get_template(name).render(who=staff, dev=dev, path=request.url.path, **ctx)
+        return HTMLResponse(page, status_code=status, headers={"Cache-Control": "no-store"})
+
+    @r.get("/static/{name}")
+    async def static(name: Annotated[str, Path(pattern=r"^[a-z.]{1,40}$")]) -> Response:
+        if name not in STATIC:
+            raise HTTPException(404, detail="no such file")
+        return Response((HERE / "static" / name).read_bytes(), media_type=STATIC[name])
+
+    @r.get("/login")
+    async def login_page(request: Request) -> HTMLResponse:
+        return render("login.html.j2", request, None, next=request.query_params.get("next", "/"))
+
+    @r.post("/login")
+    async def login(body: c.ConsoleLogin) -> JSONResponse:
+        """Keep a verified staff token in an HttpOnly, SameSite=Strict session cookie."""
+        staff = await rt.auth.tokens.verify(body.token, rt.auth.now())
+        response = JSONResponse(
+            {"person": staff.person, "role": staff.role, "agency_id": staff.agency_id}
+        )
+        response.set_cookie(
+            api.COOKIE, body.token, httponly=True, samesite="strict", max_age=12 * 3600
+        )
+        return response
+
+    @r.post("/logout")
+    async def logout() -> JSONResponse:
+        response = JSONResponse({"ok": True})
+        response.delete_cookie(api.COOKIE)
+        return response
+
+    if dev:  # exists only in development mode
+
+        @r.post("/login/dev")
+        async def login_dev() -> JSONResponse:
+            """Development mode: sign in as an operator without a token of one's own."""
+            token = mint(
+                rt.settings.jwt_secret,
+                agency_id="000.00.00.H29",
+                role="operator",
+                person="Vận hành viên",
+                now=rt.auth.now(),
+                audience=rt.settings.jwt_audience,
+                issuer=rt.settings.jwt_issuer,
+                name="Vận hành viên",
+            )
+            response = JSONResponse({"person": "Vận hành viên", "role": "operator"})
+            response.set_cookie(
+                api.COOKIE, token, httponly=True, samesite="strict", max_age=12 * 3600
+            )
+            return response
+
+    @r.get("/")
+    async def stream_page(
+        request: Request,
+        type_: api.TypeFilter = None,
+        agency: api.AgencyFilter = None,
+        dossier: api.DossierFilter = None,
+    ) -> Response:
+        staff = await who(request)
+        if isinstance(staff, Response):
+            return staff
+        own = api.scope(staff, agency)
+        rows = await store.events(
+            rt.pool, type_=type_, agency=own, dossier=dossier, after=None, limit=50
+        )
+        events = [api.event_view(x) for x in rows]
+        last = max((e.seq for e in events), default=None)
+        if last is None:
+            last = int(await rt.pool.fetchval("SELECT COALESCE(max(seq), 0) FROM events"))
+        types = sorted(x["type"] for x in await rt.pool.fetch("SELECT DISTINCT type FROM events"))
+        return render(
+            "stream.html.j2",
+            request,
+            staff,
+            events=events,
+            last=last,
+            filters={"type": type_ or "", "agency": agency or "", "dossier": dossier or ""},
+            types=types,
+        )
+
+    @r.get("/dossiers/{code}")
+    async def dossier_page(request: Request, code: api.Code) -> Response:
+        staff = await who(request)
+        if isinstance(staff, Response):
+            return staff
+        t = await api.timeline(rt, staff, code)
+        return render("dossier.html.j2", request, staff, t=t, chain=causation_svg(t))
+
+    @r.get("/lag")
+    async def lag_page(
+        request: Request, minutes: Annotated[int, Query(ge=1, le=240)] = 30
+    ) -> Response:
+        staff = await who(request)
+        if isinstance(staff, Response):
+            return staff
+        if not staff.is_operator:
+            raise HTTPException(403, detail={"detail": "operators only", "errors": []})
+        report = await api.lag_report(rt, monitor, minutes)
+        per_topic: dict[str, list[tuple[str, float]]] = {}
+        for p in report.throughput:
+            per_topic.setdefault(p.topic, []).append((domain.local(p.minute)[11:16], p.events))
+        lag_series: dict[str, list[tuple[str, float]]] = {}
+        for s in report.samples:
+            lag_series.setdefault(s.group, []).append((domain.local(s.at)[11:19], s.total))
+        return render(
+            "lag.html.j2",
+            request,
+            staff,
+            report=report,
+            throughput=line_chart(per_topic),
+            lag_chart=line_chart(lag_series),
+            minutes=minutes,
+        )
+
+    @r.get("/dead-letters")
+    async def dead_letters_page(request: Request) -> Response:
+        staff = await who(request)
+        if isinstance(staff, Response):
+            return staff
+        rows = await store.dead_letters(rt.pool, agency=api.scope(staff), status=None, limit=200)
+        return render("dead_letters.html.j2", request, staff, items=[api.summary(x) for x in rows])
+
+    @r.get("/dead-letters/{entry_id}")
+    async def dead_letter_page(
+        request: Request, entry_id: api.EntryId, reveal: bool = False
+    ) -> Response:
+        staff = await who(request)
+        if isinstance(staff, Response):
+            return staff
+        d = await api.detail(rt, staff, entry_id, reveal)
+        import json
+
+        pretty = (
+            json.dumps(d.payload, ensure_ascii=False, indent=2)
+            if not isinstance(d.payload, str)
+            else d.payload
+        )
+        return render("dead_letter.html.j2", request, staff, d=d, pretty=pretty)
+
+    @r.get("/sla")
+    async def sla_page(
+        request: Request, hours: Annotated[int, Query(ge=1, le=720)] = 24
+    ) -> Response:
+        staff = await who(request)
+        if isinstance(staff, Response):
+            return staff
+        board = await api.sla_board(rt, api.scope(staff), hours)
+        return render("sla.html.j2", request, staff, board=board)
+
+    @r.get("/figures")
+    async def figures_page(request: Request) -> Response:
+        staff = await who(request)
+        if isinstance(staff, Response):
+            return staff
+        f = await api.figures_of(rt, api.scope(staff), None, None, None)
+        rate = {
+            "Tỷ lệ đúng hạn": [
+                (t.month, t.on_time_rate or 0.0) for t in f.trend if t.on_time_rate is not None
+            ],
+            "Tỷ lệ trực tuyến": [
+                (t.month, t.online_share or 0.0) for t in f.trend if t.online_share is not None
+            ],
+        }
+        return render("figures.html.j2", request, staff, f=f, chart=line_chart(rate, percent=True))
+
+    return r

@@ -1,0 +1,209 @@
+"""The console's pages in a real browser (Playwright driving the system Chromium) against
+the running stack: the live stream shows a new dossier's events within a second, an agency
+user sees nothing of another agency's, a poisoned event shows under dead letters and,
+replayed fixed, is accepted by the consumer that refused it, and lag rises while a
+consumer is stopped and falls once it is back.
+
+With ``LIENTHONG_SCREENSHOTS=1`` the main pages are saved as ``docs/console-*.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from contracts.topics import NOTIFICATION
+from services.console.api import COOKIE
+from tests.e2e.stack import Stack
+from tests.e2e.test_walking_skeleton import PERMIT, desk
+from tests.helpers import eventually, kafka_kwargs
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
+
+playwright = pytest.importorskip("playwright.async_api")
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+OPS, STRANGER = "000.00.00.H29", "000.20.01.H29"
+SHOTS = os.environ.get("LIENTHONG_SCREENSHOTS") == "1"
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    if not os.path.exists(CHROMIUM):  # noqa: ASYNC240 - once, before the browser starts
+        pytest.skip("no /usr/bin/chromium")
+    async with playwright.async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        await b.close()
+
+
+async def signed_in(browser: Any, stack: Stack, agency: str, role: str) -> Any:
+    """A browser page holding the console's session cookie for a staff token."""
+    context = await browser.new_context(
+        viewport={"width": 1360, "height": 900}, locale="vi-VN", timezone_id="Asia/Ho_Chi_Minh"
+    )
+    await context.add_cookies(
+        [
+            {
+                "name": COOKIE,
+                "value": stack.credentials.token(agency, role),
+                "url": stack.url("console"),
+            }
+        ]
+    )
+    return await context.new_page()
+
+
+async def shot(page: Any, name: str) -> None:
+    if SHOTS:
+        DOCS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(DOCS / f"console-{name}.png"), full_page=False)
+
+
+async def poison(stack: Stack, code: str) -> tuple[uuid.UUID, dict[str, Any]]:
+    """A notification.sent without its recipient on the notification topic: intake (which
+    keeps the timeline) refuses it with the field's reason."""
+    event_id = uuid.uuid4()
+    envelope = {
+        "event_id": str(event_id),
+        "type": "notification.sent",
+        "schema_version": 1,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "subject": code,
+        "correlation_id": str(uuid.uuid4()),
+        "producer": "notification",
+        "data": {
+            "notification_id": str(uuid.uuid4()),
+            "code": code,
+            "kind": "form01",
+            "channel": "email",
+            "subject": "Giấy tiếp nhận hồ sơ",
+            "sent_at": datetime.now(UTC).isoformat(),
+        },
+    }
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, **kafka_kwargs())
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            NOTIFICATION.full_name(stack.topic_prefix),
+            json.dumps(envelope).encode(),
+            key=code.encode(),
+        )
+    finally:
+        await producer.stop()
+    return event_id, envelope
+
+
+async def test_the_console_in_a_browser(
+    stack: Stack, http: httpx.AsyncClient, browser: Any, db: asyncpg.Connection
+) -> None:
+    expect = playwright.expect
+    console = stack.url("console")
+    page = await signed_in(browser, stack, OPS, "operator")
+
+    # 1. the live stream shows a new dossier's events within a second of submission
+    await page.goto(f"{console}/")
+    await expect(page.locator("#live-state")).to_have_text("Đang nhận")
+    r = await http.post(
+        f"{stack.url('intake')}/v1/dossiers", json=PERMIT, headers=desk(stack, PERMIT)
+    )
+    assert r.status_code == 201, r.text
+    code = r.json()["code"]
+    await expect(page.locator("#events tbody tr", has_text=code).first).to_be_visible(timeout=1000)
+    await expect(
+        page.locator("#events tbody tr[data-type='routing.dossier_routed']", has_text=code)
+    ).to_be_visible(timeout=15000)
+    # pause holds the page still, resume catches up from the last event shown
+    await page.click("#pause")
+    await expect(page.locator("#live-state")).to_have_text("Đã tạm dừng")
+    await page.click("#pause")
+    await expect(page.locator("#live-state")).to_have_text("Đang nhận")
+    await shot(page, "stream")
+
+    # the dossier's timeline with its causation chain drawn
+    await eventually(
+        lambda: db.fetchval(
+            "SELECT count(*) FROM console.opinion_requests WHERE dossier_code = $1", code
+        ),
+        lambda n: n == 3,
+        timeout=60,
+    )
+    await page.goto(f"{console}/dossiers/{code}")
+    await expect(page.locator("svg.chain path.link").first).to_be_attached()
+    await expect(page.locator("h1")).to_contain_text(code)
+    assert "0912345678" not in await page.content()
+    await shot(page, "dossier")
+
+    # 2. an agency user cannot see another agency's rows
+    other = await signed_in(browser, stack, STRANGER, "department_head")
+    await other.goto(f"{console}/")
+    await expect(other.locator("#events tbody tr", has_text=code)).to_have_count(0)
+    answer = await other.goto(f"{console}/dossiers/{code}")
+    assert answer is not None and answer.status == 403
+    answer = await other.goto(f"{console}/lag")
+    assert answer is not None and answer.status == 403
+
+    # 3. a poisoned event appears under dead letters; replayed fixed, the consumer takes it
+    event_id, envelope = await poison(stack, code)
+    await page.goto(f"{console}/dead-letters")
+    row = page.locator("#dead-letters tbody tr", has_text="notification.sent")
+    for _ in range(30):
+        if await row.count():
+            break
+        await page.wait_for_timeout(1000)
+        await page.reload()
+    await expect(row.first).to_contain_text("recipient")
+    await shot(page, "dead-letters")
+    entry = await row.first.get_attribute("data-id")
+    await page.goto(f"{console}/dead-letters/{entry}?reveal=true")
+    await expect(page.locator("#payload")).to_contain_text(str(event_id))
+    fixed = {**envelope, "data": {**envelope["data"], "recipient": "a@example.vn"}}
+    await page.fill("#reason", "Bổ sung người nhận bị thiếu")
+    await page.check("#edit")
+    await page.fill("#fixed", json.dumps(fixed, ensure_ascii=False, indent=2))
+    await page.click("#replay")
+    await page.wait_for_url(f"{console}/dead-letters/{entry}")
+    await eventually(
+        lambda: db.fetchval("SELECT count(*) FROM intake.inbox WHERE event_id = $1", event_id),
+        lambda n: n == 1,
+        timeout=60,
+    )
+    await page.reload()
+    await expect(page.locator("#dl-status")).to_have_text("Đã phát lại")
+    await expect(page.locator("#audit")).to_contain_text("Bổ sung người nhận bị thiếu")
+
+    await page.goto(f"{console}/sla?hours=720")
+    await expect(page.locator("#sla-dossiers")).to_contain_text(code)
+    await shot(page, "sla")
+    await page.goto(f"{console}/figures")
+    await expect(page.locator("#trend")).to_be_visible()
+    await shot(page, "figures")
+
+    # 4. lag rises while a consumer is stopped and falls after it restarts
+    stack.kill("notification", signal.SIGTERM)
+    for i in range(5):
+        body = {**PERMIT, "applicant": {**PERMIT["applicant"], "phone": f"09{i:08d}"}}
+        r = await http.post(
+            f"{stack.url('intake')}/v1/dossiers", json=body, headers=desk(stack, body)
+        )
+        assert r.status_code == 201, r.text
+    await page.goto(f"{console}/lag")
+    group = f"{stack.topic_prefix}lienthong-notification"
+    total = page.locator(f".stat[data-group='{group}'] .lag-total")
+    await expect(total).not_to_have_text("0", timeout=30000)
+    await shot(page, "lag")
+    stack.start("notification")
+    stack.wait_ready("notification")
+    await expect(total).to_have_text("0", timeout=90000)
