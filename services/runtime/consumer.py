@@ -69,6 +69,8 @@ class Raw:
     key: bytes | None
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp: int | None = None
+    """The record's broker timestamp (ms), where the consumer wants it."""
 
     @classmethod
     def of(cls, record: Any) -> Raw:
@@ -79,6 +81,7 @@ class Raw:
             key=record.key,
             value=record.value or b"",
             headers=tuple((k, bytes(v)) for k, v in (record.headers or ())),
+            timestamp=getattr(record, "timestamp", None),
         )
 
     def header_dict(self) -> dict[str, str]:
