@@ -80,9 +80,8 @@ typecheck: install
 contracts: install  ## regenerate JSON Schema and AsyncAPI from the models
 	$(BIN)/python -m contracts.generate
 
-bench: install  ## benchmarks: print figures and ratios against a same-run baseline
-	$(BIN)/python -m bench.pipeline
-	$(BIN)/python -m bench.timers
+bench: install  ## benchmarks: print figures and ratios against a same-run baseline (BENCH_ARGS=--duration 60 ...)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +64,15 @@ class Incoming:
         )
 
     def raw(self) -> Raw:
-        return Raw(self.topic, self.partition, self.offset, self.key, self.value, self.headers)
+        return Raw(
+            self.topic,
+            self.partition,
+            self.offset,
+            self.key,
+            self.value,
+            self.headers,
+            self.timestamp_ms,
+        )
 
 
 def decode(value: bytes) -> Envelope | None:
@@ -142,10 +151,49 @@ def _reason(exc: Exception) -> str:
 
 
 class ConsoleConsumer(EventConsumer):
-    """The runtime's consumer with the console's own apply path: every record, raw."""
+    """The runtime's consumer with the console's own apply path: every record, raw. A
+    fetched batch is applied in one transaction, in its order; if any record of it fails
+    for a reason other than a transient one, the batch is applied again record by record,
+    each with its attempts and, at the end of them, a dead letter."""
 
     async def handle(self, message: Any, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
-        rec = Incoming.of(message.raw_message)
+        await self._one(Incoming.of(message.raw_message), pool, producer)
+
+    async def consume_batch(
+        self, raws: Sequence[Raw], pool: asyncpg.Pool, producer: AIOKafkaProducer
+    ) -> None:
+        recs = [Incoming.of(r) for r in raws]
+        if len(recs) == 1:
+            await self._one(recs[0], pool, producer)
+            return
+        dlq = DEAD_LETTER.full_name(self.topic_prefix)
+        transient = 0
+        while True:
+            try:
+                async with pool.acquire() as conn, conn.transaction():
+                    outcomes = [await apply_record(conn, rec, self.group_id, dlq) for rec in recs]
+                break
+            except Exception as exc:
+                if is_transient(exc):
+                    transient += 1
+                    log.warning("console_transient_failure", attempt=transient, error=repr(exc))
+                    await asyncio.sleep(min(0.2 * 2**transient, 10.0))
+                    continue
+                log.warning("console_batch_one_by_one", size=len(recs), error=repr(exc))
+                for rec in recs:
+                    await self._one(rec, pool, producer)
+                return
+        for rec, outcome in zip(recs, outcomes, strict=True):
+            self._count(rec, outcome, dlq)
+
+    def _count(self, rec: Incoming, outcome: str, dlq: str) -> None:
+        if outcome == "applied":
+            self.processed += 1
+        EVENTS_CONSUMED.labels(
+            self.group_id, "dead-letter" if rec.topic == dlq else "event", outcome
+        ).inc()
+
+    async def _one(self, rec: Incoming, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
         dlq = DEAD_LETTER.full_name(self.topic_prefix)
         attempts = transient = 0
         while True:
@@ -168,9 +216,5 @@ class ConsoleConsumer(EventConsumer):
                     return
                 await self.dead_letter(pool, producer, rec.raw(), "handler_failed", _reason(exc))
                 return
-            if outcome == "applied":
-                self.processed += 1
-            EVENTS_CONSUMED.labels(
-                self.group_id, "dead-letter" if rec.topic == dlq else "event", outcome
-            ).inc()
+            self._count(rec, outcome, dlq)
             return

@@ -14,8 +14,10 @@ A server that cannot be reached is nobody's message's fault: the attempt is not 
 the rest of the batch is handed back, and the channel waits as long as its outage has
 lasted so far (from ``retry_base`` up to ``retry_max``); the other channels' loops go on.
 
-The SMTP session is reset (RSET) after every refused message and dropped after any
-connection or protocol error, so one bad message never affects the next applicant's.
+One SMTP connection is kept open across messages and batches (closed after a minute
+idle, so a server's idle timeout seldom finds it first). The session is reset (RSET) after
+every refused message and dropped after any connection or protocol error or a ``421``, so
+one bad message never affects the next applicant's.
 Desk, post and agency notices are handed over by people: they are marked sent.
 The SMS and portal senders are in ``services.notification.channels``.
 """
@@ -108,18 +110,34 @@ class HandedOver:
 
 
 class SmtpSender:
-    """One kept-open SMTP connection, reset after a refused message, dropped after an
-    error on the connection itself (the next send connects again)."""
+    """One kept-open SMTP connection, shared by every message of every batch: reset after
+    a refused message, dropped after an error on the connection itself or a ``421``
+    (the server closing the session), and closed (QUIT) once it has been idle longer than
+    ``idle_s``, under the usual server idle timeouts, so a send seldom finds a session the
+    server has already hung up. The next send connects again; a send that finds a kept
+    connection dead is tried once more on a fresh one."""
 
     channels = frozenset({domain.EMAIL})
 
-    def __init__(self, host: str, port: int, sender: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        sender: str,
+        timeout: float = 10.0,
+        *,
+        idle_s: float = 60.0,
+    ) -> None:
         self.host = host
         self.port = port
         self.sender = sender
         self.domain = sender.rpartition("@")[2] or "lienthong.local"
         self.timeout = timeout
+        self.idle_s = idle_s
+        self.connections = 0
+        """Connections opened so far (one for many messages while the server keeps it)."""
         self._client: aiosmtplib.SMTP | None = None
+        self._used = 0.0  # time.monotonic() of the kept connection's last exchange
         self._lock = asyncio.Lock()
 
     def message_id(self, nid: uuid.UUID) -> str:
@@ -141,13 +159,25 @@ class SmtpSender:
         return msg
 
     async def _connected(self) -> aiosmtplib.SMTP:
+        if self._client is not None and time.monotonic() - self._used > self.idle_s:
+            await self._retire()  # idle too long: the server may be about to hang up
         if self._client is None or not self._client.is_connected:
             client = aiosmtplib.SMTP(
                 hostname=self.host, port=self.port, timeout=self.timeout, start_tls=False
             )
             await client.connect()
+            self.connections += 1
             self._client = client
+            self._used = time.monotonic()
         return self._client
+
+    def _reused(self) -> bool:
+        """A kept connection from earlier sends, not yet idle too long."""
+        return (
+            self._client is not None
+            and self._client.is_connected
+            and time.monotonic() - self._used <= self.idle_s
+        )
 
     async def _drop(self) -> None:
         client, self._client = self._client, None
@@ -161,8 +191,19 @@ class SmtpSender:
             return
         try:
             await self._client.rset()
+            self._used = time.monotonic()
         except Exception:
             await self._drop()
+
+    async def _retire(self) -> None:
+        """QUIT an idle connection politely, without waiting long for the answer."""
+        client, self._client = self._client, None
+        if client is not None and client.is_connected:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await client.quit(timeout=min(self.timeout, 2.0))
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
 
     async def close(self) -> None:
         if self._client is not None and self._client.is_connected:
@@ -179,9 +220,11 @@ class SmtpSender:
             return Outcome(Result.FAILED, f"cannot write the message: {exc}", mid)
         async with self._lock:
             for fresh in (False, True):
-                reused = self._client is not None and self._client.is_connected
+                reused = self._reused()
                 try:
-                    await (await self._connected()).send_message(msg)
+                    client = await self._connected()
+                    await client.send_message(msg)
+                    self._used = time.monotonic()
                     return Outcome(Result.SENT, None, mid)
                 except aiosmtplib.SMTPRecipientsRefused as exc:
                     await self._reset()
@@ -205,6 +248,11 @@ class SmtpSender:
                         continue  # the server hung up an idle connection: once more
                     return Outcome(Result.UNREACHABLE, f"{type(exc).__name__}: {exc}", mid)
                 except aiosmtplib.SMTPResponseException as exc:
+                    if exc.code == 421:  # the server is closing this session
+                        await self._drop()
+                        if reused and not fresh:
+                            continue
+                        return Outcome(Result.RETRY, f"{exc.code} {exc.message}", mid)
                     await self._reset()
                     result = Result.FAILED if exc.code >= 500 else Result.RETRY
                     return Outcome(result, f"{exc.code} {exc.message}", mid)

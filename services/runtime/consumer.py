@@ -69,6 +69,8 @@ class Raw:
     key: bytes | None
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp: int | None = None
+    """The record's broker timestamp (ms), where the consumer wants it."""
 
     @classmethod
     def of(cls, record: Any) -> Raw:
@@ -79,6 +81,7 @@ class Raw:
             key=record.key,
             value=record.value or b"",
             headers=tuple((k, bytes(v)) for k, v in (record.headers or ())),
+            timestamp=getattr(record, "timestamp", None),
         )
 
     def header_dict(self) -> dict[str, str]:
@@ -119,6 +122,8 @@ class EventConsumer:
     waiting for exactly them: notification's routing notices wait for the dossier's receipt,
     which travels on another topic and would otherwise queue behind them until they gave up.
     Applying one makes its subject's parked events due at once."""
+    batch_size: int = 200
+    """Records taken per fetch and applied in one transaction (``consume_batch``)."""
     processed: int = 0
     subscriber: Any = None
     _attempts: dict[str, int] = field(default_factory=dict)
@@ -132,20 +137,28 @@ class EventConsumer:
         """Attach the subscriber to ``broker``; pool and producer are looked up per call."""
         names = [t.full_name(self.topic_prefix) for t in self.topics]
 
-        async def on_message(message: KafkaMessage) -> None:
-            await self.handle(message, pool(), producer())
+        async def on_batch(message: KafkaMessage) -> None:
+            records = message.raw_message
+            if not isinstance(records, tuple):
+                records = (records,)
+            await self.consume_batch([Raw.of(r) for r in records], pool(), producer())
 
+        # A batch is what one fetch returned (up to ``batch_size`` records, any partitions);
+        # its offsets are committed once, after every record of it is settled.
         self.subscriber = broker.subscriber(
             *names,
+            batch=True,
+            max_records=self.batch_size,
+            batch_timeout_ms=self.fetch_max_wait_ms,
             group_id=self.group_id,
             auto_offset_reset="earliest",
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=self.heartbeat_interval_ms,
             ack_policy=AckPolicy.NACK_ON_ERROR,
-            max_poll_records=200,
+            max_poll_records=self.batch_size,
             fetch_max_wait_ms=self.fetch_max_wait_ms,
         )
-        self.subscriber(on_message)
+        self.subscriber(on_batch)
 
     def assigned(self) -> bool:
         consumer = getattr(self.subscriber, "consumer", None)
@@ -168,6 +181,140 @@ class EventConsumer:
             dossier_code=env.subject, correlation_id=str(env.correlation_id), event=env.type
         ):
             await self._apply(pool, producer, raw, env, payload, handler)
+
+    async def consume_batch(
+        self, raws: Sequence[Raw], pool: asyncpg.Pool, producer: AIOKafkaProducer
+    ) -> None:
+        """Settle a batch of records in their order: what cannot be consumed is
+        dead-lettered, what nobody here handles is skipped, and the rest is applied in
+        **one** transaction (inbox rows inserted together, one savepoint per event so an
+        event that must wait is parked without undoing the others). Same outcomes as
+        ``consume`` one record at a time: a transient failure retries the whole batch in
+        place; any other failure falls back to ``consume`` record by record, which counts
+        attempts and dead-letters as before. Records of one dossier stay in their order
+        (a batch is applied in sequence), and a dossier with a parked event parks the
+        rest of its events in the batch behind it."""
+        work: list[tuple[Raw, Envelope, EventPayload | None, Handler]] = []
+        for raw in raws:
+            decoded = self._decode(raw)
+            if isinstance(decoded, Refusal):
+                await self.dead_letter(pool, producer, raw, decoded.reason, decoded.detail)
+            elif decoded.handler is None:
+                EVENTS_CONSUMED.labels(self.group_id, decoded.envelope.type, "ignored").inc()
+            else:
+                work.append((raw, decoded.envelope, decoded.payload, decoded.handler))
+        if not work:
+            return
+        if len(work) == 1:
+            raw, env, payload, handler = work[0]
+            with bound_contextvars(
+                dossier_code=env.subject, correlation_id=str(env.correlation_id), event=env.type
+            ):
+                await self._apply(pool, producer, raw, env, payload, handler)
+            return
+        started = time.perf_counter()
+        transient = 0
+        while True:
+            try:
+                outcomes = await self._batch_transaction(pool, work)
+                break
+            except Exception as exc:
+                if is_transient(exc):
+                    transient += 1
+                    log.warning("batch_transient_failure", attempt=transient, error=repr(exc))
+                    await asyncio.sleep(min(0.2 * 2**transient, 10.0))
+                    continue
+                log.warning("batch_failed_one_by_one", size=len(work), error=repr(exc))
+                for raw, env, payload, handler in work:
+                    with bound_contextvars(
+                        dossier_code=env.subject,
+                        correlation_id=str(env.correlation_id),
+                        event=env.type,
+                    ):
+                        await self._apply(pool, producer, raw, env, payload, handler)
+                return
+        elapsed = (time.perf_counter() - started) / len(work)
+        for (_raw, env, _payload, _handler), outcome in zip(work, outcomes, strict=True):
+            self._attempts.pop(str(env.event_id), None)
+            if outcome == "applied":
+                self.processed += 1
+                HANDLER_SECONDS.labels(self.group_id, env.type).observe(elapsed)
+            elif outcome == "waiting":
+                log.warning("event_parked", reason="waiting", dossier_code=env.subject)
+                outcome = "parked"
+            EVENTS_CONSUMED.labels(self.group_id, env.type, outcome).inc()
+
+    async def _batch_transaction(
+        self,
+        pool: asyncpg.Pool,
+        work: Sequence[tuple[Raw, Envelope, EventPayload | None, Handler]],
+    ) -> list[str]:
+        """Apply ``work`` in one transaction; the outcome of each event in order."""
+        outcomes: list[str] = []
+        async with pool.acquire() as conn, conn.transaction():
+            subjects = list({env.subject for _, env, _, _ in work})
+            waiting = {
+                r["subject"]
+                for r in await conn.fetch(
+                    "SELECT DISTINCT subject FROM parked WHERE consumer = $1"
+                    " AND subject = ANY($2::text[])",
+                    self.group_id,
+                    subjects,
+                )
+            }
+            ids = [env.event_id for _, env, _, _ in work]
+            fresh = {
+                r["event_id"]
+                for r in await conn.fetch(
+                    "INSERT INTO inbox(consumer, event_id, event_type)"
+                    " SELECT $1, e.id, e.type FROM unnest($2::uuid[], $3::text[]) AS e(id, type)"
+                    " ON CONFLICT DO NOTHING RETURNING event_id",
+                    self.group_id,
+                    ids,
+                    [env.type for _, env, _, _ in work],
+                )
+            }
+            unrecorded: list[Any] = []  # inbox rows of events parked instead of applied
+            for raw, env, payload, handler in work:
+                if env.event_id not in fresh:
+                    outcomes.append("duplicate")
+                    continue
+                fresh.discard(env.event_id)  # a second copy in the batch is a duplicate
+                blocked = env.subject in waiting
+                if blocked and env.type not in self.unblocking:
+                    await _insert_parked(conn, self.group_id, raw, env, "behind a parked event")
+                    unrecorded.append(env.event_id)
+                    outcomes.append("parked")
+                    continue
+                try:
+                    async with conn.transaction():
+                        with bound_contextvars(
+                            dossier_code=env.subject,
+                            correlation_id=str(env.correlation_id),
+                            event=env.type,
+                        ):
+                            await handler(conn, env, payload)
+                except RetryLater as exc:
+                    await _insert_parked(conn, self.group_id, raw, env, f"waiting: {exc}")
+                    unrecorded.append(env.event_id)
+                    waiting.add(env.subject)
+                    outcomes.append("waiting")
+                    continue
+                if blocked:  # what the parked events waited for may be here now
+                    await conn.execute(
+                        "UPDATE parked SET next_attempt_at = now()"
+                        " WHERE consumer = $1 AND subject = $2",
+                        self.group_id,
+                        env.subject,
+                    )
+                outcomes.append("applied")
+            if unrecorded:
+                await conn.execute(
+                    "DELETE FROM inbox WHERE consumer = $1 AND event_id = ANY($2::uuid[])",
+                    self.group_id,
+                    unrecorded,
+                )
+        return outcomes
 
     def _decode(self, raw: Raw) -> Decoded | Refusal:
         try:

@@ -6,11 +6,16 @@ change that caused it rolls back with it instead of reaching a broker that would
 The relay wakes on NOTIFY from the outbox trigger and polls as a fallback. One replica of
 a service relays at a time (a PostgreSQL advisory lock held on the relay's own
 connection; the others stand by and take over when its session ends), so every key's
-events leave in the order they were written. It sends a batch, awaits the broker's
-acknowledgements and then marks the rows published: a crash in between re-sends them
-(at-least-once; consumers dedupe by event id). A row the broker refuses for what it is
-(too large, invalid) is set aside with the reason and never blocks the rows behind it;
-a broker that is away leaves every row pending for the next round.
+events leave in the order they were written. It hands a whole batch to the producer at
+once (the records of a partition leave in id order, several in one request), awaits all
+the broker's acknowledgements together and then marks the batch in one statement: a crash
+in between re-sends them (at-least-once; consumers dedupe by event id). The next batch is
+read only after that: were it sent while the previous one's acknowledgements were still
+out, a failed previous batch would be re-sent after later events of the same keys had
+already been accepted, and consumers would see those keys' events out of order. A row
+the broker refuses for what it is (too large, invalid) is set aside with the reason and
+never blocks the rows behind it; a broker that is away leaves every row pending for the
+next round.
 """
 
 from __future__ import annotations
@@ -284,20 +289,23 @@ class OutboxRelay:
             else:
                 published.append(r)
         try:
-            acked = await conn.fetchval("SELECT clock_timestamp()")
-            if published:
-                await conn.execute(
-                    "UPDATE outbox SET published_at = $2 WHERE id = ANY($1::bigint[])",
+            # One statement marks the whole batch, published and set aside, at one time.
+            acked = (
+                await conn.fetchval(
+                    "WITH acked AS (SELECT clock_timestamp() AS at),"
+                    " published AS (UPDATE outbox SET published_at = (SELECT at FROM acked)"
+                    "  WHERE id = ANY($1::bigint[])),"
+                    " set_aside AS (UPDATE outbox o SET failed_at = (SELECT at FROM acked),"
+                    "  failure = f.failure FROM unnest($2::bigint[], $3::text[]) AS f(id, failure)"
+                    "  WHERE o.id = f.id)"
+                    " SELECT at FROM acked",
                     [r["id"] for r in published],
-                    acked,
+                    [r["id"] for r, _ in refused],
+                    [f"{type(why).__name__}: {why}"[:2000] for _, why in refused],
                 )
-            for r, why in refused:
-                await conn.execute(
-                    "UPDATE outbox SET failed_at = $2, failure = $3 WHERE id = $1",
-                    r["id"],
-                    acked,
-                    f"{type(why).__name__}: {why}"[:2000],
-                )
+                if published or refused
+                else None
+            )
         except BaseException:
             await self.resign()
             raise
@@ -312,7 +320,8 @@ class OutboxRelay:
             )
         for r in published:
             EVENTS_PUBLISHED.labels(r["topic"]).inc()
-            RELAY_LATENCY.observe(max(0.0, (acked - r["created_at"]).total_seconds()))
+            if acked is not None:
+                RELAY_LATENCY.observe(max(0.0, (acked - r["created_at"]).total_seconds()))
         self.published += len(published)
         self.set_aside += len(refused)
         if away is not None:

@@ -158,6 +158,34 @@ async def test_a_bad_address_between_two_good_ones(rt: Runtime, smtp: SmtpSink) 
     await loop.sender.close()
 
 
+async def test_one_connection_carries_every_batch_until_idle(rt: Runtime, smtp: SmtpSink) -> None:
+    """Messages of a batch and of the next batches share one SMTP connection; one idle
+    too long is closed and the next send connects again; a connection the server dropped
+    is replaced and the message still goes once."""
+    sender = _sender(smtp)
+    loop = Deliveries(rt, sender, FAST)
+    await _queue(rt, [f"nguoi{i}@example.vn" for i in range(5)])
+    assert await loop.run_once() == 5
+    await _queue(rt, [f"khac{i}@example.vn" for i in range(3)])
+    assert await loop.run_once() == 3
+    assert len(smtp.messages) == 8
+    assert sender.connections == 1
+    sender.idle_s = 0.0  # every kept connection is now idle too long
+    await _queue(rt, ["sau-nghi@example.vn"])
+    assert await loop.run_once() == 1
+    assert sender.connections == 2
+    sender.idle_s = 60.0
+    smtp.stop()  # the server goes away and comes back: the kept connection is dead
+    smtp.start()
+    await _queue(rt, ["sau-khoi-dong@example.vn"])
+    assert await loop.run_once() == 1
+    assert sender.connections == 3
+    got = [str(m["To"]) for m in smtp.messages]
+    assert got.count("sau-khoi-dong@example.vn") == 1 and len(got) == 10
+    assert len(await _sent_events(rt)) == 10
+    await sender.close()
+
+
 async def test_smtp_down_then_up_delivers_everything_once(rt: Runtime, smtp: SmtpSink) -> None:
     smtp.stop()
     addresses = [f"nguoi{i}@example.vn" for i in range(6)]
