@@ -12,7 +12,6 @@ import asyncio
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -39,42 +38,6 @@ log = get_logger(__name__)
 DLQ_NAMESPACE = uuid.UUID("6f1c2a52-9c55-4a53-8f0e-2d0c4d6b6c01")
 
 
-@dataclass(frozen=True)
-class Incoming:
-    """A Kafka record as the console reads it (the timestamp too)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-    headers: tuple[tuple[str, bytes], ...]
-    timestamp_ms: int | None = None
-
-    @classmethod
-    def of(cls, record: Any) -> Incoming:
-        return cls(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value or b"",
-            headers=tuple((k, bytes(v)) for k, v in (record.headers or ())),
-            timestamp_ms=getattr(record, "timestamp", None),
-        )
-
-    def raw(self) -> Raw:
-        return Raw(
-            self.topic,
-            self.partition,
-            self.offset,
-            self.key,
-            self.value,
-            self.headers,
-            self.timestamp_ms,
-        )
-
-
 def decode(value: bytes) -> Envelope | None:
     """The envelope if the record is a valid event of a known type and version."""
     try:
@@ -92,7 +55,7 @@ def decode(value: bytes) -> Envelope | None:
 
 
 async def apply_record(
-    conn: asyncpg.Connection, rec: Incoming, consumer: str, dead_letter_topic: str
+    conn: asyncpg.Connection, rec: Raw, consumer: str, dead_letter_topic: str
 ) -> str:
     """Apply one record in the caller's transaction: ``applied``, ``duplicate`` or
     ``skipped`` (not an event the console can read)."""
@@ -101,7 +64,7 @@ async def apply_record(
         if not await store.record_inbox(conn, consumer, ref, "dead-letter"):
             return "duplicate"
         row = dead_letter_row(
-            rec.partition, rec.offset, rec.key, rec.value, rec.headers, rec.timestamp_ms
+            rec.partition, rec.offset, rec.key, rec.value, rec.headers, rec.timestamp
         )
         await store.insert_dead_letter(conn, row)
         return "applied"
@@ -157,12 +120,12 @@ class ConsoleConsumer(EventConsumer):
     each with its attempts and, at the end of them, a dead letter."""
 
     async def handle(self, message: Any, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
-        await self._one(Incoming.of(message.raw_message), pool, producer)
+        await self._one(Raw.of(message.raw_message), pool, producer)
 
     async def consume_batch(
         self, raws: Sequence[Raw], pool: asyncpg.Pool, producer: AIOKafkaProducer
     ) -> None:
-        recs = [Incoming.of(r) for r in raws]
+        recs = list(raws)
         if len(recs) == 1:
             await self._one(recs[0], pool, producer)
             return
@@ -186,14 +149,14 @@ class ConsoleConsumer(EventConsumer):
         for rec, outcome in zip(recs, outcomes, strict=True):
             self._count(rec, outcome, dlq)
 
-    def _count(self, rec: Incoming, outcome: str, dlq: str) -> None:
+    def _count(self, rec: Raw, outcome: str, dlq: str) -> None:
         if outcome == "applied":
             self.processed += 1
         EVENTS_CONSUMED.labels(
             self.group_id, "dead-letter" if rec.topic == dlq else "event", outcome
         ).inc()
 
-    async def _one(self, rec: Incoming, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
+    async def _one(self, rec: Raw, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
         dlq = DEAD_LETTER.full_name(self.topic_prefix)
         attempts = transient = 0
         while True:
@@ -214,7 +177,7 @@ class ConsoleConsumer(EventConsumer):
                 if rec.topic == dlq:  # never dead-letter a dead letter: log and go on
                     log.error("dead_letter_unreadable", offset=rec.offset, error=repr(exc))
                     return
-                await self.dead_letter(pool, producer, rec.raw(), "handler_failed", _reason(exc))
+                await self.dead_letter(pool, producer, rec, "handler_failed", _reason(exc))
                 return
             self._count(rec, outcome, dlq)
             return

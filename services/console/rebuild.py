@@ -21,8 +21,9 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from contracts.topics import DEAD_LETTER
-from services.console.handlers import Incoming, apply_record
+from services.console.handlers import apply_record
 from services.runtime.acl import CONSUMES
+from services.runtime.consumer import Raw
 from services.runtime.db import create_pool, migrate
 from services.runtime.kafka_auth import KafkaSecurity
 from services.runtime.settings import ServiceSettings
@@ -151,9 +152,7 @@ async def replay_log(
         todo = {tp for tp in parts if ends[tp] > starts[tp]}
         while todo:
             batch = await consumer.getmany(*todo, timeout_ms=1000, max_records=BATCH)
-            records = [
-                Incoming.of(r) for tp, recs in batch.items() for r in recs if r.offset < ends[tp]
-            ]
+            records = [Raw.of(r) for tp, recs in batch.items() for r in recs if r.offset < ends[tp]]
             for tp in list(todo):
                 if await consumer.position(tp) >= ends[tp]:
                     todo.discard(tp)
