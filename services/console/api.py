@@ -22,14 +22,14 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import asyncpg
 import httpx
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from fastapi.security import APIKeyCookie
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from contracts import console as c
 from contracts.envelope import DOSSIER_CODE_PATTERN, Envelope
@@ -42,6 +42,7 @@ from services.runtime.lag import PartitionLag
 from services.runtime.outbox import MAX_EVENT_BYTES
 from services.runtime.service import Runtime
 
+M = TypeVar("M", bound=BaseModel)
 COOKIE = "lienthong_console"
 CSRF_HEADER = "X-Console"
 _cookie = APIKeyCookie(
@@ -94,24 +95,13 @@ def scope(who: Staff, asked: str | None = None) -> str | None:
     return who.agency_id
 
 
+def from_row(model: type[M], r: asyncpg.Record) -> M:
+    """A response model from the row's columns of the same names."""
+    return model.model_validate({k: r[k] for k in model.model_fields if k in r})
+
+
 def event_view(r: asyncpg.Record) -> c.ConsoleEvent:
-    return c.ConsoleEvent(
-        seq=r["seq"],
-        event_id=r["event_id"],
-        type=r["type"],
-        schema_version=r["schema_version"],
-        topic=r["topic"],
-        partition=r["partition"],
-        offset=r["offset"],
-        subject=r["subject"],
-        dossier_code=r["dossier_code"],
-        agencies=list(r["agencies"]),
-        correlation_id=r["correlation_id"],
-        causation_id=r["causation_id"],
-        occurred_at=r["occurred_at"],
-        producer=r["producer"],
-        data=r["data"],
-    )
+    return from_row(c.ConsoleEvent, r)
 
 
 class Broadcaster:
@@ -573,23 +563,7 @@ async def lag_report(rt: Runtime, monitor: Monitor, minutes: int) -> c.LagReport
 
 
 def summary(x: asyncpg.Record) -> c.DeadLetterSummary:
-    return c.DeadLetterSummary(
-        id=x["id"],
-        reason=x["reason"],
-        consumer=x["consumer"],
-        origin_topic=x["origin_topic"],
-        origin_partition=x["origin_partition"],
-        origin_offset=x["origin_offset"],
-        event_id=x["event_id"],
-        event_type=x["event_type"],
-        dossier_code=x["dossier_code"],
-        agencies=list(x["agencies"]),
-        dead_lettered_at=x["dead_lettered_at"],
-        size=x["size"],
-        stored_elsewhere=x["stored_elsewhere"],
-        status=x["status"],
-        errors=x["errors"],
-    )
+    return from_row(c.DeadLetterSummary, x)
 
 
 async def detail(rt: Runtime, who: Staff, entry_id: str, reveal: bool) -> c.DeadLetterDetail:
