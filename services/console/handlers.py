@@ -9,7 +9,6 @@ services that own them dead-letter them, and a dead letter is never dead-lettere
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -29,7 +28,7 @@ from services.console.domain import (
     dead_letter_row,
     mask_data,
 )
-from services.runtime.consumer import EventConsumer, Raw
+from services.runtime.consumer import EventConsumer, Raw, failure_reason
 from services.runtime.db import is_transient
 from services.runtime.logging import get_logger
 from services.runtime.metrics import EVENTS_CONSUMED
@@ -101,18 +100,6 @@ async def apply_record(
     return "applied"
 
 
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return json.dumps(
-            [
-                {"field": ".".join(map(str, e["loc"])), "reason": e["msg"]}
-                for e in exc.errors(include_url=False)
-            ],
-            ensure_ascii=False,
-        )
-    return f"{type(exc).__name__}: {exc}"
-
-
 class ConsoleConsumer(EventConsumer):
     """The runtime's consumer with the console's own apply path: every record, raw. A
     fetched batch is applied in one transaction, in its order; if any record of it fails
@@ -177,7 +164,7 @@ class ConsoleConsumer(EventConsumer):
                 if rec.topic == dlq:  # never dead-letter a dead letter: log and go on
                     log.error("dead_letter_unreadable", offset=rec.offset, error=repr(exc))
                     return
-                await self.dead_letter(pool, producer, rec, "handler_failed", _reason(exc))
+                await self.dead_letter(pool, producer, rec, "handler_failed", failure_reason(exc))
                 return
             self._count(rec, outcome, dlq)
             return

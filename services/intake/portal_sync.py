@@ -32,7 +32,7 @@ from services.intake import portal, store
 from services.intake.domain import Catalogue, UnknownProcedure
 from services.runtime.clock import Clock
 from services.runtime.logging import get_logger
-from services.runtime.outbox import Waker
+from services.runtime.outbox import Waker, drain_until_closed
 from services.runtime.portal_client import PortalClient, PortalGarbled, PortalUnavailable
 
 log = get_logger(__name__)
@@ -315,23 +315,14 @@ class PortalSync:
         if self.client is None:
             return
         try:
-            while not self._pool().is_closing():
-                try:
-                    n = await self.run_once()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    if self._pool().is_closing():
-                        break
-                    log.warning("portal_sync_failed", error=repr(exc))
-                    await asyncio.sleep(1.0)
-                    continue
-                if n >= self.policy.batch_size:
-                    continue
-                if waker is not None:
-                    await waker.wait(self.policy.poll_interval)
-                else:
-                    await asyncio.sleep(self.policy.poll_interval)
+            await drain_until_closed(
+                self.run_once,
+                closing=lambda: self._pool().is_closing(),
+                batch_size=self.policy.batch_size,
+                poll_interval=self.policy.poll_interval,
+                waker=waker,
+                what="portal_sync",
+            )
         finally:
             await self.client.close()
 

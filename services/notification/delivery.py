@@ -43,7 +43,7 @@ from prometheus_client import Counter
 from contracts.events import NotificationSent
 from services.notification import domain, store
 from services.runtime.logging import get_logger
-from services.runtime.outbox import Waker
+from services.runtime.outbox import Waker, drain_until_closed
 from services.runtime.service import Runtime
 
 log = get_logger(__name__)
@@ -549,23 +549,14 @@ class Deliveries:
     async def run(self, waker: Waker | Wakeup | None = None) -> None:
         """Deliver until the service's pool closes (the service is stopping)."""
         try:
-            while not self.rt.pool.is_closing():
-                try:
-                    n = await self.run_once()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    if self.rt.pool.is_closing():
-                        break
-                    log.warning("delivery_loop_failed", channel=self.name, error=repr(exc))
-                    await asyncio.sleep(1.0)
-                    continue
-                if n >= self.policy.batch_size:
-                    continue
-                if waker is not None:
-                    await waker.wait(self.policy.poll_interval)
-                else:
-                    await asyncio.sleep(self.policy.poll_interval)
+            await drain_until_closed(
+                self.run_once,
+                closing=self.rt.pool.is_closing,
+                batch_size=self.policy.batch_size,
+                poll_interval=self.policy.poll_interval,
+                waker=waker,
+                what=f"delivery_{self.name}",
+            )
         finally:
             await self.sender.close()
             if isinstance(waker, Waker):

@@ -320,7 +320,7 @@ class EventConsumer:
         try:
             env = Envelope.model_validate_json(raw.value)
         except (ValidationError, ValueError) as exc:
-            return Refusal("invalid", _reason(exc))
+            return Refusal("invalid", failure_reason(exc))
         model = EVENT_TYPES.get(env.type)
         if model is None:
             return Refusal("unknown_type", f"event type {env.type!r} is not in the contracts")
@@ -336,7 +336,7 @@ class EventConsumer:
         try:
             return Decoded(env, handler, parse_payload(env.type, env.data))
         except (ValidationError, UnknownEventType, ValueError) as exc:
-            return Refusal("invalid", _reason(exc))
+            return Refusal("invalid", failure_reason(exc))
 
     async def _apply(
         self,
@@ -366,7 +366,9 @@ class EventConsumer:
                 log.exception("handler_failed", attempt=n)
                 if n >= self.max_attempts:
                     self._attempts.pop(key, None)
-                    await self.dead_letter(pool, producer, raw, "handler_failed", _reason(exc))
+                    await self.dead_letter(
+                        pool, producer, raw, "handler_failed", failure_reason(exc)
+                    )
                     return
                 await asyncio.sleep(min(0.1 * 2**n, 2.0))
                 continue
@@ -460,7 +462,9 @@ class EventConsumer:
                         raise
                     log.exception("parked_handler_failed", event_id=str(row["event_id"]))
                     if row["attempts"] + 1 >= self.max_attempts:
-                        await self._give_up(pool, producer, row, "handler_failed", _reason(exc))
+                        await self._give_up(
+                            pool, producer, row, "handler_failed", failure_reason(exc)
+                        )
                         settled += 1
                     else:
                         await self._postpone(pool, row)
@@ -659,7 +663,9 @@ def _raw_of(row: asyncpg.Record) -> Raw:
     )
 
 
-def _reason(exc: Exception) -> str:
+def failure_reason(exc: Exception) -> str:
+    """Why a record failed, as a dead letter says it: the fields and reasons of a
+    validation error, else the exception."""
     if isinstance(exc, ValidationError):
         return json.dumps(
             [

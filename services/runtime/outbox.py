@@ -24,6 +24,8 @@ import asyncio
 import contextlib
 import contextvars
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -149,6 +151,43 @@ class Outbox:
             kafka_headers(env),
         )
         return env
+
+
+class Wait(Protocol):
+    """Something a loop waits on: a ``Waker``, or a share of one."""
+
+    async def wait(self, seconds: float) -> None: ...
+
+
+async def drain_until_closed(
+    run_once: Callable[[], Awaitable[int]],
+    *,
+    closing: Callable[[], bool],
+    batch_size: int,
+    poll_interval: float,
+    waker: Wait | None,
+    what: str,
+) -> None:
+    """Call ``run_once`` until ``closing()``: again at once after a full batch, else after
+    a wake-up or ``poll_interval``; a failure is logged and tried again a second later (a
+    failure while closing ends the loop). The claim → send → mark loops of every service."""
+    while not closing():
+        try:
+            n = await run_once()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if closing():
+                break
+            log.warning("loop_failed", loop=what, error=repr(exc))
+            await asyncio.sleep(1.0)
+            continue
+        if n >= batch_size:
+            continue
+        if waker is not None:
+            await waker.wait(poll_interval)
+        else:
+            await asyncio.sleep(poll_interval)
 
 
 class Waker:
