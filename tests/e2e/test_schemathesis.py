@@ -105,6 +105,11 @@ def test_schemathesis_finds_no_5xx_and_no_undocumented_answer(stack: Stack) -> N
             tally: collections.Counter[str] = collections.Counter()
             for result in schema.get_all_operations():
                 operation = result.ok()
+                if operation.path.endswith("/stream"):
+                    # a server-sent event stream never ends by design: the browser test
+                    # reads it, and its parameters are checked by the integration tests
+                    tally["streams left out"] += 1
+                    continue
                 tally["operations"] += 1
                 for headers in callers.values():
                     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):

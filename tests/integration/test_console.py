@@ -118,6 +118,21 @@ async def test_console_follows_a_dossier_dead_letters_replay_and_rebuild(
     r = await console.get("/v1/console/events", params={"type": "bad type"}, headers=OPERATOR)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "query.type"
 
+    # the live stream (bounded here by ``seconds``): the dossier's events with their cursor
+    r = await console.get(
+        "/v1/console/stream",
+        params={"dossier": code, "after": 0, "seconds": 1},
+        headers=OPERATOR,
+    )
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    frames = [f for f in r.text.split("\n\n") if f.startswith("id:")]
+    assert frames and all(code in f for f in frames)
+    assert "dossier.received" in frames[0]
+    r = await console.get("/v1/console/stream", params={"seconds": 0}, headers=OPERATOR)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "query.seconds"
+    r = await console.get("/v1/console/stream", params={"agency": LEAD}, headers=stranger)
+    assert r.status_code == 403
+
     # a poisoned event on the notification topic: intake refuses it with field errors
     event_id = uuid.uuid4()
     envelope = {
