@@ -39,7 +39,7 @@ from services.runtime import auth
 from services.runtime.acl import CONSUMES, REPLAYS, SERVICES
 from services.runtime.auth import Staff, forbidden, responses, unauthorized
 from services.runtime.lag import PartitionLag
-from services.runtime.outbox import MAX_EVENT_BYTES
+from services.runtime.outbox import MAX_EVENT_BYTES, Waker
 from services.runtime.service import Runtime
 
 M = TypeVar("M", bound=BaseModel)
@@ -104,29 +104,19 @@ def event_view(r: asyncpg.Record) -> c.ConsoleEvent:
     return from_row(c.ConsoleEvent, r)
 
 
-class Broadcaster:
-    """Wakes every open stream when events commit (LISTEN on the trigger's channel)."""
-
-    def __init__(self, dsn: str, channel: str) -> None:
-        self.dsn = dsn
-        self.channel = channel
-        self._event = asyncio.Event()
-        self._conn: asyncpg.Connection | None = None
-
-    async def start(self) -> None:
-        with contextlib.suppress(OSError, asyncpg.PostgresError):
-            self._conn = await asyncpg.connect(self.dsn)
-            await self._conn.add_listener(self.channel, self._on_notify)
+class Broadcaster(Waker):
+    """Wakes every open stream when events commit (LISTEN on the trigger's channel): each
+    stream takes a ticket before it reads, and a commit after that sets it."""
 
     def _on_notify(self, *_: object) -> None:
         ev, self._event = self._event, asyncio.Event()
         ev.set()
 
     def ticket(self) -> asyncio.Event:
-        """Take before reading: a commit after that sets it."""
         return self._event
 
-    async def wait(self, ticket: asyncio.Event, seconds: float) -> bool:
+    async def wait_ticket(self, ticket: asyncio.Event, seconds: float) -> bool:
+        """True if events committed since ``ticket`` was taken, False after ``seconds``."""
         if self._conn is None or self._conn.is_closed():
             await self.start()
         try:
@@ -134,12 +124,6 @@ class Broadcaster:
         except TimeoutError:
             return False
         return True
-
-    async def stop(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close()
-            self._conn = None
 
 
 class Monitor:
@@ -414,7 +398,7 @@ def build_router(rt: Runtime, broadcaster: Broadcaster, monitor: Monitor) -> API
                 wait = (
                     keepalive if ends is None else max(0.0, min(keepalive, ends - time.monotonic()))
                 )
-                if not await broadcaster.wait(ticket, wait):
+                if not await broadcaster.wait_ticket(ticket, wait):
                     yield ": keep-alive\n\n"
 
         return StreamingResponse(
