@@ -51,6 +51,7 @@ from rich.table import Table
 from bench import procs
 from bench.common import broker, database, fresh_database, kafka_kwargs, pct
 from contracts.topics import DOSSIER, TOPICS
+from deploy.load import ClientPool
 from deploy.local import SERVICES, ServiceStack
 from deploy.ports import free_port, wait_for_port
 from services.intake.domain import Catalogue
@@ -169,9 +170,7 @@ class Load:
     errors: int = 0
 
 
-async def submit(
-    http: httpx.AsyncClient, stack: ServiceStack, kind: Kind, load: Load, due: float
-) -> None:
+async def submit(http: ClientPool, stack: ServiceStack, kind: Kind, load: Load, due: float) -> None:
     """One dossier, retried with its Idempotency-Key (as desk clients do) when the answer
     is lost or refused for the moment; a retry counts in ``errors``."""
     url = f"{stack.url('intake')}/v1/dossiers"
@@ -245,7 +244,7 @@ async def published(db: asyncpg.Connection, since: float, until: float) -> int:
 
 
 async def sustained(
-    http: httpx.AsyncClient,
+    http: ClientPool,
     db: asyncpg.Connection,
     stack: ServiceStack,
     kinds: list[Kind],
@@ -290,7 +289,7 @@ async def sustained(
 
 
 async def open_loop(
-    http: httpx.AsyncClient,
+    http: ClientPool,
     db: asyncpg.Connection,
     stack: ServiceStack,
     kinds: list[Kind],
@@ -401,9 +400,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         meter.add("smtp sink", sink.pid)
         meter.add("load generator", procs.self_pid())
         out: dict[str, Any] = {"startup_s": startup, "kinds": kinds}
-        limits = httpx.Limits(max_connections=args.clients * 2, max_keepalive_connections=64)
         try:
-            async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+            # many small clients: one with hundreds of connections would be the bottleneck
+            async with ClientPool(args.clients * 2, timeout=120) as http:
                 # warm-up, one at a time: every procedure once (catalogue copies, caches)
                 warm = Load()
                 for k in {k.procedure: k for k in kinds}.values():

@@ -68,15 +68,15 @@ def operator_token(given: str | None) -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
-def desk_token(agency: str) -> str:
-    """A desk officer of ``agency`` (for ``load``)."""
+def desk_token(agency: str, officer: int = 0) -> str:
+    """Desk officer number ``officer`` of ``agency`` (for ``load``)."""
     settings = ServiceSettings.for_service("intake")
     secret = os.environ.get("LIENTHONG_JWT_SECRET") or DEV_JWT_SECRET
     return auth.mint(
         secret,
         agency_id=agency,
         role=auth.OFFICER,
-        person=f"load@{agency}",
+        person=f"load-{officer}@{agency}",
         now=datetime.now(UTC),
         audience=settings.jwt_audience,
         issuer=settings.jwt_issuer,
