@@ -352,6 +352,7 @@ async def load_async(rate: float, duration: float, settle: float) -> int:
     await sender
     await receipts.stop()
     took = time.monotonic() - started
+    console.print()
     console.print(
         f"accepted {t.accepted:,} of {t.sent:,} in {duration:g} s"
         f" ({t.accepted / duration:,.1f}/s offered {rate:g}/s); receipts sent for"
