@@ -201,7 +201,8 @@ async def test_smtp_down_then_up_delivers_everything_once(rt: Runtime, smtp: Smt
             lambda rs: all(r["status"] == "pending" and r["last_error"] for r in rs),
         )
         rows = await _rows(rt, ids)
-        assert all(r["attempts"] == 0 for r in rows)  # an outage is not the message's fault
+        # an outage is not the message's fault
+        assert all(r["attempts"] == 0 for r in rows), [dict(r) for r in rows]
         assert "Connect" in rows[0]["last_error"] or "refused" in rows[0]["last_error"]
         smtp.start()  # the same port again
         await eventually(lambda: _rows(rt, ids), lambda rs: all(r["status"] == "sent" for r in rs))
