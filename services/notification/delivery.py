@@ -248,11 +248,11 @@ class SmtpSender:
                         continue  # the server hung up an idle connection: once more
                     return Outcome(Result.UNREACHABLE, f"{type(exc).__name__}: {exc}", mid)
                 except aiosmtplib.SMTPResponseException as exc:
-                    if exc.code == 421:  # the server is closing: unavailable, not the message
+                    if exc.code == 421:  # the server is closing this session
                         await self._drop()
                         if reused and not fresh:
                             continue
-                        return Outcome(Result.UNREACHABLE, f"{exc.code} {exc.message}", mid)
+                        return Outcome(Result.RETRY, f"{exc.code} {exc.message}", mid)
                     await self._reset()
                     result = Result.FAILED if exc.code >= 500 else Result.RETRY
                     return Outcome(result, f"{exc.code} {exc.message}", mid)
