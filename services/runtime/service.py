@@ -137,18 +137,6 @@ def _problem_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     return JSONResponse(status_code=exc.status_code, content=content, headers=exc.headers)
 
 
-async def _bounded(what: str, step: Awaitable[Any], seconds: float = 10.0) -> bool:
-    """Await one step of a shutdown for at most ``seconds``; False (logged) if it did not
-    finish in time."""
-    try:
-        async with asyncio.timeout(seconds):
-            await step
-        return True
-    except TimeoutError:
-        rlog.get_logger("runtime").warning("stop_step_timed_out", step=what, seconds=seconds)
-        return False
-
-
 async def _patiently(what: str, step: Callable[[], Awaitable[T]]) -> T:
     """Run a start-up step until it succeeds while the database or the broker is away or
     still starting: a service started in the middle of an outage waits for it, it does
@@ -273,18 +261,15 @@ def create_app(
             yield
         finally:
             log.info("service_stopping")
-            # each step bounded: a stop that hangs (a handler stuck on a dead peer) must
-            # not keep the process from ending; what is unsettled is redelivered anyway
-            await _bounded("consumer", broker.stop())
+            await broker.stop()
             for t in tasks:
                 t.cancel()
-            await _bounded("tasks", asyncio.gather(*tasks, return_exceptions=True))
+            await asyncio.gather(*tasks, return_exceptions=True)
             for w in wakers:
-                await _bounded("waker", w.stop())
-            await _bounded("lag probe", rt.lag_probe.stop())
-            await _bounded("producer", rt.producer.stop())
-            if not await _bounded("database pool", rt.pool.close()):
-                rt.pool.terminate()
+                await w.stop()
+            await rt.lag_probe.stop()
+            await rt.producer.stop()
+            await rt.pool.close()
 
     app = FastAPI(title=f"Liên thông {spec.name}", version="0.1.0", lifespan=lifespan)
     app.state.runtime = rt
