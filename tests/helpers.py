@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer
@@ -170,3 +172,26 @@ def staff(
 
 def applicant(lookup_code: str) -> dict[str, str]:
     return {"X-Lookup-Code": lookup_code}
+
+
+def poisoned_receipt(code: str, event_id: uuid.UUID) -> dict[str, Any]:
+    """A ``notification.sent`` envelope without its recipient: a consumer that keeps the
+    timeline (intake) refuses it with the field's reason (dead letter tests)."""
+    now = datetime.now(UTC).isoformat()
+    return {
+        "event_id": str(event_id),
+        "type": "notification.sent",
+        "schema_version": 1,
+        "occurred_at": now,
+        "subject": code,
+        "correlation_id": str(uuid.uuid4()),
+        "producer": "notification",
+        "data": {
+            "notification_id": str(uuid.uuid4()),
+            "code": code,
+            "kind": "form01",
+            "channel": "email",
+            "subject": "Giấy tiếp nhận hồ sơ",
+            "sent_at": now,
+        },
+    }

@@ -14,7 +14,6 @@ import os
 import signal
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from contracts.topics import NOTIFICATION
 from services.console.api import COOKIE
 from tests.e2e.stack import Stack
 from tests.e2e.test_walking_skeleton import PERMIT, desk
-from tests.helpers import eventually, kafka_kwargs
+from tests.helpers import eventually, kafka_kwargs, poisoned_receipt
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -76,23 +75,7 @@ async def poison(stack: Stack, code: str) -> tuple[uuid.UUID, dict[str, Any]]:
     """A notification.sent without its recipient on the notification topic: intake (which
     keeps the timeline) refuses it with the field's reason."""
     event_id = uuid.uuid4()
-    envelope = {
-        "event_id": str(event_id),
-        "type": "notification.sent",
-        "schema_version": 1,
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "subject": code,
-        "correlation_id": str(uuid.uuid4()),
-        "producer": "notification",
-        "data": {
-            "notification_id": str(uuid.uuid4()),
-            "code": code,
-            "kind": "form01",
-            "channel": "email",
-            "subject": "Giấy tiếp nhận hồ sơ",
-            "sent_at": datetime.now(UTC).isoformat(),
-        },
-    }
+    envelope = poisoned_receipt(code, event_id)
     producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, **kafka_kwargs())
     await producer.start()
     try:
