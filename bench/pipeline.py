@@ -11,7 +11,8 @@ by dossier code, with the outbox relay's producer (``make_producer``: idempotent
 (``max_poll_records=200``, ``fetch_max_wait_ms=500``); and one message's hop
 (produce → consume) with the same clients.
 
-Pipeline, load spread over the sample catalogue (every procedure, at the desk its catalogue
+Pipeline, load spread over the sample catalogue (every procedure; a commune-level one at
+every commune one-stop desk of the agency book in turn, any other at the desk its catalogue
 names), each dossier complete so it is received, routed and, for the liên thông
 procedures, consulted:
 
@@ -50,6 +51,8 @@ from rich.table import Table
 
 from bench import procs
 from bench.common import broker, database, fresh_database, kafka_kwargs, pct
+from contracts.agencies import default_book
+from contracts.common import CompetenceLevel
 from contracts.topics import DOSSIER, TOPICS
 from deploy.load import ClientPool
 from deploy.local import SERVICES, ServiceStack
@@ -72,8 +75,12 @@ class Kind:
 
 
 def mix() -> list[Kind]:
-    """Every procedure in force in the sample catalogue, complete, at its own desk; the
-    liên thông ones (with consultations) twice as often, as they carry the load."""
+    """Every procedure in force in the sample catalogue, complete; the liên thông ones
+    (with consultations) twice as often, as they carry the load. A commune-level
+    procedure is received at every commune one-stop desk in turn (as a province's load
+    is: each desk's daily serials end at 9,999), any other at its own desk."""
+    book = default_book()
+    communes = book.desks(CompetenceLevel.COMMUNE)
     kinds: list[Kind] = []
     for p in Catalogue.load().current():
         org = 2 in [int(o) for o in p.eligible_object_types]
@@ -88,8 +95,13 @@ def mix() -> list[Kind]:
             },
             "documents": [{"code": d.code} for d in p.required_documents],
         }
-        kind = Kind(p.code, p.receiving_agency, body, len(p.consultations))
-        kinds += [kind] * (2 if p.consultations else 1)
+        desks = communes if p.receiving_agency in communes else [p.receiving_agency]
+        weight = (2 if p.consultations else 1) * len(communes)
+        for i in range(weight):
+            desk = desks[i % len(desks)]
+            kinds.append(
+                Kind(p.code, desk, {**body, "receiving_agency": desk}, len(p.consultations))
+            )
     return kinds
 
 

@@ -153,6 +153,17 @@ class AgencyBook(BaseModel):
     def ids(self) -> frozenset[str]:
         return frozenset(a.id for a in self.agencies)
 
+    def has_desk(self, agency_id: str) -> bool:
+        """Whether the agency keeps a one-stop desk, so it may receive any procedure's
+        dossier and forward it (routing moves the receive and return steps to it)."""
+        return any(a.id == agency_id and a.desk is not None for a in self.agencies)
+
+    def desks(self, level: CompetenceLevel | None = None) -> list[str]:
+        """The agencies with a one-stop desk, of one level if given."""
+        return sorted(
+            a.id for a in self.agencies if a.desk is not None and level in (None, a.level)
+        )
+
     def parent_name(self, agency_id: str) -> str:
         """Tên cơ quan chủ quản: the body the agency belongs to, for form headers."""
         a = self.get(agency_id)

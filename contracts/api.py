@@ -47,7 +47,8 @@ class SubmitDossier(BaseModel):
     )
     receiving_agency: AgencyId | None = Field(
         default=None,
-        description="Override the procedure's receiving agency: an agency of the catalogue",
+        description="Override the procedure's receiving agency: an agency of the catalogue"
+        " or any agency with a one-stop desk",
     )
     backdate_reason: Paragraph | None = Field(
         default=None,

@@ -3,11 +3,11 @@
 ``Dossiers`` makes submissions a province's desks would send: every procedure of the
 sample catalogue in force today, an applicant of a type the procedure allows (a citizen
 with a CCCD or a business with a tax code), every mandatory document, a phone and an
-email of their own; each goes to its procedure's receiving desk, with a token of an officer
-there. ``OpenLoop`` sends them on a schedule (the i-th at ``i / rate`` seconds, whether or
-not earlier answers came back, as real desks do), and ``Receipts`` reads the notification
-topic, as an operator would, to time each dossier from its submission to its receipt
-(Form 01) being sent.
+email of their own; each goes to a receiving desk of its procedure (a commune-level one
+to every commune desk in turn), with a token of an officer there. ``OpenLoop`` sends them
+on a schedule (the i-th at ``i / rate`` seconds, whether or not earlier answers came
+back, as real desks do), and ``Receipts`` reads the notification topic, as an operator
+would, to time each dossier from its submission to its receipt (Form 01) being sent.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer
 
-from contracts.common import Channel, ObjectType, Procedure
+from contracts.agencies import default_book
+from contracts.common import Channel, CompetenceLevel, ObjectType, Procedure
 from contracts.topics import NOTIFICATION
 from services.intake.domain import Catalogue
 from services.runtime.kafka_auth import KafkaSecurity
@@ -56,6 +57,7 @@ class Dossiers:
                 self.procedures.append(catalogue.in_force(code, today))
         if not self.procedures:
             raise ValueError("no procedure of the catalogue is in force today")
+        self.communes = default_book().desks(CompetenceLevel.COMMUNE)
         self.rng = random.Random(seed)
         self.online_share = online_share
         self.run = uuid.uuid4().hex[:6]
@@ -66,7 +68,15 @@ class Dossiers:
 
     @property
     def desks(self) -> list[str]:
-        return sorted({p.receiving_agency for p in self.procedures})
+        return sorted({d for p in self.procedures for d in self.desks_for(p)})
+
+    def desks_for(self, p: Procedure) -> list[str]:
+        """Where a procedure's dossiers are received: a commune-level one at every commune
+        one-stop desk (dossiers received regardless of where the applicant lives), any
+        other at its own receiving agency."""
+        if p.receiving_agency in self.communes:
+            return self.communes
+        return [p.receiving_agency]
 
     def body(self, i: int) -> tuple[str, dict[str, Any]]:
         p = self.procedures[i % len(self.procedures)]
@@ -95,7 +105,10 @@ class Dossiers:
             "summary": _nfc(f"{p.name} (hồ sơ thử tải {i})"),
             "documents": [{"code": d.code} for d in p.required_documents if d.mandatory],
         }
-        return p.receiving_agency, body
+        desks = self.desks_for(p)
+        desk = desks[(i // len(self.procedures)) % len(desks)]
+        body["receiving_agency"] = desk
+        return desk, body
 
     def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
         return (self.body(i) for i in itertools.count())

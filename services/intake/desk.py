@@ -202,9 +202,11 @@ class Desk:
                 422, "procedure_code", f"unknown procedure or not in force: {exc}"
             ) from None
         receiving = cmd.receiving_agency or procedure.receiving_agency
-        if receiving not in self.catalogue.agencies:
+        if receiving not in self.catalogue.agencies and not self.agencies.has_desk(receiving):
             raise DeskError(
-                422, "receiving_agency", f"{receiving} is not an agency of the catalogue"
+                422,
+                "receiving_agency",
+                f"{receiving} is neither an agency of the catalogue nor a one-stop desk",
             )
         if isinstance(actor, auth.Staff) and actor.agency_id != receiving:
             raise DeskError(

@@ -223,8 +223,17 @@ async def test_bad_agency_ids(intake: httpx.AsyncClient) -> None:
     r = await intake.post("/v1/dossiers", json={**GOOD, "receiving_agency": "000.99.99.H99"})
     assert r.status_code == 422
     assert r.json()["errors"] == [
-        {"field": "receiving_agency", "reason": "000.99.99.H99 is not an agency of the catalogue"}
+        {
+            "field": "receiving_agency",
+            "reason": "000.99.99.H99 is neither an agency of the catalogue nor a one-stop desk",
+        }
     ]
+    r = await intake.post(  # in the agency book, but it keeps no one-stop desk
+        "/v1/dossiers",
+        json={**GOOD, "receiving_agency": "000.00.52.H29"},
+        headers=staff("000.00.52.H29"),
+    )
+    assert r.status_code == 422 and "nor a one-stop desk" in r.json()["errors"][0]["reason"]
     await _no_rows(intake)
     r = await intake.post(
         "/v1/dossiers",

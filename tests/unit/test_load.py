@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import unicodedata
 
+from contracts.agencies import default_book
 from contracts.api import SubmitDossier
-from contracts.common import ObjectType
+from contracts.common import CompetenceLevel, ObjectType
 from deploy.cli import parser
 from deploy.load import Dossiers, percentile
 from services.intake.domain import Catalogue
@@ -15,11 +16,18 @@ def test_every_dossier_is_a_valid_submission_for_its_procedure() -> None:
     catalogue = Catalogue.load()
     dossiers = Dossiers(catalogue, seed=1)
     seen: set[str] = set()
-    for i in range(3 * len(dossiers.procedures)):
+    desks: set[str] = set()
+    communes = set(default_book().desks(CompetenceLevel.COMMUNE))
+    for i in range(len(communes) * len(dossiers.procedures)):
         desk, body = dossiers.body(i)
         cmd = SubmitDossier.model_validate(body)
         p = next(p for p in dossiers.procedures if p.code == cmd.procedure_code)
-        assert desk == p.receiving_agency
+        assert desk == cmd.receiving_agency
+        if p.receiving_agency in communes:  # any commune desk receives it
+            assert desk in communes
+        else:
+            assert desk == p.receiving_agency
+        desks.add(desk)
         assert cmd.applicant.object_type in p.eligible_object_types
         mandatory = {d.code for d in p.required_documents if d.mandatory}
         assert mandatory <= {d.code for d in cmd.documents}
@@ -27,6 +35,7 @@ def test_every_dossier_is_a_valid_submission_for_its_procedure() -> None:
         seen.add(cmd.procedure_code)
     assert seen == {p.code for p in dossiers.procedures}
     assert len({p.code for p in catalogue.all()}) == len(seen)
+    assert communes <= desks and desks == set(dossiers.desks)
 
 
 def test_applicants_are_citizens_and_businesses_with_their_own_numbers() -> None:
