@@ -59,6 +59,10 @@ class RetryLater(Exception):
     """The event cannot be applied yet (e.g. a catalogue entry has not arrived): park it."""
 
 
+class _NeedsSavepoints(Exception):
+    """A batch applied without savepoints met an event that must wait: undo, run again."""
+
+
 @dataclass(frozen=True)
 class Raw:
     """What a consumer keeps of a Kafka record: enough to park or dead-letter it."""
@@ -228,10 +232,14 @@ class EventConsumer:
             return
         started = time.perf_counter()
         transient = 0
+        savepoints = False
         while True:
             try:
-                outcomes = await self._batch_transaction(pool, work)
+                outcomes = await self._batch_transaction(pool, work, savepoints)
                 break
+            except _NeedsSavepoints:
+                savepoints = True  # an event must wait: again, each event in a savepoint
+                continue
             except Exception as exc:
                 if is_transient(exc):
                     transient += 1
@@ -262,8 +270,14 @@ class EventConsumer:
         self,
         pool: asyncpg.Pool,
         work: Sequence[tuple[Raw, Envelope, EventPayload | None, Handler]],
+        savepoints: bool,
     ) -> list[str]:
-        """Apply ``work`` in one transaction; the outcome of each event in order."""
+        """Apply ``work`` in one transaction; the outcome of each event in order.
+
+        Without ``savepoints`` (the usual case) handlers run straight in the transaction,
+        two round trips fewer per event; an event that must wait (``RetryLater``) then
+        undoes the whole batch with ``_NeedsSavepoints``, and the caller runs it again
+        with a savepoint per event, so the waiting one is parked and the others kept."""
         outcomes: list[str] = []
         async with pool.acquire() as conn, conn.transaction():
             subjects = list({env.subject for _, env, _, _ in work})
@@ -301,14 +315,19 @@ class EventConsumer:
                     outcomes.append("parked")
                     continue
                 try:
-                    async with conn.transaction():
-                        with bound_contextvars(
-                            dossier_code=env.subject,
-                            correlation_id=str(env.correlation_id),
-                            event=env.type,
-                        ):
+                    with bound_contextvars(
+                        dossier_code=env.subject,
+                        correlation_id=str(env.correlation_id),
+                        event=env.type,
+                    ):
+                        if savepoints:
+                            async with conn.transaction():
+                                await handler(conn, env, payload)
+                        else:
                             await handler(conn, env, payload)
                 except RetryLater as exc:
+                    if not savepoints:
+                        raise _NeedsSavepoints from exc
                     await _insert_parked(conn, self.group_id, raw, env, f"waiting: {exc}")
                     unrecorded.append(env.event_id)
                     waiting.add(env.subject)

@@ -280,9 +280,11 @@ class OutboxRelay:
         conn, self._leader = self._leader, None
         if conn is None:
             return
-        with contextlib.suppress(Exception):
+        try:
             if not conn.is_closed():
                 await conn.execute("SELECT pg_advisory_unlock_all()")
+        except Exception:
+            conn.terminate()  # the pool does not reset sessions: never hand the lock on
         with contextlib.suppress(Exception):
             await self.pool.release(conn)
 

@@ -188,11 +188,14 @@ async def test_an_event_that_must_wait_parks_its_dossier_only(
     pool: asyncpg.Pool, topics: str, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
     """Dossier A's first event waits for something (as a routing event waits for its
-    procedure); A's later events queue behind it in order, B's go through at once."""
+    procedure); A's later events queue behind it in order, B's go through at once. What
+    the waiting handler wrote before it said so is undone (a batch is first applied
+    without savepoints, then again with one per event)."""
     ready = asyncio.Event()
 
     async def handler(conn: asyncpg.Connection, env: Envelope, payload: NotificationSent) -> None:
         if payload.kind == "a-waits" and not ready.is_set():
+            await conn.execute("INSERT INTO effects(ref) VALUES ('half-written')")
             raise RetryLater("procedure 1.009972 v1 not known yet")
         await conn.execute("INSERT INTO effects(ref) VALUES ($1)", payload.kind)
 
