@@ -21,7 +21,8 @@ procedures, consulted:
   opinion request of its procedure is open (consultation). Dossiers/s = done ÷ (last done
   − first submitted), events/s = outbox rows published by the four services in the same
   window. CPU seconds of every process (services, broker, database with its backends,
-  SMTP sink, the load generator) are read from the kernel over the same window.
+  SMTP sink, the load generator) are read from the kernel over the same window, and over
+  10 s of no load before it (what the idle system burns).
 - *latency*: open loop at each ``--rates`` (requests sent on a schedule, whatever the
   answers), ``--samples`` each; latency = receipt sent (the service's clock) − the moment
   the request was due to be sent (so a slow answer cannot hide the queue behind it).
@@ -255,6 +256,18 @@ async def published(db: asyncpg.Connection, since: float, until: float) -> int:
     return int(total)
 
 
+async def rows_written(db: asyncpg.Connection) -> dict[str, tuple[int, int, int]]:
+    """Rows inserted, updated and deleted so far in each service's schema (the
+    statistics collector's counters; the bench's own reads are not in them)."""
+    rows = await db.fetch(
+        "SELECT schemaname, sum(n_tup_ins)::bigint AS i, sum(n_tup_upd)::bigint AS u,"
+        " sum(n_tup_del)::bigint AS d FROM pg_stat_user_tables"
+        " WHERE schemaname = ANY($1::text[]) GROUP BY 1",
+        list(SERVICES),
+    )
+    return {r["schemaname"]: (r["i"], r["u"], r["d"]) for r in rows}
+
+
 async def sustained(
     http: ClientPool,
     db: asyncpg.Connection,
@@ -274,6 +287,7 @@ async def sustained(
             await submit(http, stack, rng.choice(kinds), load, time.time())
 
     spies = start_profiles(stack, profile, duration) if profile else []
+    written_before = await rows_written(db)
     meter.start()
     first = time.time()
     await asyncio.gather(*(client() for _ in range(clients)))
@@ -283,6 +297,14 @@ async def sustained(
     cpu = meter.stop()
     for spy in spies:
         spy.wait()
+    await asyncio.sleep(1.5)  # backends flush their table counters at most once a second
+    written_after = await rows_written(db)
+    written = {
+        schema: tuple(
+            a - b for a, b in zip(after, written_before.get(schema, (0, 0, 0)), strict=True)
+        )
+        for schema, after in written_after.items()
+    }
     n = len(load.sent)
     window = last - first
     events = await published(db, first, last + 1)
@@ -294,6 +316,7 @@ async def sustained(
         "events_per_s": events / window,
         "window_s": window,
         "cpu": cpu,
+        "written": written,
         "http_p50": pct(load.http, 50),
         "http_p99": pct(load.http, 99),
         "errors": load.errors,
@@ -421,6 +444,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await submit(http, stack, k, warm, time.time())
                     await wait_done(db, warm, timeout=120)
                 value, headers = await sample_value(url) or (b"{}", {})
+                console.print("[bold]bench[/]: idle, 10 s ...")
+                meter.start()
+                await asyncio.sleep(10)
+                out["idle"] = {name: used / 10 for name, used in meter.stop().items()}
                 console.print("[bold]bench[/]: raw broker ...")
                 out["raw"] = await raw_broker(bootstrap, value, headers, args.raw_messages, 200)
                 console.print(
@@ -497,8 +524,9 @@ def report(out: dict[str, Any]) -> None:
     cpu = s["cpu"]
     total = sum(v for k, v in cpu.items() if k != "load generator")
     n = s["dossiers"]
+    idle = out.get("idle", {})
     t = Table(title="CPU time per dossier (sustained phase), what bounds it on this machine")
-    for col in ("process", "CPU s", "ms / dossier", "share", "cores used"):
+    for col in ("process", "CPU s", "ms / dossier", "share", "cores used", "idle cores"):
         t.add_column(col, justify="right")
     for name, used in sorted(cpu.items(), key=lambda kv: -kv[1]):
         t.add_row(
@@ -507,6 +535,7 @@ def report(out: dict[str, Any]) -> None:
             f"{used / n * 1e3:.2f}",
             f"{used / total:.0%}" if name != "load generator" else "(not counted)",
             f"{used / s['window_s']:.2f}",
+            f"{idle[name]:.3f}" if name in idle else "",
         )
     cores = psutil_cores()
     bound = cores / (total / n)
@@ -516,6 +545,7 @@ def report(out: dict[str, Any]) -> None:
         f"{total / n * 1e3:.2f}",
         "100%",
         f"{total / s['window_s']:.2f}",
+        f"{sum(v for k, v in idle.items() if k != 'load generator'):.3f}",
     )
     console.print(t)
     console.print(
@@ -523,6 +553,16 @@ def report(out: dict[str, Any]) -> None:
         f" measured {s['done_per_s']:,.1f} = {s['done_per_s'] / bound:.0%} of it"
         " (the load generator shares the cores)"
     )
+
+    t = Table(title="Database rows written per dossier (sustained phase), by service schema")
+    for col in ("schema", "inserted", "updated", "deleted", "all"):
+        t.add_column(col, justify="right")
+    sums = [0, 0, 0]
+    for schema, (ins, upd, dele) in sorted(s["written"].items()):
+        sums = [sums[0] + ins, sums[1] + upd, sums[2] + dele]
+        t.add_row(schema, *(f"{v / n:.1f}" for v in (ins, upd, dele, ins + upd + dele)))
+    t.add_row("all", *(f"{v / n:.1f}" for v in (*sums, sum(sums))))
+    console.print(t)
 
     t = Table(title="Open loop: latency from the moment a request was due to be sent")
     for col in (
