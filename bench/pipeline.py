@@ -55,7 +55,7 @@ from bench.common import broker, database, fresh_database, kafka_kwargs, pct
 from contracts.agencies import default_book
 from contracts.common import CompetenceLevel
 from contracts.topics import DOSSIER, TOPICS
-from deploy.load import ClientPool
+from deploy.load import ClientPool, receiving_desks
 from deploy.local import SERVICES, ServiceStack
 from deploy.ports import free_port, wait_for_port
 from services.intake.domain import Catalogue
@@ -96,7 +96,7 @@ def mix() -> list[Kind]:
             },
             "documents": [{"code": d.code} for d in p.required_documents],
         }
-        desks = communes if p.receiving_agency in communes else [p.receiving_agency]
+        desks = receiving_desks(p, communes)
         weight = (2 if p.consultations else 1) * len(communes)
         for i in range(weight):
             desk = desks[i % len(desks)]

@@ -44,6 +44,15 @@ def _nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
+def receiving_desks(p: Procedure, communes: list[str]) -> list[str]:
+    """Where a procedure's dossiers are received: a commune-level one at every commune
+    one-stop desk (``communes``; dossiers received regardless of where the applicant
+    lives), any other at its own receiving agency."""
+    if p.receiving_agency in communes:
+        return communes
+    return [p.receiving_agency]
+
+
 class Dossiers:
     """An endless, reproducible stream of (desk agency, submission body) pairs, cycling
     through the procedures in force today."""
@@ -71,12 +80,7 @@ class Dossiers:
         return sorted({d for p in self.procedures for d in self.desks_for(p)})
 
     def desks_for(self, p: Procedure) -> list[str]:
-        """Where a procedure's dossiers are received: a commune-level one at every commune
-        one-stop desk (dossiers received regardless of where the applicant lives), any
-        other at its own receiving agency."""
-        if p.receiving_agency in self.communes:
-            return self.communes
-        return [p.receiving_agency]
+        return receiving_desks(p, self.communes)
 
     def body(self, i: int) -> tuple[str, dict[str, Any]]:
         p = self.procedures[i % len(self.procedures)]
