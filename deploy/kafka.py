@@ -13,15 +13,23 @@ Command line (``python -m deploy.kafka``):
 - ``tool NAME ARGS...``: run one of Kafka's own tools (``topics``, ``consumer-groups``,
   ``console-consumer``, ``console-producer``, ``get-offsets``, ``producer-perf``, ``acls``,
   ``storage``), with ``--bootstrap-server`` and the admin's client properties added when
-  they are missing.
+  they are missing; given ``--bootstrap-controller`` instead (``acls``), the tool talks to
+  the controller listener with the admin's SASL/PLAIN credentials.
 
-Security is on by default: clients connect to a SASL_PLAINTEXT listener with SCRAM-SHA-512;
-the credentials of an admin, of the brokers and of one principal per service are created
-when the storage is formatted and written to ``DIR/credentials.env`` (mode 0600), which the
-dev launcher, the tools and the test fixtures read. The admin (and the brokers) are super
-users; services get only the ACLs of ``services.runtime.acl``. The controller listener
-stays PLAINTEXT on loopback (its principal, ANONYMOUS, is a super user, as the brokers need
-to register with the controller before any ACL exists).
+Security is on by default, on both listeners; nothing is served to a client without
+credentials. Clients connect to a SASL_PLAINTEXT listener with SCRAM-SHA-512; the
+credentials of an admin, of the brokers and of one principal per service are created when
+the storage is formatted and written to ``DIR/credentials.env`` (mode 0600), which the dev
+launcher, the tools and the test fixtures read. The controller listener is SASL_PLAINTEXT
+too, with SASL/PLAIN: in KRaft the SCRAM credentials live in the metadata log, which a
+controller must serve before it can read it, so the controller checks the passwords of
+its JAAS configuration instead: the brokers' (``broker``, which the nodes use to register
+and for the Raft quorum) and the admin's (for ``--bootstrap-controller`` tools), the same
+passwords as their SCRAM ones, written into each node's ``server.properties`` (mode 0600)
+at every start from ``credentials.env``, so storage formatted earlier starts as it is.
+Only the admin and the brokers are super users (no ``User:ANONYMOUS``), nothing is
+allowed without an ACL (``allow.everyone.if.no.acl.found=false``), and services get only
+the ACLs of ``services.runtime.acl``.
 """
 
 from __future__ import annotations
@@ -77,6 +85,7 @@ CONFIG_FLAG = {
 SERVICES = ("intake", "routing", "consultation", "notification", "console")
 ADMIN, BROKER = "admin", "broker"
 MECHANISM = "SCRAM-SHA-512"
+CONTROLLER_MECHANISM = "PLAIN"  # SCRAM credentials live in the metadata the controller serves
 
 LOG4J2 = """\
 status = warn
@@ -175,7 +184,8 @@ def tool_command(
     if name not in TOOLS:
         raise KafkaUnavailable(f"unknown tool {name!r}; one of {', '.join(sorted(TOOLS))}")
     extra: list[str] = []
-    if name in NEEDS_BOOTSTRAP and bootstrap and "--bootstrap-server" not in args:
+    given = _has_flag(args, "--bootstrap-server") or targets_controller(args)
+    if name in NEEDS_BOOTSTRAP and bootstrap and not given:
         extra = ["--bootstrap-server", bootstrap]
     flag = CONFIG_FLAG.get(name)
     if config is not None and flag and flag not in args:
@@ -197,6 +207,25 @@ def tool_command(
     ]
 
 
+def _has_flag(args: Sequence[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(f"{flag}=") for a in args)
+
+
+def targets_controller(args: Sequence[str]) -> bool:
+    """The tool is told to talk to the controller listener (``--bootstrap-controller``)."""
+    return _has_flag(args, "--bootstrap-controller")
+
+
+def controller_security(security: KafkaSecurity) -> KafkaSecurity:
+    """The same principal on the controller listener: SASL/PLAIN with the same password
+    (SCRAM cannot authenticate a KRaft controller); PLAINTEXT stays PLAINTEXT."""
+    if not security.sasl:
+        return security
+    return KafkaSecurity(
+        security.protocol, CONTROLLER_MECHANISM, security.username, security.password
+    )
+
+
 def run_tool(
     name: str,
     args: Sequence[str],
@@ -205,8 +234,10 @@ def run_tool(
     security: KafkaSecurity | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a tool to completion; ``security`` (default: the environment's) becomes its
-    client properties file for the run."""
+    client properties file for the run (as SASL/PLAIN with ``--bootstrap-controller``)."""
     security = security or KafkaSecurity.from_env()
+    if targets_controller(args):
+        security = controller_security(security)
     with client_config(security) as config:
         return subprocess.run(
             tool_command(name, args, bootstrap, config),
@@ -232,9 +263,20 @@ def client_config(security: KafkaSecurity) -> Iterator[Path | None]:
             os.unlink(name)
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by this user only (also when it existed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text)
+
+
 @dataclass(frozen=True)
 class Credentials:
-    """SCRAM passwords of the admin, the brokers and each service (username: password)."""
+    """Passwords of the admin, the brokers and each service (username: password): SCRAM
+    on the client listener; the admin's and the brokers' also SASL/PLAIN on the controller
+    listener."""
 
     passwords: dict[str, str]
 
@@ -261,10 +303,7 @@ class Credentials:
     def save(self, path: Path) -> None:
         text = "".join(f"{k}={v}\n" for k, v in self.env().items())
         text += f"LIENTHONG_KAFKA_BROKER_PASSWORD={self.passwords[BROKER]}\n"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write("# SCRAM-SHA-512 credentials of this local Kafka (deploy/kafka.py)\n" + text)
+        write_private(path, "# Credentials of this local Kafka (deploy/kafka.py)\n" + text)
 
     def env(self) -> dict[str, str]:
         """Client settings: the admin as the shared principal, each service's own."""
@@ -326,10 +365,15 @@ class KafkaNode:
         return {**self._base(rf, isr), **self._security(), **self.overrides}
 
     def _security(self) -> dict[str, str]:
-        """SASL/SCRAM on the client (and inter-broker) listener, StandardAuthorizer."""
+        """SASL/SCRAM on the client (and inter-broker) listener, SASL/PLAIN on the
+        controller listener (the brokers' and the admin's passwords, checked against this
+        JAAS configuration: SCRAM credentials are in the metadata log, which the controller
+        serves), StandardAuthorizer with only the admin and the brokers as super users."""
         if self.credentials is None:
             return {}
-        pw = self.credentials.passwords[BROKER]
+        pw = _jaas_quote(self.credentials.passwords[BROKER])
+        admin_pw = _jaas_quote(self.credentials.passwords[ADMIN])
+        controller = CONTROLLER_MECHANISM.lower()
         return {
             "listeners": (
                 f"SASL_PLAINTEXT://127.0.0.1:{self.port},"
@@ -337,15 +381,26 @@ class KafkaNode:
             ),
             "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{self.port}",
             "inter.broker.listener.name": "SASL_PLAINTEXT",
-            "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": (
+                "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+            ),
             "sasl.enabled.mechanisms": MECHANISM,
             "sasl.mechanism.inter.broker.protocol": MECHANISM,
             f"listener.name.sasl_plaintext.{MECHANISM.lower()}.sasl.jaas.config": (
                 "org.apache.kafka.common.security.scram.ScramLoginModule required"
                 f' username="{BROKER}" password="{pw}";'
             ),
+            "sasl.mechanism.controller.protocol": CONTROLLER_MECHANISM,
+            "listener.name.controller.sasl.enabled.mechanisms": CONTROLLER_MECHANISM,
+            # username/password: what this node logs in with (to register, for the Raft
+            # quorum); user_NAME: the passwords the controller accepts.
+            f"listener.name.controller.{controller}.sasl.jaas.config": (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required"
+                f' username="{BROKER}" password="{pw}"'
+                f' user_{BROKER}="{pw}" user_{ADMIN}="{admin_pw}";'
+            ),
             "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-            "super.users": f"User:{ADMIN};User:{BROKER};User:ANONYMOUS",
+            "super.users": f"User:{ADMIN};User:{BROKER}",
             "allow.everyone.if.no.acl.found": "false",
         }
 
@@ -388,14 +443,19 @@ class KafkaNode:
             "unclean.leader.election.enable": "false",
         }
 
-    def prepare(self, cluster_id: str, cluster_size: int) -> None:
-        """Write the config and format the storage once (formatting keeps existing data)."""
+    def write_config(self, cluster_size: int) -> None:
+        """``server.properties`` (mode 0600: it holds the passwords) and the log config,
+        written anew at every start from the current credentials."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = "\n".join(f"{k}={v}" for k, v in self.config(cluster_size).items())
-        self.config_path.write_text(props + "\n")
+        write_private(self.config_path, props + "\n")
         (self.data_dir / "log4j2.properties").write_text(
             LOG4J2.format(target="SYSTEM_OUT", level="INFO")
         )
+
+    def prepare(self, cluster_id: str, cluster_size: int) -> None:
+        """Write the config and format the storage once (formatting keeps existing data)."""
+        self.write_config(cluster_size)
         if (self.data_dir / "logs" / "meta.properties").exists():
             return
         scram = self.credentials.scram_args() if self.credentials else []
@@ -548,6 +608,11 @@ class LocalKafka:
     def bootstrap(self) -> str:
         return ",".join(n.bootstrap for n in self.nodes)
 
+    @property
+    def controller_bootstrap(self) -> str:
+        """The controller listeners (``--bootstrap-controller``; SASL/PLAIN when secure)."""
+        return ",".join(f"127.0.0.1:{n.controller_port}" for n in self.nodes)
+
     def start(self, timeout: float = 90) -> str:
         """Format (first time), start every node and wait until all brokers serve."""
         for n in self.nodes:
@@ -627,6 +692,11 @@ async def _registered_brokers(bootstrap: str, security: KafkaSecurity) -> set[in
         await admin.close()
 
 
+def _jaas_quote(value: str) -> str:
+    """A JAAS option value between double quotes (generated passwords need none of it)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def _cluster_id() -> str:
     """A KRaft cluster id: 16 random bytes in URL-safe base64 without padding; like Kafka's
     own ``Uuid.randomUuid``, never one starting with "-" (the storage tool would read it as
@@ -678,7 +748,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if a.cmd == "tool":
             bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{DEFAULT_PORT}")
-            with client_config(KafkaSecurity.from_env(None, dev_env())) as config:
+            security = KafkaSecurity.from_env(None, dev_env())
+            if targets_controller(a.args):
+                security = controller_security(security)
+            with client_config(security) as config:
                 return subprocess.call(tool_command(a.name, a.args, bootstrap, config))
         cluster = a.cmd == "cluster"
         kafka = LocalKafka(a.dir, nodes=3 if cluster else 1, port=None if cluster else a.port)
@@ -686,6 +759,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bootstrap = kafka.start()
         took = time.monotonic() - started
         print(f"Apache Kafka {kafka_version()} on {bootstrap}, ready in {took:.1f}s ({a.dir})")
+        print(f"controller listener{'s' if cluster else ''} on {kafka.controller_bootstrap}")
         if kafka.credentials:
             import asyncio
 
@@ -693,7 +767,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             env = kafka.client_env()
             asyncio.run(provision(bootstrap, os.environ.get("LIENTHONG_TOPIC_PREFIX", ""), env=env))
-            print(f"SASL/SCRAM on; credentials in {kafka.credentials_path}")
+            print(
+                "SASL on (SCRAM-SHA-512; PLAIN on the controller listener);"
+                f" credentials in {kafka.credentials_path}"
+            )
         try:
             while all(n.alive() for n in kafka.nodes):
                 time.sleep(0.5)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from deploy import kafka
 from deploy.kafka import KafkaUnavailable, LocalKafka
+from services.runtime.kafka_auth import KafkaSecurity
 
 
 def test_single_node_is_tuned_for_one_small_machine(tmp_path: Path) -> None:
@@ -19,12 +21,39 @@ def test_single_node_is_tuned_for_one_small_machine(tmp_path: Path) -> None:
     assert conf["transaction.state.log.min.isr"] == "1"
     assert conf["log.dirs"].startswith(str(tmp_path))
     assert conf["listeners"].startswith("SASL_PLAINTEXT://127.0.0.1:")
-    assert conf["listener.security.protocol.map"].endswith("CONTROLLER:PLAINTEXT")
+    assert conf["listener.security.protocol.map"].endswith("CONTROLLER:SASL_PLAINTEXT")
     assert conf["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
     assert conf["authorizer.class.name"].endswith("StandardAuthorizer")
     assert conf["allow.everyone.if.no.acl.found"] == "false"
-    assert "User:admin" in conf["super.users"].split(";")
+    assert conf["super.users"].split(";") == ["User:admin", "User:broker"]
     assert not any(f"User:{s}" in conf["super.users"] for s in kafka.SERVICES)
+
+
+def test_the_controller_listener_takes_only_the_brokers_and_the_admin(tmp_path: Path) -> None:
+    local = LocalKafka(tmp_path)
+    assert local.credentials is not None
+    pw = local.credentials.passwords
+    conf = local.nodes[0].config(cluster_size=1)
+    assert conf["controller.listener.names"] == "CONTROLLER"
+    assert conf["sasl.mechanism.controller.protocol"] == "PLAIN"
+    assert conf["listener.name.controller.sasl.enabled.mechanisms"] == "PLAIN"
+    jaas = conf["listener.name.controller.plain.sasl.jaas.config"]
+    assert jaas.startswith("org.apache.kafka.common.security.plain.PlainLoginModule required")
+    assert f'username="broker" password="{pw["broker"]}"' in jaas
+    assert set(re.findall(r'user_(\w+)="', jaas)) == {"broker", "admin"}
+    assert f'user_admin="{pw["admin"]}"' in jaas
+    assert "ANONYMOUS" not in conf["super.users"]
+    assert local.controller_bootstrap == f"127.0.0.1:{local.nodes[0].controller_port}"
+
+
+def test_server_properties_hold_passwords_so_only_this_user_reads_them(tmp_path: Path) -> None:
+    node = LocalKafka(tmp_path).nodes[0]
+    node.config_path.parent.mkdir(parents=True)
+    node.config_path.write_text("old\n")
+    node.config_path.chmod(0o644)  # written by an earlier version
+    node.write_config(cluster_size=1)
+    assert (node.config_path.stat().st_mode & 0o777) == 0o600
+    assert "CONTROLLER:SASL_PLAINTEXT" in node.config_path.read_text()
 
 
 def test_plaintext_when_security_is_off(tmp_path: Path) -> None:
@@ -103,6 +132,24 @@ def test_tools_get_the_client_properties_with_their_own_flag(tmp_path: Path) -> 
     cmd = kafka.tool_command("console-consumer", ["--topic", "t"], "127.0.0.1:1", config)
     assert cmd[-2:] == ["--consumer.config", str(config)]
     assert "org.apache.kafka.tools.AclCommand" in kafka.tool_command("acls", ["--list"])
+
+
+def test_tools_on_the_controller_get_no_bootstrap_server_and_log_in_with_plain() -> None:
+    args = ["--bootstrap-controller", "127.0.0.1:19093", "--list"]
+    cmd = kafka.tool_command("acls", args, "127.0.0.1:19092")
+    assert "--bootstrap-server" not in cmd and cmd[-3:] == args
+    assert kafka.targets_controller(["--bootstrap-controller=127.0.0.1:19093"])
+    assert not kafka.targets_controller(["--bootstrap-server", "127.0.0.1:19092"])
+    scram = KafkaSecurity("SASL_PLAINTEXT", "SCRAM-SHA-512", "admin", "pw")
+    plain = kafka.controller_security(scram)
+    assert (plain.protocol, plain.mechanism, plain.username, plain.password) == (
+        "SASL_PLAINTEXT",
+        "PLAIN",
+        "admin",
+        "pw",
+    )
+    assert "PlainLoginModule" in plain.properties()
+    assert kafka.controller_security(KafkaSecurity()) == KafkaSecurity()
 
 
 def test_dev_tools_read_make_runs_credentials_only_for_a_local_broker(
