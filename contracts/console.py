@@ -168,7 +168,15 @@ class DeadLetterAction(BaseModel):
 
 
 class DeadLetterSummary(BaseModel):
-    id: str = Field(description="<partition>-<offset> on the dead-letter topic")
+    id: str = Field(description="<writer>-<partition>-<offset> on the writer's dead-letter topic")
+    writer: str | None = Field(
+        description="The consumer that wrote it, as the broker saw it: the one principal"
+        " allowed to write the dead-letter topic it is on"
+    )
+    forged: str | None = Field(
+        description="Why its headers claim an origin its writer could not have had (another"
+        " consumer, a topic the writer does not read); such a dead letter cannot be replayed"
+    )
     reason: str
     consumer: str | None
     origin_topic: str | None
@@ -198,7 +206,9 @@ class DeadLetterDetail(DeadLetterSummary):
 
 
 class ReplayDeadLetter(BaseModel):
-    """Put a dead letter back on its original topic, with its original key."""
+    """Give a dead letter back to the consumer that wrote it (its replay topic), keyed by
+    the event's subject; that consumer applies it once, as the replay of its own dead
+    letter, with the same event id."""
 
     model_config = ConfigDict(extra="forbid")
     reason: NFCStr = Field(min_length=3, max_length=500, description="Why, for the audit")

@@ -7,7 +7,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from contracts.text import unstorable_in
 
 # The serial is 4 digits, widening to 5 past 9,999 dossiers of one agency in a day
 # (services/intake/domain.py, ``dossier_code``).
@@ -56,6 +58,22 @@ class Envelope(BaseModel):
     causation_id: uuid.UUID | None = None
     producer: str = Field(min_length=1)
     data: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _storable(self) -> Envelope:
+        """No text PostgreSQL cannot store, anywhere in the event: otherwise one consumer
+        would fail on it in its database while another applied it."""
+        found = unstorable_in(
+            {
+                "type": self.type,
+                "subject": self.subject,
+                "producer": self.producer,
+                **{f"data.{k}": v for k, v in self.data.items()},
+            }
+        )
+        if found:
+            raise ValueError(f"{found[0]}: {found[1]}")
+        return self
 
 
 def new_envelope(

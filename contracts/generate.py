@@ -17,7 +17,7 @@ from pydantic.json_schema import models_json_schema
 from contracts import api, console
 from contracts.envelope import Envelope
 from contracts.events import EVENT_TYPES
-from contracts.topics import TOPICS, topic_for
+from contracts.topics import REPLAYS, TOPICS, topic_for
 
 SCHEMA_DIR = Path(__file__).parent / "schema"
 API_MODELS: tuple[type[BaseModel], ...] = (
@@ -122,6 +122,9 @@ def asyncapi() -> dict[str, Any]:
         messages_by_topic[topic_for(event_type).name][key] = {
             "$ref": f"#/components/messages/{key}"
         }
+    every_message = {k: v for m in messages_by_topic.values() for k, v in m.items()}
+    for replay in REPLAYS.values():  # a replay is any event its consumer dead-lettered
+        messages_by_topic[replay.name] = dict(sorted(every_message.items()))
     for topic in TOPICS:
         cid = topic.name.replace(".", "_").replace("-", "_")
         channels[cid] = {

@@ -43,6 +43,39 @@ def forbidden_character(value: str, *, multiline: bool = False) -> tuple[int, st
     return None
 
 
+def unstorable(value: str) -> str | None:
+    """Why PostgreSQL could not store ``value`` as text, or None: its text and jsonb types
+    cannot hold U+0000, and a lone surrogate (JSON's "\\ud800" decodes to one) has no
+    UTF-8 form."""
+    if "\x00" in value:
+        return "must not contain the NUL character (U+0000)"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (a lone surrogate has no UTF-8 form)"
+    return None
+
+
+def unstorable_in(value: object, path: str = "") -> tuple[str, str] | None:
+    """The first string in a JSON-like value (keys included) PostgreSQL could not store:
+    its path and why, or None."""
+    if isinstance(value, str):
+        reason = unstorable(value)
+        return (path, reason) if reason else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            where = f"{path}.{k}" if path else str(k)
+            if isinstance(k, str) and (reason := unstorable(k)):
+                return where, f"key {reason}"
+            if found := unstorable_in(v, where):
+                return found
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            if found := unstorable_in(v, f"{path}.{i}" if path else str(i)):
+                return found
+    return None
+
+
 _CONTROL_NAMES = {"\x00": "NUL", "\t": "TAB", "\n": "LINE FEED", "\r": "CARRIAGE RETURN"}
 
 

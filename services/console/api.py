@@ -34,9 +34,10 @@ from pydantic import BaseModel, ValidationError
 from contracts import console as c
 from contracts.envelope import DOSSIER_CODE_PATTERN, Envelope
 from contracts.events import EVENT_TYPES, parse_payload
+from contracts.topics import REPLAYS as REPLAY_TOPICS
 from services.console import domain, store
 from services.runtime import auth
-from services.runtime.acl import CONSUMES, REPLAYS, SERVICES
+from services.runtime.acl import CONSUMES, SERVICES
 from services.runtime.auth import Staff, forbidden, responses, unauthorized
 from services.runtime.lag import PartitionLag
 from services.runtime.outbox import MAX_EVENT_BYTES, Waker
@@ -53,7 +54,7 @@ _cookie = APIKeyCookie(
 )
 CookieCred = Annotated[str | None, Depends(_cookie)]
 Code = Annotated[str, Path(pattern=DOSSIER_CODE_PATTERN, max_length=26)]
-EntryId = Annotated[str, Path(pattern=r"^[0-9]{1,6}-[0-9]{1,19}$", max_length=26)]
+EntryId = Annotated[str, Path(pattern=r"^[a-z]{1,20}-[0-9]{1,6}-[0-9]{1,19}$", max_length=48)]
 TypeFilter = Annotated[
     str | None,
     Query(alias="type", pattern=r"^[a-z_]+(\.[a-z_]+|\.\*)$", max_length=80),
@@ -63,6 +64,24 @@ AgencyFilter = Annotated[
 ]
 DossierFilter = Annotated[str | None, Query(pattern=DOSSIER_CODE_PATTERN, max_length=26)]
 Month = Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
+
+
+SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "description": "One server-sent event: a console event, as JSON in `data`",
+    "properties": {
+        "event": {"const": "event"},
+        "id": {"type": "string", "pattern": "^[0-9]{1,19}$", "description": "Its seq"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/ConsoleEvent"},
+        },
+        "retry": {"type": "integer", "minimum": 0},
+    },
+    "required": ["event", "id", "data"],
+}
+"""What ``/stream`` sends, per event (comments such as ``: keep-alive`` are no events)."""
 
 
 def problem(field: str, reason: str) -> dict[str, Any]:
@@ -354,7 +373,9 @@ def build_router(rt: Runtime, broadcaster: Broadcaster, monitor: Monitor) -> API
             200: {
                 "description": "Server-sent events: `id: <seq>`, `event: event`, `data: <JSON"
                 " ConsoleEvent>`; `: keep-alive` every 15 s; resume with Last-Event-ID",
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                # Open API 3.1 reads an event stream's ``schema`` as one event's: its fields
+                # as the WHATWG parser gives them, ``data`` a JSON ConsoleEvent in a string
+                "content": {"text/event-stream": {"schema": SSE_EVENT}},
             },
         },
     )
@@ -613,16 +634,34 @@ async def _lock_entry(conn: asyncpg.Connection, entry_id: str) -> asyncpg.Record
 async def do_replay(
     rt: Runtime, who: Staff, entry_id: str, body: c.ReplayDeadLetter
 ) -> c.ActionAccepted:
-    allowed = {t.full_name(rt.settings.topic_prefix) for t in REPLAYS["console"]}
+    """Give a dead letter back to the consumer that wrote it: a row of the console's outbox
+    for that consumer's replay topic (the only topics the console may write), committed
+    with the audited action. Refused for a dead letter whose writer is unknown or the
+    console itself (rebuild the read models instead), whose claimed origin its writer
+    could not have had, or whose fixed payload changes the event id."""
     env = validate_replacement(body.payload) if body.payload is not None else None
     async with rt.pool.acquire() as conn, conn.transaction():
         x = await _lock_entry(conn, entry_id)
         if x["status"] not in ("open", "replay_failed"):
             raise HTTPException(409, detail=problem("status", f"it is {x['status']}"))
-        topic = x["origin_topic"]
-        if topic not in allowed:
+        writer = x["writer"]
+        if writer == "console":
             raise HTTPException(
-                422, detail=problem("origin_topic", f"{topic!r} is not a topic to replay to")
+                409,
+                detail=problem(
+                    "writer",
+                    "thư chết của chính bảng điều khiển không phát lại được: dựng lại mô hình"
+                    " đọc (python -m services.console rebuild)",
+                ),
+            )
+        if writer not in REPLAY_TOPICS:
+            raise HTTPException(
+                409, detail=problem("writer", "không rõ dịch vụ đã ghi thư chết này")
+            )
+        if x["forged"]:
+            raise HTTPException(
+                409,
+                detail=problem("origin", f"nguồn khai trong thư chết không thể có: {x['forged']}"),
             )
         if body.payload is not None:
             value = json.dumps(body.payload, ensure_ascii=False)
@@ -642,12 +681,21 @@ async def do_replay(
                 raise HTTPException(
                     422, detail=problem("payload", "the original is not text: send a fixed one")
                 ) from None
+        if env is not None and x["event_id"] is not None and env.event_id != x["event_id"]:
+            raise HTTPException(
+                422,
+                detail=problem(
+                    "payload.event_id",
+                    f"a replay keeps the event id of the dead letter ({x['event_id']})",
+                ),
+            )
         if len(value.encode()) > MAX_EVENT_BYTES:
             raise HTTPException(422, detail=problem("payload", "over the 256 KiB limit"))
         outbox_id = uuid.uuid4()
         headers = domain.replay_headers(x["headers"])
         headers.update(
             {
+                "replay_of": str(x["stored_id"]),
                 "replayed_from": entry_id,
                 "replayed_by": who.actor,
                 **({"event_id": str(env.event_id), "event_type": env.type} if env else {}),
@@ -657,8 +705,8 @@ async def do_replay(
             "INSERT INTO outbox(event_id, topic, key, event_type, payload, headers)"
             " VALUES ($1, $2, $3, $4, $5, $6)",
             outbox_id,
-            topic,
-            x["key"] or (env.subject if env else ""),
+            REPLAY_TOPICS[writer].full_name(rt.settings.topic_prefix),
+            env.subject if env else domain.replay_key(value, x["key"]),
             env.type if env else (x["event_type"] or "unknown"),
             value,
             headers,

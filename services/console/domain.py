@@ -19,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from contracts.envelope import DOSSIER_CODE_PATTERN
+from services.runtime.acl import origin_refusal
 from services.runtime.auth import mask, redact
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -335,14 +336,19 @@ def dead_letter_errors(detail: str) -> list[dict[str, str]]:
 
 
 def dead_letter_row(
+    writer: str,
     partition: int,
     offset: int,
     key: bytes | None,
     value: bytes,
     headers: Sequence[tuple[str, bytes]],
     timestamp_ms: int | None,
+    prefix: str = "",
 ) -> dict[str, Any]:
-    """A dead-letter topic record as the console keeps it; ``value`` may be anything."""
+    """A record of ``writer``'s dead-letter topic as the console keeps it; ``value`` may be
+    anything. ``writer`` is who wrote it as the broker saw it (only that principal may
+    write that topic); ``forged`` says why its headers claim an origin ``writer`` could not
+    have had, and such a dead letter cannot be replayed."""
     h = {k: v.decode("utf-8", "replace") for k, v in headers}
     detail = h.get("dlq_detail", "")
     event_id = event_type = subject = None
@@ -365,8 +371,14 @@ def dead_letter_row(
     code = subject if subject and DOSSIER_RE.match(subject) else None
     if code is None and key_text and DOSSIER_RE.match(key_text):
         code = key_text
+    stored_id = _int(h.get("dlq_stored_id"))
+    forged = origin_refusal(writer, h.get("dlq_consumer"), h.get("dlq_topic"), prefix)
+    if forged is None and stored_id is None:
+        forged = f"không có số lưu trữ (dlq_stored_id) mà {writer} luôn ghi"
     return {
-        "id": f"{partition}-{offset}",
+        "id": f"{writer}-{partition}-{offset}",
+        "writer": writer,
+        "forged": forged,
         "dlq_partition": partition,
         "dlq_offset": offset,
         "key": key_text,
@@ -379,7 +391,7 @@ def dead_letter_row(
         "origin_topic": h.get("dlq_topic"),
         "origin_partition": _int(h.get("dlq_partition")),
         "origin_offset": _int(h.get("dlq_offset")),
-        "stored_id": _int(h.get("dlq_stored_id")),
+        "stored_id": stored_id,
         "stored_elsewhere": h.get("dlq_value") == "stored",
         "event_id": event_id,
         "event_type": event_type,
@@ -401,6 +413,17 @@ def _int(v: str | None) -> int | None:
 def replay_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The original record's headers, less what the dead-letter path added."""
     return {k: v for k, v in headers.items() if not k.startswith("dlq_")}
+
+
+def replay_key(value: str, key: str | None) -> str:
+    """The key a replayed event goes out with: its subject (every consumer refuses an event
+    keyed otherwise), else the dead letter's key."""
+    try:
+        doc = json.loads(value)
+    except ValueError:
+        doc = None
+    subject = doc.get("subject") if isinstance(doc, dict) else None
+    return subject if isinstance(subject, str) and subject else key or ""
 
 
 def masked_payload(value: bytes) -> Any:

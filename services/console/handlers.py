@@ -4,6 +4,9 @@
 (services/console/rebuild.py): inbox, the event row, the folds, in the caller's
 transaction. Records the console cannot read are skipped, never dead-lettered by it: the
 services that own them dead-letter them, and a dead letter is never dead-lettered again.
+What it cannot read is decided as every consumer decides it (``read_envelope``: invalid,
+key not the subject, unknown type or version). Each consumer's dead letters come on a
+topic of its own, which tells who wrote them.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
 from contracts.envelope import Envelope
-from contracts.events import EVENT_TYPES, parse_payload
-from contracts.topics import DEAD_LETTER
+from contracts.events import parse_payload
+from contracts.topics import DEAD_LETTERS
 from services.console import store
 from services.console.domain import (
     DOSSIER_RE,
@@ -28,7 +31,7 @@ from services.console.domain import (
     dead_letter_row,
     mask_data,
 )
-from services.runtime.consumer import EventConsumer, Raw, failure_reason
+from services.runtime.consumer import EventConsumer, Raw, Refusal, failure_reason, read_envelope
 from services.runtime.db import is_transient
 from services.runtime.logging import get_logger
 from services.runtime.metrics import EVENTS_CONSUMED
@@ -37,14 +40,10 @@ log = get_logger(__name__)
 DLQ_NAMESPACE = uuid.UUID("6f1c2a52-9c55-4a53-8f0e-2d0c4d6b6c01")
 
 
-def decode(value: bytes) -> Envelope | None:
-    """The envelope if the record is a valid event of a known type and version."""
-    try:
-        env = Envelope.model_validate_json(value)
-    except (ValidationError, ValueError):
-        return None
-    model = EVENT_TYPES.get(env.type)
-    if model is None or env.schema_version > model.schema_version:
+def decode(rec: Raw) -> Envelope | None:
+    """The envelope if every consumer would take the record and its data is valid."""
+    env = read_envelope(rec)
+    if isinstance(env, Refusal):
         return None
     try:
         parse_payload(env.type, env.data)
@@ -53,21 +52,32 @@ def decode(value: bytes) -> Envelope | None:
     return env
 
 
-async def apply_record(
-    conn: asyncpg.Connection, rec: Raw, consumer: str, dead_letter_topic: str
-) -> str:
+def writers(prefix: str) -> dict[str, str]:
+    """Each dead-letter topic's full name to the one service that may write it."""
+    return {t.full_name(prefix): name for name, t in DEAD_LETTERS.items()}
+
+
+async def apply_record(conn: asyncpg.Connection, rec: Raw, consumer: str, prefix: str) -> str:
     """Apply one record in the caller's transaction: ``applied``, ``duplicate`` or
     ``skipped`` (not an event the console can read)."""
-    if rec.topic == dead_letter_topic:
-        ref = uuid.uuid5(DLQ_NAMESPACE, f"{rec.partition}:{rec.offset}")
+    writer = writers(prefix).get(rec.topic)
+    if writer is not None:
+        ref = uuid.uuid5(DLQ_NAMESPACE, f"{rec.topic}:{rec.partition}:{rec.offset}")
         if not await store.record_inbox(conn, consumer, ref, "dead-letter"):
             return "duplicate"
         row = dead_letter_row(
-            rec.partition, rec.offset, rec.key, rec.value, rec.headers, rec.timestamp
+            writer,
+            rec.partition,
+            rec.offset,
+            rec.key,
+            rec.value,
+            rec.headers,
+            rec.timestamp,
+            prefix,
         )
         await store.insert_dead_letter(conn, row)
         return "applied"
-    env = decode(rec.value)
+    env = decode(rec)
     if env is None:
         return "skipped"
     if not await store.record_inbox(conn, consumer, env.event_id, env.type):
@@ -116,12 +126,14 @@ class ConsoleConsumer(EventConsumer):
         if len(recs) == 1:
             await self._one(recs[0], pool, producer)
             return
-        dlq = DEAD_LETTER.full_name(self.topic_prefix)
+        prefix = self.topic_prefix
         transient = 0
         while True:
             try:
                 async with pool.acquire() as conn, conn.transaction():
-                    outcomes = [await apply_record(conn, rec, self.group_id, dlq) for rec in recs]
+                    outcomes = [
+                        await apply_record(conn, rec, self.group_id, prefix) for rec in recs
+                    ]
                 break
             except Exception as exc:
                 if is_transient(exc):
@@ -134,22 +146,20 @@ class ConsoleConsumer(EventConsumer):
                     await self._one(rec, pool, producer)
                 return
         for rec, outcome in zip(recs, outcomes, strict=True):
-            self._count(rec, outcome, dlq)
+            self._count(rec, outcome)
 
-    def _count(self, rec: Raw, outcome: str, dlq: str) -> None:
+    def _count(self, rec: Raw, outcome: str) -> None:
         if outcome == "applied":
             self.processed += 1
-        EVENTS_CONSUMED.labels(
-            self.group_id, "dead-letter" if rec.topic == dlq else "event", outcome
-        ).inc()
+        kind = "dead-letter" if rec.topic in writers(self.topic_prefix) else "event"
+        EVENTS_CONSUMED.labels(self.group_id, kind, outcome).inc()
 
     async def _one(self, rec: Raw, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
-        dlq = DEAD_LETTER.full_name(self.topic_prefix)
         attempts = transient = 0
         while True:
             try:
                 async with pool.acquire() as conn, conn.transaction():
-                    outcome = await apply_record(conn, rec, self.group_id, dlq)
+                    outcome = await apply_record(conn, rec, self.group_id, self.topic_prefix)
             except Exception as exc:
                 if is_transient(exc):
                     transient += 1
@@ -161,10 +171,10 @@ class ConsoleConsumer(EventConsumer):
                 if attempts < self.max_attempts:
                     await asyncio.sleep(min(0.1 * 2**attempts, 2.0))
                     continue
-                if rec.topic == dlq:  # never dead-letter a dead letter: log and go on
+                if rec.topic in writers(self.topic_prefix):  # never dead-letter a dead letter
                     log.error("dead_letter_unreadable", offset=rec.offset, error=repr(exc))
                     return
                 await self.dead_letter(pool, producer, rec, "handler_failed", failure_reason(exc))
                 return
-            self._count(rec, outcome, dlq)
+            self._count(rec, outcome)
             return

@@ -20,7 +20,6 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from contracts.topics import DEAD_LETTER
 from services.console.handlers import apply_record
 from services.runtime.acl import CONSUMES
 from services.runtime.consumer import Raw
@@ -126,7 +125,6 @@ async def replay_log(
     """Apply every record of the console's topics, offset 0 to today's end; returns
     (records read, applied)."""
     prefix = settings.topic_prefix
-    dlq = DEAD_LETTER.full_name(prefix)
     group = settings.group_id("console")
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -160,7 +158,7 @@ async def replay_log(
                 continue
             async with pool.acquire() as conn, conn.transaction():
                 for rec in records:
-                    if await apply_record(conn, rec, group, dlq) == "applied":
+                    if await apply_record(conn, rec, group, prefix) == "applied":
                         applied += 1
             read += len(records)
     finally:

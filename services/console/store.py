@@ -217,7 +217,8 @@ async def dead_letters(
         args.append(agency)
         where.append(f"${len(args)} = ANY(agencies)")
     sql = (
-        "SELECT * FROM (SELECT d.id, d.dlq_partition, d.dlq_offset, d.key, d.reason, d.detail,"
+        "SELECT * FROM (SELECT d.id, d.writer, d.forged, d.dlq_partition, d.dlq_offset, d.key,"
+        " d.reason, d.detail,"
         " d.errors, d.consumer, d.origin_topic, d.origin_partition, d.origin_offset,"
         " d.stored_elsewhere, d.event_id, d.event_type, d.dossier_code, d.agencies,"
         f" d.dead_lettered_at, length(d.value) AS size, {DEAD_LETTER_STATUS} AS status"
@@ -226,7 +227,7 @@ async def dead_letters(
     if status:
         args.append(status)
         sql += f" WHERE status = ${len(args)}"
-    sql += f" ORDER BY dlq_partition DESC, dlq_offset DESC LIMIT {int(limit)}"
+    sql += f" ORDER BY dead_lettered_at DESC NULLS LAST, id DESC LIMIT {int(limit)}"
     return list(await pool.fetch(sql, *args))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from contracts.agencies import default_book
-from contracts.topics import DOSSIER, ROUTING
+from contracts.topics import DOSSIER, REPLAYS, ROUTING
 from services.consultation import api, handlers
 from services.consultation.opinions import Opinions
 from services.consultation.templates import TEMPLATES_DIR, TemplateBook
@@ -27,6 +27,6 @@ def wire(rt: Runtime) -> Wiring:
 SPEC = ServiceSpec(
     name="consultation",
     migrations=Path(__file__).parent / "migrations",
-    topics=(ROUTING, DOSSIER),
+    topics=(ROUTING, DOSSIER, REPLAYS["consultation"]),
     wire=wire,
 )

@@ -15,6 +15,7 @@ from uuid import UUID
 from pydantic import AfterValidator, BaseModel
 
 from contracts.envelope import NFCStr
+from contracts.text import unstorable
 
 
 def no_nul(value: str) -> str:
@@ -25,17 +26,6 @@ def no_nul(value: str) -> str:
     if reason:
         raise ValueError(reason)
     return value
-
-
-def unstorable(value: str) -> str | None:
-    """Why PostgreSQL could not store ``value`` as text, or None."""
-    if "\x00" in value:
-        return "must not contain the NUL character (U+0000)"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "must be valid Unicode text (a lone surrogate has no UTF-8 form)"
-    return None
 
 
 Text = Annotated[NFCStr, AfterValidator(no_nul)]

@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from contracts.events import ProcedurePublished
-from contracts.topics import CONSULTATION, DOSSIER, NOTIFICATION, ROUTING
+from contracts.topics import CONSULTATION, DOSSIER, NOTIFICATION, REPLAYS, ROUTING
 from services.intake import api, handlers, store
 from services.intake.desk import Desk
 from services.intake.domain import CATALOGUE_DIR, Catalogue
@@ -90,6 +90,6 @@ def wire(rt: Runtime) -> Wiring:
 SPEC = ServiceSpec(
     name="intake",
     migrations=Path(__file__).parent / "migrations",
-    topics=(DOSSIER, ROUTING, CONSULTATION, NOTIFICATION),
+    topics=(DOSSIER, ROUTING, CONSULTATION, NOTIFICATION, REPLAYS["intake"]),
     wire=wire,
 )

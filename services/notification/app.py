@@ -7,7 +7,7 @@ import asyncio
 from datetime import timedelta
 from pathlib import Path
 
-from contracts.topics import CONSULTATION, DOSSIER, ROUTING
+from contracts.topics import CONSULTATION, DOSSIER, REPLAYS, ROUTING
 from services.notification import api, domain, handlers
 from services.notification.channels import PortalSender, SmsSender
 from services.notification.delivery import (
@@ -113,6 +113,6 @@ def wire(rt: Runtime) -> Wiring:
 SPEC = ServiceSpec(
     name="notification",
     migrations=Path(__file__).parent / "migrations",
-    topics=(DOSSIER, CONSULTATION, ROUTING),
+    topics=(DOSSIER, CONSULTATION, ROUTING, REPLAYS["notification"]),
     wire=wire,
 )

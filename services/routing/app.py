@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from contracts.agencies import default_book
-from contracts.topics import CATALOGUE, CONSULTATION, DOSSIER
+from contracts.topics import CATALOGUE, CONSULTATION, DOSSIER, REPLAYS
 from services.routing import api, handlers
 from services.routing.usecases import Routing
 from services.runtime.forms import FormBook
@@ -31,6 +31,6 @@ def wire(rt: Runtime) -> Wiring:
 SPEC = ServiceSpec(
     name="routing",
     migrations=Path(__file__).parent / "migrations",
-    topics=(CATALOGUE, DOSSIER, CONSULTATION),
+    topics=(CATALOGUE, DOSSIER, CONSULTATION, REPLAYS["routing"]),
     wire=wire,
 )

@@ -1,7 +1,9 @@
 """Who may do what on the broker: per-service ACLs, created with the admin principal.
 
-Each service may write only to the topics it publishes and to the dead-letter topic, read
-only the topics it consumes, and use only its own consumer group. Names carry the
+Each topic has one writer: a service may write only the topics it publishes and its own
+dead-letter topic (the console only the replay topics, each read by the one consumer whose
+dead letters it carries), read only the topics it consumes, and use only its own consumer
+group. ``acl_table`` renders the README's table from the same rules. Names carry the
 deployment's topic prefix, so ACLs are literal and made per prefix (``provision``), which
 keeps test deployments apart as well.
 
@@ -25,9 +27,10 @@ from aiokafka.protocol.api import Request
 from contracts.topics import (
     CATALOGUE,
     CONSULTATION,
-    DEAD_LETTER,
+    DEAD_LETTERS,
     DOSSIER,
     NOTIFICATION,
+    REPLAYS,
     ROUTING,
     Topic,
 )
@@ -41,27 +44,76 @@ PRODUCES: dict[str, tuple[Topic, ...]] = {
     "routing": (ROUTING,),
     "consultation": (CONSULTATION,),
     "notification": (NOTIFICATION,),
-    "console": (),  # publishes no event family of its own
+    # no event family of its own: only the dead letters an operator replays, each to the
+    # replay topic of the consumer that wrote it (``services/console``)
+    "console": tuple(REPLAYS.values()),
 }
-# What a service may write besides what it publishes: the operator console puts a fixed
-# dead letter back on the topic it came from (``services/console``), nothing else does.
-REPLAYS: dict[str, tuple[Topic, ...]] = {
-    "console": (CATALOGUE, DOSSIER, ROUTING, CONSULTATION, NOTIFICATION),
+# Who consumes which (each service's ``SPEC.topics``; a unit test keeps them equal). Each
+# consumer but the console also reads its own replay topic.
+CONSUMES: dict[str, tuple[Topic, ...]] = {
+    "intake": (DOSSIER, ROUTING, CONSULTATION, NOTIFICATION, REPLAYS["intake"]),
+    "routing": (CATALOGUE, DOSSIER, CONSULTATION, REPLAYS["routing"]),
+    "consultation": (ROUTING, DOSSIER, REPLAYS["consultation"]),
+    "notification": (DOSSIER, CONSULTATION, ROUTING, REPLAYS["notification"]),
+    # every event topic and every consumer's dead letters (read raw, never dead-lettered
+    # again); not the replay topics, which only carry what it wrote itself
+    "console": (CATALOGUE, DOSSIER, ROUTING, CONSULTATION, NOTIFICATION, *DEAD_LETTERS.values()),
 }
 # Whose consumer groups a service may describe (committed offsets, for lag): the console
 # watches every service's group, without the right to join any of them.
 OBSERVES: dict[str, tuple[str, ...]] = {
     "console": ("intake", "routing", "consultation", "notification"),
 }
-# Who consumes which (each service's ``SPEC.topics``; a unit test keeps them equal).
-CONSUMES: dict[str, tuple[Topic, ...]] = {
-    "intake": (DOSSIER, ROUTING, CONSULTATION, NOTIFICATION),
-    "routing": (CATALOGUE, DOSSIER, CONSULTATION),
-    "consultation": (ROUTING, DOSSIER),
-    "notification": (DOSSIER, CONSULTATION, ROUTING),
-    # every topic, the dead letters included (read raw, never dead-lettered again)
-    "console": (CATALOGUE, DOSSIER, ROUTING, CONSULTATION, NOTIFICATION, DEAD_LETTER),
-}
+
+
+def writes(service: str) -> tuple[Topic, ...]:
+    """Every topic a service's principal may write: what it publishes and its own dead
+    letters, nothing else."""
+    return tuple(dict.fromkeys((*PRODUCES[service], DEAD_LETTERS[service])))
+
+
+def writer_of(topic_name: str, prefix: str = "") -> str | None:
+    """The one service whose principal may write ``topic_name`` (a deployment's full name),
+    or None: every topic has a single writer."""
+    owners = [s for s in SERVICES if any(t.full_name(prefix) == topic_name for t in writes(s))]
+    return owners[0] if len(owners) == 1 else None
+
+
+def origin_refusal(
+    writer: str, consumer: str | None, origin_topic: str | None, prefix: str = ""
+) -> str | None:
+    """Why a dead letter on ``writer``'s dead-letter topic cannot be what its headers say
+    (the consumer and topic it claims to come from), or None when ``writer`` could have
+    written it: its own consumer group, reading a topic it consumes."""
+    if consumer != group_id(writer, prefix):
+        return (
+            f"ghi bởi {writer} nhưng nhận là của nhóm {consumer!r}"
+            f" (chỉ có thể là {group_id(writer, prefix)!r})"
+        )
+    consumed = {t.full_name(prefix) for t in CONSUMES[writer]}
+    if origin_topic not in consumed:
+        return f"ghi bởi {writer} nhưng nhận là từ chủ đề {origin_topic!r}, mà {writer} không đọc"
+    return None
+
+
+def acl_table(prefix: str = "") -> str:
+    """The README's table of who may do what on the broker, made from the rules above."""
+
+    def names(topics: Sequence[Topic]) -> str:
+        return ", ".join(f"`{t.full_name(prefix)}`" for t in topics)
+
+    lines = [
+        "| principal | may write | may read | consumer group | may describe |",
+        "|---|---|---|---|---|",
+    ]
+    for s in SERVICES:
+        observed = ", ".join(f"`{group_id(o, prefix)}`" for o in OBSERVES.get(s, ()))
+        lines.append(
+            f"| `{s}` | {names(writes(s))} | {names(CONSUMES[s])} | `{group_id(s, prefix)}`"
+            f" | {observed or '—'} |"
+        )
+    return "\n".join(lines)
+
 
 # Kafka's protocol codes (org.apache.kafka.common.acl / resource).
 ANY = 1
@@ -88,11 +140,8 @@ class Acl:
 
 
 def service_topics(service: str) -> tuple[Topic, ...]:
-    """Every topic a service touches: what it publishes, consumes, and dead letters."""
-    seen = dict.fromkeys(
-        (*PRODUCES[service], *REPLAYS.get(service, ()), *CONSUMES[service], DEAD_LETTER)
-    )
-    return tuple(seen)
+    """Every topic a service touches: what it writes and what it consumes."""
+    return tuple(dict.fromkeys((*writes(service), *CONSUMES[service])))
 
 
 def group_id(service: str, prefix: str = "") -> str:
@@ -102,8 +151,7 @@ def group_id(service: str, prefix: str = "") -> str:
 
 def acls_for(service: str, principal: str, prefix: str = "") -> list[Acl]:
     """The ACLs of one service's principal for one deployment prefix."""
-    writes = dict.fromkeys((*PRODUCES[service], *REPLAYS.get(service, ()), DEAD_LETTER))
-    out = [Acl(TOPIC, t.full_name(prefix), principal, WRITE) for t in writes]
+    out = [Acl(TOPIC, t.full_name(prefix), principal, WRITE) for t in writes(service)]
     out += [Acl(TOPIC, t.full_name(prefix), principal, READ) for t in CONSUMES[service]]
     out.append(Acl(GROUP, group_id(service, prefix), principal, READ))
     out += [

@@ -20,9 +20,15 @@ retries the parked ones in order. A handler that keeps failing dead-letters the 
 after ``max_attempts``.
 
 Every dead letter is stored whole in the service's own ``dead_letters`` table (once per
-topic, partition and offset) and published to the dead-letter topic with the reason in
-headers; one too large for the topic is published as a reference to the stored copy, so
-no dead letter can wedge a partition.
+topic, partition and offset) and published to the service's own dead-letter topic (which
+no other principal may write) with the reason in headers; one too large for the topic is
+published as a reference to the stored copy, so no dead letter can wedge a partition.
+
+A record whose key is not its event's subject is refused (``key_mismatch``): per-dossier
+order rests on the key, so one producer's mistake must not be applied. An operator's
+replay arrives on the service's replay topic (written by the console only) and is applied
+only as the replay of a dead letter this consumer holds and has not had replayed, with
+the same event id; anything else there is refused (``replay_refused``).
 """
 
 from __future__ import annotations
@@ -44,7 +50,8 @@ from pydantic import ValidationError
 
 from contracts.envelope import Envelope, EventPayload
 from contracts.events import EVENT_TYPES, UnknownEventType, parse_payload
-from contracts.topics import DEAD_LETTER, Topic
+from contracts.topics import DEAD_LETTERS as DEAD_LETTER_TOPICS
+from contracts.topics import REPLAYS, Topic
 from services.runtime.db import is_transient
 from services.runtime.logging import bound_contextvars, get_logger
 from services.runtime.metrics import DEAD_LETTERS, EVENTS_CONSUMED, HANDLER_SECONDS, PARKED
@@ -57,6 +64,10 @@ Handler = Callable[[asyncpg.Connection, Envelope, Any], Awaitable[None]]
 
 class RetryLater(Exception):
     """The event cannot be applied yet (e.g. a catalogue entry has not arrived): park it."""
+
+
+class ReplayRefused(Exception):
+    """A record on the replay topic that is no replay of a dead letter this consumer holds."""
 
 
 class _NeedsSavepoints(Exception):
@@ -105,6 +116,57 @@ class Decoded:
     envelope: Envelope
     handler: Handler | None
     payload: EventPayload | None
+    replay_of: int | None = None
+    """The id of this consumer's dead letter the record replays (from the replay topic)."""
+
+
+def read_envelope(raw: Raw) -> Envelope | Refusal:
+    """The record's envelope, if it is one every consumer would take: valid (the contracts
+    refuse text PostgreSQL cannot store), keyed by its subject, of a type the contracts
+    know and a schema version this code understands. Every consumer, the console's
+    included, decides the same on the same record."""
+    try:
+        env = Envelope.model_validate_json(raw.value)
+    except (ValidationError, ValueError) as exc:
+        return Refusal("invalid", failure_reason(exc))
+    if raw.key != env.subject.encode():
+        key = raw.key.decode("utf-8", "replace") if raw.key is not None else None
+        return Refusal(
+            "key_mismatch",
+            f"the record's key {key!r} is not the event's subject {env.subject!r}",
+        )
+    model = EVENT_TYPES.get(env.type)
+    if model is None:
+        return Refusal("unknown_type", f"event type {env.type!r} is not in the contracts")
+    if env.schema_version > model.schema_version:
+        return Refusal(
+            "unsupported_version",
+            f"{env.type} schema_version {env.schema_version}; this consumer understands"
+            f" up to {model.schema_version}",
+        )
+    return env
+
+
+async def claim_replay(conn: asyncpg.Connection, consumer: str, entry: int, env: Envelope) -> None:
+    """Mark this consumer's dead letter ``entry`` replayed by ``env``, in the transaction
+    that applies it; ``ReplayRefused`` unless it is ours, not replayed yet, and ``env``
+    keeps the event id the dead letter held (when it held one)."""
+    value = await conn.fetchval(
+        "UPDATE dead_letters SET replayed_at = now()"
+        " WHERE id = $1 AND consumer = $2 AND replayed_at IS NULL RETURNING value",
+        entry,
+        consumer,
+    )
+    if value is None:
+        raise ReplayRefused(f"{consumer} holds no dead letter {entry} waiting for a replay")
+    try:
+        held = json.loads(bytes(value)).get("event_id")
+    except (ValueError, AttributeError):
+        held = None  # the original was no JSON object: the fixed event stands alone
+    if isinstance(held, str) and held != str(env.event_id):
+        raise ReplayRefused(
+            f"dead letter {entry} held event {held}; the replay carries {env.event_id}"
+        )
 
 
 def _undecoded(message: Any) -> None:
@@ -128,6 +190,9 @@ class EventConsumer:
     fetch_max_wait_ms: int = 500
     parked_give_up: timedelta = timedelta(hours=24)
     parked_poll_s: float = 1.0
+    service: str = ""
+    """The service this consumer belongs to: it writes that service's dead-letter topic and
+    reads its replay topic."""
     unblocking: frozenset[str] = frozenset()
     """Event types applied even while their subject has parked events, because those may be
     waiting for exactly them: notification's routing notices wait for the dossier's receipt,
@@ -142,6 +207,12 @@ class EventConsumer:
     processed: int = 0
     subscriber: Any = None
     _attempts: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.service not in DEAD_LETTER_TOPICS:
+            raise ValueError(f"a consumer needs its service's name, not {self.service!r}")
+        replays = REPLAYS.get(self.service)
+        self._replay_topic = replays.full_name(self.topic_prefix) if replays else None
 
     def register(
         self,
@@ -213,14 +284,30 @@ class EventConsumer:
         (a batch is applied in sequence), and a dossier with a parked event parks the
         rest of its events in the batch behind it."""
         work: list[tuple[Raw, Envelope, EventPayload | None, Handler]] = []
+        replays: list[tuple[Raw, Decoded]] = []
         for raw in raws:
             decoded = self._decode(raw)
             if isinstance(decoded, Refusal):
                 await self.dead_letter(pool, producer, raw, decoded.reason, decoded.detail)
             elif decoded.handler is None:
                 EVENTS_CONSUMED.labels(self.group_id, decoded.envelope.type, "ignored").inc()
+            elif decoded.replay_of is not None:
+                replays.append((raw, decoded))  # rare: each on its own, after the batch
             else:
                 work.append((raw, decoded.envelope, decoded.payload, decoded.handler))
+        try:
+            await self._consume_work(work, pool, producer)
+        finally:
+            for raw, d in replays:
+                assert d.handler is not None
+                await self._apply(pool, producer, raw, d.envelope, d.payload, d.handler)
+
+    async def _consume_work(
+        self,
+        work: list[tuple[Raw, Envelope, EventPayload | None, Handler]],
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+    ) -> None:
         if not work:
             return
         if len(work) == 1:
@@ -350,26 +437,34 @@ class EventConsumer:
         return outcomes
 
     def _decode(self, raw: Raw) -> Decoded | Refusal:
-        try:
-            env = Envelope.model_validate_json(raw.value)
-        except (ValidationError, ValueError) as exc:
-            return Refusal("invalid", failure_reason(exc))
-        model = EVENT_TYPES.get(env.type)
-        if model is None:
-            return Refusal("unknown_type", f"event type {env.type!r} is not in the contracts")
-        if env.schema_version > model.schema_version:
-            return Refusal(
-                "unsupported_version",
-                f"{env.type} schema_version {env.schema_version}; this consumer understands"
-                f" up to {model.schema_version}",
-            )
+        env = read_envelope(raw)
+        if isinstance(env, Refusal):
+            return env
+        replay_of: int | None = None
+        if raw.topic == self._replay_topic:
+            try:
+                replay_of = int(raw.header_dict()["replay_of"])
+            except (KeyError, ValueError):
+                return Refusal("replay_refused", "a replay names no dead letter (replay_of)")
         handler = self.handlers.get(env.type)
         if handler is None:
+            if replay_of is not None:
+                return Refusal("replay_refused", f"{self.group_id} does not handle {env.type}")
             return Decoded(env, None, None)
         try:
-            return Decoded(env, handler, parse_payload(env.type, env.data))
+            payload = parse_payload(env.type, env.data)
         except (ValidationError, UnknownEventType, ValueError) as exc:
             return Refusal("invalid", failure_reason(exc))
+        if replay_of is None:
+            return Decoded(env, handler, payload)
+
+        async def replayed(
+            conn: asyncpg.Connection, env: Envelope, payload: Any, _entry: int = replay_of
+        ) -> None:
+            await claim_replay(conn, self.group_id, _entry, env)
+            await handler(conn, env, payload)
+
+        return Decoded(env, replayed, payload, replay_of)
 
     async def _apply(
         self,
@@ -388,6 +483,10 @@ class EventConsumer:
                 outcome = await self._transaction(pool, raw, env, payload, handler)
             except RetryLater as exc:
                 await self._park(pool, raw, env, f"waiting: {exc}")
+                return
+            except ReplayRefused as exc:
+                self._attempts.pop(key, None)
+                await self.dead_letter(pool, producer, raw, "replay_refused", str(exc))
                 return
             except Exception as exc:
                 if is_transient(exc):
@@ -494,7 +593,10 @@ class EventConsumer:
                     if is_transient(exc):
                         raise
                     log.exception("parked_handler_failed", event_id=str(row["event_id"]))
-                    if row["attempts"] + 1 >= self.max_attempts:
+                    if isinstance(exc, ReplayRefused):
+                        await self._give_up(pool, producer, row, "replay_refused", str(exc))
+                        settled += 1
+                    elif row["attempts"] + 1 >= self.max_attempts:
                         await self._give_up(
                             pool, producer, row, "handler_failed", failure_reason(exc)
                         )
@@ -609,7 +711,7 @@ class EventConsumer:
             stored=stored_id,
         )
         headers = [
-            *raw.headers,
+            *((k, v) for k, v in raw.headers if not k.startswith("dlq_")),  # ours alone
             ("dlq_reason", reason.encode()),
             ("dlq_detail", detail[:4000].encode()),
             ("dlq_consumer", self.group_id.encode()),
@@ -626,7 +728,7 @@ class EventConsumer:
             ).encode()
         try:
             await producer.send_and_wait(
-                DEAD_LETTER.full_name(self.topic_prefix),
+                DEAD_LETTER_TOPICS[self.service].full_name(self.topic_prefix),
                 value=value,
                 key=raw.key,
                 headers=headers,

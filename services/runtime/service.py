@@ -168,6 +168,7 @@ def create_app(
         rt.consumer = wiring.consumer_class(
             group_id=settings.group_id(spec.name),
             topics=spec.topics,
+            service=spec.name,
             handlers=wiring.handlers,
             topic_prefix=settings.topic_prefix,
             max_attempts=settings.handler_max_attempts,

@@ -244,6 +244,7 @@ class World:
         self.rt = rt
         self.gateway = gateway
         self.consumer = EventConsumer(
+            service="notification",
             group_id="lienthong-notification",
             topics=SPEC.topics,
             handlers=handlers.build(Notifier(rt, FormBook.load(), channels)),

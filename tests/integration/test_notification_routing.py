@@ -99,6 +99,7 @@ def consumer(rt: Runtime) -> EventConsumer:
     """Notification's consumer as ``create_app`` builds it: its handlers, its topics, and
     the receipt that parked routing notices wait for not queueing behind them."""
     return EventConsumer(
+        service="notification",
         group_id="lienthong-notification",
         topics=SPEC.topics,
         handlers=handlers.build(Notifier(rt, FormBook.load())),

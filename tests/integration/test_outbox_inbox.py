@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from contracts.envelope import Envelope, new_envelope
 from contracts.events import NotificationSent
-from contracts.topics import DEAD_LETTER, NOTIFICATION
+from contracts.topics import DEAD_LETTERS, NOTIFICATION
 from services.runtime.broker import ensure_topics, make_broker, make_producer
 from services.runtime.clock import SystemClock
 from services.runtime.consumer import EventConsumer
@@ -153,6 +153,7 @@ async def test_consumer_applies_once_and_dead_letters_bad_events(
     await raw.stop()
 
     consumer = EventConsumer(
+        service="notification",
         group_id="lienthong-test",
         topics=(NOTIFICATION,),
         handlers={"notification.sent": handler},
@@ -169,7 +170,9 @@ async def test_consumer_applies_once_and_dead_letters_bad_events(
             lambda: pool.fetch("SELECT ref FROM effects ORDER BY id"), lambda r: len(r) >= 2
         )
         assert [r["ref"] for r in rows] == ["k0", "k1"]
-        dead = await read_topic(kafka_bootstrap, DEAD_LETTER.full_name(topic_prefix), at_least=3)
+        dead = await read_topic(
+            kafka_bootstrap, DEAD_LETTERS["notification"].full_name(topic_prefix), at_least=3
+        )
     finally:
         await broker.stop()
         await producer.stop()

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 
 from contracts.envelope import Envelope, new_envelope
 from contracts.events import NotificationSent
-from contracts.topics import DEAD_LETTER, NOTIFICATION
+from contracts.topics import DEAD_LETTERS, NOTIFICATION
 from services.runtime.broker import ensure_topics, make_broker, make_producer
 from services.runtime.clock import SystemClock
 from services.runtime.consumer import EventConsumer, RetryLater
@@ -167,6 +167,7 @@ async def test_unknown_types_versions_and_huge_invalid_events_are_dead_lettered(
         ],
     )
     consumer = EventConsumer(
+        service="notification",
         group_id=f"{topic_prefix}poison",
         topics=(NOTIFICATION,),
         handlers={"notification.sent": handler},
@@ -174,7 +175,9 @@ async def test_unknown_types_versions_and_huge_invalid_events_are_dead_lettered(
     )
     async with Running(kafka_bootstrap, topic_prefix, pool, consumer):
         assert await eventually(lambda: effects(pool), lambda e: len(e) >= 2) == ["one", "two"]
-        dead = await read_topic(kafka_bootstrap, DEAD_LETTER.full_name(topic_prefix), at_least=3)
+        dead = await read_topic(
+            kafka_bootstrap, DEAD_LETTERS["notification"].full_name(topic_prefix), at_least=3
+        )
     reasons = [headers(r)["dlq_reason"] for r in dead]
     assert reasons == ["unknown_type", "unsupported_version", "invalid"]
     assert headers(dead[2]).get("dlq_value") == "stored"  # a reference, not 900 KiB again
@@ -211,6 +214,7 @@ async def test_an_event_that_must_wait_parks_its_dossier_only(
         ],
     )
     consumer = EventConsumer(
+        service="notification",
         group_id=f"{topic_prefix}park",
         topics=(NOTIFICATION,),
         handlers={"notification.sent": handler},
@@ -247,6 +251,7 @@ async def test_a_database_that_refuses_is_retried_never_dead_lettered(
 
     await publish(kafka_bootstrap, topics, [(A, event("only"))])
     consumer = EventConsumer(
+        service="notification",
         group_id=f"{topic_prefix}transient",
         topics=(NOTIFICATION,),
         handlers={"notification.sent": handler},

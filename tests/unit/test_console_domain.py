@@ -7,7 +7,7 @@ import json
 import random
 from datetime import UTC, datetime, timedelta
 
-from contracts.topics import DEAD_LETTER, DOSSIER
+from contracts.topics import CONSULTATION, DEAD_LETTERS, DOSSIER, REPLAYS
 from services.console import domain
 from services.console.domain import Fact, fold_dossier, fold_request
 from services.runtime import acl
@@ -141,23 +141,57 @@ def test_a_dead_letter_is_read_raw_with_field_level_reasons() -> None:
         ("dlq_offset", b"41"),
         ("dlq_stored_id", b"7"),
     ]
-    row = domain.dead_letter_row(0, 5, CODE.encode(), b"\xff not json", headers, 1_700_000_000_000)
-    assert row["id"] == "0-5" and row["reason"] == "invalid" and row["dossier_code"] == CODE
+    row = domain.dead_letter_row(
+        "intake", 0, 5, CODE.encode(), b"\xff not json", headers, 1_700_000_000_000
+    )
+    assert row["id"] == "intake-0-5" and row["reason"] == "invalid" and row["dossier_code"] == CODE
+    assert row["writer"] == "intake" and row["forged"] is None
     assert row["errors"] == [{"field": "data.recipient", "reason": "Field required"}]
     assert row["origin_offset"] == 41 and row["stored_id"] == 7 and not row["stored_elsewhere"]
     big = domain.dead_letter_row(
-        0, 6, None, b'{"stored_id": 7}', [*headers, ("dlq_value", b"stored")], None
+        "intake", 0, 6, None, b'{"stored_id": 7}', [*headers, ("dlq_value", b"stored")], None
     )
     assert big["stored_elsewhere"] and big["errors"][0]["field"] == "data.recipient"
-    plain = domain.dead_letter_row(0, 7, None, b"x", [("dlq_detail", b"ValueError: boom")], None)
+    plain = domain.dead_letter_row(
+        "intake", 0, 7, None, b"x", [("dlq_detail", b"ValueError: boom")], None
+    )
     assert plain["errors"] == [{"field": "", "reason": "ValueError: boom"}]
+    assert plain["forged"]  # no consumer, no origin, no stored copy: not what intake writes
     assert domain.replay_headers({"dlq_reason": "x", "event_type": "y"}) == {"event_type": "y"}
+
+
+def test_a_dead_letter_claiming_an_origin_its_writer_could_not_have_had_is_forged() -> None:
+    """What notification writes on its own dead-letter topic cannot come from intake's
+    group, nor from a topic notification does not read."""
+    claims = [
+        ("dlq_consumer", b"lienthong-consultation"),
+        ("dlq_topic", CONSULTATION.name.encode()),
+        ("dlq_stored_id", b"3"),
+    ]
+    row = domain.dead_letter_row("notification", 0, 1, CODE.encode(), b"{}", claims, None)
+    assert row["forged"] and "lienthong-consultation" in row["forged"]
+    own_group = [("dlq_consumer", b"lienthong-notification"), *claims[1:]]
+    assert (
+        domain.dead_letter_row("notification", 0, 2, None, b"{}", own_group, None)["forged"] is None
+    )
+    catalogue = [own_group[0], ("dlq_topic", b"lienthong.catalogue.v1"), claims[2]]
+    row = domain.dead_letter_row("notification", 0, 3, None, b"{}", catalogue, None)
+    assert row["forged"] and "lienthong.catalogue.v1" in row["forged"]
 
 
 def test_the_console_reads_everything_writes_only_replays_and_joins_no_other_group() -> None:
     rules = {str(a) for a in acl.acls_for("console", "console", "t1.")}
-    assert f"User:console Read topic t1.{DEAD_LETTER.name}" in rules
-    assert f"User:console Write topic t1.{DOSSIER.name}" in rules
+    for name in ("intake", "routing", "notification", "console"):
+        assert f"User:console Read topic t1.{DEAD_LETTERS[name].name}" in rules
+    for name in ("intake", "routing", "consultation", "notification"):
+        assert f"User:console Write topic t1.{REPLAYS[name].name}" in rules
+    writes = {r for r in rules if " Write topic " in r}
+    assert writes == {
+        *(f"User:console Write topic t1.{t.name}" for t in REPLAYS.values()),
+        f"User:console Write topic t1.{DEAD_LETTERS['console'].name}",
+    }
+    assert f"User:console Write topic t1.{DOSSIER.name}" not in rules
+    assert f"User:console Write topic t1.{CONSULTATION.name}" not in rules
     assert "User:console Read group t1.lienthong-console" in rules
     assert "User:console Describe group t1.lienthong-intake" in rules
     assert "User:console Read group t1.lienthong-intake" not in rules

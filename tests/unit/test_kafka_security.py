@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import pytest
 
 from contracts.events import EVENT_TYPES
-from contracts.topics import DEAD_LETTER, topic_for
+from contracts.topics import DEAD_LETTERS, REPLAYS, TOPICS, topic_for
 from services.runtime import acl
 from services.runtime.kafka_auth import KafkaSecurity, only_service
 
@@ -63,16 +64,34 @@ def test_acl_table_matches_what_each_service_consumes(service: str) -> None:
 
 def test_each_event_family_has_exactly_one_publisher() -> None:
     published = {topic_for(t) for t in EVENT_TYPES}
-    owners = [t for topics in acl.PRODUCES.values() for t in topics]
+    owners = [t for s, topics in acl.PRODUCES.items() if s != "console" for t in topics]
     assert sorted(o.name for o in owners) == sorted(t.name for t in published)
+    assert set(acl.PRODUCES["console"]) == set(REPLAYS.values())
+
+
+def test_every_topic_has_one_writer_and_no_principal_writes_what_it_does_not_own() -> None:
+    """The one exception the issue allowed (every service writing the dead-letter topic)
+    is gone too: each consumer has its own dead-letter topic."""
+    for topic in TOPICS:
+        writers = [s for s in acl.SERVICES if topic in acl.writes(s)]
+        assert len(writers) == 1, (topic.name, writers)
+        assert acl.writer_of(topic.full_name("t1."), "t1.") == writers[0]
+    for service in acl.SERVICES:
+        assert DEAD_LETTERS[service] in acl.writes(service)
+
+
+def test_the_readme_table_is_the_acl_rules() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text("utf-8")
+    assert acl.acl_table() in readme
 
 
 def test_acls_are_literal_per_prefix_and_least_privilege() -> None:
     rules = {str(a) for a in acl.acls_for("notification", "notification", "t1.")}
     assert rules == {
         "User:notification Write topic t1.lienthong.notification.v1",
-        f"User:notification Write topic t1.{DEAD_LETTER.name}",
+        f"User:notification Write topic t1.{DEAD_LETTERS['notification'].name}",
         "User:notification Read topic t1.lienthong.dossier.v1",
+        f"User:notification Read topic t1.{REPLAYS['notification'].name}",
         "User:notification Read topic t1.lienthong.consultation.v1",
         "User:notification Read topic t1.lienthong.routing.v1",
         "User:notification Read group t1.lienthong-notification",

@@ -1,0 +1,304 @@
+"""No principal can forge another's event, and dead letters cannot be laundered (issue 22,
+findings 1, 2, 5 and 6), on the real broker (SASL/SCRAM, ACLs) and PostgreSQL.
+
+- The console's credentials write no event topic: a forged ``round_completed`` is refused
+  by the broker; the console may write only the replay topics.
+- Each consumer writes only its own dead-letter topic, so the console knows a dead letter's
+  writer from the topic, as the broker saw it, and shows as forged (and will not replay)
+  one whose headers claim an origin that writer could not have had.
+- A consumer applies a record of its replay topic only as the replay of a dead letter it
+  holds, once, with the same event id.
+- A record keyed by another dossier than its subject, or holding text PostgreSQL cannot
+  store, is dead-lettered (``key_mismatch``, ``invalid``) and nothing is applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import TopicAuthorizationFailedError
+
+from contracts.envelope import Envelope
+from contracts.topics import CONSULTATION, DEAD_LETTERS, DOSSIER, NOTIFICATION, REPLAYS
+from services.console.app import SPEC as CONSOLE
+from services.runtime.acl import group_id, provision
+from services.runtime.consumer import EventConsumer
+from services.runtime.kafka_auth import KafkaSecurity
+from services.runtime.service import create_app
+from tests.helpers import eventually, headers, read_topic, staff
+from tests.integration.test_authorization import settings_for
+from tests.integration.test_broker_auth import forged
+from tests.integration.test_poison import A, B, Running, effects, event, publish
+
+OPERATOR = staff("000.00.00.H29", "operator")
+
+
+@pytest.fixture
+async def secured(
+    kafka_bootstrap: str, kafka_env: dict[str, str], topic_prefix: str
+) -> AsyncIterator[dict[str, str]]:
+    """Topics and ACLs of this test's prefix, created by the admin."""
+    if not KafkaSecurity.from_env(None, kafka_env).sasl:
+        pytest.skip("the session's broker has no SASL (testcontainers, or a PLAINTEXT cluster)")
+    await provision(kafka_bootstrap, topic_prefix, env=kafka_env)
+    yield kafka_env
+
+
+async def send_as(
+    bootstrap: str,
+    security: KafkaSecurity,
+    topic: str,
+    value: bytes,
+    key: str,
+    record_headers: list[tuple[str, bytes]] | None = None,
+) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        request_timeout_ms=5000,
+        **security.kwargs(),
+    )
+    try:
+        await producer.start()
+        await producer.send_and_wait(topic, value, key=key.encode(), headers=record_headers)
+    finally:
+        await producer.stop()
+
+
+async def test_the_console_cannot_write_an_event_topic_only_replays(
+    kafka_bootstrap: str, secured: dict[str, str], topic_prefix: str
+) -> None:
+    """Finding 1: with the console's credentials a forged ``consultation.round_completed``
+    moved a route on. Now the broker refuses it, and any other event topic."""
+    console = KafkaSecurity.from_env("console", secured)
+    for topic in (CONSULTATION, DOSSIER, NOTIFICATION):
+        with pytest.raises(TopicAuthorizationFailedError):
+            await send_as(kafka_bootstrap, console, topic.full_name(topic_prefix), forged(), A)
+    # nor another consumer's dead letters; its replay topics it may write
+    with pytest.raises(TopicAuthorizationFailedError):
+        await send_as(
+            kafka_bootstrap, console, DEAD_LETTERS["routing"].full_name(topic_prefix), b"{}", A
+        )
+    await send_as(kafka_bootstrap, console, REPLAYS["routing"].full_name(topic_prefix), forged(), A)
+
+
+async def test_a_consumer_writes_only_its_own_dead_letters(
+    kafka_bootstrap: str, secured: dict[str, str], topic_prefix: str
+) -> None:
+    notification = KafkaSecurity.from_env("notification", secured)
+    with pytest.raises(TopicAuthorizationFailedError):
+        await send_as(
+            kafka_bootstrap,
+            notification,
+            DEAD_LETTERS["consultation"].full_name(topic_prefix),
+            b"{}",
+            A,
+        )
+    with pytest.raises(TopicAuthorizationFailedError):  # nor a replay topic
+        await send_as(
+            kafka_bootstrap, notification, REPLAYS["routing"].full_name(topic_prefix), b"{}", A
+        )
+    await send_as(
+        kafka_bootstrap,
+        notification,
+        DEAD_LETTERS["notification"].full_name(topic_prefix),
+        b"{}",
+        A,
+    )
+
+
+@pytest.fixture
+async def console(
+    kafka_bootstrap: str, database_url: str, topic_prefix: str, secured: dict[str, str]
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(
+        CONSOLE, settings_for("console", kafka_bootstrap, database_url, topic_prefix, 1)
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(app.router.lifespan_context(app))
+        client = await stack.enter_async_context(
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://console")
+        )
+        yield client
+
+
+async def dead_letter_of(console: httpx.AsyncClient, event_id: uuid.UUID) -> dict[str, Any]:
+    r = await eventually(
+        lambda: console.get("/v1/console/dead-letters", headers=OPERATOR),
+        lambda r: any(d["event_id"] == str(event_id) for d in r.json()),
+        timeout=60,
+    )
+    entry: dict[str, Any] = next(d for d in r.json() if d["event_id"] == str(event_id))
+    return entry
+
+
+async def test_a_laundered_dead_letter_is_shown_forged_and_cannot_be_replayed(
+    kafka_bootstrap: str,
+    secured: dict[str, str],
+    topic_prefix: str,
+    console: httpx.AsyncClient,
+) -> None:
+    """Finding 2: a dead letter written as notification, claiming to come from the
+    consultation topic through consultation's group, was replayed onto the consultation
+    topic. Now the console names its writer from the topic and refuses it."""
+    notification = KafkaSecurity.from_env("notification", secured)
+    value = forged()
+    event_id = Envelope.model_validate_json(value).event_id
+    claims = [
+        ("dlq_reason", b"handler_failed"),
+        ("dlq_detail", b"RuntimeError: try again"),
+        ("dlq_consumer", group_id("consultation", topic_prefix).encode()),
+        ("dlq_topic", CONSULTATION.full_name(topic_prefix).encode()),
+        ("dlq_partition", b"0"),
+        ("dlq_offset", b"0"),
+        ("dlq_stored_id", b"1"),
+    ]
+    await send_as(
+        kafka_bootstrap,
+        notification,
+        DEAD_LETTERS["notification"].full_name(topic_prefix),
+        value,
+        A,
+        claims,
+    )
+    entry = await dead_letter_of(console, event_id)
+    assert entry["writer"] == "notification" and entry["consumer"].endswith("consultation")
+    assert entry["forged"] and "lienthong-consultation" in entry["forged"], entry
+    r = await console.post(
+        f"/v1/console/dead-letters/{entry['id']}/replay",
+        json={"reason": "Thử phát lại"},
+        headers=OPERATOR,
+    )
+    assert r.status_code == 409 and r.json()["errors"][0]["field"] == "origin", r.text
+    page = await console.get(
+        f"/dead-letters/{entry['id']}", headers={**OPERATOR, "accept": "text/html"}
+    )
+    assert 'id="forged"' in page.text and 'id="replay"' not in page.text
+    # nothing went out on any replay topic
+    replays = await read_topic(
+        kafka_bootstrap, REPLAYS["notification"].full_name(topic_prefix), at_least=0, timeout=2
+    )
+    assert replays == []
+
+
+async def test_a_replay_is_applied_once_and_only_for_a_dead_letter_the_consumer_holds(
+    pool: asyncpg.Pool, kafka_bootstrap: str, topic_prefix: str, secured: dict[str, str]
+) -> None:
+    """A record on notification's replay topic is applied only as the replay of one of its
+    own dead letters, not replayed before, with that dead letter's event id."""
+
+    async def handler(conn: asyncpg.Connection, env: Envelope, payload: Any) -> None:
+        await conn.execute("INSERT INTO effects(ref) VALUES ($1)", payload.kind)
+
+    replay_topic = REPLAYS["notification"].full_name(topic_prefix)
+    consumer = EventConsumer(
+        service="notification",
+        group_id=group_id("notification", topic_prefix),
+        topics=(NOTIFICATION, REPLAYS["notification"]),
+        handlers={"notification.sent": handler},
+        topic_prefix=topic_prefix,
+        max_attempts=1,
+    )
+    poisoned = []
+    for kind in ("first", "second"):
+        p = json.loads(event(kind))
+        p["data"].pop("recipient")
+        poisoned.append(p)
+    await publish(
+        kafka_bootstrap,
+        NOTIFICATION.full_name(topic_prefix),
+        [(A, json.dumps(p).encode()) for p in poisoned],
+    )
+    console = KafkaSecurity.from_env("console", secured)
+    async with Running(kafka_bootstrap, topic_prefix, pool, consumer):
+        stored = await eventually(
+            lambda: pool.fetch("SELECT id FROM dead_letters WHERE reason = 'invalid' ORDER BY id"),
+            lambda r: len(r) == 2,
+        )
+        one, two = (r["id"] for r in stored)
+        fixed = [{**p, "data": {**p["data"], "recipient": "a@b.vn"}} for p in poisoned]
+
+        async def replay(value: dict[str, Any], entry: object) -> None:
+            await send_as(
+                kafka_bootstrap,
+                console,
+                replay_topic,
+                json.dumps(value).encode(),
+                A,
+                [("replay_of", str(entry).encode())],
+            )
+
+        await replay(fixed[0], one)  # the operator's fix: applied
+        assert await eventually(lambda: effects(pool), lambda e: len(e) >= 1) == ["first"]
+        await replay(fixed[0], one)  # again: the inbox knows the event, no second effect
+        await replay(fixed[1], one)  # dead letter one was replayed already
+        await replay(json.loads(event("new")), two)  # another event passed off as two
+        await replay(json.loads(event("stranger")), 999_999)  # a dead letter it does not hold
+        await replay(fixed[1], two)
+        assert await eventually(lambda: effects(pool), lambda e: len(e) >= 2) == [
+            "first",
+            "second",
+        ]
+        refused = await eventually(
+            lambda: pool.fetch(
+                "SELECT detail FROM dead_letters WHERE reason = 'replay_refused' ORDER BY id"
+            ),
+            lambda r: len(r) >= 3,
+            timeout=30,
+        )
+    assert await effects(pool) == ["first", "second"]
+    details = [r["detail"] for r in refused]
+    assert f"no dead letter {one} waiting for a replay" in details[0], details
+    assert f"dead letter {two} held event" in details[1], details
+    assert "no dead letter 999999" in details[2], details
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM dead_letters WHERE id = ANY($1::bigint[]) AND replayed_at IS NOT NULL",
+            [one, two],
+        )
+        == 2
+    )
+
+
+async def test_a_key_that_is_not_the_subject_and_unstorable_text_are_dead_lettered(
+    pool: asyncpg.Pool, kafka_bootstrap: str, topic_prefix: str, secured: dict[str, str]
+) -> None:
+    """Findings 5 and 6: a valid event keyed by another dossier, and one holding U+0000, are
+    refused before any effect; the good event after them goes through."""
+
+    async def handler(conn: asyncpg.Connection, env: Envelope, payload: Any) -> None:
+        await conn.execute("INSERT INTO effects(ref) VALUES ($1)", payload.kind)
+
+    nul = json.loads(event("nul"))
+    nul["data"]["subject"] = "Thông\u0000báo"
+    await publish(
+        kafka_bootstrap,
+        NOTIFICATION.full_name(topic_prefix),
+        [(B, event("wrong-key", subject=A)), (A, json.dumps(nul).encode()), (A, event("good"))],
+    )
+    consumer = EventConsumer(
+        service="notification",
+        group_id=group_id("notification", topic_prefix),
+        topics=(NOTIFICATION,),
+        handlers={"notification.sent": handler},
+        topic_prefix=topic_prefix,
+    )
+    async with Running(kafka_bootstrap, topic_prefix, pool, consumer):
+        assert await eventually(lambda: effects(pool), lambda e: len(e) >= 1) == ["good"]
+        dead = await read_topic(
+            kafka_bootstrap, DEAD_LETTERS["notification"].full_name(topic_prefix), at_least=2
+        )
+    reasons = [headers(r)["dlq_reason"] for r in dead]
+    assert reasons == ["key_mismatch", "invalid"]
+    assert B in headers(dead[0])["dlq_detail"] and "U+0000" in headers(dead[1])["dlq_detail"]
+    assert all(headers(r)["dlq_consumer"] == group_id("notification", topic_prefix) for r in dead)
+    assert await effects(pool) == ["good"]
