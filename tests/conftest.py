@@ -34,14 +34,28 @@ def kafka_env(kafka_session: tuple[str, dict[str, str]]) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def admin_database_url(infra_dir: Path) -> Iterator[str]:
-    with infra.postgres(infra_dir) as (url, _kind):
-        yield url
+def postgres_server(infra_dir: Path) -> Iterator[tuple[str, str]]:
+    """(the superuser's URL, kind: ``env``, ``testcontainers`` or ``embedded``)."""
+    with infra.postgres(infra_dir) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def admin_database_url(postgres_server: tuple[str, str]) -> str:
+    return postgres_server[0]
 
 
 @pytest.fixture
 async def database_url(admin_database_url: str) -> str:
+    """The test's own database, as the superuser (the test reads every schema)."""
     return await infra.fresh_database(admin_database_url)
+
+
+@pytest.fixture
+async def service_database_urls(database_url: str) -> dict[str, str]:
+    """Each service's role made in the test's database, owning its schema only (as
+    ``make run`` and the end-to-end stack do); service name -> that role's DSN."""
+    return await infra.provision_roles(database_url)
 
 
 @pytest.fixture

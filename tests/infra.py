@@ -18,7 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from deploy.kafka import LocalKafka
-from deploy.local import embedded_postgres
+from deploy.local import database_passwords, embedded_postgres
+from services.runtime import db_roles
 from services.runtime.kafka_auth import FIELDS
 
 
@@ -106,6 +107,13 @@ async def fresh_database(admin_url: str) -> str:
     finally:
         await conn.close()
     return with_database(admin_url, name)
+
+
+async def provision_roles(url: str) -> dict[str, str]:
+    """The services' roles and schemas in the database of ``url`` (a superuser's), with
+    this process's passwords (roles are cluster-wide: every test database of the session
+    gets the same ones); service name -> DSN."""
+    return await db_roles.provision(url, database_passwords())
 
 
 def topic_prefix() -> str:

@@ -71,8 +71,13 @@ async def create_pool(
 
 
 async def ensure_schema(dsn: str, schema: str) -> None:
+    """Create ``schema`` unless it exists. A service's own role finds it made for it by
+    ``services.runtime.db_roles.provision`` (it may not create schemas: no ``CREATE`` on
+    the database); a deployment with one DSN for all makes it here."""
     conn = await asyncpg.connect(dsn)
     try:
+        if await conn.fetchval("SELECT true FROM pg_namespace WHERE nspname = $1", schema):
+            return  # CREATE SCHEMA IF NOT EXISTS checks the privilege before existence
         await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     except asyncpg.UniqueViolationError:
         pass  # two replicas raced to create it

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -15,7 +17,8 @@ class ServiceSettings(BaseSettings):
 
     Shared values use their plain names (``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_URL``) or
     the ``LIENTHONG_`` prefix; per-service values use the service's own prefix, e.g.
-    ``INTAKE_HTTP_PORT``. Build with ``ServiceSettings.for_service("intake")``.
+    ``INTAKE_HTTP_PORT``, and ``INTAKE_DATABASE_URL`` (the service's own role) wins over
+    ``DATABASE_URL``. Build with ``ServiceSettings.for_service("intake")``.
     """
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
@@ -62,6 +65,24 @@ class ServiceSettings(BaseSettings):
     jwt_issuer: str = Field("lienthong-dev", validation_alias=AliasChoices("LIENTHONG_JWT_ISSUER"))
     jwks_url: str | None = Field(None, validation_alias=AliasChoices("LIENTHONG_JWKS_URL"))
     jwks_file: str | None = Field(None, validation_alias=AliasChoices("LIENTHONG_JWKS_FILE"))
+    jwt_max_lifetime_s: int = Field(
+        12 * 3600,
+        ge=60,
+        validation_alias=AliasChoices("LIENTHONG_JWT_MAX_LIFETIME_S"),
+        description="Longest a staff token may live (exp - iat); longer ones are refused. "
+        "Development tokens are minted with this lifetime, or 12 h if shorter",
+    )
+    # Applicants' lookup codes (X-Lookup-Code): wrong or unknown guesses counted per dossier
+    # and per client address over a sliding window, shared by replicas; over: 429.
+    lookup_guesses_per_dossier: int = Field(
+        10, ge=1, validation_alias=AliasChoices("LIENTHONG_LOOKUP_GUESSES_PER_DOSSIER")
+    )
+    lookup_guesses_per_client: int = Field(
+        30, ge=1, validation_alias=AliasChoices("LIENTHONG_LOOKUP_GUESSES_PER_CLIENT")
+    )
+    lookup_guess_window_s: int = Field(
+        900, ge=1, validation_alias=AliasChoices("LIENTHONG_LOOKUP_GUESS_WINDOW_S")
+    )
     # The clients' own defaults, as a production cluster expects them: a member that stops
     # heartbeating leaves the group after 10 s; an idle fetch waits up to 500 ms but returns
     # as soon as data arrives.
@@ -158,6 +179,11 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def for_service(cls, service: str) -> ServiceSettings:
         settings = cls(_env_prefix=f"{service.upper()}_")
+        # The service's own PostgreSQL role (services/runtime/db_roles.py), else the DSN
+        # a deployment gives every service.
+        own_dsn = os.environ.get(f"{service.upper()}_DATABASE_URL")
+        if own_dsn:
+            settings.database_url = own_dsn
         if not settings.db_schema:
             settings.db_schema = service
         return settings

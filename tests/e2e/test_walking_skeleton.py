@@ -52,7 +52,7 @@ def desk(stack: Stack, body: dict[str, Any]) -> dict[str, str]:
 
 
 async def test_one_dossier_end_to_end(
-    stack: Stack, http: httpx.AsyncClient, smtp: SmtpSink
+    stack: Stack, http: httpx.AsyncClient, smtp: SmtpSink, db: asyncpg.Connection
 ) -> None:
     auth = stack.headers("000.00.00.H29", "operator")
     started = time.monotonic()
@@ -127,6 +127,20 @@ async def test_one_dossier_end_to_end(
         assert f'lienthong_consumer_lag{{group="{body["lag"]["group"]}"' in metrics
         assert "lienthong_dead_letters_stored 0.0" in metrics  # nothing set aside
         assert "lienthong_timers_in_failed_state 0.0" in metrics
+
+    # Each service connected and migrated as its own role, owner of its schema only.
+    names = ("intake", "routing", "consultation", "notification", "console")
+    users = await db.fetch(
+        "SELECT DISTINCT usename FROM pg_stat_activity"
+        " WHERE datname = current_database() AND usename LIKE 'lienthong\\_%'"
+    )
+    assert {r["usename"] for r in users} == {f"lienthong_{n}" for n in names}
+    owners = await db.fetch(
+        "SELECT schemaname, tableowner FROM pg_tables WHERE schemaname = ANY($1::text[])",
+        list(names),
+    )
+    assert {r["schemaname"] for r in owners} == set(names)
+    assert all(r["tableowner"] == f"lienthong_{r['schemaname']}" for r in owners)
 
 
 async def _async(value: Any) -> Any:
