@@ -78,6 +78,7 @@ def desk_token(agency: str, officer: int = 0) -> str:
         role=auth.OFFICER,
         person=f"load-{officer}@{agency}",
         now=datetime.now(UTC),
+        ttl=auth.dev_token_lifetime(settings),
         audience=settings.jwt_audience,
         issuer=settings.jwt_issuer,
         department="TNTKQ",
@@ -173,13 +174,14 @@ def dlq(api: Api, a: argparse.Namespace) -> int:
             params["status"] = a.status
         items = api.call("GET", "console", base, params=params)
         table = Table(title=f"dead letters ({a.status})")
-        for col in ("id", "when", "consumer", "from", "type", "dossier", "status", "reason"):
+        for col in ("id", "when", "writer", "from", "type", "dossier", "status", "reason"):
             table.add_column(col, overflow="fold")
         for d in items:
             table.add_row(
                 d["id"],
                 local(d.get("dead_lettered_at")),
-                str(d.get("consumer") or "-"),
+                str(d.get("writer") or "-")
+                + (f"\n  FORGED: {d['forged']}" if d.get("forged") else ""),
                 f"{d.get('origin_topic')}[{d.get('origin_partition')}]@{d.get('origin_offset')}",
                 str(d.get("event_type") or "-"),
                 str(d.get("dossier_code") or "-"),
@@ -390,7 +392,10 @@ def parser() -> argparse.ArgumentParser:
     )
     ls.add_argument("--limit", type=int, default=50)
     sh = dsub.add_parser("show")
-    sh.add_argument("id", help="<partition>-<offset> on the dead-letter topic")
+    sh.add_argument(
+        "id",
+        help="<writer>-<partition>-<offset> on the writer's dead-letter topic",
+    )
     sh.add_argument("--reveal", action="store_true", help="the whole payload (audited)")
     for name in ("replay", "discard"):
         r = dsub.add_parser(name)

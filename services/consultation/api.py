@@ -67,6 +67,31 @@ def build_router(rt: Runtime, opinions: Opinions, book: TemplateBook) -> APIRout
     def principal(c: auth.Staff) -> Principal:
         return Principal(agency_id=c.agency_id, role=c.role, person=c.person)
 
+    # Who may answer or extend is settled before FastAPI reads the body: another agency (or
+    # an operator) gets 403, an unknown request 404, never a 422 telling what a valid body
+    # is. The use case checks it again under the round's lock.
+    async def of_request(rid: UUID, c: Caller, column: str, reason: str) -> auth.Staff:
+        row = await store.get_request(rt.pool, rid)
+        try:
+            Opinions._visible(row, principal(c))
+        except OpinionError as exc:
+            raise _raise(exc) from None
+        assert row is not None
+        if c.agency_id != row[column]:
+            raise _raise(OpinionError(403, "agency", reason))
+        return c
+
+    async def asked(rid: UUID, c: Caller) -> auth.Staff:
+        """Staff of the agency the request asks."""
+        return await of_request(rid, c, "agency_id", "only the asked agency may answer")
+
+    async def lead(rid: UUID, c: Caller) -> auth.Staff:
+        """Staff of the lead agency that sent the request."""
+        return await of_request(rid, c, "lead_agency", "only the lead agency may extend a request")
+
+    Asked = Annotated[auth.Staff, Depends(asked)]
+    Lead = Annotated[auth.Staff, Depends(lead)]
+
     @r.get(
         "/consultations",
         response_model=list[ConsultationView],
@@ -151,7 +176,7 @@ def build_router(rt: Runtime, opinions: Opinions, book: TemplateBook) -> APIRout
         tags=["consultation"],
         responses=responses(401, 403, 404, 409, 422),
     )
-    async def reply(rid: UUID, body: ReplyRequest, c: Caller) -> dict[str, Any]:
+    async def reply(rid: UUID, body: ReplyRequest, c: Asked) -> dict[str, Any]:
         if bad := unstorable_fields(body):
             raise HTTPException(422, detail=problem(*bad[0]))
         try:
@@ -166,7 +191,7 @@ def build_router(rt: Runtime, opinions: Opinions, book: TemplateBook) -> APIRout
         tags=["consultation"],
         responses=responses(401, 403, 404, 409, 422),
     )
-    async def extend(rid: UUID, body: ExtendRequest, c: Caller) -> dict[str, Any]:
+    async def extend(rid: UUID, body: ExtendRequest, c: Lead) -> dict[str, Any]:
         try:
             row = await opinions.extend(rid, body.by, body.reason, principal(c))
         except OpinionError as exc:

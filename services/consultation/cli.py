@@ -102,6 +102,7 @@ def token(a: argparse.Namespace) -> int:
             role=a.role,
             person=a.person,
             now=datetime.now(UTC),
+            ttl=auth.dev_token_lifetime(settings),
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
         )

@@ -103,16 +103,19 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk, sync: PortalSync
     g = rt.guards
     forms_book = forms.FormBook.load()
 
-    async def lookup_ok(code: str, secret: str) -> bool:
-        stored = await rt.pool.fetchval("SELECT lookup_hash FROM dossiers WHERE code = $1", code)
-        return auth.lookup_matches(stored, code, secret)
+    async def stored_hash(code: str) -> str | None:
+        return await rt.pool.fetchval(  # type: ignore[no-any-return]
+            "SELECT lookup_hash FROM dossiers WHERE code = $1", code
+        )
 
+    door = auth.LookupDoor(
+        lambda: rt.pool, stored_hash, auth.GuessLimits.of(rt.settings), rt.clock.now
+    )
     Anyone = Annotated[auth.Staff | auth.PortalClient, Depends(g.staff_or_portal())]
     AnyStaff = Annotated[auth.Staff, Depends(g.staff())]
     Operator = Annotated[auth.Staff, Depends(g.staff({auth.OPERATOR}))]
-    StaffOrApplicant = Annotated[
-        auth.Staff | auth.Applicant, Depends(g.staff_or_applicant(lookup_ok))
-    ]
+    Head = Annotated[auth.Staff, Depends(g.staff(auth.HEADS))]
+    StaffOrApplicant = Annotated[auth.Staff | auth.Applicant, Depends(g.staff_or_applicant(door))]
     Portal = Annotated[auth.PortalClient, Depends(g.portal())]
 
     async def agencies(code: str) -> tuple[str, str]:
@@ -122,6 +125,38 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk, sync: PortalSync
         if row is None:
             raise HTTPException(404, detail=f"no dossier {code}")
         return row["receiving_agency"], row["lead_agency"]
+
+    # Who may act is settled by dependencies, before FastAPI reads the body: an outsider
+    # gets 403 (or 401, 404), never a 422 that would tell what a valid body looks like.
+    async def receiver(who: AnyStaff) -> auth.Staff:
+        """Staff of an agency that may receive dossiers (the body names which; the desk
+        checks it is the caller's own): not operators, not an agency that receives none."""
+        if who.is_operator:
+            raise auth.forbidden("operators may not do this", "role")
+        if not desk.receives(who.agency_id):
+            raise auth.forbidden(
+                f"{who.agency_id} receives no dossiers: neither an agency of the catalogue"
+                " nor a one-stop desk",
+                "agency",
+            )
+        return who
+
+    async def desk_or_applicant(code: str, who: StaffOrApplicant) -> auth.Staff | auth.Applicant:
+        """The applicant (lookup code), or staff of the dossier's receiving agency."""
+        if isinstance(who, auth.Staff):
+            receiving, _ = await agencies(code)
+            auth.require_agency(who, (receiving,), operators=False)
+        return who
+
+    async def deciding_head(code: str, who: Head) -> auth.Staff:
+        """A head of the dossier's lead or receiving agency."""
+        receiving, lead = await agencies(code)
+        auth.require_agency(who, (receiving, lead), operators=False)
+        return who
+
+    Receiver = Annotated[auth.Staff, Depends(receiver)]
+    DeskOrApplicant = Annotated[auth.Staff | auth.Applicant, Depends(desk_or_applicant)]
+    DecidingHead = Annotated[auth.Staff, Depends(deciding_head)]
 
     async def limited(who: Actor) -> int | None:
         return await auth.rate_limit(
@@ -170,7 +205,7 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk, sync: PortalSync
     async def submit(
         cmd: SubmitDossier,
         response: Response,
-        who: AnyStaff,
+        who: Receiver,
         idempotency_key: IdempotencyKey = None,
     ) -> DossierAccepted:
         """A desk officer records a dossier for their own agency (rate-limited per caller);
@@ -191,7 +226,7 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk, sync: PortalSync
         "/dossiers/{code}",
         response_model=DossierView,
         tags=["desk"],
-        responses=responses(401, 403, 404, 422),
+        responses=responses(401, 403, 404, 422, lookup=True),
     )
     async def get(code: str, who: StaffOrApplicant, request: Request) -> DossierView:
         """The applicant (lookup code) and the agencies with a part in the dossier (the
@@ -238,14 +273,11 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk, sync: PortalSync
         "/dossiers/{code}/supplements",
         response_model=StepResult,
         tags=["desk"],
-        responses=responses(401, 403, 404, 409, 422),
+        responses=responses(401, 403, 404, 409, 422, lookup=True),
     )
-    async def supplement(code: str, cmd: SupplementDossier, who: StaffOrApplicant) -> Any:
+    async def supplement(code: str, cmd: SupplementDossier, who: DeskOrApplicant) -> Any:
         """The applicant hands in what was missing: online with the lookup code, or at the
         receiving agency's desk."""
-        if isinstance(who, auth.Staff):
-            receiving, _ = await agencies(code)
-            auth.require_agency(who, (receiving,), operators=False)
         try:
             return await desk.supplement(code, cmd, who)
         except DeskError as exc:
@@ -255,13 +287,10 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk, sync: PortalSync
         "/dossiers/{code}/withdrawal",
         response_model=StepResult,
         tags=["desk"],
-        responses=responses(401, 403, 404, 409, 422),
+        responses=responses(401, 403, 404, 409, 422, lookup=True),
     )
-    async def withdraw(code: str, cmd: EndRequest, who: StaffOrApplicant) -> Any:
+    async def withdraw(code: str, cmd: EndRequest, who: DeskOrApplicant) -> Any:
         """The applicant withdraws: with the lookup code, or in writing at the receiving desk."""
-        if isinstance(who, auth.Staff):
-            receiving, _ = await agencies(code)
-            auth.require_agency(who, (receiving,), operators=False)
         try:
             return await desk.end(code, withdrawn=True, reason=cmd.reason)
         except DeskError as exc:
@@ -273,14 +302,8 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk, sync: PortalSync
         tags=["desk"],
         responses=responses(401, 403, 404, 409, 422),
     )
-    async def stop(
-        code: str,
-        cmd: EndRequest,
-        who: Annotated[auth.Staff, Depends(g.staff(auth.HEADS))],
-    ) -> Any:
+    async def stop(code: str, cmd: EndRequest, who: DecidingHead) -> Any:
         """A stop is a decision: a head of the lead or receiving agency, with a reason."""
-        receiving, lead = await agencies(code)
-        auth.require_agency(who, (receiving, lead), operators=False)
         try:
             return await desk.end(code, withdrawn=False, reason=cmd.reason)
         except DeskError as exc:

@@ -179,6 +179,11 @@ class Desk:
 
     # --- submission ------------------------------------------------------------------------
 
+    def receives(self, agency_id: str) -> bool:
+        """Whether an agency may receive dossiers at all: one the catalogue names, or one
+        that keeps a one-stop desk (it receives any procedure's dossier and forwards it)."""
+        return agency_id in self.catalogue.agencies or self.agencies.has_desk(agency_id)
+
     async def submit(
         self, cmd: SubmitDossier, idempotency_key: str | None, actor: Actor
     ) -> Submitted:
@@ -202,7 +207,7 @@ class Desk:
                 422, "procedure_code", f"unknown procedure or not in force: {exc}"
             ) from None
         receiving = cmd.receiving_agency or procedure.receiving_agency
-        if receiving not in self.catalogue.agencies and not self.agencies.has_desk(receiving):
+        if not self.receives(receiving):
             raise DeskError(
                 422,
                 "receiving_agency",

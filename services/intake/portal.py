@@ -72,16 +72,17 @@ PortalTime = Annotated[str, Token(r"[0-9]{14}", 14, "yyyyMMddHHmmss, e.g. 202511
 class TaiLieu(BaseModel):
     """A document handed in through the portal (TaiLieuNop item)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
     MaThanhPhanHoSo: DocumentCode
     TenTepDinhKem: Line | None = None
     DuongDanTaiTepTin: DocumentUrl | None = None
 
 
 class PortalDossier(BaseModel):
-    """DongBoHoSoMC-style payload as the portal sends it, with the desk's limits."""
+    """DongBoHoSoMC-style payload as the portal sends it, with the desk's limits; a field
+    the desk does not know is refused (422 naming it), as the desk's own API refuses one."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
     MaHoSo: Ref = Field(description="Portal's reference")
     MaTTHC: ProcedureCode
     TenTTHC: Annotated[str, Text(500)] | None = None

@@ -8,7 +8,6 @@ audited; operators see them with personal data and the body masked. The receipts
 has no token (the gateway has none): the body's signature is its only credential.
 """
 
-import json
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -28,7 +27,7 @@ from services.notification import domain, store
 from services.runtime import auth, forms
 from services.runtime.auth import BearerCred, LookupCred, Staff, responses
 from services.runtime.logging import get_logger
-from services.runtime.ops import problem
+from services.runtime.ops import loads, problem
 from services.runtime.service import Runtime
 
 REDACTED = "[ẩn: dữ liệu cá nhân]"
@@ -77,17 +76,20 @@ def build_router(rt: Runtime) -> APIRouter:
     r = APIRouter(prefix="/v1")
     g = rt.guards
 
-    async def lookup_ok(code: str, secret: str) -> bool:
-        row = await rt.pool.fetchrow(
+    async def stored_hash(code: str) -> str | None:
+        # None too when the receipt event has not reached us yet: the same 401 as a wrong
+        # code, so nobody learns here which dossiers exist
+        return await rt.pool.fetchval(  # type: ignore[no-any-return]
             "SELECT lookup_hash FROM dossier_access WHERE dossier_code = $1", code
         )
-        if row is None:  # the receipt event has not reached us yet: nothing to show
-            raise HTTPException(404, detail=f"no notifications for {code} yet")
-        return auth.lookup_matches(row["lookup_hash"], code, secret)
+
+    door = auth.LookupDoor(
+        lambda: rt.pool, stored_hash, auth.GuessLimits.of(rt.settings), rt.clock.now
+    )
 
     async def allowed(code: str, cred: BearerCred, lookup: LookupCred, request: Request) -> bool:
         """Who may read ``code``'s notices; True when they must be masked (operators)."""
-        who = await g.resolve(code, cred, lookup, lookup_ok)
+        who = await g.resolve(code, cred, lookup, door, auth.client_address(request))
         if isinstance(who, auth.Applicant):
             return False
         assert isinstance(who, auth.Staff)
@@ -107,7 +109,7 @@ def build_router(rt: Runtime) -> APIRouter:
         "/notifications",
         response_model=list[NotificationView],
         tags=["notification"],
-        responses=responses(401, 403, 404, 422),
+        responses=responses(401, 403, 404, 422, lookup=True),
     )
     async def list_(
         dossier: Annotated[str, Query(min_length=1, max_length=40)],
@@ -123,6 +125,8 @@ def build_router(rt: Runtime) -> APIRouter:
     async def one(nid: UUID, cred: BearerCred, lookup: LookupCred, request: Request) -> Any:
         row = await store.get(rt.pool, nid)
         if row is None:  # authenticate first: a stranger learns nothing from a 404
+            if cred is None and lookup:  # as a wrong code for a dossier that does not exist
+                await g.resolve(str(nid), None, lookup, door, auth.client_address(request))
             if cred is None:
                 raise auth.unauthorized("missing bearer token or lookup code")
             await rt.auth.tokens.verify(cred.credentials, rt.clock.now())
@@ -133,7 +137,7 @@ def build_router(rt: Runtime) -> APIRouter:
         "/notifications/{nid}",
         response_model=NotificationView,
         tags=["notification"],
-        responses=responses(401, 403, 404, 422),
+        responses=responses(401, 403, 404, 422, lookup=True),
     )
     async def get(nid: UUID, cred: BearerCred, lookup: LookupCred, request: Request) -> Any:
         row, masked = await one(nid, cred, lookup, request)
@@ -143,7 +147,7 @@ def build_router(rt: Runtime) -> APIRouter:
         "/notifications/{nid}/html",
         response_class=HTMLResponse,
         tags=["notification"],
-        responses=responses(401, 403, 404, 422, non_json_route=True),
+        responses=responses(401, 403, 404, 422, non_json_route=True, lookup=True),
     )
     async def html(nid: UUID, cred: BearerCred, lookup: LookupCred, request: Request) -> str:
         row, masked = await one(nid, cred, lookup, request)
@@ -250,9 +254,9 @@ def build_router(rt: Runtime) -> APIRouter:
         if bad_signature:
             return await refuse(401, "header.X-Signature", bad_signature, signed=False)
         try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return await refuse(400, "body", f"not JSON: {exc}")
+            data = loads(raw)  # UTF-8 only, as the edge holds every JSON body
+        except ValueError as exc:
+            return await refuse(400, "body", str(exc))
         try:
             receipt = SmsReceipt.model_validate(data)
         except ValidationError as exc:

@@ -143,6 +143,22 @@ def router(rt: Runtime, routing: Routing, book: forms.FormBook) -> APIRouter:
     Acting = Annotated[auth.Staff, Depends(rt.guards.staff(ACTING_ROLES))]
     moves = responses(401, 403, 404, 409, 422)
 
+    async def party(code: Code, who: Acting) -> auth.Staff:
+        """Staff of an agency with a part in the dossier, of a role that acts: settled
+        before FastAPI reads the body, so a stranger agency gets 403 (an unknown dossier
+        404), never a 422 telling what a valid move looks like. The move checks it again
+        under the route's lock, with whose turn it is."""
+        route = await routing.route(code)
+        if route is None:
+            raise _raise(RouteError(Refusal.NOT_FOUND, "code", f"no route for {code} (yet)"))
+        try:
+            route.require_party(officer(who))
+        except RouteError as exc:
+            raise _raise(exc) from None
+        return who
+
+    Party = Annotated[auth.Staff, Depends(party)]
+
     @r.get("/routes/{code}", response_model=RouteView, responses=responses(401, 403, 404, 422))
     async def get(code: Code, who: AnyStaff) -> RouteView:
         route = await routing.route(code)
@@ -235,58 +251,58 @@ def router(rt: Runtime, routing: Routing, book: forms.FormBook) -> APIRouter:
 
     @r.post("/routes/{code}/steps/{order}/take", response_model=RouteView, responses=moves)
     async def take(
-        code: Code, order: Annotated[int, Path(ge=1, le=100)], cmd: TakeStep, who: Acting
+        code: Code, order: Annotated[int, Path(ge=1, le=100)], cmd: TakeStep, who: Party
     ) -> RouteView:
         """Take the dossier in hand at its current step (Form 05: the receiver)."""
         return await run(routing.take(code, officer(who), order, cmd.note))
 
     @r.post("/routes/{code}/steps/{order}/complete", response_model=RouteView, responses=moves)
     async def complete(
-        code: Code, order: Annotated[int, Path(ge=1, le=100)], cmd: CompleteStep, who: Acting
+        code: Code, order: Annotated[int, Path(ge=1, le=100)], cmd: CompleteStep, who: Party
     ) -> RouteView:
         """End an assign, appraise or work step with what it produced; on to the next."""
         return await run(routing.complete(code, officer(who), order, cmd))
 
     @r.post("/routes/{code}/handover", response_model=RouteView, responses=moves)
-    async def hand_over(code: Code, cmd: HandOverRequest, who: Acting) -> RouteView:
+    async def hand_over(code: Code, cmd: HandOverRequest, who: Party) -> RouteView:
         """Hand the dossier to another department of the same agency within its step."""
         return await run(routing.hand_over(code, officer(who), cmd))
 
     @r.post("/routes/{code}/supplement-request", response_model=RouteView, responses=moves)
-    async def supplement(code: Code, cmd: RequestSupplement, who: Acting) -> RouteView:
+    async def supplement(code: Code, cmd: RequestSupplement, who: Party) -> RouteView:
         """Form 02 during processing: the clock pauses until the applicant complies. The
         law allows one; a second is recorded, flagged and counts the dossier late."""
         return await run(routing.request_supplement(code, officer(who), cmd))
 
     @r.post("/routes/{code}/fee-request", response_model=RouteView, responses=moves)
-    async def fee_request(code: Code, cmd: RequestFee, who: Acting) -> RouteView:
+    async def fee_request(code: Code, cmd: RequestFee, who: Party) -> RouteView:
         """A fee or financial obligation to pay before the work goes on: the clock pauses."""
         return await run(routing.request_fee(code, officer(who), cmd))
 
     @r.post("/routes/{code}/fee-paid", response_model=RouteView, responses=moves)
-    async def fee_paid(code: Code, cmd: FeePaid, who: Acting) -> RouteView:
+    async def fee_paid(code: Code, cmd: FeePaid, who: Party) -> RouteView:
         """The payment arrived: the clock runs again, everything moved by the time waited."""
         return await run(routing.fee_paid(code, officer(who), cmd))
 
     @r.post("/routes/{code}/decision", response_model=RouteView, responses=moves)
-    async def decide(code: Code, cmd: DecideDossier, who: Acting) -> RouteView:
+    async def decide(code: Code, cmd: DecideDossier, who: Party) -> RouteView:
         """Approve with the result documents, or refuse with the reasons."""
         return await run(routing.decide(code, officer(who), cmd))
 
     @r.post("/routes/{code}/result-ready", response_model=RouteView, responses=moves)
-    async def result_ready(code: Code, cmd: MarkResultReady, who: Acting) -> RouteView:
+    async def result_ready(code: Code, cmd: MarkResultReady, who: Party) -> RouteView:
         """The result is at the desk: the applicant is told; processing has ended."""
         return await run(routing.result_ready(code, officer(who), cmd.note))
 
     @r.post("/routes/{code}/return", response_model=RouteView, responses=moves)
-    async def return_(code: Code, cmd: ReturnResult, who: Acting) -> RouteView:
+    async def return_(code: Code, cmd: ReturnResult, who: Party) -> RouteView:
         """The result handed to the applicant: the dossier ends."""
         return await run(routing.return_result(code, officer(who), cmd))
 
     @r.post(
         "/routes/{code}/apologies/{apology_id}/confirm", response_model=RouteView, responses=moves
     )
-    async def confirm(code: Code, apology_id: UUID, cmd: ConfirmApology, who: Acting) -> RouteView:
+    async def confirm(code: Code, apology_id: UUID, cmd: ConfirmApology, who: Party) -> RouteView:
         """The agency at fault confirms its drafted Form 04, which goes to the applicant."""
         return await run(routing.confirm_apology(code, officer(who), apology_id, cmd))
 

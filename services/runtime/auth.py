@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from fastapi import Depends, HTTPException
+from fastapi import Depends, HTTPException, Request
 from fastapi.security import (
     APIKeyHeader,
     HTTPAuthorizationCredentials,
@@ -63,6 +63,10 @@ ROLES = frozenset({OPERATOR, OFFICER, DEPARTMENT_HEAD, AGENCY_HEAD, COORDINATOR}
 HEADS = frozenset({DEPARTMENT_HEAD, AGENCY_HEAD})
 
 LOOKUP_HEADER = "X-Lookup-Code"
+DEFAULT_TOKEN_LIFETIME = timedelta(hours=12)
+"""What ``mint`` gives a token, and the default longest lifetime a staff token may have."""
+CLOCK_SKEW = timedelta(seconds=60)
+"""How far in the future a token's ``iat`` may be (the issuer's clock runs ahead)."""
 _LOOKUP_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"  # no 0/O, 1/I/L, U: read aloud at a desk
 
 
@@ -160,7 +164,7 @@ def mint(
     role: str,
     person: str,
     now: datetime,
-    ttl: timedelta = timedelta(hours=12),
+    ttl: timedelta = DEFAULT_TOKEN_LIFETIME,
     audience: str = AUDIENCE,
     issuer: str = ISSUER,
     department: str | None = None,
@@ -183,13 +187,27 @@ def mint(
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def _check_times(data: dict[str, Any], now: datetime) -> None:
-    """``exp``/``iat`` against the service's clock (which tests and demos move)."""
-    t = now.timestamp()
-    if t >= float(data["exp"]):
+def _check_times(data: dict[str, Any], now: datetime, max_lifetime: timedelta) -> None:
+    """``exp``/``iat`` against the service's clock (which tests and demos move): not expired,
+    not issued in the future (beyond ``CLOCK_SKEW``), and not meant to live longer than
+    ``max_lifetime`` (``exp - iat``), so a stolen token is not good for years."""
+    t, exp, iat = now.timestamp(), float(data["exp"]), float(data["iat"])
+    if t >= exp:
         raise jwt.ExpiredSignatureError("Signature has expired")
-    if float(data["iat"]) > t + 60:
+    if iat > t + CLOCK_SKEW.total_seconds():
         raise jwt.ImmatureSignatureError("The token is not yet valid (iat)")
+    if exp <= iat:
+        raise jwt.InvalidTokenError("the token expires before it was issued (exp <= iat)")
+    if exp - iat > max_lifetime.total_seconds():
+        raise jwt.InvalidTokenError(
+            f"the token lives {_span(exp - iat)} (exp - iat), longer than the"
+            f" {_span(max_lifetime.total_seconds())} allowed"
+        )
+
+
+def _span(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600} h {s % 3600 // 60:02d} min" if s >= 3600 else f"{s} s"
 
 
 class TokenVerifier:
@@ -205,10 +223,12 @@ class TokenVerifier:
         issuer: str,
         jwks_url: str | None = None,
         jwks_file: str | None = None,
+        max_lifetime: timedelta = DEFAULT_TOKEN_LIFETIME,
     ) -> None:
         self.secret = secret
         self.audience = audience
         self.issuer = issuer
+        self.max_lifetime = max_lifetime
         self._client = jwt.PyJWKClient(jwks_url, lifespan=300, timeout=5) if jwks_url else None
         self._keyset = (
             jwt.PyJWKSet.from_json(Path(jwks_file).read_text("utf-8")) if jwks_file else None
@@ -254,7 +274,7 @@ class TokenVerifier:
                     "verify_iat": False,
                 },
             )
-            _check_times(data, now)
+            _check_times(data, now, self.max_lifetime)
             role = str(data["role"])
             if role not in ROLES:
                 raise jwt.InvalidTokenError(f"unknown role {role!r}")
@@ -336,7 +356,7 @@ class PortalCredentials:
                     "verify_iat": False,
                 },
             )
-            _check_times(data, now)
+            _check_times(data, now, self.ttl)
             return PortalClient(sub)
         except (jwt.PyJWTError, KeyError, TypeError, ValueError) as exc:
             raise unauthorized(f"invalid portal token: {exc}") from None
@@ -452,6 +472,145 @@ async def rate_limit(pool: asyncpg.Pool, key: str, limit: int, now: datetime) ->
     return max(1, int((window + timedelta(minutes=1) - now).total_seconds() + 0.999))
 
 
+# --- the applicant's door: one answer for a wrong code and an unknown dossier, limited ---
+
+StoredHash = Callable[[str], Awaitable[str | None]]
+"""The lookup-code hash a service keeps for a dossier code; None if it knows no such dossier."""
+
+_NO_DOSSIER_HASH = hashlib.sha256(b"lienthong: no such dossier").hexdigest()
+"""Compared with when the dossier is unknown, so both failures cost the same hash work."""
+_KEY_MAX = 100  # a path can name a 5,000-character "code": it is counted, not stored whole
+
+WRONG_LOOKUP = "Mã tra cứu không đúng hoặc không có hồ sơ này"
+
+
+def wrong_lookup() -> HTTPException:
+    """The one answer to a lookup code that opens nothing: wrong code or no such dossier."""
+    return HTTPException(
+        401,
+        detail={
+            "detail": WRONG_LOOKUP,
+            "errors": [{"field": f"header.{LOOKUP_HEADER}", "reason": WRONG_LOOKUP}],
+        },
+        headers={"WWW-Authenticate": LOOKUP_HEADER},
+    )
+
+
+def too_many_guesses(retry_after: int) -> HTTPException:
+    reason = (
+        "Nhập sai mã tra cứu quá nhiều lần (cho hồ sơ này hoặc từ địa chỉ này);"
+        f" vui lòng thử lại sau {retry_after} giây"
+    )
+    return HTTPException(
+        429,
+        detail={
+            "detail": reason,
+            "errors": [{"field": f"header.{LOOKUP_HEADER}", "reason": reason}],
+        },
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+@dataclass(frozen=True)
+class GuessLimits:
+    """Wrong lookup codes allowed per dossier and per client address within ``window``."""
+
+    per_dossier: int
+    per_client: int
+    window: timedelta
+
+    @classmethod
+    def of(cls, settings: ServiceSettings) -> GuessLimits:
+        return cls(
+            per_dossier=settings.lookup_guesses_per_dossier,
+            per_client=settings.lookup_guesses_per_client,
+            window=timedelta(seconds=settings.lookup_guess_window_s),
+        )
+
+
+class LookupDoor:
+    """Checks an applicant's lookup code for a dossier, for every service that takes one.
+
+    A wrong code and an unknown dossier get the same 401 (same body, same hash work), so
+    the door tells nobody which dossiers exist. Each such failure is counted twice in the
+    ``lookup_failures`` table (shared by the replicas): under the dossier's code and under
+    the client's address. Past ``per_dossier`` (or ``per_client``) failures within the
+    window, every attempt is answered 429 with Retry-After, the right code too, without
+    being checked or counted, until the oldest failure leaves the window.
+
+    Every guess is first written down as a failure, then the failures are counted, and
+    the row is taken back if the code was right or the guess is refused: of guesses racing
+    on any replicas, each one counted later sees the rows of those counted before it, so
+    no more than the limit are ever checked (a lock would let a flood of guesses hold the
+    pool's connections)."""
+
+    def __init__(
+        self,
+        pool: Callable[[], asyncpg.Pool],
+        stored_hash: StoredHash,
+        limits: GuessLimits,
+        now: Callable[[], datetime],
+    ) -> None:
+        self.pool = pool
+        self.stored_hash = stored_hash
+        self.limits = limits
+        self.now = now
+
+    def _keys(self, dossier_code: str, client: str) -> dict[str, int]:
+        return {
+            f"dossier:{dossier_code[:_KEY_MAX]}": self.limits.per_dossier,
+            f"client:{client[:_KEY_MAX]}": self.limits.per_client,
+        }
+
+    async def open(self, dossier_code: str, lookup_code: str, client: str) -> Applicant:
+        """The applicant of ``dossier_code`` if ``lookup_code`` is its code; else 401
+        (counted), or 429 when too many wrong codes came for the dossier or from ``client``."""
+        pool, now, window = self.pool(), self.now(), self.limits.window
+        keys = self._keys(dossier_code, client)
+        mine = [
+            r["id"]
+            for r in await pool.fetch(
+                "WITH gone AS (DELETE FROM lookup_failures WHERE at <= $3)"
+                " INSERT INTO lookup_failures(key, at) SELECT unnest($1::text[]), $2"
+                " RETURNING id",
+                list(keys),
+                now,
+                now - window,
+            )
+        ]
+        earlier = await pool.fetch(
+            "SELECT key, at FROM lookup_failures WHERE key = ANY($1::text[]) AND at > $2"
+            " AND id <> ALL($3::bigint[]) ORDER BY at DESC",
+            list(keys),
+            now - window,
+            mine,
+        )
+        seen: dict[str, list[datetime]] = {}
+        for r in earlier:
+            seen.setdefault(r["key"], []).append(r["at"])
+        waits = [  # until the limit-th latest failure leaves the window
+            (ats[limit - 1] + window - now).total_seconds()
+            for key, limit in keys.items()
+            if len(ats := seen.get(key, [])) >= limit
+        ]
+        if waits:
+            await pool.execute("DELETE FROM lookup_failures WHERE id = ANY($1::bigint[])", mine)
+            retry = max(1, min(int(window.total_seconds()), int(max(waits) + 0.999)))
+            raise too_many_guesses(retry)
+        stored = await self.stored_hash(dossier_code)
+        matches = lookup_matches(stored or _NO_DOSSIER_HASH, dossier_code, lookup_code)
+        if matches and stored:
+            await pool.execute("DELETE FROM lookup_failures WHERE id = ANY($1::bigint[])", mine)
+            return Applicant(dossier_code)
+        raise wrong_lookup()
+
+
+def client_address(request: Request) -> str:
+    """The caller's address as the server sees it (behind a reverse proxy: the address it
+    forwards, when uvicorn trusts it, FORWARDED_ALLOW_IPS)."""
+    return request.client.host if request.client else "unknown"
+
+
 async def audit_read(
     conn: asyncpg.Connection | asyncpg.Pool,
     who: Staff,
@@ -473,6 +632,12 @@ async def audit_read(
 
 
 # --- the authenticator and the route guards ------------------------------------------
+
+
+def dev_token_lifetime(settings: ServiceSettings) -> timedelta:
+    """How long development tokens live: 12 hours, or the maximum a service accepts
+    (``LIENTHONG_JWT_MAX_LIFETIME_S``) if that is shorter."""
+    return min(DEFAULT_TOKEN_LIFETIME, timedelta(seconds=settings.jwt_max_lifetime_s))
 
 
 def check_configuration(settings: ServiceSettings) -> None:
@@ -504,6 +669,7 @@ class Authenticator:
             issuer=settings.jwt_issuer,
             jwks_url=settings.jwks_url,
             jwks_file=settings.jwks_file,
+            max_lifetime=timedelta(seconds=settings.jwt_max_lifetime_s),
         )
         clients = parse_clients(settings.portal_clients)
         if not clients and settings.dev_mode:
@@ -513,10 +679,15 @@ class Authenticator:
     def now(self) -> datetime:
         return self.clock.now()
 
+    @property
+    def dev_token_lifetime(self) -> timedelta:
+        return dev_token_lifetime(self.settings)
+
     def mint_dev(
         self, *, agency_id: str, role: str, person: str, department: str | None = None
     ) -> str:
-        """Development mode only: a staff token signed with the configured secret."""
+        """Development mode only: a staff token signed with the configured secret, living
+        12 hours or the configured maximum lifetime if shorter."""
         if not self.settings.dev_mode:
             raise InsecureConfiguration("token minting exists only in development mode")
         return mint(
@@ -525,6 +696,7 @@ class Authenticator:
             role=role,
             person=person,
             now=self.now(),
+            ttl=self.dev_token_lifetime,
             audience=self.settings.jwt_audience,
             issuer=self.settings.jwt_issuer,
             department=department,
@@ -559,9 +731,6 @@ BearerCred = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 PortalBearerCred = Annotated[HTTPAuthorizationCredentials | None, Depends(_portal_bearer)]
 BasicCred = Annotated[HTTPBasicCredentials | None, Depends(_portal_basic)]
 LookupCred = Annotated[str | None, Depends(_lookup)]
-
-# Given a dossier code and a lookup code: does the code open that dossier?
-LookupCheck = Callable[[str, str], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -622,11 +791,13 @@ class Guards:
 
         return dependency
 
-    def staff_or_applicant(self, check: LookupCheck) -> Callable[..., Awaitable[Staff | Applicant]]:
+    def staff_or_applicant(self, door: LookupDoor) -> Callable[..., Awaitable[Staff | Applicant]]:
         """A staff token, or the lookup code of the dossier named by the path's ``code``."""
 
-        async def dependency(code: str, cred: BearerCred, lookup: LookupCred) -> Staff | Applicant:
-            return await self.resolve(code, cred, lookup, check)
+        async def dependency(
+            code: str, cred: BearerCred, lookup: LookupCred, request: Request
+        ) -> Staff | Applicant:
+            return await self.resolve(code, cred, lookup, door, client_address(request))
 
         return dependency
 
@@ -635,15 +806,15 @@ class Guards:
         dossier_code: str,
         cred: HTTPAuthorizationCredentials | None,
         lookup: str | None,
-        check: LookupCheck,
+        door: LookupDoor,
+        client: str,
     ) -> Staff | Applicant:
-        """A staff token if one is given, else the applicant's lookup code for the dossier."""
+        """A staff token if one is given, else the applicant's lookup code for the dossier
+        (one 401 for a wrong code and an unknown dossier; 429 past the guess limits)."""
         if cred is not None:
             return await self.auth.tokens.verify(cred.credentials, self.auth.now())
         if lookup:
-            if await check(dossier_code, lookup):
-                return Applicant(dossier_code)
-            raise unauthorized("wrong lookup code for this dossier", LOOKUP_HEADER)
+            return await door.open(dossier_code, lookup, client)
         raise unauthorized("missing bearer token or lookup code")
 
 
@@ -670,12 +841,27 @@ _DESCRIPTIONS = {
 }
 
 
-def responses(*codes: int, non_json_route: bool = False) -> dict[int | str, dict[str, Any]]:
+_LOOKUP_DESCRIPTIONS = {
+    401: "No credentials, or invalid, expired or wrong-audience ones; or a lookup code that"
+    " opens nothing: a wrong code and an unknown dossier get this same answer",
+    404: "Not found (staff only: with a lookup code an unknown dossier answers 401)",
+    429: "Too many wrong lookup codes for this dossier or from this address (counted per"
+    " dossier and per client over a sliding window): retry after Retry-After seconds",
+}
+
+
+def responses(
+    *codes: int, non_json_route: bool = False, lookup: bool = False
+) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for the error answers a route gives, with the real body model
     (``{detail, errors: [{field, reason}]}``) and the headers that come with 401 and 429.
-    A route whose success is not JSON (an HTML page) still answers errors in JSON."""
+    A route whose success is not JSON (an HTML page) still answers errors in JSON.
+    ``lookup``: the route takes the applicant's lookup code (``X-Lookup-Code``), so 401
+    also means a code that opens nothing, and 429 too many wrong ones (always declared)."""
     from contracts.api import Problem
 
+    if lookup:
+        codes = tuple(sorted({*codes, 401, 429}))
     out: dict[int | str, dict[str, Any]] = {}
     for code in codes:
         entry: dict[str, Any] = (
@@ -683,7 +869,9 @@ def responses(*codes: int, non_json_route: bool = False) -> dict[int | str, dict
             if non_json_route
             else {"model": Problem}
         )
-        entry["description"] = _DESCRIPTIONS[code]
+        entry["description"] = (
+            _LOOKUP_DESCRIPTIONS.get(code, _DESCRIPTIONS[code]) if lookup else _DESCRIPTIONS[code]
+        )
         if code == 401:
             entry["headers"] = {
                 "WWW-Authenticate": {"schema": {"type": "string"}, "description": "scheme"}

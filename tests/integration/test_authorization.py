@@ -58,6 +58,7 @@ KINDS = (
     "wrong_secret",
     "expired",
     "wrong_audience",
+    "century_token",  # an operator's token that would live 100 years (over the maximum)
     "applicant",
     "applicant_wrong_code",
     "desk_officer",  # officer of the receiving agency
@@ -67,7 +68,7 @@ KINDS = (
     "operator",
     "portal",
 )
-UNAUTHENTICATED = (*KINDS[:5], "applicant_wrong_code")
+UNAUTHENTICATED = (*KINDS[:6], "applicant_wrong_code")
 STAFF = ("desk_officer", "lead_head", "consulted_head", "other_agency_head", "operator")
 
 
@@ -252,6 +253,8 @@ class World:
                 return bearer(token(OPS, "operator", now=now - timedelta(hours=13)))
             case "wrong_audience":
                 return bearer(token(OPS, "operator", audience="somebody-else"))
+            case "century_token":
+                return bearer(token(OPS, "operator", ttl=timedelta(days=36525)))
             case "applicant":
                 return {auth.LOOKUP_HEADER: self.lookup}
             case "applicant_wrong_code":
@@ -288,7 +291,7 @@ class World:
             .replace("{day}", datetime.now(UTC).date().isoformat())
             .replace("{apology_id}", str(uuid.uuid4()))
             .replace("{timer_id}", "1")
-            .replace("{entry_id}", "0-1")
+            .replace("{entry_id}", "intake-0-1")
             .replace("{name}", "console.css")
         )
         kw: dict[str, Any] = {}
@@ -498,6 +501,27 @@ def routes(app: FastAPI) -> list[tuple[str, str]]:
     return sorted((m, p) for m, p in found if p not in PUBLIC)
 
 
+INVALID_BODY = ["not", "what", "any", "route", "takes"]
+"""A JSON body no route accepts: whoever may not call a route hears no more about its body
+than about the route (the same 401 or 403), never a 422 that tells what a valid one is."""
+BODY_DECIDES: dict[tuple[str, str, str], set[str]] = {
+    # The submission names the receiving agency: only the desk can tell it is not the
+    # caller's own, so staff of an agency that may receive dossiers (any the catalogue
+    # names) hear about the body first. Operators and agencies that receive none: 403.
+    ("intake", "POST", "/v1/dossiers"): {"lead_head", "consulted_head"},
+}
+
+
+def with_body(app: FastAPI) -> set[tuple[str, str]]:
+    """The app's routes that take a request body, from its OpenAPI document."""
+    return {
+        (m.upper(), path)
+        for path, ops in app.openapi()["paths"].items()
+        for m, op in ops.items()
+        if "requestBody" in op
+    }
+
+
 # Mutating routes last, so reads see the dossier open; withdrawal before stop.
 ORDER: Callable[[tuple[str, str, str]], int] = lambda k: (  # noqa: E731
     2 if k[1] == "POST" and "withdrawal" in k[2] else 3 if "stop" in k[2] else 1
@@ -513,7 +537,8 @@ async def test_authorization_matrix(world: World) -> None:
     assert set(RULES) == set(cells), (
         f"rules for routes that do not exist: {set(RULES) - set(cells)}"
     )
-    failures, allowed_2xx, total = [], 0, 0
+    bodies = {(n, m, p) for n, app in w.apps.items() for m, p in with_body(app)}
+    failures, allowed_2xx, total, invalid = [], 0, 0, 0
     for service, method, path in cells:
         for kind in KINDS:
             url, kw = w.request(service, method, path)
@@ -535,9 +560,24 @@ async def test_authorization_matrix(world: World) -> None:
                     f"{service} {method} {path} as {kind}: {r.status_code} "
                     f"(expected {expected}) {r.text[:160]}"
                 )
+            cell = (service, method, path)
+            if expected == "allow" or cell not in bodies or kind in BODY_DECIDES.get(cell, ()):
+                continue
+            # the same caller with a body no route takes: the same refusal, not a 422
+            kw = {k: v for k, v in kw.items() if k not in ("json", "content")}
+            r = await w.clients[service].request(
+                method, url, headers=headers, json=INVALID_BODY, **kw
+            )
+            total, invalid = total + 1, invalid + 1
+            if str(r.status_code) != expected:
+                failures.append(
+                    f"{service} {method} {path} as {kind} with an invalid body:"
+                    f" {r.status_code} (expected {expected}) {r.text[:160]}"
+                )
     n_routes = len(cells)
     print(
-        f"\nauthorization matrix: {n_routes} routes x {len(KINDS)} callers = {total} checks,"
+        f"\nauthorization matrix: {n_routes} routes x {len(KINDS)} callers, and {invalid}"
+        f" refused callers again with an invalid body = {total} checks,"
         f" {total - len(failures)} as expected, {len(failures)} not"
         f" ({allowed_2xx} allowed calls answered 2xx)"
     )

@@ -191,6 +191,24 @@ async def test_control_characters_in_every_portal_field(intake: httpx.AsyncClien
     assert r.status_code == 200 and r.json()["error_code"] == 0, r.text
 
 
+async def test_a_field_the_desk_does_not_know_is_refused_from_the_portal_as_at_the_desk(
+    intake: httpx.AsyncClient,
+) -> None:
+    """The portal's door is as strict as the desk's: an unknown field, at the top or in a
+    document, is a 422 naming it, not silently dropped."""
+    r = await intake.post("/v1/dossiers", json={**GOOD, "Foo": 1})
+    assert r.status_code == 422
+    assert [(e["field"], e["type"]) for e in r.json()["errors"]] == [("Foo", "extra_forbidden")]
+    reason = r.json()["errors"][0]["reason"]
+    r = await intake.post("/v1/portal/dossiers", json={**PORTAL, "Foo": 1})
+    assert r.status_code == 422, r.text
+    assert r.json() == {"error_code": -1, "message": f"Foo: {reason}", "field": "Foo"}
+    docs = [{"MaThanhPhanHoSo": "TK", "TepDinhKemId": "f-1"}]
+    r = await intake.post("/v1/portal/dossiers", json={**PORTAL, "TaiLieuNop": docs})
+    assert r.status_code == 422 and r.json()["field"] == "TaiLieuNop.0.TepDinhKemId", r.text
+    await _no_rows(intake)
+
+
 async def test_over_long_fields(intake: httpx.AsyncClient) -> None:
     limits = {
         ("procedure_code",): 40,
@@ -228,12 +246,13 @@ async def test_bad_agency_ids(intake: httpx.AsyncClient) -> None:
             "reason": "000.99.99.H99 is neither an agency of the catalogue nor a one-stop desk",
         }
     ]
-    r = await intake.post(  # in the agency book, but it keeps no one-stop desk
-        "/v1/dossiers",
+    r = await intake.post(  # in the agency book, but it keeps no one-stop desk: its own
+        "/v1/dossiers",  # staff may not submit at all (403, before the body is read)
         json={**GOOD, "receiving_agency": "000.00.52.H29"},
         headers=staff("000.00.52.H29"),
     )
-    assert r.status_code == 422 and "nor a one-stop desk" in r.json()["errors"][0]["reason"]
+    assert r.status_code == 403 and "nor a one-stop desk" in r.json()["errors"][0]["reason"]
+    assert r.json()["errors"][0]["field"] == "agency"
     await _no_rows(intake)
     r = await intake.post(
         "/v1/dossiers",

@@ -25,6 +25,7 @@ from services.intake.app import SPEC as INTAKE
 from services.notification.app import SPEC as NOTIFICATION
 from services.routing.app import SPEC as ROUTING
 from services.runtime import auth
+from services.runtime.clock import ManualClock
 from services.runtime.service import create_app
 from services.runtime.settings import DEV_JWT_SECRET, ServiceSettings
 from tests.helpers import configure_auth
@@ -276,3 +277,70 @@ def test_compose_holds_no_secret_and_publishes_on_loopback_only() -> None:
             if any(w in key for w in ("SECRET", "PASSWORD", "PRIVATE", "CLIENTS")):
                 assert str(value).startswith("${"), (name, key)
     assert DEV_JWT_SECRET not in text and "change-me" not in text
+
+
+def test_a_staff_token_may_not_live_longer_than_the_maximum() -> None:
+    """A stolen token is not good for a century: ``exp - iat`` at most the configured
+    maximum (12 h by default), ``iat`` and ``exp`` required, ``iat`` not in the future."""
+    v = _verifier()
+    iat = int(NOW.timestamp())
+    assert v.max_lifetime == timedelta(hours=12)
+    ok = _claims(exp=iat + 12 * 3600)
+    assert _verify(v, jwt.encode(ok, "s" * 40, algorithm="HS256")).role == "department_head"
+    century = _claims(exp=int((NOW + timedelta(days=365 * 100)).timestamp()))
+    for bad, why in (
+        (century, "longer than the 12 h 00 min allowed"),
+        (_claims(exp=iat + 12 * 3600 + 1), "longer than"),
+        (_claims(iat=iat + 120, exp=iat + 3600), "not yet valid"),
+        (_claims(iat=iat - 60, exp=iat - 60), "expired"),
+        ({k: x for k, x in _claims().items() if k != "iat"}, "iat"),
+        ({k: x for k, x in century.items() if k != "exp"}, "exp"),
+    ):
+        with pytest.raises(HTTPException) as e:
+            _verify(v, jwt.encode(bad, "s" * 40, algorithm="HS256"))
+        assert e.value.status_code == 401 and why in str(e.value.detail), e.value.detail
+    # a little clock skew of the issuer is allowed
+    ahead = _claims(iat=iat + 30, exp=iat + 3600)
+    assert _verify(v, jwt.encode(ahead, "s" * 40, algorithm="HS256")).role
+    short = _verifier(max_lifetime=timedelta(minutes=30))
+    with pytest.raises(HTTPException):
+        _verify(short, jwt.encode(_claims(), "s" * 40, algorithm="HS256"))  # lives an hour
+
+
+def test_the_maximum_lifetime_is_configured_and_dev_tokens_keep_within_it() -> None:
+    s = _settings("consultation", dev_mode=True, jwt_max_lifetime_s=1800)
+    a = auth.Authenticator(s, ManualClock(NOW))
+    assert a.tokens.max_lifetime == timedelta(minutes=30)
+    token = a.mint_dev(agency_id="000.00.06.H29", role="officer", person="p")
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 1800
+    assert asyncio.run(a.tokens.verify(token, NOW)).person == "p"
+    # the default: 12 h, and development tokens (make run, the CLIs) live exactly that
+    d = auth.Authenticator(_settings("consultation", dev_mode=True), ManualClock(NOW))
+    claims = jwt.decode(
+        d.mint_dev(agency_id="000.00.06.H29", role="officer", person="p"),
+        options={"verify_signature": False},
+    )
+    assert claims["exp"] - claims["iat"] == 12 * 3600 == d.tokens.max_lifetime.total_seconds()
+    assert auth.dev_token_lifetime(s) == timedelta(minutes=30)
+
+
+@pytest.mark.parametrize("spec", (INTAKE, NOTIFICATION), ids=lambda s: s.name)
+def test_openapi_declares_the_lookup_codes_answers(spec: Any) -> None:
+    """Where a lookup code is taken: 401 for a code that opens nothing (whether or not the
+    dossier exists) and 429 with Retry-After for too many wrong ones."""
+    doc = create_app(spec, configure_auth(_settings(spec.name))).openapi()
+    taking = [
+        (path, op)
+        for path, ops in doc["paths"].items()
+        for op in ops.values()
+        if any("lookupCode" in s for s in op.get("security", []))
+    ]
+    assert len(taking) == 3, [p for p, _ in taking]
+    for path, op in taking:
+        answers = op["responses"]
+        assert "unknown dossier get this same answer" in answers["401"]["description"], path
+        assert "Retry-After" in answers["429"]["headers"], path
+        assert "wrong lookup codes" in answers["429"]["description"], path
+        if "404" in answers:
+            assert "staff only" in answers["404"]["description"], path
