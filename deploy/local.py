@@ -248,7 +248,9 @@ class SmtpSink:
                     sink.messages.append(msg)
                     n = len(sink.messages)
                 if sink.folder:
-                    sink.folder.mkdir(parents=True, exist_ok=True)
+                    # emails carry lookup codes and personal data: this user's eyes only
+                    sink.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    sink.folder.chmod(0o700)
                     (sink.folder / f"{n:06d}.eml").write_bytes(envelope.content)
                 return "250 OK"
 

@@ -83,3 +83,30 @@ def test_the_embedded_servers_files_say_no_trust(tmp_path: Path) -> None:
     assert rules[0][:4] == ["local", "all", "postgres", "peer"]
     assert all(r[-1] == "scram-sha-256" for r in rules[1:])
     assert not any("trust" in r for r in rules)
+
+
+def test_simulator_journals_are_private(tmp_path: Path) -> None:
+    """What the simulators were sent (applicants' phone numbers) is this user's only."""
+    from deploy.simulators.common import Journal
+
+    path = tmp_path / "sms-sim.jsonl"
+    path.write_text("")
+    path.chmod(0o644)  # as an older run left it
+    Journal(path).append({"to": "0912345678"})
+    assert mode(path) == 0o600
+
+
+def test_the_smtp_sinks_mail_folder_is_private(tmp_path: Path) -> None:
+    """The emails `make run` keeps carry lookup codes."""
+    import smtplib
+
+    from deploy.local import SmtpSink
+
+    sink = SmtpSink(folder=tmp_path / "mail")
+    sink.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+            smtp.sendmail("a@b.vn", ["c@d.vn"], "Subject: x\r\n\r\nMã tra cứu".encode())
+    finally:
+        sink.stop()
+    assert mode(tmp_path / "mail") == 0o700
