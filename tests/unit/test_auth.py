@@ -277,6 +277,11 @@ def test_compose_holds_no_secret_and_publishes_on_loopback_only() -> None:
             if any(w in key for w in ("SECRET", "PASSWORD", "PRIVATE", "CLIENTS")):
                 assert str(value).startswith("${"), (name, key)
     assert DEV_JWT_SECRET not in text and "change-me" not in text
+    # each service connects as its own role; only the db-roles step has the administrator
+    for name in ("intake", "routing", "consultation", "notification", "console"):
+        env = {**doc["x-service"]["environment"], **doc["services"][name]["environment"]}
+        assert "DATABASE_URL" not in env, name
+        assert env[f"{name.upper()}_DATABASE_URL"].startswith(f"postgresql://lienthong_{name}:")
 
 
 def test_a_staff_token_may_not_live_longer_than_the_maximum() -> None:
