@@ -6,8 +6,10 @@ error. Agency users see their own agency's rows, as in the API.
 """
 
 import html
+import unicodedata
 from pathlib import Path as FsPath
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -16,7 +18,7 @@ from markupsafe import Markup
 
 from contracts import console as c
 from services.console import api, domain, store
-from services.runtime.auth import Staff, mint
+from services.runtime.auth import Staff
 from services.runtime.service import Runtime
 
 HERE = FsPath(__file__).parent
@@ -63,6 +65,31 @@ def environment() -> Environment:
     env.filters["vn"] = domain.local
     env.globals.update(STATES=STATES, TIMELINESS=TIMELINESS, DL_STATUS=DL_STATUS)
     return env
+
+
+def safe_next(value: str | None) -> str:
+    """Where to go after signing in: a path of this origin, else ``/``. Refused: anything
+    with a scheme or a host (``javascript:``, ``https://…``, ``//evil.example``), a
+    backslash (browsers read ``/\\evil`` as ``//evil``), control characters and spaces
+    (browsers drop a tab or newline, so slash, tab, slash becomes ``//``), and the login
+    page itself."""
+    if not value or len(value) > 2000 or not value.startswith("/"):
+        return "/"
+    if value.startswith("//") or "\\" in value:
+        return "/"
+    if any(unicodedata.category(ch)[0] in "CZ" for ch in value):
+        return "/"
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or parts.path == "/login":
+        return "/"
+    return value
+
+
+def _cookie(request: Request) -> dict[str, Any]:
+    """The session cookie's attributes: HttpOnly, SameSite=Strict, and Secure whenever the
+    request came over HTTPS (directly, or through a proxy uvicorn trusts:
+    ``FORWARDED_ALLOW_IPS``)."""
+    return {"httponly": True, "samesite": "strict", "secure": request.url.scheme == "https"}
 
 
 def _esc(v: Any) -> str:
@@ -180,7 +207,8 @@ def build_router(rt: Runtime, monitor: api.Monitor) -> APIRouter:
             return await dependency(request, cred, request.cookies.get(api.COOKIE))
         except HTTPException as exc:
             if "text/html" in request.headers.get("accept", ""):
-                return render("login.html.j2", request, None, status=401, next=request.url.path)
+                here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                return render("login.html.j2", request, None, status=401, next=safe_next(here))
             content = (
                 exc.detail if isinstance(exc.detail, dict) else {"detail": exc.detail, "errors": []}
             )
@@ -200,45 +228,38 @@ def build_router(rt: Runtime, monitor: api.Monitor) -> APIRouter:
 
     @r.get("/login")
     async def login_page(request: Request) -> HTMLResponse:
-        return render("login.html.j2", request, None, next=request.query_params.get("next", "/"))
+        next_ = safe_next(request.query_params.get("next"))
+        return render("login.html.j2", request, None, next=next_)
 
     @r.post("/login")
-    async def login(body: c.ConsoleLogin) -> JSONResponse:
-        """Keep a verified staff token in an HttpOnly, SameSite=Strict session cookie."""
+    async def login(request: Request, body: c.ConsoleLogin) -> JSONResponse:
+        """Keep a verified staff token in an HttpOnly, SameSite=Strict session cookie
+        (Secure over HTTPS). Where to go next is the page's (``data-next``, checked by
+        ``safe_next`` and again by console.js): this answer redirects nowhere."""
         staff = await rt.auth.tokens.verify(body.token, rt.auth.now())
         response = JSONResponse(
             {"person": staff.person, "role": staff.role, "agency_id": staff.agency_id}
         )
-        response.set_cookie(
-            api.COOKIE, body.token, httponly=True, samesite="strict", max_age=12 * 3600
-        )
+        response.set_cookie(api.COOKIE, body.token, max_age=12 * 3600, **_cookie(request))
         return response
 
     @r.post("/logout")
-    async def logout() -> JSONResponse:
+    async def logout(request: Request) -> JSONResponse:
         response = JSONResponse({"ok": True})
-        response.delete_cookie(api.COOKIE)
+        response.delete_cookie(api.COOKIE, **_cookie(request))
         return response
 
     if dev:  # exists only in development mode
 
         @r.post("/login/dev")
-        async def login_dev() -> JSONResponse:
+        async def login_dev(request: Request) -> JSONResponse:
             """Development mode: sign in as an operator without a token of one's own."""
-            token = mint(
-                rt.settings.jwt_secret,
-                agency_id="000.00.00.H29",
-                role="operator",
-                person="Vận hành viên",
-                now=rt.auth.now(),
-                audience=rt.settings.jwt_audience,
-                issuer=rt.settings.jwt_issuer,
-                name="Vận hành viên",
+            token = rt.auth.mint_dev(
+                agency_id="000.00.00.H29", role="operator", person="Vận hành viên"
             )
             response = JSONResponse({"person": "Vận hành viên", "role": "operator"})
-            response.set_cookie(
-                api.COOKIE, token, httponly=True, samesite="strict", max_age=12 * 3600
-            )
+            max_age = int(rt.auth.dev_token_lifetime.total_seconds())
+            response.set_cookie(api.COOKIE, token, max_age=max_age, **_cookie(request))
             return response
 
     @r.get("/")

@@ -9,6 +9,9 @@ the path or query, events too large to publish, and values PostgreSQL cannot sto
 
 from __future__ import annotations
 
+import codecs
+import email.message
+import json
 import unicodedata
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -41,8 +44,63 @@ def _has_control(text: str) -> bool:
     return any(unicodedata.category(c) == "Cc" for c in text)
 
 
+NOT_JSON = "Nội dung không phải JSON hợp lệ"
+
+
+def json_media_type(content_type: str | None) -> tuple[bool, str]:
+    """Whether a body of this Content-Type is read as JSON (``application/json`` or
+    ``application/*+json``, as FastAPI decides), and the charset it declares ("": none)."""
+    if not content_type:
+        return False, ""
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    if message.get_content_maintype() != "application" or not (
+        subtype == "json" or subtype.endswith("+json")
+    ):
+        return False, ""
+    return True, message.get_content_charset() or ""
+
+
+def utf8_problem(body: bytes) -> str | None:
+    """Why ``body`` is not text in UTF-8 without a byte order mark, or None. JSON between
+    systems is UTF-8 and is sent without a BOM (RFC 8259, 8.1); ``json.loads`` on bytes
+    (what Starlette's ``Request.json`` does) would instead guess UTF-16 or UTF-32 from the
+    zero bytes, or skip a BOM. A raw zero byte is never JSON in UTF-8."""
+    if body.startswith(codecs.BOM_UTF8):
+        return "JSON phải mã hoá UTF-8 không kèm BOM (dấu thứ tự byte EF BB BF)"
+    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in body:
+        return "JSON phải mã hoá UTF-8; nội dung này là UTF-16 hoặc UTF-32"
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"JSON phải mã hoá UTF-8; byte thứ {exc.start} không hợp lệ ({exc.reason})"
+    return None
+
+
+def json_reason(message: str, position: int) -> str:
+    """The reason given for a body that is UTF-8 but not JSON."""
+    return f"{NOT_JSON}: {message} (ở ký tự thứ {position})"
+
+
+def loads(body: bytes) -> Any:
+    """A body read by hand, held to the edge's rule (UTF-8, no BOM) and parsed; raises
+    ``ValueError`` with the reason, in Vietnamese."""
+    why = utf8_problem(body)
+    if why is not None:
+        raise ValueError(why)
+    try:
+        return json.loads(body.decode("utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(json_reason(exc.msg, exc.pos)) from None
+
+
 def install_edge_guards(app: FastAPI, max_body_bytes: int) -> None:
-    """Body size limit, control characters in the URL, and the two backstops."""
+    """Body size limit, JSON bodies only in UTF-8, control characters in the URL, and the
+    two backstops. The JSON rule holds here, once for every route of every service,
+    before any handler parses a body: a Content-Type naming another charset is 415, a
+    body in UTF-16 or UTF-32, with a BOM or with invalid UTF-8 is 400 (a body that is
+    UTF-8 but not JSON is 400 too, from the request validation handler)."""
 
     @app.middleware("http")
     async def edge(
@@ -75,6 +133,18 @@ def install_edge_guards(app: FastAPI, max_body_bytes: int) -> None:
                     "body",
                     f"{len(body)} bytes; the limit is {max_body_bytes}",
                 )
+        is_json, charset = json_media_type(request.headers.get("content-type"))
+        if is_json:
+            if charset and charset.replace("-", "").replace("_", "") != "utf8":
+                return problem(
+                    415,
+                    "unsupported media type",
+                    "header.content-type",
+                    f"JSON chỉ nhận mã hoá UTF-8, không nhận charset={charset}",
+                )
+            why = utf8_problem(await request.body())  # kept for the handler
+            if why is not None:
+                return problem(400, "invalid request", "body", why)
         return await call_next(request)
 
     async def too_large(_: Request, exc: Exception) -> Response:

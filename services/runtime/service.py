@@ -34,9 +34,16 @@ from services.runtime.calendar import WorkingCalendar
 from services.runtime.clock import Clock, make_clock
 from services.runtime.consumer import EventConsumer, Handler
 from services.runtime.db import create_pool, is_transient, migrate
+from services.runtime.headers import OAUTH2_REDIRECT, REDOC, SWAGGER, SecurityHeaders
 from services.runtime.kafka_auth import KafkaSecurity
 from services.runtime.lag import LagProbe, PartitionLag, export
-from services.runtime.ops import install_edge_guards, ops_router, refresh_gauges
+from services.runtime.ops import (
+    NOT_JSON,
+    install_edge_guards,
+    json_reason,
+    ops_router,
+    refresh_gauges,
+)
 from services.runtime.outbox import (
     Outbox,
     OutboxRelay,
@@ -117,6 +124,17 @@ class Runtime:
 
 
 def _problem_422(_: Request, exc: RequestValidationError) -> JSONResponse:
+    """Invalid input is 422 with each field and why; a body that is not JSON at all is
+    400 (the parser's position goes in the reason, the field is ``body``)."""
+    syntax = [e for e in exc.errors() if e.get("type") == "json_invalid"]
+    if syntax:
+        e = syntax[0]
+        position = e["loc"][-1] if isinstance(e["loc"][-1], int) else 0
+        reason = json_reason(str((e.get("ctx") or {}).get("error", e["msg"])), position)
+        return JSONResponse(
+            status_code=400,
+            content={"detail": NOT_JSON, "errors": [{"field": "body", "reason": reason}]},
+        )
     errors = [
         {
             "field": ".".join(str(p) for p in e["loc"] if p not in ("body",)) or "body",
@@ -296,6 +314,11 @@ def create_app(
         response.headers["X-Correlation-ID"] = str(cid)
         return response
 
+    # outermost: every answer, the edge's refusals included (services/runtime/headers.py)
+    docs = {app.docs_url: SWAGGER, app.redoc_url: REDOC}
+    docs[app.swagger_ui_oauth2_redirect_url] = OAUTH2_REDIRECT
+    app.add_middleware(SecurityHeaders, docs={k: v for k, v in docs.items() if k})
+
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:
         return {"status": "ok", "service": spec.name}
@@ -351,13 +374,15 @@ def create_app(
     if wiring.router is not None:
         app.include_router(wiring.router)
     app.include_router(ops_router(rt))
-    _document_body_errors(app)
+    _document_body_errors(app, settings.max_body_bytes)
     return app
 
 
-def _document_body_errors(app: FastAPI) -> None:
-    """Every operation that takes a body can answer 400 (not JSON at all) and 413 (over the
-    size limit) before any handler runs; say so in the OpenAPI document."""
+def _document_body_errors(app: FastAPI, max_body_bytes: int) -> None:
+    """What the edge answers before any handler runs, in the OpenAPI document: 413 for a
+    body over the size limit (any operation a body may be sent to: the edge refuses it
+    whatever the route), and for a JSON body 400 (not JSON, or not UTF-8 without a BOM)
+    and 415 (a declared charset other than UTF-8)."""
     plain = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -366,11 +391,24 @@ def _document_body_errors(app: FastAPI) -> None:
         schema = plain()
         problem = {"$ref": "#/components/schemas/Problem"}
         for item in schema.get("paths", {}).values():
-            for operation in item.values():
-                if not isinstance(operation, dict) or "requestBody" not in operation:
+            for method, operation in item.items():
+                if not isinstance(operation, dict):
                     continue
+                body = operation.get("requestBody")
+                codes = []
+                if body is not None or method in ("post", "put", "patch"):
+                    codes.append(
+                        ("413", f"The body is over the size limit ({max_body_bytes} bytes)")
+                    )
+                if body is not None and any(
+                    ct == "application/json" or ct.endswith("+json") for ct in body["content"]
+                ):
+                    codes.append(("400", "The body is not JSON, or not UTF-8 without a BOM"))
+                    codes.append(
+                        ("415", "The body's Content-Type names a charset other than UTF-8")
+                    )
                 answers = operation.setdefault("responses", {})
-                for code, what in (("400", "The body is not valid JSON"), ("413", "Too large")):
+                for code, what in codes:
                     answers.setdefault(
                         code,
                         {

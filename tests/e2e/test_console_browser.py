@@ -48,11 +48,39 @@ async def browser() -> AsyncIterator[Any]:
         await b.close()
 
 
-async def signed_in(browser: Any, stack: Stack, agency: str, role: str) -> Any:
-    """A browser page holding the console's session cookie for a staff token."""
+VIOLATIONS: list[str] = []
+"""Content-Security-Policy violations any page of the test reported (there must be none:
+the console works under the strict policy, services/runtime/headers.py)."""
+REPORT = """document.addEventListener("securitypolicyviolation", (e) => {
+  console.error("CSP violation: " + e.violatedDirective + " " + e.blockedURI);
+});"""
+
+
+def watched(page: Any) -> Any:
+    """The page, its policy violations (reported by the browser on its console, and by
+    the ``securitypolicyviolation`` event) and uncaught errors recorded."""
+
+    def on_console(message: Any) -> None:
+        text = message.text
+        if "Content Security Policy" in text or "CSP violation" in text:
+            VIOLATIONS.append(f"{page.url}: {text}")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: VIOLATIONS.append(f"{page.url}: error {error}"))
+    return page
+
+
+async def new_context(browser: Any) -> Any:
     context = await browser.new_context(
         viewport={"width": 1360, "height": 900}, locale="vi-VN", timezone_id="Asia/Ho_Chi_Minh"
     )
+    await context.add_init_script(REPORT)
+    return context
+
+
+async def signed_in(browser: Any, stack: Stack, agency: str, role: str) -> Any:
+    """A browser page holding the console's session cookie for a staff token."""
+    context = await new_context(browser)
     await context.add_cookies(
         [
             {
@@ -62,7 +90,7 @@ async def signed_in(browser: Any, stack: Stack, agency: str, role: str) -> Any:
             }
         ]
     )
-    return await context.new_page()
+    return watched(await context.new_page())
 
 
 async def shot(page: Any, name: str) -> None:
@@ -94,6 +122,39 @@ async def test_the_console_in_a_browser(
 ) -> None:
     expect = playwright.expect
     console = stack.url("console")
+    VIOLATIONS.clear()
+
+    # 0. signing in: a `next` that is no path of the console's own goes to "/" (no script
+    # runs, no other host), and the page works under the strict policy
+    guest = watched(await (await new_context(browser)).new_page())
+    dialogs: list[str] = []
+
+    async def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        await dialog.dismiss()
+
+    guest.on("dialog", on_dialog)
+    answer = await guest.goto(f"{console}/login?next=javascript:alert(document.domain)")
+    assert answer is not None and answer.status == 200
+    policy = answer.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "'unsafe-inline'" not in policy
+    assert answer.headers["x-frame-options"] == "DENY"
+    assert await guest.get_attribute("#login", "data-next") == "/"
+    await guest.fill("#token", stack.credentials.token(OPS, "operator"))
+    await guest.click("#login button[type=submit]")
+    await guest.wait_for_url(f"{console}/")
+    await expect(guest.locator("#live-state")).to_have_text("Đang nhận")
+    assert dialogs == []
+    # the stylesheet applied (served from the origin, allowed by style-src 'self')
+    colour = await guest.eval_on_selector("header.top", "e => getComputedStyle(e).backgroundColor")
+    assert colour == "rgb(16, 36, 62)"
+    await guest.goto(f"{console}/login?next=//evil.example/")
+    assert await guest.get_attribute("#login", "data-next") == "/"
+    await guest.goto(f"{console}/login?next=/sla%3Fhours%3D72")
+    await guest.fill("#token", stack.credentials.token(OPS, "operator"))
+    await guest.click("#login button[type=submit]")
+    await guest.wait_for_url(f"{console}/sla?hours=72")
+
     page = await signed_in(browser, stack, OPS, "operator")
 
     # 1. the live stream shows a new dossier's events within a second of submission
@@ -190,3 +251,4 @@ async def test_the_console_in_a_browser(
     stack.start("notification")
     stack.wait_ready("notification")
     await expect(total).to_have_text("0", timeout=90000)
+    assert VIOLATIONS == [], "\n".join(VIOLATIONS)

@@ -32,13 +32,24 @@
   }
 
   // --- sign-in --------------------------------------------------------------------
+  // Where to go once signed in: a path of this origin only (the server checks data-next
+  // too), never a script URL or another host ("//evil", "/\\evil", "https://...").
+  const safeNext = (value) => {
+    const v = String(value || "/");
+    if (!/^\/(?![\/\\])/.test(v) || /[\\\u0000-\u0020\u007f]/.test(v)) return "/";
+    try {
+      const u = new URL(v, location.origin);
+      if (u.origin === location.origin) return u.pathname + u.search + u.hash;
+    } catch (e) { /* not a URL: go home */ }
+    return "/";
+  };
   const login = $("#login");
   if (login) {
     login.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       try {
         await post("/login", { token: $("#token").value.trim() });
-        location.href = login.dataset.next || "/";
+        location.assign(safeNext(login.dataset.next));
       } catch (e) {
         const el = $("#login-error"); el.textContent = "Không đăng nhập được: " + e.message; el.hidden = false;
       }
@@ -48,7 +59,7 @@
   if (dev) {
     dev.addEventListener("click", async () => {
       await post("/login/dev", {});
-      location.href = dev.dataset.next || "/";
+      location.assign(safeNext(dev.dataset.next));
     });
   }
   const logout = $("#logout");
@@ -110,16 +121,17 @@
   const actions = $("#actions");
   if (actions) {
     const id = actions.dataset.id;
-    const edit = $("#edit");
-    edit.addEventListener("change", () => {
+    const edit = $("#edit"); // absent when the dead letter cannot be replayed
+    if (edit) edit.addEventListener("change", () => {
       $("#fixed").hidden = !edit.checked;
       const hint = $("#fixed-hint"); if (hint) hint.hidden = !edit.checked;
     });
     const fail = (e) => { const el = $("#action-error"); el.textContent = e.message; el.hidden = false; };
-    $("#replay").addEventListener("click", async () => {
+    const replay = $("#replay");
+    if (replay) replay.addEventListener("click", async () => {
       const body = { reason: $("#reason").value.trim() };
       try {
-        if (edit.checked) body.payload = JSON.parse($("#fixed").value);
+        if (edit && edit.checked) body.payload = JSON.parse($("#fixed").value);
         await post("/v1/console/dead-letters/" + id + "/replay", body);
         location.href = "/dead-letters/" + id;
       } catch (e) { fail(e); }
