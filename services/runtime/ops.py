@@ -109,6 +109,8 @@ def install_edge_guards(app: FastAPI, max_body_bytes: int) -> None:
         if _has_control(request.url.path):
             return problem(422, "invalid request", "path", "control characters are not allowed")
         for name, value in request.query_params.multi_items():
+            if not name:  # "?=x": a parameter with no name is no parameter of ours
+                return problem(422, "invalid request", "query", "tham số truy vấn không có tên")
             if _has_control(name) or _has_control(value):
                 return problem(
                     422, "invalid request", f"query.{name}", "control characters are not allowed"

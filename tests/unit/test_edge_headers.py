@@ -300,3 +300,9 @@ def test_the_document_declares_what_the_edge_answers(apps: dict[str, FastAPI]) -
         "$ref": "#/components/schemas/ConsoleEvent"
     }
     assert "ConsoleEvent" in apps["console"].openapi()["components"]["schemas"]
+
+
+async def test_a_query_parameter_without_a_name_is_refused_at_the_edge(client: Any) -> None:
+    """``?=false`` (schemathesis found one accepted): 422 before any route runs."""
+    r = await client("notification").get("/v1/ops/inbound-rejects?=false")
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "query"
