@@ -16,6 +16,7 @@ name the reason; the services turn it into a 422 naming the field.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -57,11 +58,20 @@ def unstorable(value: str) -> str | None:
 
 
 def unstorable_in(value: object, path: str = "") -> tuple[str, str] | None:
-    """The first string in a JSON-like value (keys included) PostgreSQL could not store:
-    its path and why, or None."""
+    """The first value in a JSON-like value (keys included) PostgreSQL could not store:
+    text with U+0000 or a lone surrogate, an integer beyond ``bigint``, a float that is not
+    finite (jsonb has no NaN or infinity); its path and why, or None."""
     if isinstance(value, str):
         reason = unstorable(value)
         return (path, reason) if reason else None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            return path, "must be an integer PostgreSQL can store (bigint)"
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, "must be a finite number")
     if isinstance(value, dict):
         for k, v in value.items():
             where = f"{path}.{k}" if path else str(k)

@@ -54,7 +54,9 @@ _cookie = APIKeyCookie(
 )
 CookieCred = Annotated[str | None, Depends(_cookie)]
 Code = Annotated[str, Path(pattern=DOSSIER_CODE_PATTERN, max_length=26)]
-EntryId = Annotated[str, Path(pattern=r"^[a-z]{1,20}-[0-9]{1,6}-[0-9]{1,19}$", max_length=48)]
+# "<writer>-<partition>-<offset>"; entries read before writers had topics of their own
+# keep "<partition>-<offset>" (shown, discardable, not replayable)
+EntryId = Annotated[str, Path(pattern=r"^(?:[a-z]{1,20}-)?[0-9]{1,6}-[0-9]{1,19}$", max_length=48)]
 TypeFilter = Annotated[
     str | None,
     Query(alias="type", pattern=r"^[a-z_]+(\.[a-z_]+|\.\*)$", max_length=80),
@@ -651,7 +653,7 @@ async def do_replay(
                 detail=problem(
                     "writer",
                     "thư chết của chính bảng điều khiển không phát lại được: dựng lại mô hình"
-                    " đọc (python -m services.console rebuild)",
+                    " đọc (lienthong replay-read-models)",
                 ),
             )
         if writer not in REPLAY_TOPICS:
@@ -662,6 +664,14 @@ async def do_replay(
             raise HTTPException(
                 409,
                 detail=problem("origin", f"nguồn khai trong thư chết không thể có: {x['forged']}"),
+            )
+        if x["origin_topic"] == REPLAY_TOPICS[writer].full_name(rt.settings.topic_prefix):
+            raise HTTPException(
+                409,
+                detail=problem(
+                    "origin",
+                    "thư chết của một lần phát lại: thư gốc vẫn còn mở, hãy phát lại thư gốc",
+                ),
             )
         if body.payload is not None:
             value = json.dumps(body.payload, ensure_ascii=False)

@@ -12,6 +12,7 @@ topic of its own, which tells who wrote them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -52,6 +53,7 @@ def decode(rec: Raw) -> Envelope | None:
     return env
 
 
+@functools.cache
 def writers(prefix: str) -> dict[str, str]:
     """Each dead-letter topic's full name to the one service that may write it."""
     return {t.full_name(prefix): name for name, t in DEAD_LETTERS.items()}

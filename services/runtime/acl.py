@@ -72,13 +72,6 @@ def writes(service: str) -> tuple[Topic, ...]:
     return tuple(dict.fromkeys((*PRODUCES[service], DEAD_LETTERS[service])))
 
 
-def writer_of(topic_name: str, prefix: str = "") -> str | None:
-    """The one service whose principal may write ``topic_name`` (a deployment's full name),
-    or None: every topic has a single writer."""
-    owners = [s for s in SERVICES if any(t.full_name(prefix) == topic_name for t in writes(s))]
-    return owners[0] if len(owners) == 1 else None
-
-
 def origin_refusal(
     writer: str, consumer: str | None, origin_topic: str | None, prefix: str = ""
 ) -> str | None:

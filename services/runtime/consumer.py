@@ -70,6 +70,14 @@ class ReplayRefused(Exception):
     """A record on the replay topic that is no replay of a dead letter this consumer holds."""
 
 
+class _RefusedNow(Exception):
+    """A parked record that the rules now refuse (parked before they were in force)."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.detail)
+        self.refusal = refusal
+
+
 class _NeedsSavepoints(Exception):
     """A batch applied without savepoints met an event that must wait: undo, run again."""
 
@@ -147,26 +155,41 @@ def read_envelope(raw: Raw) -> Envelope | Refusal:
     return env
 
 
-async def claim_replay(conn: asyncpg.Connection, consumer: str, entry: int, env: Envelope) -> None:
+async def claim_replay(
+    conn: asyncpg.Connection, consumer: str, replay_topic: str, entry: int, env: Envelope
+) -> None:
     """Mark this consumer's dead letter ``entry`` replayed by ``env``, in the transaction
-    that applies it; ``ReplayRefused`` unless it is ours, not replayed yet, and ``env``
-    keeps the event id the dead letter held (when it held one)."""
+    that applies it. ``ReplayRefused`` unless the dead letter is this consumer's, came from
+    a topic it consumes other than its replay topic (what the console writes there cannot
+    make a dead letter to replay later), was not replayed yet, and held an event with the
+    same id, type and subject as ``env``: a replay fixes an event, it brings no new one."""
     value = await conn.fetchval(
-        "UPDATE dead_letters SET replayed_at = now()"
-        " WHERE id = $1 AND consumer = $2 AND replayed_at IS NULL RETURNING value",
+        "UPDATE dead_letters SET replayed_at = now() WHERE id = $1 AND consumer = $2"
+        " AND topic <> $3 AND replayed_at IS NULL RETURNING value",
         entry,
         consumer,
+        replay_topic,
     )
     if value is None:
-        raise ReplayRefused(f"{consumer} holds no dead letter {entry} waiting for a replay")
-    try:
-        held = json.loads(bytes(value)).get("event_id")
-    except (ValueError, AttributeError):
-        held = None  # the original was no JSON object: the fixed event stands alone
-    if isinstance(held, str) and held != str(env.event_id):
         raise ReplayRefused(
-            f"dead letter {entry} held event {held}; the replay carries {env.event_id}"
+            f"{consumer} holds no dead letter {entry} of a topic it consumes waiting for a replay"
         )
+    try:
+        held = json.loads(bytes(value))
+    except ValueError:
+        held = None
+    if not isinstance(held, dict):
+        raise ReplayRefused(f"dead letter {entry} held no event: nothing to replay")
+    for name, carried in (
+        ("event_id", str(env.event_id)),
+        ("type", env.type),
+        ("subject", env.subject),
+    ):
+        if held.get(name) != carried:
+            raise ReplayRefused(
+                f"dead letter {entry} held {name} {held.get(name)!r}; the replay carries"
+                f" {carried!r}"
+            )
 
 
 def _undecoded(message: Any) -> None:
@@ -183,6 +206,9 @@ class EventConsumer:
     group_id: str
     topics: Sequence[Topic]
     handlers: dict[str, Handler]
+    service: str
+    """The service this consumer belongs to: it writes that service's dead-letter topic and
+    reads its replay topic."""
     topic_prefix: str = ""
     max_attempts: int = 5
     session_timeout_ms: int = 10000
@@ -190,9 +216,6 @@ class EventConsumer:
     fetch_max_wait_ms: int = 500
     parked_give_up: timedelta = timedelta(hours=24)
     parked_poll_s: float = 1.0
-    service: str = ""
-    """The service this consumer belongs to: it writes that service's dead-letter topic and
-    reads its replay topic."""
     unblocking: frozenset[str] = frozenset()
     """Event types applied even while their subject has parked events, because those may be
     waiting for exactly them: notification's routing notices wait for the dossier's receipt,
@@ -295,11 +318,14 @@ class EventConsumer:
                 replays.append((raw, decoded))  # rare: each on its own, after the batch
             else:
                 work.append((raw, decoded.envelope, decoded.payload, decoded.handler))
-        try:
-            await self._consume_work(work, pool, producer)
-        finally:
-            for raw, d in replays:
-                assert d.handler is not None
+        await self._consume_work(work, pool, producer)
+        for raw, d in replays:
+            assert d.handler is not None
+            with bound_contextvars(
+                dossier_code=d.envelope.subject,
+                correlation_id=str(d.envelope.correlation_id),
+                event=d.envelope.type,
+            ):
                 await self._apply(pool, producer, raw, d.envelope, d.payload, d.handler)
 
     async def _consume_work(
@@ -461,7 +487,8 @@ class EventConsumer:
         async def replayed(
             conn: asyncpg.Connection, env: Envelope, payload: Any, _entry: int = replay_of
         ) -> None:
-            await claim_replay(conn, self.group_id, _entry, env)
+            assert self._replay_topic is not None
+            await claim_replay(conn, self.group_id, self._replay_topic, _entry, env)
             await handler(conn, env, payload)
 
         return Decoded(env, replayed, payload, replay_of)
@@ -596,6 +623,10 @@ class EventConsumer:
                     if isinstance(exc, ReplayRefused):
                         await self._give_up(pool, producer, row, "replay_refused", str(exc))
                         settled += 1
+                    elif isinstance(exc, _RefusedNow):
+                        refusal = exc.refusal
+                        await self._give_up(pool, producer, row, refusal.reason, refusal.detail)
+                        settled += 1
                     elif row["attempts"] + 1 >= self.max_attempts:
                         await self._give_up(
                             pool, producer, row, "handler_failed", failure_reason(exc)
@@ -621,7 +652,9 @@ class EventConsumer:
     async def _retry_one(self, conn: asyncpg.Connection, row: asyncpg.Record) -> str:
         raw = _raw_of(row)
         decoded = self._decode(raw)
-        if isinstance(decoded, Refusal) or decoded.handler is None:
+        if isinstance(decoded, Refusal):  # parked before a rule it breaks: a dead letter
+            raise _RefusedNow(decoded)
+        if decoded.handler is None:
             await conn.execute("DELETE FROM parked WHERE id = $1", row["id"])
             return "dropped"
         env, handler, payload = decoded.envelope, decoded.handler, decoded.payload

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from contracts.topics import NOTIFICATION
+from contracts.topics import CONSULTATION, DEAD_LETTERS, NOTIFICATION
 from services.console.api import COOKIE
 from tests.e2e.stack import Stack
 from tests.e2e.test_walking_skeleton import PERMIT, desk
@@ -227,6 +227,38 @@ async def test_the_console_in_a_browser(
     await page.reload()
     await expect(page.locator("#dl-status")).to_have_text("Đã phát lại")
     await expect(page.locator("#audit")).to_contain_text("Bổ sung người nhận bị thiếu")
+
+    # a laundered dead letter: on notification's dead-letter topic, claiming consultation's
+    # group and topic; shown forged, with no way to replay it
+    laundered = poisoned_receipt(code, uuid.uuid4())
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, **kafka_kwargs())
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            DEAD_LETTERS["notification"].full_name(stack.topic_prefix),
+            json.dumps(laundered).encode(),
+            key=code.encode(),
+            headers=[
+                ("dlq_reason", b"handler_failed"),
+                ("dlq_consumer", f"{stack.topic_prefix}lienthong-consultation".encode()),
+                ("dlq_topic", CONSULTATION.full_name(stack.topic_prefix).encode()),
+                ("dlq_stored_id", b"1"),
+            ],
+        )
+    finally:
+        await producer.stop()
+    await page.goto(f"{console}/dead-letters")
+    forged = page.locator("#dead-letters tbody tr.forged")
+    for _ in range(30):
+        if await forged.count():
+            break
+        await page.wait_for_timeout(1000)
+        await page.reload()
+    await expect(forged.first).to_contain_text("Nguồn giả mạo")
+    await forged.first.locator("a").click()
+    await expect(page.locator("#forged")).to_contain_text("lienthong-consultation")
+    await expect(page.locator("#replay")).to_have_count(0)
+    await shot(page, "dead-letter-forged")
 
     await page.goto(f"{console}/sla?hours=720")
     await expect(page.locator("#sla-dossiers")).to_contain_text(code)

@@ -242,7 +242,20 @@ async def test_a_replay_is_applied_once_and_only_for_a_dead_letter_the_consumer_
         await replay(fixed[0], one)  # again: the inbox knows the event, no second effect
         await replay(fixed[1], one)  # dead letter one was replayed already
         await replay(json.loads(event("new")), two)  # another event passed off as two
-        await replay(json.loads(event("stranger")), 999_999)  # a dead letter it does not hold
+        stranger = json.loads(event("stranger"))
+        await replay(stranger, 999_999)  # a dead letter it does not hold
+        # ... which made a dead letter of the replay topic: replaying *that* would let the
+        # console mint one to replay; refused too
+        made = await eventually(
+            lambda: pool.fetchval(
+                "SELECT id FROM dead_letters WHERE topic = $1"
+                " AND convert_from(value, 'UTF8') LIKE $2",
+                replay_topic,
+                f"%{stranger['event_id']}%",
+            ),
+            lambda v: v is not None,
+        )
+        await replay(stranger, made)
         await replay(fixed[1], two)
         assert await eventually(lambda: effects(pool), lambda e: len(e) >= 2) == [
             "first",
@@ -252,14 +265,15 @@ async def test_a_replay_is_applied_once_and_only_for_a_dead_letter_the_consumer_
             lambda: pool.fetch(
                 "SELECT detail FROM dead_letters WHERE reason = 'replay_refused' ORDER BY id"
             ),
-            lambda r: len(r) >= 3,
+            lambda r: len(r) >= 4,
             timeout=30,
         )
     assert await effects(pool) == ["first", "second"]
     details = [r["detail"] for r in refused]
-    assert f"no dead letter {one} waiting for a replay" in details[0], details
-    assert f"dead letter {two} held event" in details[1], details
+    assert f"no dead letter {one} of a topic it consumes" in details[0], details
+    assert f"dead letter {two} held event_id" in details[1], details
     assert "no dead letter 999999" in details[2], details
+    assert f"no dead letter {made} of a topic it consumes" in details[3], details
     assert (
         await pool.fetchval(
             "SELECT count(*) FROM dead_letters WHERE id = ANY($1::bigint[]) AND replayed_at IS NOT NULL",

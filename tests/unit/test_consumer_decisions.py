@@ -75,3 +75,11 @@ def test_a_key_that_is_not_the_subject_is_refused_by_every_consumer() -> None:
         "console reader": "skipped",
     }
     assert decisions(record()) == {**dict.fromkeys(SERVICES, "taken"), "console reader": "taken"}
+
+
+@pytest.mark.parametrize("bad", [2**63, -(2**63) - 1], ids=repr)
+def test_an_integer_postgresql_cannot_store_is_refused_by_every_consumer(bad: int) -> None:
+    raw = record({"extra_number": bad})
+    assert decisions(raw) == {**dict.fromkeys(SERVICES, "invalid"), "console reader": "skipped"}
+    with pytest.raises(ValueError, match="bigint"):  # the envelope, before any payload model
+        Envelope.model_validate_json(raw.value)
