@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.protocol.admin import CreateAclsRequest_v1, DescribeAclsRequest
+from aiokafka.protocol.admin import CreateAclsRequest_v1, DeleteAclsRequest_v1, DescribeAclsRequest
 from aiokafka.protocol.api import Request
 
 from contracts.topics import (
@@ -171,6 +171,23 @@ class _CreateAcls(Request[CreateAclsRequest_v1]):  # type: ignore[misc]
         )
 
 
+class _DeleteAcls(Request[DeleteAclsRequest_v1]):  # type: ignore[misc]
+    """Many exact ACL deletions in one DeleteAcls v1 request."""
+
+    API_KEY = 31
+
+    def __init__(self, acls: Sequence[Acl]) -> None:
+        self.acls = acls
+
+    def build(self, request_struct_class: type[DeleteAclsRequest_v1]) -> DeleteAclsRequest_v1:
+        return request_struct_class(
+            [
+                (a.resource_type, a.name, LITERAL, f"User:{a.principal}", "*", a.operation, ALLOW)
+                for a in self.acls
+            ]
+        )
+
+
 class AclError(RuntimeError):
     """The broker refused to create an ACL (usually: not asked by a super user)."""
 
@@ -203,6 +220,56 @@ async def create_acls(
             await asyncio.sleep(0.05)
 
 
+def _of_deployment(name: str, prefix: str) -> bool:
+    """A resource of the deployment ``prefix``: the prefix, then one of our names (so the
+    deployment with no prefix does not own ``t1.lienthong…`` of a test's)."""
+    return name.startswith(prefix) and name[len(prefix) :].startswith(("lienthong.", "lienthong-"))
+
+
+async def revoke_stale(
+    admin: AIOKafkaAdminClient,
+    wanted: Sequence[Acl],
+    principals: Iterable[str],
+    prefixes: Iterable[str],
+    wait_s: float = 30.0,
+) -> list[Acl]:
+    """Delete what ``principals`` are allowed on the deployments' resources beyond
+    ``wanted``: rights an earlier version granted (the console's writes on event topics,
+    every service's on one shared dead-letter topic) must not outlive it. Returns them."""
+    client: Any = admin._client
+    mine, keep = set(principals), set(wanted)
+    prefixes = tuple(prefixes)
+    stale = sorted(
+        (
+            a
+            for a in await _described(client, client.get_random_node())
+            if a.principal in mine
+            and a.resource_type in (TOPIC, GROUP)
+            and a.operation in OPERATIONS
+            and any(_of_deployment(a.name, p) for p in prefixes)
+            and a not in keep
+        ),
+        key=str,
+    )
+    if not stale:
+        return []
+    response = await client.send(client.get_random_node(), _DeleteAcls(stale))
+    errors = [
+        f"{acl}: error {code} {message}"
+        for acl, (code, message, _matching) in zip(stale, response.filter_responses, strict=True)
+        if code
+    ]
+    if errors:
+        raise AclError("; ".join(errors))
+    deadline = time.monotonic() + wait_s
+    for node in sorted(b.nodeId for b in client.cluster.brokers()):
+        while set(stale) & await _described(client, node):
+            if time.monotonic() > deadline:
+                raise AclError(f"broker {node} still enforces revoked ACLs")
+            await asyncio.sleep(0.05)
+    return stale
+
+
 async def _described(client: Any, node: int) -> set[Acl]:
     """The literal ALLOW ACLs one broker's authorizer holds now."""
     request = DescribeAclsRequest(ANY, None, LITERAL, None, None, ANY, ALLOW)
@@ -233,8 +300,10 @@ async def grant(
     prefixes: Iterable[str] = ("",),
     security: KafkaSecurity | None = None,
 ) -> list[Acl]:
-    """Create every service's ACLs for each prefix, as ``security`` (the admin)."""
+    """Create every service's ACLs for each prefix, as ``security`` (the admin), and revoke
+    whatever else those principals were allowed there (``revoke_stale``)."""
     security = security or KafkaSecurity.from_env()
+    prefixes = tuple(prefixes)
     acls = [
         acl
         for prefix in prefixes
@@ -247,6 +316,7 @@ async def grant(
     await admin.start()
     try:
         await create_acls(admin, acls)
+        await revoke_stale(admin, acls, principals.values(), prefixes)
     finally:
         await admin.close()
     return acls

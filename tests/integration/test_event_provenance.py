@@ -24,16 +24,17 @@ import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import TopicAuthorizationFailedError
 
 from contracts.envelope import Envelope
 from contracts.topics import CONSULTATION, DEAD_LETTERS, DOSSIER, NOTIFICATION, REPLAYS
 from services.console.app import SPEC as CONSOLE
-from services.runtime.acl import group_id, provision
+from services.runtime.acl import TOPIC, WRITE, Acl, create_acls, group_id, provision
 from services.runtime.consumer import EventConsumer
 from services.runtime.kafka_auth import KafkaSecurity
 from services.runtime.service import create_app
-from tests.helpers import eventually, headers, read_topic, staff
+from tests.helpers import eventually, headers, kafka_kwargs, read_topic, staff
 from tests.integration.test_authorization import settings_for
 from tests.integration.test_broker_auth import forged
 from tests.integration.test_poison import A, B, Running, effects, event, publish
@@ -89,6 +90,25 @@ async def test_the_console_cannot_write_an_event_topic_only_replays(
             kafka_bootstrap, console, DEAD_LETTERS["routing"].full_name(topic_prefix), b"{}", A
         )
     await send_as(kafka_bootstrap, console, REPLAYS["routing"].full_name(topic_prefix), forged(), A)
+
+
+async def test_provisioning_revokes_what_an_earlier_version_granted(
+    kafka_bootstrap: str, secured: dict[str, str], topic_prefix: str
+) -> None:
+    """A broker provisioned before kept the console's writes on every event topic: the
+    next provisioning takes them back (ACLs are not only ever added)."""
+    console = KafkaSecurity.from_env("console", secured)
+    old = Acl(TOPIC, CONSULTATION.full_name(topic_prefix), console.username or "console", WRITE)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap, **kafka_kwargs())
+    await admin.start()
+    try:
+        await create_acls(admin, [old])
+    finally:
+        await admin.close()
+    await send_as(kafka_bootstrap, console, CONSULTATION.full_name(topic_prefix), forged(), A)
+    await provision(kafka_bootstrap, topic_prefix, env=secured)
+    with pytest.raises(TopicAuthorizationFailedError):
+        await send_as(kafka_bootstrap, console, CONSULTATION.full_name(topic_prefix), forged(), A)
 
 
 async def test_a_consumer_writes_only_its_own_dead_letters(
