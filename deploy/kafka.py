@@ -445,8 +445,10 @@ class KafkaNode:
 
     def write_config(self, cluster_size: int) -> None:
         """``server.properties`` (mode 0600: it holds the passwords) and the log config,
-        written anew at every start from the current credentials."""
+        written anew at every start from the current credentials. The node's folder is
+        this user's only (0700): its log holds every event, personal data included."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
         props = "\n".join(f"{k}={v}" for k, v in self.config(cluster_size).items())
         write_private(self.config_path, props + "\n")
         (self.data_dir / "log4j2.properties").write_text(
@@ -533,6 +535,7 @@ class LocalKafka:
         self.data_dir = data_dir
         self.size = nodes
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
         self.credentials = self._credentials(nodes) if secure else None
         saved = self._load()
         self.cluster_id = saved.get("cluster_id") or _cluster_id()

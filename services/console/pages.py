@@ -6,10 +6,11 @@ error. Agency users see their own agency's rows, as in the API.
 """
 
 import html
+import re
 import unicodedata
 from pathlib import Path as FsPath
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -81,6 +82,11 @@ def safe_next(value: str | None) -> str:
         return "/"
     parts = urlsplit(value)
     if parts.scheme or parts.netloc or parts.path == "/login":
+        return "/"
+    # dot segments (plain or percent-encoded) are resolved by the browser: "/.//evil"
+    # becomes "//evil", another host
+    segments = unquote(parts.path).split("/")
+    if any(seg in (".", "..") for seg in segments) or re.search(r"%(2e|2f|5c)", value, re.I):
         return "/"
     return value
 

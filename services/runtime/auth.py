@@ -20,6 +20,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import math
 import secrets
 import unicodedata
 from collections.abc import Awaitable, Callable, Iterable
@@ -191,7 +192,7 @@ def _check_times(data: dict[str, Any], now: datetime, max_lifetime: timedelta) -
     """``exp``/``iat`` against the service's clock (which tests and demos move): not expired,
     not issued in the future (beyond ``CLOCK_SKEW``), and not meant to live longer than
     ``max_lifetime`` (``exp - iat``), so a stolen token is not good for years."""
-    t, exp, iat = now.timestamp(), float(data["exp"]), float(data["iat"])
+    t, exp, iat = now.timestamp(), _instant(data, "exp"), _instant(data, "iat")
     if t >= exp:
         raise jwt.ExpiredSignatureError("Signature has expired")
     if iat > t + CLOCK_SKEW.total_seconds():
@@ -203,6 +204,15 @@ def _check_times(data: dict[str, Any], now: datetime, max_lifetime: timedelta) -
             f"the token lives {_span(exp - iat)} (exp - iat), longer than the"
             f" {_span(max_lifetime.total_seconds())} allowed"
         )
+
+
+def _instant(data: dict[str, Any], claim: str) -> float:
+    """A NumericDate claim as a finite number of seconds: not a string, not a boolean, not
+    NaN or infinite (every comparison with NaN is false, which would skip the checks)."""
+    value = data[claim]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise jwt.InvalidTokenError(f"{claim} must be a finite number of seconds")
+    return float(value)
 
 
 def _span(seconds: float) -> str:

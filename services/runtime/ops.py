@@ -95,6 +95,21 @@ def loads(body: bytes) -> Any:
         raise ValueError(json_reason(exc.msg, exc.pos)) from None
 
 
+async def _bounded_body(request: Request, limit: int) -> bytes | None:
+    """The request's body if it is at most ``limit`` bytes, read no further than that, and
+    kept where Starlette gives it to the handler; None if it is longer."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # what Request.body() and the wrapped receive hand on
+    return body
+
+
 def install_edge_guards(app: FastAPI, max_body_bytes: int) -> None:
     """Body size limit, JSON bodies only in UTF-8, control characters in the URL, and the
     two backstops. The JSON rule holds here, once for every route of every service,
@@ -126,16 +141,17 @@ def install_edge_guards(app: FastAPI, max_body_bytes: int) -> None:
                     "body",
                     f"{declared} bytes; the limit is {max_body_bytes}",
                 )
-        elif request.method in ("POST", "PUT", "PATCH"):
-            body = await request.body()  # chunked: Starlette keeps it for the handler
-            if len(body) > max_body_bytes:
+        is_json, charset = json_media_type(request.headers.get("content-type"))
+        if declared is None and (is_json or request.method in ("POST", "PUT", "PATCH")):
+            # chunked, of unknown length: read no more than the limit (and keep it for the
+            # handler), whatever the method, before anything looks at it
+            if await _bounded_body(request, max_body_bytes) is None:
                 return problem(
                     413,
                     "request too large",
                     "body",
-                    f"{len(body)} bytes; the limit is {max_body_bytes}",
+                    f"over the limit of {max_body_bytes} bytes",
                 )
-        is_json, charset = json_media_type(request.headers.get("content-type"))
         if is_json:
             if charset and charset.replace("-", "").replace("_", "") != "utf8":
                 return problem(

@@ -34,7 +34,14 @@ from services.runtime.calendar import WorkingCalendar
 from services.runtime.clock import Clock, make_clock
 from services.runtime.consumer import EventConsumer, Handler
 from services.runtime.db import create_pool, is_transient, migrate
-from services.runtime.headers import OAUTH2_REDIRECT, REDOC, SWAGGER, SecurityHeaders
+from services.runtime.headers import (
+    FIXED,
+    OAUTH2_REDIRECT,
+    REDOC,
+    STRICT_POLICY,
+    SWAGGER,
+    SecurityHeaders,
+)
 from services.runtime.kafka_auth import KafkaSecurity
 from services.runtime.lag import LagProbe, PartitionLag, export
 from services.runtime.ops import (
@@ -144,6 +151,16 @@ def _problem_422(_: Request, exc: RequestValidationError) -> JSONResponse:
         for e in exc.errors()
     ]
     return JSONResponse(status_code=422, content={"detail": "invalid request", "errors": errors})
+
+
+def _problem_500(_: Request, exc: Exception) -> JSONResponse:
+    """An unhandled error: the same error shape, and the security headers too (Starlette
+    answers it outside every middleware, ``SecurityHeaders`` included)."""
+    return JSONResponse(
+        status_code=500,
+        content={"detail": "internal error", "errors": []},
+        headers={"content-security-policy": STRICT_POLICY, **FIXED},
+    )
 
 
 def _problem_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -294,6 +311,7 @@ def create_app(
     app.state.runtime = rt
     app.add_exception_handler(RequestValidationError, _problem_422)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _problem_http)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _problem_500)
     install_edge_guards(app, settings.max_body_bytes)
 
     @app.middleware("http")

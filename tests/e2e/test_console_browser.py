@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import httpx
@@ -148,8 +149,9 @@ async def test_the_console_in_a_browser(
     # the stylesheet applied (served from the origin, allowed by style-src 'self')
     colour = await guest.eval_on_selector("header.top", "e => getComputedStyle(e).backgroundColor")
     assert colour == "rgb(16, 36, 62)"
-    await guest.goto(f"{console}/login?next=//evil.example/")
-    assert await guest.get_attribute("#login", "data-next") == "/"
+    for elsewhere in ("//evil.example/", "/.//evil.example/", "/%2e%2e//evil.example/"):
+        await guest.goto(f"{console}/login?next={quote(elsewhere)}")
+        assert await guest.get_attribute("#login", "data-next") == "/", elsewhere
     await guest.goto(f"{console}/login?next=/sla%3Fhours%3D72")
     await guest.fill("#token", stack.credentials.token(OPS, "operator"))
     await guest.click("#login button[type=submit]")

@@ -300,6 +300,10 @@ def test_a_staff_token_may_not_live_longer_than_the_maximum() -> None:
         (_claims(iat=iat - 60, exp=iat - 60), "expired"),
         ({k: x for k, x in _claims().items() if k != "iat"}, "iat"),
         ({k: x for k, x in century.items() if k != "exp"}, "exp"),
+        # NaN compares false with everything: it would skip every check above
+        (_claims(iat=float("nan"), exp=int(century["exp"])), "finite"),
+        (_claims(iat="nan", exp=iat + 3600), "finite"),
+        (_claims(exp=True), "finite"),
     ):
         with pytest.raises(HTTPException) as e:
             _verify(v, jwt.encode(bad, "s" * 40, algorithm="HS256"))

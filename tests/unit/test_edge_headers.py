@@ -139,6 +139,10 @@ async def test_the_documentation_pages_have_a_policy_of_their_own(client: Any) -
         "javascript:alert(1)",
         "JavaScript:alert(1)",
         "//evil.example",
+        "/.//evil.example",  # a browser resolves dot segments: "//evil.example"
+        "/..//evil.example",
+        "/%2e//evil.example",
+        "/a/%2E%2E//evil.example",
         "/\\evil.example",
         "/\t/evil.example",
         "https://evil.example/",
@@ -306,3 +310,33 @@ async def test_a_query_parameter_without_a_name_is_refused_at_the_edge(client: A
     """``?=false`` (schemathesis found one accepted): 422 before any route runs."""
     r = await client("notification").get("/v1/ops/inbound-rejects?=false")
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "query"
+
+
+async def test_a_chunked_body_over_the_limit_is_refused_whatever_the_method(client: Any) -> None:
+    """No Content-Length: the edge reads no more than the limit (256 KiB), for a GET with a
+    JSON body as for a POST, instead of buffering all of it."""
+
+    async def big() -> AsyncIterator[bytes]:
+        for _ in range(64):
+            yield b" " * 65536  # 4 MiB in all
+
+    for method in ("GET", "POST"):
+        r = await client("intake").request(
+            method, "/v1/procedures", content=big(), headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 413, (method, r.status_code, r.text)
+
+
+async def test_an_unhandled_error_still_carries_the_security_headers() -> None:
+    """Starlette answers a 500 outside every middleware: the handler sets them itself."""
+    app = app_of(SPECS["routing"])
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://routing") as c:
+        r = await c.get("/boom")
+    assert r.status_code == 500 and r.json() == {"detail": "internal error", "errors": []}
+    assert_strict(r)

@@ -54,6 +54,9 @@ def test_server_properties_hold_passwords_so_only_this_user_reads_them(tmp_path:
     node.write_config(cluster_size=1)
     assert (node.config_path.stat().st_mode & 0o777) == 0o600
     assert "CONTROLLER:SASL_PLAINTEXT" in node.config_path.read_text()
+    # the log folder holds every event: the node's and the cluster's folders are private
+    assert (node.data_dir.stat().st_mode & 0o777) == 0o700
+    assert (tmp_path.stat().st_mode & 0o777) == 0o700
 
 
 def test_plaintext_when_security_is_off(tmp_path: Path) -> None:

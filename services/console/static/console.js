@@ -39,7 +39,8 @@
     if (!/^\/(?![\/\\])/.test(v) || /[\\\u0000-\u0020\u007f]/.test(v)) return "/";
     try {
       const u = new URL(v, location.origin);
-      if (u.origin === location.origin) return u.pathname + u.search + u.hash;
+      // the whole URL, on this origin: a path alone could resolve to "//host" again
+      if (u.origin === location.origin) return u.href;
     } catch (e) { /* not a URL: go home */ }
     return "/";
   };
