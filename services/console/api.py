@@ -691,14 +691,24 @@ async def do_replay(
                 raise HTTPException(
                     422, detail=problem("payload", "the original is not text: send a fixed one")
                 ) from None
-        if env is not None and x["event_id"] is not None and env.event_id != x["event_id"]:
+        # the consumer replays only the event it held, same id, type and subject
+        # (claim_replay); too large for the topic, the original is with the consumer
+        held = {} if x["stored_elsewhere"] else domain.held_event(bytes(x["value"]))
+        if held is None:
             raise HTTPException(
-                422,
-                detail=problem(
-                    "payload.event_id",
-                    f"a replay keeps the event id of the dead letter ({x['event_id']})",
-                ),
+                409, detail=problem("payload", "thư chết không chứa sự kiện nào để phát lại")
             )
+        if env is not None and held:
+            carried = {"event_id": str(env.event_id), "type": env.type, "subject": env.subject}
+            for name, value_now in carried.items():
+                if held.get(name) != value_now:
+                    raise HTTPException(
+                        422,
+                        detail=problem(
+                            f"payload.{name}",
+                            f"a replay keeps the dead letter's {name} ({held.get(name)!r})",
+                        ),
+                    )
         if len(value.encode()) > MAX_EVENT_BYTES:
             raise HTTPException(422, detail=problem("payload", "over the 256 KiB limit"))
         outbox_id = uuid.uuid4()

@@ -415,6 +415,15 @@ def replay_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if not k.startswith("dlq_")}
 
 
+def held_event(value: bytes) -> dict[str, Any] | None:
+    """The event a dead letter held (a JSON object), or None."""
+    try:
+        doc = json.loads(value)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def replay_key(value: str, key: str | None) -> str:
     """The key a replayed event goes out with: its subject (every consumer refuses an event
     keyed otherwise), else the dead letter's key."""

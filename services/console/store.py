@@ -199,8 +199,14 @@ async def throughput(pool: asyncpg.Pool, since: datetime) -> list[asyncpg.Record
     )
 
 
+# The last action decides; a replay the consumer dead-lettered again (its dead letter
+# carries the replay's ``replayed_from`` header) failed, though the broker took it.
 DEAD_LETTER_STATUS = """
     COALESCE((SELECT CASE WHEN a.action = 'discard' THEN 'discarded'
+                          WHEN EXISTS (SELECT 1 FROM dead_letter_entries r
+                                       WHERE r.headers->>'replayed_from' = d.id
+                                         AND r.dead_lettered_at >= a.created_at)
+                               THEN 'replay_failed'
                           WHEN o.published_at IS NOT NULL THEN 'replayed'
                           WHEN o.failed_at IS NOT NULL THEN 'replay_failed'
                           ELSE 'replay_pending' END

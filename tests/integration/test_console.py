@@ -169,6 +169,27 @@ async def test_console_follows_a_dossier_dead_letters_replay_and_rebuild(
         headers=OPERATOR,
     )
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "payload.data.recipient"
+    # a fix that is another event (its id changed): refused before it goes anywhere
+    other = {**envelope, "event_id": str(uuid.uuid4()), "data": {**envelope["data"]}}
+    other["data"]["recipient"] = "a@example.vn"
+    r = await console.post(
+        f"/v1/console/dead-letters/{entry['id']}/replay",
+        json={"reason": "Sửa người nhận", "payload": other},
+        headers=OPERATOR,
+    )
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "payload.event_id"
+    # replayed unchanged, intake refuses it again: the broker took it, yet it failed
+    r = await console.post(
+        f"/v1/console/dead-letters/{entry['id']}/replay",
+        json={"reason": "Thử lại nguyên trạng"},
+        headers=OPERATOR,
+    )
+    assert r.status_code == 202, r.text
+    await eventually(
+        lambda: console.get(f"/v1/console/dead-letters/{entry['id']}", headers=OPERATOR),
+        lambda r: r.json()["status"] == "replay_failed",
+        timeout=60,
+    )
     fixed = {**envelope, "data": {**envelope["data"], "recipient": "a@example.vn"}}
     r = await console.post(
         f"/v1/console/dead-letters/{entry['id']}/replay",
@@ -185,8 +206,9 @@ async def test_console_follows_a_dossier_dead_letters_replay_and_rebuild(
         timeout=60,
     )  # the consumer that refused it accepts it now
     detail = (await console.get(f"/v1/console/dead-letters/{entry['id']}", headers=OPERATOR)).json()
-    assert detail["status"] == "replayed" and detail["actions"][0]["person"] == f"operator@{OPS}"
-    assert detail["actions"][0]["edited"] and detail["actions"][0]["result"] == "published"
+    assert detail["status"] == "replayed" and detail["actions"][1]["person"] == f"operator@{OPS}"
+    assert not detail["actions"][0]["edited"] and detail["actions"][1]["edited"]
+    assert detail["actions"][1]["result"] == "published"
     r = await console.post(
         f"/v1/console/dead-letters/{entry['id']}/discard",
         json={"reason": "Đã xử lý"},

@@ -5,3 +5,5 @@
 ALTER TABLE dead_letter_entries ADD COLUMN writer text;
 ALTER TABLE dead_letter_entries ADD COLUMN forged text;
 CREATE INDEX dead_letter_entries_recent ON dead_letter_entries (dead_lettered_at DESC, id);
+-- A replay its consumer refused again is found by the replay's header.
+CREATE INDEX dead_letter_entries_replayed_from ON dead_letter_entries ((headers->>'replayed_from'));
