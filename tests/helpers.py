@@ -9,10 +9,25 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from services.runtime.kafka_auth import KafkaSecurity
+
+# A building permit at the desk of 000.00.01.H29: the dossier most tests submit.
+PERMIT = {
+    "procedure_code": "1.009972",
+    "channel": 1,
+    "applicant": {
+        "name": "Công ty TNHH Xây dựng Minh Long",
+        "object_type": 2,
+        "id_number": "0101234567",
+        "phone": "0912345678",
+        "email": "minhlong@example.vn",
+        "address": "12 Lê Lợi, Quận 1",
+    },
+    "documents": [{"code": "DDN"}, {"code": "QSDD"}, {"code": "BVTK"}],
+}
 
 T = TypeVar("T")
 
@@ -195,3 +210,27 @@ def poisoned_receipt(code: str, event_id: uuid.UUID) -> dict[str, Any]:
             "sent_at": now,
         },
     }
+
+
+async def send_as(
+    bootstrap: str,
+    security: KafkaSecurity,
+    topic: str,
+    value: bytes,
+    key: str,
+    record_headers: list[tuple[str, bytes]] | None = None,
+) -> None:
+    """Publish one record as ``security``'s principal (idempotent, acks=all), as a service
+    would; the broker's refusal is raised."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        request_timeout_ms=5000,
+        **security.kwargs(),
+    )
+    try:
+        await producer.start()
+        await producer.send_and_wait(topic, value, key=key.encode(), headers=record_headers)
+    finally:
+        await producer.stop()

@@ -154,6 +154,15 @@ def acls_for(service: str, principal: str, prefix: str = "") -> list[Acl]:
     return out
 
 
+def _entries(acls: Sequence[Acl]) -> list[tuple[Any, ...]]:
+    """Literal ALLOW ACLs for ``User:principal`` from any host, as CreateAcls v1 entries
+    and DeleteAcls v1 filters both list them (the same fields in the same order)."""
+    return [
+        (a.resource_type, a.name, LITERAL, f"User:{a.principal}", "*", a.operation, ALLOW)
+        for a in acls
+    ]
+
+
 class _CreateAcls(Request[CreateAclsRequest_v1]):  # type: ignore[misc]
     """Many ACL creations in one CreateAcls v1 request."""
 
@@ -163,12 +172,7 @@ class _CreateAcls(Request[CreateAclsRequest_v1]):  # type: ignore[misc]
         self.acls = acls
 
     def build(self, request_struct_class: type[CreateAclsRequest_v1]) -> CreateAclsRequest_v1:
-        return request_struct_class(
-            [
-                (a.resource_type, a.name, LITERAL, f"User:{a.principal}", "*", a.operation, ALLOW)
-                for a in self.acls
-            ]
-        )
+        return request_struct_class(_entries(self.acls))
 
 
 class _DeleteAcls(Request[DeleteAclsRequest_v1]):  # type: ignore[misc]
@@ -180,12 +184,7 @@ class _DeleteAcls(Request[DeleteAclsRequest_v1]):  # type: ignore[misc]
         self.acls = acls
 
     def build(self, request_struct_class: type[DeleteAclsRequest_v1]) -> DeleteAclsRequest_v1:
-        return request_struct_class(
-            [
-                (a.resource_type, a.name, LITERAL, f"User:{a.principal}", "*", a.operation, ALLOW)
-                for a in self.acls
-            ]
-        )
+        return request_struct_class(_entries(self.acls))
 
 
 class AclError(RuntimeError):

@@ -32,24 +32,11 @@ from services.routing.app import SPEC as ROUTING
 from services.runtime import auth
 from services.runtime.service import Runtime, create_app
 from services.runtime.settings import ServiceSettings
-from tests.helpers import TEST_JWT_SECRET, TEST_PORTAL_CLIENT, configure_auth, eventually
+from tests.helpers import PERMIT, TEST_JWT_SECRET, TEST_PORTAL_CLIENT, configure_auth, eventually
 
 DESK, LEAD, FIRE, OTHER = "000.00.01.H29", "000.00.06.H29", "000.02.30.H29", "000.20.01.H29"
 OPS = "000.00.00.H29"
 PUBLIC = {"/health", "/ready", "/metrics"}
-PERMIT = {
-    "procedure_code": "1.009972",
-    "channel": 1,
-    "applicant": {
-        "name": "Công ty TNHH Xây dựng Minh Long",
-        "object_type": 2,
-        "id_number": "0101234567",
-        "phone": "0912345678",
-        "email": "minhlong@example.vn",
-        "address": "12 Lê Lợi, Quận 1",
-    },
-    "documents": [{"code": "DDN"}, {"code": "QSDD"}, {"code": "BVTK"}],
-}
 
 # Callers. Unauthenticated ones must get 401 everywhere.
 KINDS = (

@@ -7,11 +7,10 @@ A service cannot read a topic it does not consume, nor join another service's gr
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import (
     GroupAuthorizationFailedError,
     KafkaConnectionError,
@@ -21,21 +20,11 @@ from aiokafka.errors import (
 from contracts.envelope import new_envelope
 from contracts.events import ConsultationRoundCompleted
 from contracts.topics import CONSULTATION, DOSSIER, NOTIFICATION, ROUTING, Topic
-from services.runtime.acl import group_id, provision
+from services.runtime.acl import group_id
 from services.runtime.kafka_auth import KafkaSecurity
+from tests.helpers import send_as
 
 CODE = "000.00.01.H29-261123-0001"
-
-
-@pytest.fixture
-async def secured(
-    kafka_bootstrap: str, kafka_env: dict[str, str], topic_prefix: str
-) -> AsyncIterator[dict[str, str]]:
-    """Topics and ACLs of this test's prefix, created by the admin."""
-    if not KafkaSecurity.from_env(None, kafka_env).sasl:
-        pytest.skip("the session's broker has no SASL (testcontainers, or a PLAINTEXT cluster)")
-    await provision(kafka_bootstrap, topic_prefix, env=kafka_env)
-    yield kafka_env
 
 
 def forged() -> bytes:
@@ -47,18 +36,7 @@ def forged() -> bytes:
 
 
 async def produce(bootstrap: str, security: KafkaSecurity, topic: str) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        enable_idempotence=True,
-        acks="all",
-        request_timeout_ms=5000,
-        **security.kwargs(),
-    )
-    try:
-        await producer.start()
-        await producer.send_and_wait(topic, forged(), key=CODE.encode())
-    finally:
-        await producer.stop()
+    await send_as(bootstrap, security, topic, forged(), CODE)
 
 
 async def end_offsets(bootstrap: str, topic: Topic, prefix: str) -> int:

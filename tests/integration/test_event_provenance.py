@@ -23,7 +23,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import TopicAuthorizationFailedError
 
@@ -34,45 +33,12 @@ from services.runtime.acl import TOPIC, WRITE, Acl, create_acls, group_id, provi
 from services.runtime.consumer import EventConsumer
 from services.runtime.kafka_auth import KafkaSecurity
 from services.runtime.service import create_app
-from tests.helpers import eventually, headers, kafka_kwargs, read_topic, staff
+from tests.helpers import eventually, headers, kafka_kwargs, read_topic, send_as, staff
 from tests.integration.test_authorization import settings_for
 from tests.integration.test_broker_auth import forged
 from tests.integration.test_poison import A, B, Running, effects, event, publish
 
 OPERATOR = staff("000.00.00.H29", "operator")
-
-
-@pytest.fixture
-async def secured(
-    kafka_bootstrap: str, kafka_env: dict[str, str], topic_prefix: str
-) -> AsyncIterator[dict[str, str]]:
-    """Topics and ACLs of this test's prefix, created by the admin."""
-    if not KafkaSecurity.from_env(None, kafka_env).sasl:
-        pytest.skip("the session's broker has no SASL (testcontainers, or a PLAINTEXT cluster)")
-    await provision(kafka_bootstrap, topic_prefix, env=kafka_env)
-    yield kafka_env
-
-
-async def send_as(
-    bootstrap: str,
-    security: KafkaSecurity,
-    topic: str,
-    value: bytes,
-    key: str,
-    record_headers: list[tuple[str, bytes]] | None = None,
-) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        enable_idempotence=True,
-        acks="all",
-        request_timeout_ms=5000,
-        **security.kwargs(),
-    )
-    try:
-        await producer.start()
-        await producer.send_and_wait(topic, value, key=key.encode(), headers=record_headers)
-    finally:
-        await producer.stop()
 
 
 async def test_the_console_cannot_write_an_event_topic_only_replays(

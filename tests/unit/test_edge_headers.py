@@ -28,22 +28,10 @@ from services.runtime.headers import STRICT_POLICY
 from services.runtime.ops import loads, utf8_problem
 from services.runtime.service import ServiceSpec, create_app
 from services.runtime.settings import ServiceSettings
-from tests.helpers import TEST_JWT_SECRET, configure_auth, staff
+from tests.helpers import PERMIT, TEST_JWT_SECRET, configure_auth, staff
 
 SPECS = {s.name: s for s in (INTAKE, ROUTING, CONSULTATION, NOTIFICATION, CONSOLE)}
 DESK = "000.00.01.H29"
-PERMIT = {
-    "procedure_code": "1.009972",
-    "channel": 1,
-    "applicant": {
-        "name": "Công ty TNHH Xây dựng Minh Long",
-        "object_type": 2,
-        "id_number": "0101234567",
-        "phone": "0912345678",
-        "address": "12 Lê Lợi, Quận 1",
-    },
-    "documents": [{"code": "DDN"}, {"code": "QSDD"}, {"code": "BVTK"}],
-}
 HEADERS = {
     "content-security-policy": STRICT_POLICY,
     "x-frame-options": "DENY",
