@@ -100,6 +100,17 @@ async def shot(page: Any, name: str) -> None:
         await page.screenshot(path=str(DOCS / f"console-{name}.png"), full_page=False)
 
 
+async def reloaded_until(page: Any, rows: Any, seconds: int = 30) -> Any:
+    """``rows`` once the page shows one, reloading it each second (a server-rendered list
+    that only changes on load)."""
+    for _ in range(seconds):
+        if await rows.count():
+            break
+        await page.wait_for_timeout(1000)
+        await page.reload()
+    return rows
+
+
 async def poison(stack: Stack, code: str) -> tuple[uuid.UUID, dict[str, Any]]:
     """A notification.sent without its recipient on the notification topic: intake (which
     keeps the timeline) refuses it with the field's reason."""
@@ -204,12 +215,9 @@ async def test_the_console_in_a_browser(
     # 3. a poisoned event appears under dead letters; replayed fixed, the consumer takes it
     event_id, envelope = await poison(stack, code)
     await page.goto(f"{console}/dead-letters")
-    row = page.locator("#dead-letters tbody tr", has_text="notification.sent")
-    for _ in range(30):
-        if await row.count():
-            break
-        await page.wait_for_timeout(1000)
-        await page.reload()
+    row = await reloaded_until(
+        page, page.locator("#dead-letters tbody tr", has_text="notification.sent")
+    )
     await expect(row.first).to_contain_text("recipient")
     await shot(page, "dead-letters")
     entry = await row.first.get_attribute("data-id")
@@ -250,12 +258,7 @@ async def test_the_console_in_a_browser(
     finally:
         await producer.stop()
     await page.goto(f"{console}/dead-letters")
-    forged = page.locator("#dead-letters tbody tr.forged")
-    for _ in range(30):
-        if await forged.count():
-            break
-        await page.wait_for_timeout(1000)
-        await page.reload()
+    forged = await reloaded_until(page, page.locator("#dead-letters tbody tr.forged"))
     await expect(forged.first).to_contain_text("Nguồn giả mạo")
     await forged.first.locator("a").click()
     await expect(page.locator("#forged")).to_contain_text("lienthong-consultation")
