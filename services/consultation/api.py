@@ -73,7 +73,7 @@ def build_router(rt: Runtime, opinions: Opinions, book: TemplateBook) -> APIRout
     async def of_request(rid: UUID, c: Caller, column: str, reason: str) -> auth.Staff:
         row = await store.get_request(rt.pool, rid)
         try:
-            Opinions._visible(row, principal(c))
+            Opinions.visible(row, principal(c))
         except OpinionError as exc:
             raise _raise(exc) from None
         assert row is not None
@@ -203,7 +203,7 @@ def build_router(rt: Runtime, opinions: Opinions, book: TemplateBook) -> APIRout
         row = await store.get_request(rt.pool, rid)
         if not c.is_operator:
             try:
-                Opinions._visible(row, principal(c))
+                Opinions.visible(row, principal(c))
             except OpinionError as exc:
                 raise _raise(exc) from None
         return [dict(a) for a in await store.audit_rows(rt.pool, rid)]

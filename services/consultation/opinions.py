@@ -223,7 +223,7 @@ class Opinions:
             return row
 
     @staticmethod
-    def _visible(row: asyncpg.Record | None, who: Principal) -> None:
+    def visible(row: asyncpg.Record | None, who: Principal) -> None:
         if row is None:
             raise OpinionError(404, "request_id", "no such request")
         if who.agency_id not in (row["agency_id"], row["lead_agency"]):
