@@ -560,6 +560,7 @@ class EventConsumer:
                 await _insert_parked(conn, self.group_id, raw, env, "behind a parked event")
                 return "parked"
             if not await self._record(conn, env):
+                await self._settle_duplicate_replay(conn, raw, env)
                 return "duplicate"
             await handler(conn, env, payload)
             if waiting:  # what the parked events waited for may be here now: try them
@@ -570,6 +571,20 @@ class EventConsumer:
                     env.subject,
                 )
         return "applied"
+
+    async def _settle_duplicate_replay(
+        self, conn: asyncpg.Connection, raw: Raw, env: Envelope
+    ) -> None:
+        """A replay of an event this consumer has applied since (another copy came): no
+        second effect, but its dead letter is settled, as the console shows it replayed."""
+        if raw.topic != self._replay_topic or self._replay_topic is None:
+            return
+        try:
+            entry = int(raw.header_dict()["replay_of"])
+            async with conn.transaction():
+                await claim_replay(conn, self.group_id, self._replay_topic, entry, env)
+        except (KeyError, ValueError, ReplayRefused):
+            pass  # nothing to settle: the duplicate has no effect either way
 
     async def _record(self, conn: asyncpg.Connection, env: Envelope) -> bool:
         """Record the event in the inbox; False if this consumer has applied it before."""
@@ -662,6 +677,8 @@ class EventConsumer:
             async with conn.transaction():
                 if await self._record(conn, env):
                     await handler(conn, env, payload)
+                else:
+                    await self._settle_duplicate_replay(conn, raw, env)
         except RetryLater:
             return "wait"
         await conn.execute("DELETE FROM parked WHERE id = $1", row["id"])

@@ -269,6 +269,53 @@ async def test_a_replay_is_applied_once_and_only_for_a_dead_letter_the_consumer_
     )
 
 
+async def test_a_replay_of_an_event_applied_since_settles_its_dead_letter_once(
+    pool: asyncpg.Pool, kafka_bootstrap: str, topic_prefix: str, secured: dict[str, str]
+) -> None:
+    """The producer sent the fixed event itself after the dead letter: the operator's later
+    replay has no second effect, and the dead letter is settled (replayed)."""
+
+    async def handler(conn: asyncpg.Connection, env: Envelope, payload: Any) -> None:
+        await conn.execute("INSERT INTO effects(ref) VALUES ($1)", payload.kind)
+
+    consumer = EventConsumer(
+        service="notification",
+        group_id=group_id("notification", topic_prefix),
+        topics=(NOTIFICATION, REPLAYS["notification"]),
+        handlers={"notification.sent": handler},
+        topic_prefix=topic_prefix,
+        max_attempts=1,
+    )
+    poisoned = json.loads(event("late-fix"))
+    poisoned["data"].pop("recipient")
+    fixed = {**poisoned, "data": {**poisoned["data"], "recipient": "a@b.vn"}}
+    topic = NOTIFICATION.full_name(topic_prefix)
+    await publish(kafka_bootstrap, topic, [(A, json.dumps(poisoned).encode())])
+    async with Running(kafka_bootstrap, topic_prefix, pool, consumer):
+        stored = await eventually(
+            lambda: pool.fetchval("SELECT id FROM dead_letters WHERE reason = 'invalid'"),
+            lambda v: v is not None,
+        )
+        await publish(kafka_bootstrap, topic, [(A, json.dumps(fixed).encode())])
+        assert await eventually(lambda: effects(pool), lambda e: len(e) >= 1) == ["late-fix"]
+        await send_as(
+            kafka_bootstrap,
+            KafkaSecurity.from_env("console", secured),
+            REPLAYS["notification"].full_name(topic_prefix),
+            json.dumps(fixed).encode(),
+            A,
+            [("replay_of", str(stored).encode())],
+        )
+        await eventually(
+            lambda: pool.fetchval(
+                "SELECT replayed_at IS NOT NULL FROM dead_letters WHERE id = $1", stored
+            ),
+            lambda v: bool(v),
+        )
+    assert await effects(pool) == ["late-fix"]
+    assert await pool.fetchval("SELECT count(*) FROM dead_letters") == 1
+
+
 async def test_a_key_that_is_not_the_subject_and_unstorable_text_are_dead_lettered(
     pool: asyncpg.Pool, kafka_bootstrap: str, topic_prefix: str, secured: dict[str, str]
 ) -> None:
