@@ -41,6 +41,24 @@ from tests.integration.test_poison import A, B, Running, effects, event, publish
 OPERATOR = staff("000.00.00.H29", "operator")
 
 
+async def record_kind(conn: asyncpg.Connection, env: Envelope, payload: Any) -> None:
+    """The handler under test: one ``effects`` row per event applied."""
+    await conn.execute("INSERT INTO effects(ref) VALUES ($1)", payload.kind)
+
+
+def recording_consumer(topic_prefix: str, *, replays: bool) -> EventConsumer:
+    """Notification's consumer with ``record_kind``, reading its replay topic too if asked
+    (a replay refused once is dead-lettered at once: ``max_attempts=1``)."""
+    return EventConsumer(
+        service="notification",
+        group_id=group_id("notification", topic_prefix),
+        topics=(NOTIFICATION, REPLAYS["notification"]) if replays else (NOTIFICATION,),
+        handlers={"notification.sent": record_kind},
+        topic_prefix=topic_prefix,
+        max_attempts=1 if replays else 5,
+    )
+
+
 async def test_the_console_cannot_write_an_event_topic_only_replays(
     kafka_bootstrap: str, secured: dict[str, str], topic_prefix: str
 ) -> None:
@@ -182,18 +200,8 @@ async def test_a_replay_is_applied_once_and_only_for_a_dead_letter_the_consumer_
     """A record on notification's replay topic is applied only as the replay of one of its
     own dead letters, not replayed before, with that dead letter's event id."""
 
-    async def handler(conn: asyncpg.Connection, env: Envelope, payload: Any) -> None:
-        await conn.execute("INSERT INTO effects(ref) VALUES ($1)", payload.kind)
-
     replay_topic = REPLAYS["notification"].full_name(topic_prefix)
-    consumer = EventConsumer(
-        service="notification",
-        group_id=group_id("notification", topic_prefix),
-        topics=(NOTIFICATION, REPLAYS["notification"]),
-        handlers={"notification.sent": handler},
-        topic_prefix=topic_prefix,
-        max_attempts=1,
-    )
+    consumer = recording_consumer(topic_prefix, replays=True)
     poisoned = []
     for kind in ("first", "second"):
         p = json.loads(event(kind))
@@ -275,17 +283,7 @@ async def test_a_replay_of_an_event_applied_since_settles_its_dead_letter_once(
     """The producer sent the fixed event itself after the dead letter: the operator's later
     replay has no second effect, and the dead letter is settled (replayed)."""
 
-    async def handler(conn: asyncpg.Connection, env: Envelope, payload: Any) -> None:
-        await conn.execute("INSERT INTO effects(ref) VALUES ($1)", payload.kind)
-
-    consumer = EventConsumer(
-        service="notification",
-        group_id=group_id("notification", topic_prefix),
-        topics=(NOTIFICATION, REPLAYS["notification"]),
-        handlers={"notification.sent": handler},
-        topic_prefix=topic_prefix,
-        max_attempts=1,
-    )
+    consumer = recording_consumer(topic_prefix, replays=True)
     poisoned = json.loads(event("late-fix"))
     poisoned["data"].pop("recipient")
     fixed = {**poisoned, "data": {**poisoned["data"], "recipient": "a@b.vn"}}
@@ -322,9 +320,6 @@ async def test_a_key_that_is_not_the_subject_and_unstorable_text_are_dead_letter
     """Findings 5 and 6: a valid event keyed by another dossier, and one holding U+0000, are
     refused before any effect; the good event after them goes through."""
 
-    async def handler(conn: asyncpg.Connection, env: Envelope, payload: Any) -> None:
-        await conn.execute("INSERT INTO effects(ref) VALUES ($1)", payload.kind)
-
     nul = json.loads(event("nul"))
     nul["data"]["subject"] = "Thông\u0000báo"
     await publish(
@@ -332,13 +327,7 @@ async def test_a_key_that_is_not_the_subject_and_unstorable_text_are_dead_letter
         NOTIFICATION.full_name(topic_prefix),
         [(B, event("wrong-key", subject=A)), (A, json.dumps(nul).encode()), (A, event("good"))],
     )
-    consumer = EventConsumer(
-        service="notification",
-        group_id=group_id("notification", topic_prefix),
-        topics=(NOTIFICATION,),
-        handlers={"notification.sent": handler},
-        topic_prefix=topic_prefix,
-    )
+    consumer = recording_consumer(topic_prefix, replays=False)
     async with Running(kafka_bootstrap, topic_prefix, pool, consumer):
         assert await eventually(lambda: effects(pool), lambda e: len(e) >= 1) == ["good"]
         dead = await read_topic(
