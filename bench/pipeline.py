@@ -55,7 +55,7 @@ from bench.common import broker, database, fresh_database, kafka_kwargs, pct
 from contracts.agencies import default_book
 from contracts.common import CompetenceLevel
 from contracts.topics import DOSSIER, TOPICS
-from deploy.load import ClientPool, receiving_desks
+from deploy.load import ClientPool, locality, receiving_desks
 from deploy.local import SERVICES, ServiceStack
 from deploy.ports import free_port, wait_for_port
 from services.intake.domain import Catalogue
@@ -79,7 +79,8 @@ def mix() -> list[Kind]:
     """Every procedure in force in the sample catalogue, complete; the liên thông ones
     (with consultations) twice as often, as they carry the load. A commune-level
     procedure is received at every commune one-stop desk in turn (as a province's load
-    is: each desk's daily serials end at 9,999), any other at its own desk."""
+    is: each desk's daily serials end at 9,999), any other at its own desk; the
+    applicant's and the land's wards turn too, so the competent wards share the work."""
     book = default_book()
     communes = book.desks(CompetenceLevel.COMMUNE)
     kinds: list[Kind] = []
@@ -100,9 +101,10 @@ def mix() -> list[Kind]:
         weight = (2 if p.consultations else 1) * len(communes)
         for i in range(weight):
             desk = desks[i % len(desks)]
-            kinds.append(
-                Kind(p.code, desk, {**body, "receiving_agency": desk}, len(p.consultations))
-            )
+            # the applicant's and the land's wards run one ahead of the desk, so the
+            # decisions of residence- and property-bound dossiers spread over every ward
+            local = locality({**body, "receiving_agency": desk}, i + 1)
+            kinds.append(Kind(p.code, desk, local, len(p.consultations)))
     return kinds
 
 

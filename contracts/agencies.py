@@ -16,7 +16,14 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from contracts.common import AgencyId, CompetenceLevel, Office, OfficeHours
+from contracts.common import (
+    AgencyId,
+    Competence,
+    CompetenceLevel,
+    Office,
+    OfficeHours,
+    Procedure,
+)
 from contracts.envelope import NFCStr
 
 AGENCIES_FILE = Path(__file__).parent / "reference" / "agencies.yaml"
@@ -103,12 +110,58 @@ class AgencyError(ValueError):
     pass
 
 
+class BodyKind(StrEnum):
+    """The kind of a commune's body: the key routing maps a catalogue step by, from the
+    catalogue's default commune to the competent one (never by rewriting names)."""
+
+    PEOPLE_COMMITTEE = "people_committee"  # Ủy ban nhân dân (its departments inside)
+    SERVICE_CENTRE = "service_centre"  # Trung tâm Phục vụ hành chính công (one-stop desk)
+    POLICE = "police"  # Công an xã, phường (vertical: Ministry of Public Security)
+    ECONOMY = "economy"  # Phòng Kinh tế (Kinh tế, Hạ tầng và Đô thị), its own body
+
+
+class Commune(BaseModel):
+    """A commune-level unit (xã, phường, đặc khu) and its bodies, by kind."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    code: str = Field(pattern=r"^[A-Z][A-Z0-9_]{1,39}$", description="Its key in this book")
+    name: NFCStr = Field(description="As a sentence names it, e.g. phường Sài Gòn")
+    province: str = Field(pattern=r"^[A-Z][0-9]{2}$")
+    bodies: dict[BodyKind, AgencyId]
+    source: NFCStr
+
+    @model_validator(mode="after")
+    def _every_kind(self) -> Commune:
+        missing = [k.value for k in BodyKind if k not in self.bodies]
+        if missing:
+            raise ValueError(f"commune {self.code} lacks bodies: {', '.join(missing)}")
+        return self
+
+
+class CompetenceError(AgencyError):
+    """A locality the book does not know: the field it came in and a reason in Vietnamese
+    (a desk officer reads it)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+# How a refusal names the field a locality came in.
+_LOCALITY_LABEL = {
+    "applicant.commune": "Xã, phường nơi cư trú của người nộp hồ sơ (applicant.commune)",
+    "property_commune": "Xã, phường nơi có đất, tài sản (property_commune)",
+}
+
+
 class AgencyBook(BaseModel):
     """Every known agency and province; load once with ``AgencyBook.load()``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     provinces: tuple[Province, ...]
     agencies: tuple[Agency, ...]
+    communes: tuple[Commune, ...] = ()
 
     @model_validator(mode="after")
     def _one_body_per_id(self) -> AgencyBook:
@@ -127,6 +180,37 @@ class AgencyBook(BaseModel):
                 raise ValueError(f"{a.id}: province {a.province} is not listed")
             if a.parent is not None and a.parent not in seen:
                 raise ValueError(f"{a.id}: parent {a.parent} is not listed")
+        levels = {a.id: a.level for a in self.agencies}
+        keys: set[str] = set()
+        owner: dict[str, str] = {}
+        for c in self.communes:
+            if c.code in keys:
+                raise ValueError(f"commune {c.code} is listed twice")
+            keys.add(c.code)
+            if c.province not in codes:
+                raise ValueError(f"commune {c.code}: province {c.province} is not listed")
+            for kind, agency_id in c.bodies.items():
+                if agency_id not in levels:
+                    raise ValueError(f"commune {c.code}: {kind.value} {agency_id} is not listed")
+                if levels[agency_id] is not CompetenceLevel.COMMUNE:
+                    raise ValueError(f"commune {c.code}: {agency_id} is not a commune body")
+                if agency_id in owner:
+                    raise ValueError(f"{agency_id} belongs to {owner[agency_id]} and {c.code}")
+                owner[agency_id] = c.code
+        # routing maps a step to the same kind of body and department in the competent
+        # commune: every commune's body of a kind has the same departments
+        by_id = {a.id: a for a in self.agencies}
+        for kind in BodyKind:
+            shapes = {
+                c.code: frozenset(d.code for d in by_id[c.bodies[kind]].departments)
+                for c in self.communes
+            }
+            if len(set(shapes.values())) > 1:
+                first = next(iter(shapes))
+                odd = [k for k, v in shapes.items() if v != shapes[first]]
+                raise ValueError(
+                    f"communes' {kind.value} bodies differ in departments: {first} vs {odd}"
+                )
         return self
 
     @classmethod
@@ -189,6 +273,64 @@ class AgencyBook(BaseModel):
 
     def office_hours(self, agency_id: str) -> OfficeHours:
         return self.province(self.get(agency_id).province).office_hours
+
+    # --- territorial competence ----------------------------------------------------------
+
+    def commune(self, code: str, field: str = "applicant.commune") -> Commune:
+        """The commune of a key; a key the book does not know is refused, naming the field."""
+        for c in self.communes:
+            if c.code == code:
+                return c
+        label = _LOCALITY_LABEL.get(field, field)
+        raise CompetenceError(
+            field,
+            f"{label}: mã xã, phường {code!r} không có trong danh mục đơn vị hành chính cấp"
+            " xã của hệ thống; đề nghị ghi đúng xã, phường theo đơn vị hành chính sau sắp xếp",
+        )
+
+    def commune_of(self, agency_id: str) -> tuple[Commune, BodyKind] | None:
+        """The commune a body belongs to, and its kind; none for any other agency."""
+        for c in self.communes:
+            for kind, body in c.bodies.items():
+                if body == agency_id:
+                    return c, kind
+        return None
+
+    def competent_commune(
+        self,
+        p: Procedure,
+        receiving: str | None,
+        residence: str | None = None,
+        property_: str | None = None,
+    ) -> Commune | None:
+        """Which commune decides a dossier of ``p``: the applicant's (``residence``), the
+        land's (``property_``) or the receiving one, as the catalogue says; none when the
+        procedure is not a commune one with a competence (its agencies stand). A locality
+        not given falls back on the receiving commune (the desk knows no better), then on
+        the catalogue's own; one the book does not know is refused (``CompetenceError``)."""
+        if p.level is not CompetenceLevel.COMMUNE or p.competence is None:
+            return None
+        given = {
+            Competence.RESIDENCE: ("applicant.commune", residence),
+            Competence.PROPERTY: ("property_commune", property_),
+            Competence.RECEIVING: ("", None),
+        }[p.competence]
+        if given[1] is not None:
+            return self.commune(given[1], given[0])
+        here = self.commune_of(receiving) if receiving else None
+        if here is not None:
+            return here[0]
+        default = self.commune_of(p.lead_agency)
+        return default[0] if default else None
+
+    def localize(self, agency_id: str, commune: Commune) -> str:
+        """The body of ``commune`` of the same kind as ``agency_id``, when that is a
+        commune body; any other agency (the city's, a vertical one above the commune)
+        stays."""
+        mine = self.commune_of(agency_id)
+        if mine is None:
+            return agency_id
+        return commune.bodies[mine[1]]
 
     def check(self, pairs: Iterable[tuple[str, str]]) -> list[str]:
         """Each (id, name) as another file names it: the problems, if any."""

@@ -13,6 +13,7 @@ from contracts.common import (
     AgencyId,
     Applicant,
     Channel,
+    CommuneCode,
     DocumentCode,
     DocumentRef,
     DossierStatus,
@@ -67,6 +68,11 @@ class SubmitDossier(BaseModel):
     )
     handling_unit: Paragraph | None = Field(
         default=None, description="The unit the portal names as handling it (DonViXuLy)"
+    )
+    property_commune: CommuneCode | None = Field(
+        default=None,
+        description="The commune (ward) where the land, the building or the business seat"
+        " lies, by its key in the agency book: where a property-bound procedure is decided",
     )
 
 
@@ -170,6 +176,18 @@ class DossierView(BaseModel):
     paused_since: datetime | None
     state: DossierStatus | None = Field(default=None, description="Where it is, in words")
     apologies: int = Field(default=0, description="Form 04 apologies issued")
+    legal_appointment_at: datetime | None = Field(
+        default=None,
+        description="The appointment by law (moved only by time waiting for the applicant;"
+        " an apology does not move it): what early / on time / late is measured against",
+    )
+    timeliness: Timeliness | None = Field(
+        default=None,
+        description="Once the result is ready: early, on time or late (routing's verdict)",
+    )
+    timeliness_label: str | None = Field(
+        default=None, description="Trước hạn / Đúng hạn / Quá hạn, as Form 05 says it"
+    )
     status_history: list[StatusChange] = Field(default_factory=list)
     timeline: list[TimelineEntry]
 
@@ -331,17 +349,23 @@ class ReturnResult(BaseModel):
 
 
 class ConfirmApology(BaseModel):
-    """The agency at fault confirms its Form 04: the reason in its words and, if it
-    differs from the one proposed, the new appointment."""
+    """The head of the agency at fault signs its Form 04: the reason in the agency's words,
+    the letter's number, the new appointment and the signer's name (Circular 03/2025/TT-VPCP,
+    Form 04: signed by the head; Decree 30/2020/NĐ-CP, Annex I: "Số:" and the signer's full
+    name). The draft's proposed appointment is a suggestion: the head states the date."""
 
     model_config = ConfigDict(extra="forbid")
     reason: Annotated[str, Text(2000, min_length=3, multiline=True)] = Field(
         description="Why the dossier is late, in the agency's words"
     )
-    appointment_at: datetime | None = Field(
-        default=None,
-        description="The new appointment (later than the one it replaces, within a year);"
-        " defaults to the one proposed",
+    appointment_at: datetime = Field(
+        description="The new appointment (later than the one it replaces, within a year)"
+    )
+    number: Annotated[str, Text(60, min_length=1)] = Field(
+        description="Số: the agency's number of the letter, e.g. 15/PXL-UBND"
+    )
+    signer_name: Annotated[str, Text(200, min_length=2)] | None = Field(
+        default=None, description="The head's full name as signed; defaults to the token's name"
     )
 
 
@@ -383,6 +407,12 @@ class ApologyView(BaseModel):
     automatic: bool
     after_latest_moment: bool
     repeat: bool
+    escalated_at: datetime | None = Field(
+        default=None, description="When the unsigned draft was escalated to the head's superior"
+    )
+    document_number: str | None = Field(default=None, description="Số: of the signed letter")
+    signer_name: str | None = None
+    signer_title: str | None = None
 
 
 class RouteView(BaseModel):

@@ -44,6 +44,11 @@ DossierCode = Annotated[
 # Limits of the fields a caller sends, chosen as an official would expect them.
 PersonName = Annotated[str, Text(200, min_length=2)]
 Address = Annotated[str, Text(500)]
+# A commune (xã, phường, đặc khu) by its key in the agency book
+# (contracts/reference/agencies.yaml, ``communes``), e.g. SAI_GON for phường Sài Gòn.
+CommuneCode = Annotated[
+    str, Token(r"[A-Z][A-Z0-9_]{1,39}", 40, "a commune key of the agency book, e.g. SAI_GON")
+]
 Line = Annotated[str, Text(300)]
 Paragraph = Annotated[str, Text(2000, multiline=True)]
 LongParagraph = Annotated[str, Text(5000, multiline=True)]
@@ -144,6 +149,27 @@ class Duration(BaseModel):
         return f"{self.value:02d} {word}"
 
 
+class AfterCutoff(StrEnum):
+    """Whether a period in days also starts a day later for a receipt after the cut-off.
+
+    The 15:00 cut-off of the one-stop rules governs the transfer of the dossier: one
+    received after 15:00 is handed to the deciding agency at the start of the next working
+    day (Decree 61/2018/NĐ-CP, Art. 18(2)-(3), in force 21/6/2018, as read in the official
+    codification; Decree 118/2025/NĐ-CP, which replaced it from 1/7/2025, keeps a transfer
+    rule whose article could not be read from a public source). Neither text moves the
+    start of a period: a period in days is counted by the Civil Code 2015, Art. 147(2) (the
+    day of receipt is not counted, the period starts the next day) and Art. 148(5) (a last
+    day off moves to the next working day). So the default is ``SAME_DAY``: N working days
+    are counted from the calendar date of receipt whatever the hour. A province whose own
+    rule says a late receipt counts from the next working day sets ``NEXT_DAY`` in its
+    office hours (``contracts/reference/agencies.yaml``), citing that rule."""
+
+    SAME_DAY = "same_day"
+    """Counted from the calendar date of receipt (Civil Code 2015, Art. 147(2))."""
+    NEXT_DAY = "next_day"
+    """Receipt deemed made on the next working day, and the period counted from that day."""
+
+
 class OfficeHours(BaseModel):
     """When a desk works, and the cut-off after which a receipt counts from the next
     working day. Set per province (``agencies.yaml``) and, where a procedure differs, per
@@ -154,6 +180,12 @@ class OfficeHours(BaseModel):
         default=((time(8, 0), time(12, 0)), (time(13, 0), time(17, 0))), min_length=1
     )
     cutoff: time = time(15, 0)
+    after_cutoff: AfterCutoff = Field(
+        default=AfterCutoff.SAME_DAY,
+        description="Whether a period in days received after the cut-off (or on a day off)"
+        " also starts a day later: same_day (the default the governing texts give) or"
+        " next_day (a province's own rule)",
+    )
     legal_basis: NFCStr | None = Field(default=None, max_length=500)
 
     @model_validator(mode="after")
@@ -211,6 +243,11 @@ class Applicant(BaseModel):
     phone: Phone | None = None
     email: EmailAddress | None = None
     address: Address | None = None
+    commune: CommuneCode | None = Field(
+        default=None,
+        description="The commune (ward) of residence, or an organisation's seat, by its key"
+        " in the agency book: where a residence-bound procedure is decided",
+    )
     birth_date: date | None = None
     portal_account: (
         Annotated[str, Token(r"[\x21-\x7e]+", 60, "a portal account id of printable ASCII")] | None
@@ -297,9 +334,32 @@ class MissingItem(BaseModel):
     reason: NFCStr = Field(min_length=1, max_length=2000)
 
 
+class FeeKind(StrEnum):
+    """Phí or lệ phí: the Law on Fees and Charges 2015 (Luật Phí và lệ phí số 97/2015/QH13),
+    Art. 3(1)-(2): phí recovers the cost of a public service (Annex 1, Danh mục phí); lệ
+    phí is collected for a State management service (Annex 2, Danh mục lệ phí: civil
+    status, building permits, land certificates, business registration are lệ phí there;
+    the item numbers within the annex were not confirmed from a public source here). Each
+    catalogue fee takes the kind of its name in those annexes. ``portal`` is the portal's
+    LoaiPhiLePhi: "1" phí, "2" lệ phí, as issue 23 reads OpenCPS; OpenCPS itself only ever
+    sends 2 (KeypayDVCQGUtils, PayGateIntegrationActionImpl, marked "????") and publishes no
+    code list, so the mapping could not be confirmed from a public source."""
+
+    FEE = "phi"
+    CHARGE = "le_phi"
+
+    @property
+    def portal(self) -> str:
+        return "1" if self is FeeKind.FEE else "2"
+
+
 class Fee(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: NFCStr
+    kind: FeeKind = Field(
+        default=FeeKind.FEE,
+        description="Phí or lệ phí (Law on Fees and Charges 2015, Art. 3 and its annexes)",
+    )
     amount_vnd: int | None = Field(
         default=None, ge=0, description="None where the amount is set elsewhere (legal_basis)"
     )
@@ -336,6 +396,21 @@ class StepKind(StrEnum):
     RETURN = "return"
     """The desk receives the result, tells the applicant it is ready, and returns it."""
 
+    @property
+    def label(self) -> str:
+        return _STEP_KIND_LABEL[self.value]
+
+
+_STEP_KIND_LABEL = {
+    "receive": "tiếp nhận",
+    "assign": "phân công",
+    "appraise": "thẩm định",
+    "consult": "lấy ý kiến",
+    "work": "thực hiện phần việc",
+    "approve": "phê duyệt",
+    "return": "trả kết quả",
+}
+
 
 class ActingRole(StrEnum):
     """Who acts on a step; a higher role may act for a lower one."""
@@ -347,6 +422,15 @@ class ActingRole(StrEnum):
     @property
     def rank(self) -> int:
         return {"officer": 1, "department_head": 2, "agency_head": 3}[self.value]
+
+    @property
+    def label(self) -> str:
+        """How an official names the role (in refusals and on screens)."""
+        return {
+            "officer": "công chức, viên chức xử lý",
+            "department_head": "người đứng đầu phòng, ban",
+            "agency_head": "người đứng đầu cơ quan",
+        }[self.value]
 
 
 class Step(BaseModel):
@@ -376,6 +460,10 @@ class Step(BaseModel):
 class DossierStatus(StrEnum):
     """Where a dossier is, in every service; ``portal`` is the national portal's code."""
 
+    REGISTERED = "registered"
+    """Registered, not yet received (portal 1, mới đăng ký): an incomplete dossier at the desk
+    waiting for what is missing (Form 02 at reception: the clock has not started), or one
+    from the portal awaiting receipt."""
     RECEIVED = "received"
     NOT_RECEIVED = "not_received"
     PROCESSING = "processing"
@@ -403,8 +491,29 @@ class DossierStatus(StrEnum):
         """The clock stops while waiting for the applicant."""
         return self in (DossierStatus.WAITING_SUPPLEMENT, DossierStatus.WAITING_FEE)
 
+    @property
+    def label(self) -> str:
+        """The state as an official names it."""
+        return _STATUS_LABEL[self.value]
+
+
+_STATUS_LABEL = {
+    "registered": "mới đăng ký, chưa tiếp nhận",
+    "received": "đã tiếp nhận",
+    "not_received": "không được tiếp nhận",
+    "processing": "đang xử lý",
+    "waiting_supplement": "chờ bổ sung hồ sơ",
+    "waiting_fee": "chờ thực hiện nghĩa vụ tài chính",
+    "withdrawn": "đã rút hồ sơ",
+    "stopped": "đã dừng xử lý",
+    "result_ready": "đã có kết quả",
+    "refused": "đã có văn bản từ chối giải quyết",
+    "returned": "đã trả kết quả",
+}
+
 
 _PORTAL = {
+    DossierStatus.REGISTERED: PortalStatus.NEW,
     DossierStatus.RECEIVED: PortalStatus.RECEIVED,
     DossierStatus.NOT_RECEIVED: PortalStatus.NOT_RECEIVED,
     DossierStatus.PROCESSING: PortalStatus.PROCESSING,
@@ -448,6 +557,19 @@ class CompetenceLevel(StrEnum):
     COMMUNE = "commune"
 
 
+class Competence(StrEnum):
+    """Which commune decides a commune-level dossier (thẩm quyền theo địa bàn)."""
+
+    RESIDENCE = "residence"
+    """The commune of the applicant's residence (e.g. birth registration: Law on Civil
+    Status 2014, Art. 13)."""
+    PROPERTY = "property"
+    """The commune where the land, the building or the business seat lies."""
+    RECEIVING = "receiving"
+    """The commune that received it: a procedure done regardless of administrative
+    boundaries (không phụ thuộc vào địa giới hành chính, Decree 118/2025/NĐ-CP)."""
+
+
 FIELD_CODE_MAX = 20
 
 
@@ -476,6 +598,14 @@ class Procedure(BaseModel):
         default="", description="The texts that set the procedure (and publish it)"
     )
     level: CompetenceLevel = CompetenceLevel.PROVINCE
+    competence: Competence | None = Field(
+        default=None,
+        description="Commune level: which commune decides (residence, property or"
+        " receiving); none keeps the catalogue's agencies",
+    )
+    competence_basis: NFCStr = Field(
+        default="", description="The article that sets the territorial competence"
+    )
     group: NFCStr | None = Field(
         default=None, description="A liên thông group fixed by decree (e.g. Decree 63/2024)"
     )
@@ -495,6 +625,12 @@ class Procedure(BaseModel):
     eligible_object_types: tuple[ObjectType, ...] = (ObjectType.CITIZEN, ObjectType.ORGANISATION)
     consultations: tuple[Consulted, ...] = ()
     steps: tuple[Step, ...] = ()
+
+    @model_validator(mode="after")
+    def _competence_has_basis(self) -> Procedure:
+        if self.competence is not None and not self.competence_basis.strip():
+            raise ValueError("a territorial competence names its legal basis")
+        return self
 
     @property
     def interconnected(self) -> bool:

@@ -253,12 +253,31 @@ class SlaAgency(BaseModel):
     escalations: int
 
 
+class UnsignedApology(BaseModel):
+    """A drafted Form 04 its head has not signed: past its latest moment it was escalated
+    to the head's superior (routing.apology_escalated)."""
+
+    dossier_code: str
+    apology_id: UUID
+    number: int
+    agency: str
+    agency_name: str | None = None
+    reason: str | None = None
+    drafted_at: datetime
+    latest_issue_at: datetime
+    hours_left: float = Field(description="Until the latest moment; negative: past it")
+    past: bool
+    escalated_at: datetime | None = None
+    superior: str | None = None
+
+
 class SlaBoard(BaseModel):
     generated_at: datetime
     horizon_hours: int
     dossiers: list[SlaItem]
     opinion_requests: list[SlaItem]
     agencies: list[SlaAgency]
+    unsigned_apologies: list[UnsignedApology] = Field(default_factory=list)
 
 
 class FigureRow(BaseModel):

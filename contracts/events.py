@@ -16,6 +16,7 @@ from contracts.common import (
     AgencyId,
     Applicant,
     Channel,
+    CommuneCode,
     DocumentRef,
     DossierCode,
     DossierStatus,
@@ -80,6 +81,11 @@ class DossierReceived(EventPayload):
     register_number: int | None = Field(default=None, ge=1, description="Số thứ tự in the book")
     return_method: ReturnMethod = ReturnMethod.AT_DESK
     office: Office | None = Field(default=None, description="The receiving office, for forms")
+    property_commune: CommuneCode | None = Field(
+        default=None,
+        description="The commune where the land, the building or the business seat lies"
+        " (routing plans a property-bound procedure there)",
+    )
 
 
 class SupplementRequested(EventPayload):
@@ -397,6 +403,11 @@ class DossierResumed(EventPayload):
     paused_working_seconds: int = Field(ge=0)
     previous_appointment_at: UtcDateTime
     appointment_at: UtcDateTime
+    legal_appointment_at: UtcDateTime | None = Field(
+        default=None,
+        description="The appointment in law, moved by the pause too (after an apology it"
+        " differs from appointment_at); routing owns it",
+    )
     step: StepRef
     step_deadline_at: UtcDateTime
     state: DossierStatus = DossierStatus.PROCESSING
@@ -482,11 +493,24 @@ class RouteClosed(EventPayload):
     closed_at: UtcDateTime
     withdrawn_apologies: int = Field(default=0, ge=0)
     status: PortalStatus
+    # What the applicant's notice of a stop (Mẫu số 05 of Annex I, Circular 03/2025/TT-VPCP,
+    # "Thông báo dừng giải quyết hồ sơ") or of a withdrawal prints; optional: older events
+    # lack them, and notification then falls back on the dossier's receipt.
+    agency_id: AgencyId | None = Field(
+        default=None, description="The agency that decides the dossier (the lead agency)"
+    )
+    agency_name: NFCStr | None = None
+    office: Office | None = Field(
+        default=None, description="How forms name the deciding agency (header of the notice)"
+    )
+    procedure_name: NFCStr | None = None
+    received_at: UtcDateTime | None = None
 
 
 class ApologyDrafted(EventPayload):
-    """The dossier cannot finish by its appointment: a Form 04 is drafted for the agency at
-    fault to confirm; unconfirmed, it is issued at ``latest_issue_at``."""
+    """The dossier cannot finish by its appointment (or a step went overdue too close to it
+    to wait): a Form 04 is drafted for the agency at fault, whose head signs it. Never sent
+    unsigned: unconfirmed at ``latest_issue_at``, it is escalated (``apology_escalated``)."""
 
     event_type = "routing.apology_drafted"
     apology_id: UUID
@@ -499,8 +523,37 @@ class ApologyDrafted(EventPayload):
     reason: NFCStr
     previous_appointment_at: UtcDateTime
     proposed_appointment_at: UtcDateTime
+    latest_issue_at: UtcDateTime = Field(
+        description="The latest legal moment to send it: the close of the working day before"
+        " the appointment it replaces"
+    )
+    drafted_at: UtcDateTime
+    after_latest_moment: bool = Field(
+        default=False, description="Drafted only after its latest legal moment had passed"
+    )
+
+
+class ApologyEscalated(EventPayload):
+    """A drafted Form 04 is not signed by its latest legal moment (or was drafted after it):
+    the head of the agency at fault, the head's superior and the operators are told, and the
+    dossier is flagged. The letter itself is never sent unsigned."""
+
+    event_type = "routing.apology_escalated"
+    apology_id: UUID
+    code: DossierCode
+    number: int = Field(ge=1)
+    agency_id: AgencyId
+    agency_name: NFCStr
+    head: NFCStr = Field(description="The head of the agency at fault, as addressed")
+    superior: NFCStr = Field(description="Whom the head answers to, as addressed")
+    superior_agency_id: AgencyId | None = None
+    reason: NFCStr = Field(description="Why the dossier is late (the draft's reason)")
+    why: NFCStr = Field(description="Why it is escalated, in words")
+    appointment_at: UtcDateTime = Field(description="The appointment that will be missed")
     latest_issue_at: UtcDateTime
     drafted_at: UtcDateTime
+    escalated_at: UtcDateTime
+    after_latest_moment: bool = False
 
 
 class ApologyIssued(EventPayload):
@@ -519,10 +572,19 @@ class ApologyIssued(EventPayload):
     appointment_at: UtcDateTime
     issued_at: UtcDateTime
     issued_by: Holder | None = Field(
-        default=None, description="Who confirmed it; none when issued at the latest moment"
+        default=None, description="The head who signed it (events before 2026-12 may lack it)"
     )
     automatic: bool = Field(
-        default=False, description="Issued unconfirmed at the latest legal moment"
+        default=False,
+        description="Issued unconfirmed at the latest legal moment (earlier versions only:"
+        " a Form 04 is now always signed by the head)",
+    )
+    document_number: NFCStr | None = Field(
+        default=None, max_length=60, description="Số: the agency's number of the letter"
+    )
+    signer_name: NFCStr | None = Field(default=None, max_length=200)
+    signer_title: NFCStr | None = Field(
+        default=None, max_length=300, description="The signer's office, e.g. Chủ tịch UBND..."
     )
     after_latest_moment: bool = Field(
         default=False,
@@ -583,6 +645,18 @@ class ConsultationRequested(EventPayload):
     subject: NFCStr
     requested_at: UtcDateTime
     due_at: UtcDateTime
+    number: str | None = Field(
+        default=None,
+        max_length=80,
+        description="The letter's number and symbol (Decree 30/2020/NĐ-CP, Art. 15(1),(3))",
+    )
+    legal_basis: NFCStr | None = Field(
+        default=None, description="The text and article of the reply period, when one sets it"
+    )
+    deemed_basis: NFCStr | None = Field(
+        default=None,
+        description="Where silence counts as consent at the deadline: the text and article",
+    )
 
 
 class ConsultationReminded(EventPayload):
@@ -592,6 +666,10 @@ class ConsultationReminded(EventPayload):
     agency_id: AgencyId
     due_at: UtcDateTime
     reminded_at: UtcDateTime
+    deemed_basis: NFCStr | None = Field(
+        default=None,
+        description="Where silence counts as consent at the deadline: the text and article",
+    )
 
 
 class ConsultationEscalated(EventPayload):
@@ -604,6 +682,10 @@ class ConsultationEscalated(EventPayload):
     notify_name: NFCStr
     ask: NFCStr
     escalated_at: UtcDateTime
+    due_at: UtcDateTime | None = Field(default=None, description="The deadline missed")
+    overdue_working_seconds: int | None = Field(
+        default=None, ge=0, description="Working time past the deadline when the rung fired"
+    )
 
 
 class ConsultationReplied(EventPayload):
@@ -623,6 +705,9 @@ class ConsultationDeemedConsent(EventPayload):
     request_id: UUID
     code: DossierCode
     agency_id: AgencyId
+    lead_agency: AgencyId | None = Field(
+        default=None, description="The lead agency, told as the asked agency is"
+    )
     legal_basis: NFCStr
     deemed_at: UtcDateTime
 
@@ -663,6 +748,11 @@ class RoundOutcome(BaseModel):
     agency_id: AgencyId
     outcome: Outcome
     decision: Decision | None = None
+    at: UtcDateTime | None = Field(
+        default=None,
+        description="When the outcome came: the reply, the deadline for deemed consent, the"
+        " cancellation",
+    )
 
 
 class ConsultationRoundCompleted(EventPayload):
@@ -714,6 +804,7 @@ EVENT_TYPES: dict[str, type[EventPayload]] = {
         ApologyDrafted,
         ApologyIssued,
         ApologyWithdrawn,
+        ApologyEscalated,
         ConsultationRequested,
         ConsultationReminded,
         ConsultationEscalated,

@@ -53,6 +53,17 @@ def receiving_desks(p: Procedure, communes: list[str]) -> list[str]:
     return [p.receiving_agency]
 
 
+def locality(body: dict[str, Any], i: int) -> dict[str, Any]:
+    """``body`` with the applicant's ward and the land's ward: the ``i``-th and the one
+    after it of the agency book's communes, so the commune-level decisions spread over
+    every ward (a residence- or property-bound dossier is decided there, not at the desk)."""
+    codes = [c.code for c in default_book().communes]
+    if not codes:
+        return body
+    applicant = {**body["applicant"], "commune": codes[i % len(codes)]}
+    return {**body, "applicant": applicant, "property_commune": codes[(i + 1) % len(codes)]}
+
+
 class Dossiers:
     """An endless, reproducible stream of (desk agency, submission body) pairs, cycling
     through the procedures in force today."""
@@ -112,7 +123,7 @@ class Dossiers:
         desks = self.desks_for(p)
         desk = desks[(i // len(self.procedures)) % len(desks)]
         body["receiving_agency"] = desk
-        return desk, body
+        return desk, locality(body, i // len(self.procedures) + 1)
 
     def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
         return (self.body(i) for i in itertools.count())

@@ -771,8 +771,43 @@ async def sla_board(rt: Runtime, agency: str | None, hours: int) -> c.SlaBoard:
         *args,
     )
 
+    own_a = " AND $1 = ANY(d.agencies)" if agency else ""
+    drafts = await rt.pool.fetch(
+        "SELECT d.dossier_code, d.data AS draft, x.data AS up FROM events d"
+        " LEFT JOIN events x ON x.type = 'routing.apology_escalated'"
+        " AND x.dossier_code = d.dossier_code AND x.data->>'apology_id' = d.data->>'apology_id'"
+        " WHERE d.type = 'routing.apology_drafted'" + own_a + " AND NOT EXISTS (SELECT 1"
+        " FROM events e WHERE e.dossier_code = d.dossier_code"
+        " AND e.type IN ('routing.apology_issued', 'routing.apology_withdrawn')"
+        " AND e.data->>'apology_id' = d.data->>'apology_id')"
+        " ORDER BY d.data->>'latest_issue_at' LIMIT 500",
+        *([agency] if agency else []),
+    )
+
     def left(t: datetime) -> float:
         return round((t - now).total_seconds() / 3600, 2)
+
+    unsigned = []
+    for r in drafts:
+        draft = json.loads(r["draft"]) if isinstance(r["draft"], str) else r["draft"]
+        up = json.loads(r["up"]) if isinstance(r["up"], str) else r["up"]
+        latest = datetime.fromisoformat(draft["latest_issue_at"])
+        unsigned.append(
+            c.UnsignedApology(
+                dossier_code=r["dossier_code"],
+                apology_id=draft["apology_id"],
+                number=draft["number"],
+                agency=draft["agency_id"],
+                agency_name=draft.get("agency_name"),
+                reason=draft.get("reason"),
+                drafted_at=datetime.fromisoformat(draft["drafted_at"]),
+                latest_issue_at=latest,
+                hours_left=left(latest),
+                past=latest < now,
+                escalated_at=datetime.fromisoformat(up["escalated_at"]) if up else None,
+                superior=up.get("superior") if up else None,
+            )
+        )
 
     dossiers = [
         c.SlaItem(
@@ -821,6 +856,7 @@ async def sla_board(rt: Runtime, agency: str | None, hours: int) -> c.SlaBoard:
         dossiers=dossiers,
         opinion_requests=requests,
         agencies=sorted(per.values(), key=lambda a: (-a.past, -a.near, a.agency)),
+        unsigned_apologies=unsigned,
     )
 
 

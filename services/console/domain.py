@@ -142,7 +142,7 @@ DOSSIER_TYPES = frozenset(
 _STATE_OF = {
     "dossier.received": "received",
     "dossier.refused": "refused",
-    "dossier.supplement_requested": "waiting_supplement",
+    "dossier.supplement_requested": "registered",  # at the desk: not received yet (status 1)
     "dossier.withdrawn": "withdrawn",
     "dossier.stopped": "stopped",
 }

@@ -35,6 +35,7 @@ COLOURS = {
     "console": "#495057",
 }
 STATES = {
+    "registered": "Mới đăng ký (chưa tiếp nhận)",
     "received": "Đã tiếp nhận",
     "refused": "Từ chối tiếp nhận",
     "not_received": "Không được tiếp nhận",

@@ -19,7 +19,13 @@ from services.consultation.inputs import (
     public_key_bytes,
     unstorable_fields,
 )
-from services.consultation.opinions import OpinionError, Opinions, Principal, view
+from services.consultation.opinions import (
+    NO_SUCH_REQUEST,
+    OpinionError,
+    Opinions,
+    Principal,
+    view,
+)
 from services.consultation.templates import Role, TemplateBook
 from services.runtime import auth
 from services.runtime.auth import responses
@@ -83,11 +89,13 @@ def build_router(rt: Runtime, opinions: Opinions, book: TemplateBook) -> APIRout
 
     async def asked(rid: UUID, c: Caller) -> auth.Staff:
         """Staff of the agency the request asks."""
-        return await of_request(rid, c, "agency_id", "only the asked agency may answer")
+        return await of_request(rid, c, "agency_id", "chỉ cơ quan được lấy ý kiến mới được trả lời")
 
     async def lead(rid: UUID, c: Caller) -> auth.Staff:
         """Staff of the lead agency that sent the request."""
-        return await of_request(rid, c, "lead_agency", "only the lead agency may extend a request")
+        return await of_request(
+            rid, c, "lead_agency", "chỉ cơ quan chủ trì mới được gia hạn lấy ý kiến"
+        )
 
     Asked = Annotated[auth.Staff, Depends(asked)]
     Lead = Annotated[auth.Staff, Depends(lead)]
@@ -167,7 +175,7 @@ def build_router(rt: Runtime, opinions: Opinions, book: TemplateBook) -> APIRout
         except OpinionError as exc:
             raise _raise(exc) from None
         if row is None:
-            raise HTTPException(404, detail="no such request")
+            raise _raise(OpinionError(404, "request_id", NO_SUCH_REQUEST))
         return view(row, rt.clock.now(), with_body=True)
 
     @r.post(
@@ -220,7 +228,10 @@ def build_router(rt: Runtime, opinions: Opinions, book: TemplateBook) -> APIRout
         raw = public_key_bytes(body.public_key)
         if raw is None:
             raise HTTPException(
-                422, detail=problem("public_key", "base64 (ASCII) of 32 raw Ed25519 bytes")
+                422,
+                detail=problem(
+                    "public_key", "khóa công khai phải là 32 byte Ed25519 mã hóa base64 (ASCII)"
+                ),
             )
         await store.save_signer(
             rt.pool,

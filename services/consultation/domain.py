@@ -52,6 +52,30 @@ class Calendar(Protocol):
     def deadline(self, received_at: datetime, period: Duration) -> datetime: ...
     def before(self, deadline: datetime, period: Duration) -> datetime: ...
     def after(self, t: datetime, period: Duration) -> datetime: ...
+    def working_seconds_between(self, start: datetime, end: datetime) -> int: ...
+
+
+# --- what a person reads: labels of the round's words, in Vietnamese --------------------------
+
+DECISION_LABELS = {
+    "agree": "Đồng ý",
+    "disagree": "Không đồng ý",
+    "agree_with_conditions": "Đồng ý có điều kiện",
+}
+FIELD_LABELS = {"conditions": "điều kiện", "reasons": "lý do"}
+ROLE_LABELS = {
+    Role.OFFICER: "chuyên viên",
+    Role.DEPARTMENT_HEAD: "trưởng phòng",
+    Role.AGENCY_HEAD: "thủ trưởng cơ quan",
+    Role.COORDINATOR: "cơ quan điều phối",
+}
+STATUS_LABELS = {
+    "open": "đang chờ trả lời",
+    "lapsed": "quá hạn, đang chờ trả lời",
+    "replied": "đã có văn bản trả lời",
+    "deemed_consent": "được coi là đã đồng ý",
+    "cancelled": "đã hủy",
+}
 
 
 @dataclass(frozen=True)
@@ -105,6 +129,10 @@ def _agency(agencies: AgencyBook, agency_id: str) -> Agency | None:
         return agencies.get(agency_id)
     except AgencyError:
         return None
+
+
+agency_of = _agency
+"""The agency as the registry knows it, or None."""
 
 
 def deems(template: Template, agency_id: str, agencies: AgencyBook) -> bool:
@@ -194,6 +222,7 @@ class Request:
     escalation_step: int = 0
     extensions: int = 0
     decision: str | None = None
+    outcome_at: datetime | None = None
     changed: dict[str, Any] = field(default_factory=dict)
 
     def set(self, **values: Any) -> None:
@@ -211,7 +240,9 @@ class Request:
         return self.status in ANSWERABLE
 
 
-_TRACKED = frozenset({"due_at", "reminders_sent", "escalation_step", "extensions", "decision"})
+_TRACKED = frozenset(
+    {"due_at", "reminders_sent", "escalation_step", "extensions", "decision", "outcome_at"}
+)
 
 
 @dataclass(frozen=True)
@@ -262,13 +293,13 @@ class Round:
         for r in self.requests:
             if r.id == rid:
                 return r
-        raise Refused(Refusal.NOT_FOUND, "request_id", "no such request")
+        raise Refused(Refusal.NOT_FOUND, "request_id", "không có văn bản lấy ý kiến này")
 
     def visible(self, rid: UUID, agency_id: str) -> Request:
         """The request, if ``agency_id`` was asked or is the lead agency."""
         r = self.request(rid)
         if agency_id not in (r.agency_id, r.lead_agency):
-            raise Refused(Refusal.FORBIDDEN, "agency", "this request belongs to another agency")
+            raise Refused(Refusal.FORBIDDEN, "agency", "văn bản lấy ý kiến này thuộc cơ quan khác")
         return r
 
     # --- commands ---
@@ -287,6 +318,7 @@ class Round:
         actor: str,
         at: datetime,
         agencies: AgencyBook | None = None,
+        number: str | None = None,
     ) -> None:
         """A request just written for this round: its audit row, timers and event."""
         agencies = agencies or default_book()
@@ -316,6 +348,9 @@ class Round:
                 subject=subject,
                 requested_at=at,
                 due_at=r.due_at,
+                number=number,
+                legal_basis=template.deadline.legal_basis,
+                deemed_basis=template.final.legal_basis if deemed else None,
             )
         )
 
@@ -339,12 +374,15 @@ class Round:
         signature of an allowed signer; then the request's outcome, final."""
         r = self.visible(rid, agency_id)
         if agency_id != r.agency_id:
-            raise Refused(Refusal.FORBIDDEN, "agency", "only the asked agency may answer")
+            raise Refused(
+                Refusal.FORBIDDEN, "agency", "chỉ cơ quan được lấy ý kiến mới được trả lời"
+            )
         if not r.answerable:
             raise Refused(
                 Refusal.CLOSED,
                 "status",
-                f"the request is closed ({r.status}); its outcome is final",
+                f"việc lấy ý kiến đã kết thúc ({STATUS_LABELS[r.status.value]});"
+                " kết quả không thay đổi được",
             )
         try:
             check_reply_content(template, decision, conditions, reasons)
@@ -352,7 +390,11 @@ class Round:
             raise Refused(Refusal.INVALID, exc.field, exc.reason) from None
         try:
             if not signer_key or not nonce or not signature:
-                raise ReplyError("signature", "a reply must be signed: signer, nonce and signature")
+                raise ReplyError(
+                    "signature",
+                    "văn bản trả lời phải được ký số: cần mã khóa ký (signer), số dùng một lần"
+                    " (nonce) và chữ ký số (signature)",
+                )
             verify_signature(
                 signer,
                 agency_id=r.agency_id,
@@ -360,6 +402,9 @@ class Round:
                 message=canonical_reply(rid, decision, conditions, reasons, signer_key, nonce),
                 signature_b64=signature,
             )
+        except SignerNotAllowed as exc:
+            # authenticated, but not allowed to answer for this agency: 403, not 401
+            raise Refused(Refusal.FORBIDDEN, exc.field, exc.reason) from None
         except ReplyError as exc:
             raise Refused(Refusal.UNSIGNED, exc.field, exc.reason) from None
         r.set(
@@ -405,14 +450,31 @@ class Round:
         stay climbed, reminders already past are not planned again."""
         r = self.visible(rid, agency_id)
         if agency_id != r.lead_agency:
-            raise Refused(Refusal.FORBIDDEN, "agency", "only the lead agency may extend a request")
+            raise Refused(
+                Refusal.FORBIDDEN, "agency", "chỉ cơ quan chủ trì mới được gia hạn lấy ý kiến"
+            )
         if not r.answerable:
-            raise Refused(Refusal.CLOSED, "status", f"the request is closed ({r.status})")
+            raise Refused(
+                Refusal.CLOSED,
+                "status",
+                f"việc lấy ý kiến đã kết thúc ({STATUS_LABELS[r.status.value]}),"
+                " không gia hạn được",
+            )
         previous = r.due_at
+        # An extension runs from the deadline it moves while that is still ahead; once the
+        # deadline has passed (a lapsed or escalated request) it runs from the moment it is
+        # granted, so the asked agency really gets the time it is given. No legal text
+        # governs extending an opinion request (the periods of Law on Construction Art.
+        # 102(1) and Circular 02/2022/TT-BTNMT Art. 16 are the asked agency's, and an
+        # extension is the lead agency's own grant); counting a period from the moment of
+        # the act that starts it follows Civil Code 2015, Art. 147(1).
+        start = max(previous, at)
         try:
-            due = calendar.after(previous, by)
+            due = calendar.after(start, by)
         except (OverflowError, ValueError):
-            raise Refused(Refusal.INVALID, "by", "the new deadline is out of range") from None
+            raise Refused(
+                Refusal.INVALID, "by", "thời hạn mới vượt quá giới hạn cho phép"
+            ) from None
         r.set(due_at=due, extensions=r.extensions + 1, status=Status.OPEN)
         self.cancel_timers.append(r.id)
         deemed = deems(template, r.agency_id, agencies or default_book())
@@ -423,6 +485,7 @@ class Round:
             actor,
             at,
             previous_due_at=previous.isoformat(),
+            counted_from=start.isoformat(),
             due_at=due.isoformat(),
             reason=reason,
         )
@@ -448,10 +511,34 @@ class Round:
             return None
         return r
 
-    def remind(self, rid: UUID, generation: int | None, index: int, at: datetime) -> None:
+    def remind(
+        self,
+        rid: UUID,
+        generation: int | None,
+        index: int,
+        at: datetime,
+        template: Template | None = None,
+        calendar: Calendar | None = None,
+        agencies: AgencyBook | None = None,
+    ) -> None:
+        """Reminder ``index`` of the request's reminders, sent only while it still helps:
+        never at or after the deadline (nor once deemed, replied or lapsed), and not when a
+        later reminder is also due (timers that fire together after the clock jumped: only
+        the latest is sent). A reminder not sent is recorded as skipped, with why. Where
+        silence will count as consent, the reminder carries the text and article."""
         r = self._due_timer(rid, generation)
         if r is None:
             return
+        if at >= r.due_at:
+            self.audit(r, "reminder_skipped", "system", at, reminder=index, why="past_deadline")
+            return
+        if template is not None and calendar is not None and index < len(template.reminders):
+            moments = [calendar.before(r.due_at, p) for p in template.reminders]
+            mine = moments[index]
+            if any(mine < m <= at for j, m in enumerate(moments) if j != index):
+                self.audit(r, "reminder_skipped", "system", at, reminder=index, why="superseded")
+                return
+        deemed = template is not None and deems(template, r.agency_id, agencies or default_book())
         r.set(reminders_sent=r.reminders_sent + 1)
         self.audit(r, "reminded", "system", at, reminder=index)
         self.events.append(
@@ -461,6 +548,7 @@ class Round:
                 agency_id=r.agency_id,
                 due_at=r.due_at,
                 reminded_at=at,
+                deemed_basis=template.final.legal_basis if deemed and template else None,
             )
         )
 
@@ -472,15 +560,18 @@ class Round:
         template: Template,
         at: datetime,
         agencies: AgencyBook | None = None,
+        calendar: Calendar | None = None,
     ) -> None:
         """Rung ``n`` of the ladder: whom it tells is resolved from the registry now, and
-        recorded (who, which body, when, what they are asked)."""
+        recorded (who, which body, when, what they are asked, the deadline missed and by
+        how much working time)."""
         r = self._due_timer(rid, generation)
         if r is None or not 1 <= n <= len(template.escalation):
             return  # settled, superseded, or a rung this template does not have
         step = template.escalation[n - 1]
         to = rung(step, r.agency_id, agencies or default_book())
         r.set(escalation_step=max(n, r.escalation_step))
+        late = calendar.working_seconds_between(r.due_at, at) if calendar is not None else None
         self.audit(
             r,
             "escalated",
@@ -491,6 +582,8 @@ class Round:
             notify_name=to.name,
             notify_agency=to.agency_id,
             ask=step.ask,
+            due_at=r.due_at.isoformat(),
+            overdue_working_seconds=late,
         )
         self.events.append(
             ConsultationEscalated(
@@ -502,6 +595,8 @@ class Round:
                 notify_name=to.name,
                 ask=step.ask,
                 escalated_at=at,
+                due_at=r.due_at,
+                overdue_working_seconds=late,
             )
         )
 
@@ -538,6 +633,7 @@ class Round:
                     request_id=r.id,
                     code=self.code,
                     agency_id=r.agency_id,
+                    lead_agency=r.lead_agency,
                     legal_basis=basis,
                     deemed_at=r.due_at,
                 )
@@ -591,6 +687,8 @@ class Round:
         for t in timer_plan(calendar, template, r.id, r.due_at, deemed=deemed):
             if now is not None and t.kind == REMIND and t.due_at <= now:
                 continue  # a reminder already past (a short deadline, an extension)
+            if t.kind == REMIND and t.due_at >= r.due_at:
+                continue  # a reminder at or after the deadline reminds of nothing
             if t.kind == ESCALATE and t.payload["step"] <= r.escalation_step:
                 continue  # rungs already climbed stay climbed
             ref = t.ref if generation == 0 else t.ref.replace("/", f"/g{generation}/", 1)
@@ -614,6 +712,7 @@ class Round:
                         agency_id=r.agency_id,
                         outcome=Outcome(r.status.value),  # final statuses are named so
                         decision=Decision(r.decision) if r.decision else None,
+                        at=r.outcome_at,
                     )
                     for r in sorted(self.requests, key=lambda r: r.agency_id)
                 ),
@@ -629,18 +728,30 @@ class ReplyError(ValueError):
         self.reason = reason
 
 
+class SignerNotAllowed(ReplyError):
+    """A valid signing key of someone who may not answer this request (another agency's,
+    or a role the template does not allow): a 403, not a failed signature."""
+
+
 def check_reply_content(
     template: Template, decision: Decision, conditions: str | None, reasons: str | None
 ) -> None:
     """The decision must be one the template allows, with the fields it requires."""
     rule = template.reply.decisions.get(decision)
     if rule is None:
-        allowed = ", ".join(d.value for d in template.reply.decisions)
-        raise ReplyError("decision", f"not allowed by template {template.id}; allowed: {allowed}")
+        allowed = ", ".join(DECISION_LABELS[d.value] for d in template.reply.decisions)
+        raise ReplyError(
+            "decision",
+            f"ý kiến «{DECISION_LABELS[decision.value]}» không thuộc các ý kiến mẫu văn bản"
+            f" cho phép ({allowed})",
+        )
     given = {"conditions": conditions, "reasons": reasons}
     for name in rule.requires:
         if not (given.get(name) or "").strip():
-            raise ReplyError(name, f"required when the decision is {decision.value}")
+            raise ReplyError(
+                name,
+                f"phải ghi {FIELD_LABELS[name]} khi ý kiến là «{DECISION_LABELS[decision.value]}»",
+            )
 
 
 def canonical_reply(
@@ -687,17 +798,23 @@ def verify_signature(
     """Raise ``ReplyError`` unless a registered, active signer of this agency with an
     allowed role signed exactly ``message``."""
     if signer is None or not signer.active:
-        raise ReplyError("signer", "no active signing key registered under this key id")
+        raise ReplyError("signer", "không có khóa ký số đang hiệu lực được đăng ký với mã này")
     if signer.agency_id != agency_id:
-        raise ReplyError("signer", "the signing key belongs to another agency")
+        raise SignerNotAllowed(
+            "signer", "khóa ký số này thuộc cơ quan khác, không phải cơ quan được lấy ý kiến"
+        )
     if signer.role not in allowed_roles:
-        allowed = ", ".join(r.value for r in allowed_roles)
-        raise ReplyError("signer", f"role {signer.role.value} may not sign; allowed: {allowed}")
+        allowed = ", ".join(ROLE_LABELS[r] for r in allowed_roles)
+        raise SignerNotAllowed(
+            "signer",
+            f"người ký giữ chức danh {ROLE_LABELS[signer.role]}, không được ký văn bản trả"
+            f" lời; người được ký: {allowed}",
+        )
     try:
         sig = base64.b64decode(signature_b64, validate=True)
         Ed25519PublicKey.from_public_bytes(signer.public_key).verify(sig, message)
     except (InvalidSignature, ValueError):
-        raise ReplyError("signature", "does not verify over the reply's content") from None
+        raise ReplyError("signature", "chữ ký số không khớp với nội dung văn bản trả lời") from None
 
 
 # --- audit chain ---------------------------------------------------------------------------

@@ -7,19 +7,33 @@ import asyncpg
 from contracts.common import StepKind
 from contracts.envelope import Envelope
 from contracts.events import (
+    DossierReceived,
     DossierRouted,
     DossierStopped,
+    DossierSupplemented,
     DossierWithdrawn,
     HandedOver,
     StepCompleted,
 )
-from services.consultation import domain
+from services.consultation import domain, store
 from services.consultation.opinions import Opinions
 from services.runtime.consumer import Handler
 from services.runtime.timers import TimerHandler
 
 
 def build(opinions: Opinions) -> dict[str, Handler]:
+    async def on_received(conn: asyncpg.Connection, env: Envelope, d: DossierReceived) -> None:
+        """What the dossier was handed in with: an opinion request lists, by name, the
+        documents it sends that the dossier really holds."""
+        docs = [x.model_dump(mode="json", include={"code", "name", "copies"}) for x in d.documents]
+        await store.save_documents(conn, d.code, docs, merge=False)
+
+    async def on_supplemented(
+        conn: asyncpg.Connection, env: Envelope, s: DossierSupplemented
+    ) -> None:
+        docs = [x.model_dump(mode="json", include={"code", "name", "copies"}) for x in s.documents]
+        await store.save_documents(conn, s.code, docs, merge=True)
+
     async def on_routed(conn: asyncpg.Connection, env: Envelope, r: DossierRouted) -> None:
         """The round opens with the routing when the route's first step consults (routes
         planned before steps existed always said so)."""
@@ -45,6 +59,8 @@ def build(opinions: Opinions) -> dict[str, Handler]:
         await opinions.cancel_dossier(conn, env, s.code, f"dừng xử lý hồ sơ: {s.reason}")
 
     return {
+        "dossier.received": on_received,
+        "dossier.supplemented": on_supplemented,
         "routing.dossier_routed": on_routed,
         "routing.handed_over": on_handed_over,
         "routing.step_completed": on_step_completed,

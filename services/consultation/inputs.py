@@ -75,7 +75,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
             raise ValueError("naive time")
         return at, UUID(rid)
     except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
-        raise CursorError("not a cursor this service handed out") from exc
+        raise CursorError("con trỏ trang không hợp lệ (không do hệ thống cấp)") from exc
 
 
 def problem(field: str, reason: str) -> dict[str, Any]:

@@ -16,15 +16,23 @@ from typing import Any
 import asyncpg
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from contracts.agencies import AgencyBook, default_book
+from contracts.agencies import AgencyBook, AgencyError, default_book
 from contracts.api import ReplyRequest
 from contracts.common import Duration
 from contracts.envelope import Envelope
 from contracts.events import ConsultationRoundCompleted, DossierRouted, RoundToOpen
 from services.consultation import domain, store
-from services.consultation.domain import Refusal, Refused, Status
-from services.consultation.templates import Role, TemplateBook, render_subject
-from services.runtime.calendar import format_local
+from services.consultation.domain import (
+    DECISION_LABELS,
+    FIELD_LABELS,
+    ROLE_LABELS,
+    Refusal,
+    Refused,
+    Status,
+)
+from services.consultation.templates import Template, TemplateBook, render_subject
+from services.runtime.calendar import VN_TZ, format_local
+from services.runtime.forms import day_of
 from services.runtime.logging import get_logger
 from services.runtime.service import Runtime
 
@@ -36,18 +44,10 @@ _render = Environment(
     autoescape=select_autoescape(["html"]),
     trim_blocks=True,
 )
-DECISION_LABELS = {
-    "agree": "Đồng ý",
-    "disagree": "Không đồng ý",
-    "agree_with_conditions": "Đồng ý có điều kiện",
-}
-FIELD_LABELS = {"conditions": "điều kiện", "reasons": "lý do"}
-ROLE_LABELS = {
-    Role.OFFICER: "chuyên viên",
-    Role.DEPARTMENT_HEAD: "trưởng phòng",
-    Role.AGENCY_HEAD: "thủ trưởng cơ quan",
-    Role.COORDINATOR: "cơ quan điều phối",
-}
+NATION = "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM"
+MOTTO = "Độc lập - Tự do - Hạnh phúc"
+"""Quốc hiệu and Tiêu ngữ, the first part of every administrative document (Decree
+30/2020/NĐ-CP, Art. 8(2)(a) and Appendix I)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,17 @@ class Principal:
     @property
     def actor(self) -> str:
         return f"{self.person}@{self.agency_id} ({self.role})"
+
+
+NO_SUCH_REQUEST = "không có văn bản lấy ý kiến này"
+
+
+def _province(agencies: AgencyBook, agency_id: str) -> str | None:
+    """The place name of the agency's province (Địa danh, Decree 30/2020/NĐ-CP, Appendix I)."""
+    try:
+        return agencies.province(agency_id.rsplit(".", 1)[-1]).place
+    except AgencyError:
+        return None
 
 
 class OpinionError(Exception):
@@ -82,6 +93,103 @@ HTTP_STATUS = {
 
 def _refused(exc: Refused) -> OpinionError:
     return OpinionError(HTTP_STATUS[exc.kind], exc.field, exc.reason)
+
+
+def letter_number(serial: int, agency_id: str) -> str:
+    """The letter's "Số": its serial in the lead agency's year (Decree 30/2020/NĐ-CP, Art.
+    15(1),(3)), then the symbol. Appendix I makes a công văn's symbol the abbreviations of
+    the issuing agency and the drafting unit; the agency registry holds no abbreviation
+    yet, so the agency's code in the national list (QCVN 102:2016/BTTTT) stands in."""
+    return f"{serial:02d}/{agency_id}"
+
+
+def signer_title(head: str, agency_name: str) -> str:
+    """The signer's position as the signature block prints it (Decree 30/2020/NĐ-CP,
+    Appendix I): the head's title without the agency's name, which the header already
+    gives ("Giám đốc Sở Xây dựng Thành phố Hồ Chí Minh" -> "GIÁM ĐỐC")."""
+    title = head[: -len(agency_name)].strip() if head.endswith(agency_name) else head
+    return (title or head).upper()
+
+
+def attached(template: Template, documents: list[dict[str, Any]] | None) -> list[str]:
+    """The documents sent with the request: those of the template's list the dossier was
+    really handed in with, by their names, in the template's order. Unknown (no receipt
+    has reached consultation): none is listed rather than one that may be missing."""
+    if not documents:
+        return []
+    by_code = {d.get("code"): d for d in documents}
+    out = []
+    for c in template.attachments:
+        d = by_code.get(c)
+        if d is not None:
+            copies = int(d.get("copies") or 1)
+            name = d.get("name") or c
+            out.append(f"{name} ({copies:02d} bản)" if copies > 1 else name)
+    return out
+
+
+def cited(basis: str | None) -> str | None:
+    """A legal basis as a sentence cites it after "Căn cứ": "khoản", "điểm" in lower case,
+    "Điều" and the names of texts capitalised (Decree 30/2020/NĐ-CP, Appendix II)."""
+    if basis and basis.startswith(("Khoản ", "Điểm ")):
+        return basis[0].lower() + basis[1:]
+    return basis
+
+
+def letter(
+    template: Template,
+    *,
+    code: str,
+    procedure_name: str,
+    subject: str,
+    lead_agency: str,
+    lead_agency_name: str,
+    agency_id: str,
+    agency_name: str,
+    number: str,
+    issued_at: datetime,
+    due: datetime,
+    documents: list[dict[str, Any]] | None,
+    agencies: AgencyBook,
+) -> tuple[str, str]:
+    """The opinion request as the lead agency's official letter (công văn), text and HTML,
+    with the parts of Decree 30/2020/NĐ-CP, Art. 8(2): Quốc hiệu and Tiêu ngữ, the issuing
+    agency under its parent, number and symbol, place and date, the summary ("V/v ..."),
+    whom it is addressed to, the content (what is asked, the documents sent, what a reply
+    holds and how to send it, by when, what silence means), where it goes, and the
+    signer's position. It says what to do in words: no path, no service name."""
+    lead = domain.agency_of(agencies, lead_agency)
+    parent = domain.agency_of(agencies, lead.parent) if lead and lead.parent else None
+    view = {
+        "code": code,
+        "procedure_name": procedure_name,
+        "template": template,
+        "subject": subject,
+        "nation": NATION,
+        "motto": MOTTO,
+        "parent_name": parent.name if parent else (lead.parent_name if lead else None),
+        "sender_name": lead_agency_name,
+        "number": number,
+        "place": lead.place if lead and lead.place else _province(agencies, lead_agency),
+        "issued_day": day_of(issued_at),
+        "agency_name": agency_name,
+        "attachments": attached(template, documents),
+        "signer_title": signer_title(lead.head, lead.name) if lead else "THỦ TRƯỞNG CƠ QUAN",
+        "decisions": [
+            (DECISION_LABELS[d.value], ", ".join(FIELD_LABELS[f] for f in rule.requires))
+            for d, rule in template.reply.decisions.items()
+        ],
+        "signer_roles": ", ".join(ROLE_LABELS[x] for x in template.reply.signer_roles),
+        "deadline_text": template.deadline.describe(),
+        "deemed": domain.deems(template, agency_id, agencies),
+        "due_local": format_local(due),
+        "due_iso": due.isoformat(),
+        "deadline_basis": cited(template.deadline.legal_basis),
+    }
+    return (
+        _render.get_template("request.txt.j2").render(**view),
+        _render.get_template("request.html.j2").render(**view),
+    )
 
 
 def request_id(code: str, agency_id: str) -> uuid.UUID:
@@ -139,31 +247,33 @@ class Opinions:
             # request, no timer, no event.
             log.info("round_not_opened", code=code, ended_by=rnd.ended_by)
             return
+        documents = await store.documents_of(conn, code)
         for target in r.consult:
             template = self.book.in_force(target.template_id, now.date())
             rid = request_id(code, target.agency_id)
+            if await store.get_request(conn, rid) is not None:
+                continue  # this agency was asked already (a repeated routing)
             due = self.calendar.deadline(now, template.deadline)
-            ctx = {"code": code, "procedure_name": r.procedure_name}
-            subject = render_subject(template, **ctx)
-            view = {
-                **ctx,
-                "template": template,
-                "subject": subject,
-                "sender_name": r.lead_agency_name,
-                "agency_name": target.agency_name,
-                "decisions": [
-                    (
-                        DECISION_LABELS[d.value],
-                        ", ".join(FIELD_LABELS[f] for f in rule.requires),
-                    )
-                    for d, rule in template.reply.decisions.items()
-                ],
-                "signer_roles": ", ".join(ROLE_LABELS[x] for x in template.reply.signer_roles),
-                "deadline_text": template.deadline.describe(),
-                "deemed": domain.deems(template, target.agency_id, self.agencies),
-                "due_local": format_local(due),
-                "due_iso": due.isoformat(),
-            }
+            subject = render_subject(template, code=code, procedure_name=r.procedure_name)
+            number = letter_number(
+                await store.next_letter_number(conn, r.lead_agency, now.astimezone(VN_TZ).year),
+                r.lead_agency,
+            )
+            body_text, body_html = letter(
+                template,
+                code=code,
+                procedure_name=r.procedure_name,
+                subject=subject,
+                lead_agency=r.lead_agency,
+                lead_agency_name=r.lead_agency_name,
+                agency_id=target.agency_id,
+                agency_name=target.agency_name,
+                number=number,
+                issued_at=now,
+                due=due,
+                documents=documents,
+                agencies=self.agencies,
+            )
             inserted = await store.insert_request(
                 conn,
                 id=rid,
@@ -175,10 +285,11 @@ class Opinions:
                 template_id=template.id,
                 template_version=template.version,
                 subject=subject,
-                body_text=_render.get_template("request.txt.j2").render(**view),
-                body_html=_render.get_template("request.html.j2").render(**view),
+                body_text=body_text,
+                body_html=body_html,
                 requested_at=now,
                 due_at=due,
+                number=number,
             )
             if not inserted:
                 continue  # this agency was asked already (a repeated routing)
@@ -200,6 +311,7 @@ class Opinions:
                 actor=f"system@{r.lead_agency}",
                 at=now,
                 agencies=self.agencies,
+                number=number,
             )
         await self._save(conn, rnd, env)
 
@@ -210,7 +322,7 @@ class Opinions:
         async with self.rt.pool.acquire() as conn, conn.transaction():
             rnd = await self._round_of(conn, rid)
             if rnd is None:
-                raise OpinionError(404, "request_id", "no such request")
+                raise OpinionError(404, "request_id", NO_SUCH_REQUEST)
             try:
                 req = rnd.visible(rid, who.agency_id)
             except Refused as exc:
@@ -225,9 +337,9 @@ class Opinions:
     @staticmethod
     def visible(row: asyncpg.Record | None, who: Principal) -> None:
         if row is None:
-            raise OpinionError(404, "request_id", "no such request")
+            raise OpinionError(404, "request_id", NO_SUCH_REQUEST)
         if who.agency_id not in (row["agency_id"], row["lead_agency"]):
-            raise OpinionError(403, "agency", "this request belongs to another agency")
+            raise OpinionError(403, "agency", "văn bản lấy ý kiến này thuộc cơ quan khác")
 
     # --- replying --------------------------------------------------------------------------
 
@@ -236,7 +348,7 @@ class Opinions:
         async with self.rt.pool.acquire() as conn, conn.transaction():
             rnd = await self._round_of(conn, rid)
             if rnd is None:
-                raise OpinionError(404, "request_id", "no such request")
+                raise OpinionError(404, "request_id", NO_SUCH_REQUEST)
             try:
                 req = rnd.visible(rid, who.agency_id)
                 rnd.record_reply(
@@ -256,7 +368,9 @@ class Opinions:
             except Refused as exc:
                 raise _refused(exc) from None
             if not await store.use_nonce(conn, body.signer, body.nonce):
-                raise OpinionError(409, "nonce", "this nonce was already used: replay refused")
+                raise OpinionError(
+                    409, "nonce", "số dùng một lần (nonce) này đã được dùng: không nhận gửi lại"
+                )
             await self._save(conn, rnd)
             fresh = await store.get_request(conn, rid)
             assert fresh is not None
@@ -271,7 +385,7 @@ class Opinions:
         async with self.rt.pool.acquire() as conn, conn.transaction():
             rnd = await self._round_of(conn, rid)
             if rnd is None:
-                raise OpinionError(404, "request_id", "no such request")
+                raise OpinionError(404, "request_id", NO_SUCH_REQUEST)
             try:
                 req = rnd.visible(rid, who.agency_id)
                 rnd.extend(
@@ -321,8 +435,11 @@ class Opinions:
         found = await self._on_timer(conn, timer)
         if found is None:
             return
-        rnd, rid, gen, _ = found
-        rnd.remind(rid, gen, int(timer["payload"].get("index", 0)), self.rt.clock.now())
+        rnd, rid, gen, req = found
+        template = self.book.get(req.template_id, req.template_version)
+        index = int(timer["payload"].get("index", 0))
+        now = self.rt.clock.now()
+        rnd.remind(rid, gen, index, now, template, self.calendar, self.agencies)
         await self._save(conn, rnd)
 
     async def on_escalate(self, conn: asyncpg.Connection, timer: asyncpg.Record) -> None:
@@ -332,7 +449,7 @@ class Opinions:
         rnd, rid, gen, req = found
         template = self.book.get(req.template_id, req.template_version)
         step = int(timer["payload"]["step"])
-        rnd.escalate(rid, gen, step, template, self.rt.clock.now(), self.agencies)
+        rnd.escalate(rid, gen, step, template, self.rt.clock.now(), self.agencies, self.calendar)
         await self._save(conn, rnd)
 
     async def on_final(self, conn: asyncpg.Connection, timer: asyncpg.Record) -> None:

@@ -37,7 +37,7 @@ async def lock_round(conn: asyncpg.Connection, code: str) -> domain.Round:
     assert row is not None
     requests = await conn.fetch(
         "SELECT id, dossier_code, lead_agency, agency_id, template_id, template_version,"
-        " status, due_at, reminders_sent, escalation_step, extensions, decision"
+        " status, due_at, reminders_sent, escalation_step, extensions, decision, outcome_at"
         " FROM requests WHERE dossier_code = $1 ORDER BY agency_id FOR UPDATE",
         code,
     )
@@ -280,3 +280,47 @@ async def verify_audit(conn: asyncpg.Connection | asyncpg.Pool) -> domain.Broken
     for rid, head in heads.items():  # requests whose rows vanished entirely
         broken.append(domain.BrokenLink(rid, 0, 0, f"no audit rows but head {head[:12]}"))
     return min(broken, key=lambda b: b.audit_id) if broken else None
+
+
+# --- what a letter prints ------------------------------------------------------------------
+
+
+async def next_letter_number(conn: asyncpg.Connection, agency_id: str, year: int) -> int:
+    """The next number of the agency's letters in ``year``, from 1 on 1 January (Decree
+    30/2020/NĐ-CP, Art. 15(1); for an electronic document the system gives it, Art.
+    15(3)). Taken in the caller's transaction: a rolled-back request gives its number back."""
+    n: int = await conn.fetchval(
+        "INSERT INTO letter_numbers(agency_id, year, last) VALUES ($1, $2, 1)"
+        " ON CONFLICT (agency_id, year) DO UPDATE SET last = letter_numbers.last + 1"
+        " RETURNING last",
+        agency_id,
+        year,
+    )
+    return n
+
+
+async def save_documents(
+    conn: asyncpg.Connection, code: str, documents: list[dict[str, Any]], *, merge: bool
+) -> None:
+    """The documents the dossier was handed in with; a supplement adds to them (a code
+    handed in again replaces its entry)."""
+    row = await conn.fetchrow(
+        "SELECT documents FROM rounds WHERE dossier_code = $1 FOR UPDATE", code
+    )
+    if row is None:
+        await conn.execute(
+            "INSERT INTO rounds(dossier_code) VALUES ($1) ON CONFLICT DO NOTHING", code
+        )
+        row = await conn.fetchrow(
+            "SELECT documents FROM rounds WHERE dossier_code = $1 FOR UPDATE", code
+        )
+    known = list(row["documents"] or []) if merge and row is not None else []
+    codes = {d["code"] for d in documents}
+    merged = [d for d in known if d.get("code") not in codes] + documents
+    await conn.execute("UPDATE rounds SET documents = $2 WHERE dossier_code = $1", code, merged)
+
+
+async def documents_of(conn: asyncpg.Connection, code: str) -> list[dict[str, Any]] | None:
+    """The dossier's documents as handed in, or None when no receipt has reached us."""
+    docs = await conn.fetchval("SELECT documents FROM rounds WHERE dossier_code = $1", code)
+    return None if docs is None else list(docs)

@@ -30,7 +30,7 @@ from contracts.api import (
     SupplementDossier,
     TimelineEntry,
 )
-from contracts.common import AGENCY_ID_PATTERN, Procedure
+from contracts.common import AGENCY_ID_PATTERN, Procedure, Timeliness
 from services.intake import portal, store
 from services.intake.desk import Actor, Desk, DeskError
 from services.intake.domain import Catalogue
@@ -245,6 +245,8 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk, sync: PortalSync
         if isinstance(who, auth.Staff) and not redacted:
             await auth.audit_read(rt.pool, who, code, f"GET {request.url.path}", rt.clock.now())
         hide = auth.redact if redacted else (lambda x: x)
+        # routing's verdict (routing.result_ready), once the result is ready
+        timeliness = Timeliness(row["timeliness"]) if row["timeliness"] else None
         return DossierView(
             code=row["code"],
             procedure_code=row["procedure_code"],
@@ -265,6 +267,9 @@ def build_router(rt: Runtime, catalogue: Catalogue, desk: Desk, sync: PortalSync
             paused_since=row["paused_at"],
             state=row["state"],
             apologies=row["apologies"],
+            legal_appointment_at=row["legal_appointment_at"],
+            timeliness=timeliness,
+            timeliness_label=timeliness.label if timeliness else None,
             status_history=[StatusChange(**dict(h)) for h in history],
             timeline=[TimelineEntry(**{**dict(e), "data": hide(e["data"])}) for e in events],
         )

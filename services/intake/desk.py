@@ -9,11 +9,13 @@ from typing import Any
 
 import asyncpg
 
-from contracts.agencies import AgencyBook, default_book
+from contracts.agencies import AgencyBook, CompetenceError, default_book
 from contracts.api import DossierAccepted, SubmitDossier, SupplementDossier
 from contracts.common import (
     Applicant,
     Channel,
+    Competence,
+    CompetenceLevel,
     DocumentRef,
     DossierStatus,
     MissingItem,
@@ -198,25 +200,27 @@ class Desk:
         if received_at.tzinfo is None:
             raise DeskError(422, "received_at", "must carry a timezone, e.g. +07:00")
         if received_at > now + SKEW:
-            raise DeskError(422, "received_at", "is in the future")
+            raise DeskError(422, "received_at", "thời điểm tiếp nhận ở tương lai")
         local_day = self.rt.calendar.local(received_at).date()
         try:
             procedure = self.catalogue.in_force(cmd.procedure_code, local_day)
         except domain.UnknownProcedure as exc:
             raise DeskError(
-                422, "procedure_code", f"unknown procedure or not in force: {exc}"
+                422, "procedure_code", f"thủ tục không có hoặc chưa, hết hiệu lực: {exc}"
             ) from None
         receiving = cmd.receiving_agency or procedure.receiving_agency
         if not self.receives(receiving):
             raise DeskError(
                 422,
                 "receiving_agency",
-                f"{receiving} is neither an agency of the catalogue nor a one-stop desk",
+                f"{receiving} không phải cơ quan trong danh mục hay bộ phận một cửa",
             )
         if isinstance(actor, auth.Staff) and actor.agency_id != receiving:
             raise DeskError(
-                403, "receiving_agency", "a desk records dossiers for its own agency only"
+                403, "receiving_agency", "bộ phận một cửa chỉ tiếp nhận hồ sơ cho cơ quan mình"
             )
+        # refuses a commune it does not know, and at the desk a locality left out
+        self._competent_lead(procedure, receiving, cmd, strict=isinstance(actor, auth.Staff))
         backdating = self._backdating(actor, "received_at", received_at, now, cmd.backdate_reason)
         assessment = domain.assess(procedure, cmd.applicant.object_type, cmd.documents)
         fingerprint = domain.request_fingerprint(cmd.model_dump(mode="json"))
@@ -248,6 +252,41 @@ class Desk:
                 raise
             return self._replay(prior, fingerprint)
         return Submitted(accepted)
+
+    def _competent_lead(
+        self, procedure: Procedure, receiving: str, cmd: SubmitDossier, *, strict: bool = False
+    ) -> str:
+        """The lead agency of the competent commune (the applicant's, the land's or the
+        receiving one, as the catalogue's ``competence`` says; routing plans the route the
+        same way, from the same book). A commune the book does not know: 422 naming the
+        field, in Vietnamese. At the desk (``strict``) a residence- or property-bound
+        procedure must name its commune: guessing the receiving one would have the wrong
+        ward decide. (A portal payload carries no commune field: it falls back on the
+        receiving commune.)"""
+        if strict and procedure.level is CompetenceLevel.COMMUNE:
+            if procedure.competence is Competence.RESIDENCE and cmd.applicant.commune is None:
+                raise DeskError(
+                    422,
+                    "applicant.commune",
+                    "ghi xã, phường nơi cư trú của người nộp: thủ tục này do Ủy ban nhân dân"
+                    f" cấp xã nơi cư trú giải quyết ({procedure.competence_basis or ''})",
+                )
+            if procedure.competence is Competence.PROPERTY and cmd.property_commune is None:
+                raise DeskError(
+                    422,
+                    "property_commune",
+                    "ghi xã, phường nơi có đất, tài sản: thủ tục này do cơ quan cấp xã nơi có"
+                    f" đất, tài sản giải quyết ({procedure.competence_basis or ''})",
+                )
+        try:
+            commune = self.agencies.competent_commune(
+                procedure, receiving, cmd.applicant.commune, cmd.property_commune
+            )
+        except CompetenceError as exc:
+            raise DeskError(422, exc.field, exc.reason) from None
+        if commune is None:
+            return procedure.lead_agency
+        return self.agencies.localize(procedure.lead_agency, commune)
 
     def _replay(self, prior: asyncpg.Record, fingerprint: str) -> Submitted:
         if prior["request_hash"] != fingerprint:
@@ -284,6 +323,7 @@ class Desk:
                 retry_after=max(1, int((midnight - self.rt.clock.now()).total_seconds())),
             )
         code = domain.dossier_code(receiving, local_day, serial)
+        lead = self._competent_lead(procedure, receiving, cmd)
         lookup = auth.new_lookup_code()
         sealed = auth.seal(self.seal_key, lookup, code)
         outcome = assessment.outcome
@@ -295,9 +335,15 @@ class Desk:
             if outcome is domain.Outcome.RECEIVED
             else None
         )
+        # An incomplete dossier at reception was never received: status 1 (mới đăng ký),
+        # not 5 (yêu cầu bổ sung giấy tờ), the one request allowed during processing
+        # (domain.md, "National portal status codes": 1 newly registered, 2 received).
+        # Form 02 at the desk guides the applicant to complete it (Decree 61/2018/NĐ-CP,
+        # Art. 15(2), as continued by Decree 118/2025/NĐ-CP; the clause is from memory and
+        # was not confirmed from a public source here): the clock has not started.
         state = {
             domain.Outcome.RECEIVED: DossierStatus.RECEIVED,
-            domain.Outcome.SUPPLEMENT_REQUESTED: DossierStatus.WAITING_SUPPLEMENT,
+            domain.Outcome.SUPPLEMENT_REQUESTED: DossierStatus.REGISTERED,
             domain.Outcome.REFUSED: DossierStatus.NOT_RECEIVED,
         }[outcome]
         status = state.portal
@@ -327,7 +373,8 @@ class Desk:
                 "summary": cmd.summary,
                 "documents": [d.model_dump(mode="json") for d in documents],
                 "receiving_agency": receiving,
-                "lead_agency": procedure.lead_agency,
+                "lead_agency": lead,
+                "property_commune": cmd.property_commune,
                 "status": int(status),
                 "state": state.value,
                 "outcome": outcome.value,
@@ -341,6 +388,7 @@ class Desk:
                 "register_number": register[1] if register else None,
                 "clock_starts_at": sched.clock_starts_at if sched else None,
                 "appointment_at": sched.appointment_at if sched else None,
+                "legal_appointment_at": sched.appointment_at if sched else None,
                 "missing": [d.model_dump(mode="json") for d in assessment.missing],
                 "reasons": list(assessment.reasons),
                 "desk_supplement_requests": 1 if assessment.missing else 0,
@@ -366,7 +414,9 @@ class Desk:
                     received_at,
                     sched,
                     lookup_code_sealed=sealed,
+                    lead_agency=lead,
                     extra={
+                        "property_commune": cmd.property_commune,
                         "submitted_at": cmd.submitted_at,
                         "handling_unit": cmd.handling_unit,
                         "received_by": officer,
@@ -449,13 +499,18 @@ class Desk:
         )
         async with self.rt.pool.acquire() as conn, conn.transaction():
             row = await self._locked(conn, code)
-            if row["status"] != PortalStatus.SUPPLEMENT_REQUESTED:
-                raise DeskError(409, "code", "the dossier is not waiting for a supplement")
+            waiting = (
+                PortalStatus.NEW
+                if row["clock_starts_at"] is None
+                else PortalStatus.SUPPLEMENT_REQUESTED
+            )
+            if row["status"] not in (waiting, PortalStatus.SUPPLEMENT_REQUESTED):
+                raise DeskError(409, "code", "hồ sơ không ở trạng thái chờ bổ sung")
             missing = [RequiredDocument.model_validate(m) for m in row["missing"]]
             left = domain.still_missing(missing, cmd.documents)
             if left:
                 names = "; ".join(f"{d.code} ({d.name})" for d in left)
-                raise DeskError(422, "documents", f"still missing: {names}")
+                raise DeskError(422, "documents", f"vẫn còn thiếu: {names}")
             procedure = self.catalogue.in_force(
                 row["procedure_code"], self.rt.calendar.local(row["received_at"]).date()
             )
@@ -499,12 +554,16 @@ class Desk:
                 paused_at=None,
                 paused_seconds=row["paused_seconds"] + paused,
                 appointment_at=appointment,
+                # after an apology the legal date is routing's to move (dossier_resumed)
+                legal_appointment_at=appointment
+                if not row["apologies"] or row["legal_appointment_at"] is None
+                else row["legal_appointment_at"],
             )
             await self._publish(
                 conn,
                 DossierSupplemented(
                     code=code,
-                    documents=tuple(cmd.documents),
+                    documents=tuple(domain.named_documents(procedure, cmd.documents)),
                     supplemented_at=at,
                     paused_working_seconds=paused,
                     appointment_at=appointment,
@@ -524,6 +583,8 @@ class Desk:
                         row["receiving_agency"],
                         row["received_at"],
                         domain.Schedule(row["clock_starts_at"], appointment),
+                        lead_agency=row["lead_agency"],
+                        extra={"property_commune": row["property_commune"]},
                     ),
                     subject=code,
                 )
@@ -562,6 +623,7 @@ class Desk:
             submitted_at=submitted_at,
             clock_starts_at=sched.clock_starts_at,
             appointment_at=sched.appointment_at,
+            legal_appointment_at=sched.appointment_at,
             register_book=book,
             register_number=number,
         )
@@ -590,7 +652,9 @@ class Desk:
                 receiving,
                 at,
                 sched,
+                lead_agency=row["lead_agency"],
                 extra={
+                    "property_commune": row["property_commune"],
                     "submitted_at": submitted_at,
                     "handling_unit": row["handling_unit"],
                     "received_by": row["received_by"],
@@ -613,13 +677,14 @@ class Desk:
 
     async def processing_supplement(
         self, conn: asyncpg.Connection, env: Envelope, p: ProcessingSupplementRequested
-    ) -> None:
+    ) -> bool:
         """Routing paused the dossier for the one supplement allowed during processing (a
         second is flagged there): record it, then Form 02 to the applicant, with the
-        applicant's details only intake holds. Nothing if the dossier ended meanwhile."""
+        applicant's details only intake holds. Nothing (False) if the dossier ended
+        meanwhile."""
         row = await store.get_dossier(conn, p.code, for_update=True)
         if row is None or row["status"] not in (PortalStatus.RECEIVED, PortalStatus.PROCESSING):
-            return
+            return False
         procedure = self.catalogue.in_force(
             row["procedure_code"], self.rt.calendar.local(row["received_at"]).date()
         )
@@ -672,6 +737,7 @@ class Desk:
             subject=p.code,
             cause=env,
         )
+        return True
 
     async def end(self, code: str, *, withdrawn: bool, reason: str | None) -> dict[str, Any]:
         """Withdrawal by the applicant, or a stop by the agency: no result."""
@@ -679,8 +745,12 @@ class Desk:
         async with self.rt.pool.acquire() as conn, conn.transaction():
             row = await self._locked(conn, code)
             if row["status"] in FINAL:
+                raise DeskError(409, "code", f"hồ sơ đã kết thúc (trạng thái {row['status']})")
+            if row["status"] == int(PortalStatus.PROCESSED):
                 raise DeskError(
-                    409, "code", f"the dossier is already closed (status {row['status']})"
+                    409,
+                    "code",
+                    "hồ sơ đã có kết quả tại bộ phận trả kết quả: không thể rút hoặc dừng xử lý",
                 )
             event: DossierWithdrawn | DossierStopped
             if withdrawn:
@@ -689,7 +759,7 @@ class Desk:
                 event = DossierWithdrawn(code=code, reason=reason, withdrawn_at=now)
             else:
                 if not reason:
-                    raise DeskError(422, "reason", "a stop needs a reason")
+                    raise DeskError(422, "reason", "dừng xử lý hồ sơ phải nêu lý do")
                 state = DossierStatus.STOPPED
                 status = PortalStatus.STOPPED
                 event = DossierStopped(code=code, reason=reason, stopped_at=now)
@@ -716,6 +786,7 @@ def _received(
     sched: domain.Schedule,
     lookup_code_sealed: str | None = None,
     extra: dict[str, Any] | None = None,
+    lead_agency: str | None = None,
 ) -> DossierReceived:
     return DossierReceived(
         code=code,
@@ -728,7 +799,7 @@ def _received(
         documents=tuple(documents),
         receiving_agency=receiving,
         receiving_agency_name=procedure.receiving_agency_name,
-        lead_agency=procedure.lead_agency,
+        lead_agency=lead_agency or procedure.lead_agency,  # the competent commune's
         processing_time=procedure.processing_time,
         received_at=received_at,
         clock_starts_at=sched.clock_starts_at,

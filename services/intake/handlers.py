@@ -7,20 +7,21 @@ from typing import Any
 
 import asyncpg
 
-from contracts.common import DossierStatus, SupplementStage
+from contracts.common import DossierStatus, SupplementStage, TimeUnit
 from contracts.envelope import Envelope
 from contracts.events import (
     EVENT_TYPES,
     ApologyIssued,
     DossierResumed,
     DossierRouted,
+    FeeRequested,
     ProcessingSupplementRequested,
     ResultReady,
     ResultReturned,
     StepCompleted,
     SupplementRequested,
 )
-from services.intake import portal, store
+from services.intake import domain, portal, store
 from services.intake.desk import Desk
 from services.intake.portal_sync import PortalSync
 from services.runtime.consumer import Handler
@@ -40,11 +41,11 @@ MOVES: dict[str, tuple[DossierStatus | None, tuple[DossierStatus, ...]]] = {
         S.PROCESSING,
         (S.RECEIVED, S.PROCESSING, S.WAITING_SUPPLEMENT, S.WAITING_FEE),
     ),
-    # routing keeps no withdrawal or stop that reached it after the result was at the desk:
-    # the result is what happened, and intake follows it
+    # a final status never moves (DossierStatus.final): a withdrawn (7) or stopped (8)
+    # dossier stays so even if routing's result crosses the withdrawal or stop
     "routing.result_ready": (
         None,
-        (S.RECEIVED, S.PROCESSING, S.WAITING_SUPPLEMENT, S.WAITING_FEE, S.WITHDRAWN, S.STOPPED),
+        (S.RECEIVED, S.PROCESSING, S.WAITING_SUPPLEMENT, S.WAITING_FEE),
     ),
     "routing.result_returned": (S.RETURNED, (S.RESULT_READY, S.REFUSED)),
 }
@@ -71,7 +72,8 @@ def handlers(desk: Desk, sync: PortalSync) -> dict[str, Handler]:
     ) -> None:
         await store.record_event(conn, env)
         if s.stage is SupplementStage.DESK:  # during processing, routing's event says it
-            await store.record_status(conn, s.code, S.WAITING_SUPPLEMENT, env)
+            # Form 02 at reception: registered, never received (status 1, not 5)
+            await store.record_status(conn, s.code, S.REGISTERED, env)
 
     async def on_supplemented(conn: asyncpg.Connection, env: Envelope, _: Any) -> None:
         await store.record_event(conn, env)
@@ -111,20 +113,57 @@ def handlers(desk: Desk, sync: PortalSync) -> dict[str, Handler]:
         """Routing paused the dossier for a supplement: record it and tell the applicant
         (Form 02 during processing, with the applicant's details only intake holds)."""
         await store.record_event(conn, env)
-        await desk.processing_supplement(conn, env, p)
+        if await desk.processing_supplement(conn, env, p):
+            await sync.progress(conn, p.code, portal.progress_of_supplement(p), env)
+
+    async def legal_after_pause(conn: asyncpg.Connection, r: DossierResumed) -> Any:
+        """The legal appointment moved by the time waited. Without an apology it is the
+        appointment routing sent; after one, the legal date is moved the way routing moves
+        it (``WorkingCalendar.extend_pause``), the apology's date staying out of it."""
+        if r.legal_appointment_at is not None:
+            return r.legal_appointment_at  # routing owns it
+        row = await store.get_dossier(conn, r.code)
+        if row is None or not row["apologies"] or row["legal_appointment_at"] is None:
+            return r.appointment_at
+        procedure = desk.catalogue.in_force(
+            row["procedure_code"], desk.rt.calendar.local(row["received_at"]).date()
+        )
+        _paused, moved = domain.resume(
+            desk.calendar(procedure, row["receiving_agency"]),
+            row["legal_appointment_at"],
+            r.paused_at,
+            r.resumed_at,
+            calendar_days=procedure.processing_time.unit is TimeUnit.CALENDAR_DAYS,
+        )
+        return moved
 
     async def on_resumed(conn: asyncpg.Connection, env: Envelope, r: DossierResumed) -> None:
         await store.resumed(conn, r.code, r.resumed_at, r.appointment_at)
-        await move(conn, env, S.PROCESSING, appointment_at=r.appointment_at, paused_at=None)
+        legal = await legal_after_pause(conn, r)
+        if await move(
+            conn,
+            env,
+            S.PROCESSING,
+            appointment_at=r.appointment_at,
+            legal_appointment_at=legal,
+            paused_at=None,
+        ):
+            await sync.progress(conn, r.code, portal.progress_of_resumption(r), env)
 
-    async def on_fee(conn: asyncpg.Connection, env: Envelope, f: Any) -> None:
-        await move(conn, env, S.WAITING_FEE, paused_at=f.requested_at)
+    async def on_fee(conn: asyncpg.Connection, env: Envelope, f: FeeRequested) -> None:
+        if await move(conn, env, S.WAITING_FEE, paused_at=f.requested_at):
+            await sync.progress(conn, f.code, portal.progress_of_fee(f), env)
 
     async def on_apology(conn: asyncpg.Connection, env: Envelope, a: ApologyIssued) -> None:
-        """The new appointment replaces the old one."""
+        """The applicant's appointment becomes the new date; the legal one stays (the
+        portal's NgayHenTra), the apology goes into the dossier's apology history."""
         await store.record_event(conn, env)
-        await store.new_appointment(conn, a.code, a.appointment_at)
+        row = await store.get_dossier(conn, a.code)
+        if row is None or DossierStatus(row["state"] or S.PROCESSING).final:
+            return
+        await store.new_appointment(conn, a.code, a)
         await sync.record(conn, a.code, env)
+        await sync.progress(conn, a.code, portal.progress_of_apology(a, row["status"]), env)
 
     async def on_ready(conn: asyncpg.Connection, env: Envelope, r: ResultReady) -> None:
         await move(
@@ -132,6 +171,8 @@ def handlers(desk: Desk, sync: PortalSync) -> dict[str, Handler]:
             env,
             r.state,
             ready_at=r.ready_at,
+            legal_appointment_at=r.legal_appointment_at,
+            timeliness=r.timeliness.value,
             decision=r.decision.value,
             result_documents=[d.model_dump(mode="json") for d in r.documents],
             refusal_reasons=list(r.reasons),

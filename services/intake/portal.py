@@ -31,10 +31,20 @@ from contracts.common import (
     ReturnMethod,
     StepKind,
 )
-from contracts.events import DossierRouted, ResultReturned, StepCompleted, where_in
+from contracts.events import (
+    ApologyIssued,
+    DossierResumed,
+    DossierRouted,
+    FeeRequested,
+    Holder,
+    ProcessingSupplementRequested,
+    ResultReturned,
+    StepCompleted,
+    where_in,
+)
 from contracts.text import Text, Token
 from services.intake.desk import PORTAL_KEY_PREFIX
-from services.runtime.calendar import VN_TZ
+from services.runtime.calendar import VN_TZ, format_local
 
 PORTAL_TIME = "%Y%m%d%H%M%S"
 
@@ -263,7 +273,8 @@ def outbound_record(row: Any, procedure: Procedure | None) -> dict[str, Any]:
             "MaPhiLePhi": f"{row['procedure_code']}-{i}",
             "HinhThucThu": "1",  # the code list is UNKNOWN; clients send "1"
             "Gia": str(f.amount_vnd),
-            "LoaiPhiLePhi": "1",  # UNKNOWN code list; clients send "1"
+            # "1" phí, "2" lệ phí (Law on Fees and Charges 2015, Art. 3; see FeeKind)
+            "LoaiPhiLePhi": f.kind.portal,
         }
         for i, f in enumerate(procedure.fees if procedure else (), start=1)
         if f.amount_vnd is not None  # an amount set elsewhere is not known here
@@ -280,7 +291,7 @@ def outbound_record(row: Any, procedure: Procedure | None) -> dict[str, Any]:
             "DanhSachGiayToBoSung": [],
         }
         for s in row["supplement_history"]
-    ]
+    ] + [apology_line(a) for a in _apologies(row)]
     return {
         "MaHoSo": row["code"],
         "MaTTHC": row["procedure_code"],
@@ -297,7 +308,7 @@ def outbound_record(row: Any, procedure: Procedure | None) -> dict[str, Any]:
         "TrichYeuHoSo": summary,
         "NgayNopHoSo": _t(row["submitted_at"] or row["received_at"]),
         "NgayTiepNhan": _t(row["received_at"]),
-        "NgayHenTra": _t(row["appointment_at"]),
+        "NgayHenTra": _t(legal_appointment(row)),
         "TrangThaiHoSo": str(status),
         "NgayTuChoi": _t(row["received_at"]) if status == int(PortalStatus.NOT_RECEIVED) else "",
         "NgayKetThucXuLy": _t(row["ready_at"]),
@@ -306,13 +317,13 @@ def outbound_record(row: Any, procedure: Procedure | None) -> dict[str, Any]:
         "DonViXuLy": row["handling_unit"] or row["lead_agency_name"] or row["lead_agency"],
         "TaiLieuNop": [
             {
-                "TepDinhKemId": f"{row['code']}-{i}",
+                "TepDinhKemId": ref,
                 "TenTepDinhKem": d.get("name") or d["code"],
                 "IsDeleted": "False",
                 "MaThanhPhanHoSo": d["code"],
                 "DuongDanTaiTepTin": d.get("url") or "",
             }
-            for i, d in enumerate(row["documents"], start=1)
+            for ref, d in stable_ids(row["code"], row["documents"])
         ],
         "DanhSachLePhi": fees,
         "DanhSachHoSoBoSung": supplements,
@@ -320,11 +331,62 @@ def outbound_record(row: Any, procedure: Procedure | None) -> dict[str, Any]:
             {
                 "TenGiayTo": d.get("name") or d["code"],
                 "MaThanhPhanHoSo": d["code"],
-                "GiayToId": f"{row['code']}-kq-{i}",
+                "GiayToId": ref,
                 "DuongDanTepTinKetQua": d.get("url") or "",
             }
-            for i, d in enumerate(row["result_documents"], start=1)
+            for ref, d in stable_ids(f"{row['code']}-kq", row["result_documents"])
         ],
+    }
+
+
+def stable_ids(prefix: str, documents: Sequence[Any]) -> list[tuple[str, Any]]:
+    """Each document's id at the portal: by its code (OpenCPS sends its own file id,
+    ``dossierFile.getDossierFileId()``, never a position), so adding or removing one
+    document leaves the others' ids; a code handed in twice gets ``~2``, ``~3``."""
+    seen: dict[str, int] = {}
+    out: list[tuple[str, Any]] = []
+    for d in documents:
+        n = seen[d["code"]] = seen.get(d["code"], 0) + 1
+        out.append((f"{prefix}-{d['code']}" + (f"~{n}" if n > 1 else ""), d))
+    return out
+
+
+def legal_appointment(row: Any) -> datetime | None:
+    """NgayHenTra: the appointment by law (moved only by time waiting for the applicant),
+    not an apology's new date. Decision 766/QĐ-TTg (2022) counts a dossier on time when it
+    ended no later than the appointment: with the apology's date there the portal would
+    count a late dossier on time. Rows from before the column: the first apology's
+    previous date, else the appointment."""
+    keys = row.keys() if hasattr(row, "keys") else ()
+    legal = row["legal_appointment_at"] if "legal_appointment_at" in keys else None
+    if legal is not None:
+        return _dt(legal)
+    history = _apologies(row)
+    if history:
+        return _dt(history[0]["previous_appointment_at"])
+    return _dt(row["appointment_at"])
+
+
+def _apologies(row: Any) -> list[dict[str, Any]]:
+    keys = row.keys() if hasattr(row, "keys") else ()
+    return list(row["apology_history"] or []) if "apology_history" in keys else []
+
+
+def apology_line(a: dict[str, Any]) -> dict[str, Any]:
+    """A Form 04 as a re-scheduled appointment (DanhSachHoSoBoSung with NgayHenTraTruoc /
+    NgayHenTraMoi, domain.md; OpenCPS leaves the list empty, so the wire form is the
+    simulator's): the legal appointment stays NgayHenTra, the new date travels here."""
+    return {
+        "HoSoBoSungId": f"xin-loi-{a['number']}",
+        "NguoiYeuCauBoSung": a.get("agency_name") or "",
+        "NoiDungBoSung": f"Xin lỗi và hẹn lại ngày trả kết quả (Mẫu 04): {a.get('reason') or ''}"[
+            :2000
+        ],
+        "NgayBoSung": _t(_dt(a["issued_at"])),
+        "NgayHenTraTruoc": _t(_dt(a["previous_appointment_at"])),
+        "NgayHenTraMoi": _t(_dt(a["appointment_at"])),
+        "TrangThaiBoSung": "1",
+        "DanhSachGiayToBoSung": [],
     }
 
 
@@ -417,6 +479,89 @@ def progress_of_return(r: ResultReturned) -> dict[str, str]:
         what=f"Trả kết quả ({ReturnMethod(r.method).label})",
         at=r.returned_at,
         status=int(PortalStatus.RESULT_RETURNED),
+        started_at=None,
+        deadline_at=None,
+    )
+
+
+# --- the pauses, the resumption and the apology as progress lines (issue 23, H) ----------
+
+
+def _by(h: Holder) -> tuple[str, str]:
+    return h.person or h.agency_name, where_in(h.agency_name, h.department_name)
+
+
+def progress_of_supplement(p: ProcessingSupplementRequested) -> dict[str, str]:
+    """The request to supplement during processing (Form 02): status 5, the clock stops."""
+    who, department = _by(p.requested_by)
+    items = "; ".join(f"{i.name}: {i.reason}" for i in p.items)
+    return progress_step(
+        p.code,
+        who=who,
+        title=ROLE_TITLES.get(p.step.role.value, ""),
+        department=department,
+        what=f"Yêu cầu bổ sung, hoàn thiện hồ sơ (lần {p.request_number}): {items}",
+        at=p.requested_at,
+        status=int(PortalStatus.SUPPLEMENT_REQUESTED),
+        started_at=None,
+        deadline_at=None,
+    )
+
+
+def progress_of_fee(f: FeeRequested) -> dict[str, str]:
+    """The request to pay a fee or meet a financial obligation: status 6, the clock stops."""
+    who, department = _by(f.requested_by)
+    amount = f": {f.amount_vnd:,} đồng".replace(",", ".") if f.amount_vnd is not None else ""
+    note = f" ({f.note})" if f.note else ""
+    return progress_step(
+        f.code,
+        who=who,
+        title=ROLE_TITLES.get(f.step.role.value, ""),
+        department=department,
+        what=f"Yêu cầu thực hiện nghĩa vụ tài chính{amount}{note}",
+        at=f.requested_at,
+        status=int(PortalStatus.FEE_REQUESTED),
+        started_at=None,
+        deadline_at=None,
+    )
+
+
+def progress_of_resumption(r: DossierResumed) -> dict[str, str]:
+    """The applicant complied: processing goes on (4), the step's deadline moved."""
+    return progress_step(
+        r.code,
+        who=r.step.agency_name,
+        title=ROLE_TITLES.get(r.step.role.value, ""),
+        department=where_in(r.step.agency_name, r.step.department_name),
+        what=(
+            f"Tiếp tục giải quyết sau khi người nộp đã thực hiện yêu cầu; ngày hẹn trả"
+            f" kết quả: {format_local(r.appointment_at)}"
+        ),
+        at=r.resumed_at,
+        status=int(PortalStatus.PROCESSING),
+        started_at=r.resumed_at,
+        deadline_at=r.step_deadline_at,
+    )
+
+
+def progress_of_apology(a: ApologyIssued, status: int) -> dict[str, str]:
+    """Form 04: the apology and the new date; the record keeps the legal NgayHenTra."""
+    if a.issued_by is not None:
+        who, department = _by(a.issued_by)
+    else:
+        who, department = a.agency_name, a.agency_name
+    return progress_step(
+        a.code,
+        who=who,
+        title=ROLE_TITLES["agency_head"] if a.issued_by is not None else "",
+        department=department,
+        what=(
+            f"Xin lỗi và hẹn lại ngày trả kết quả (lần {a.number}): {a.reason}; ngày hẹn"
+            f" trước: {format_local(a.previous_appointment_at)}, ngày hẹn mới:"
+            f" {format_local(a.appointment_at)}"
+        ),
+        at=a.issued_at,
+        status=status,
         started_at=None,
         deadline_at=None,
     )

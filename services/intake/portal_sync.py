@@ -2,16 +2,22 @@
 
 Each event that changes a dossier queues one update (``portal_sync``, in the event's own
 transaction, once per event): the whole record as it stood then (``DongBoHoSoMC``), or a
-step's progress (``CapNhatTienDoHoSoMC``). A sender loop claims the oldest unsent update
-of each dossier (a short transaction, with a lease), calls the portal with no transaction
-open, and marks what happened in another: sent; waiting again; or set aside with the
-portal's answer when it refuses a record for what it holds (the dossier's next update
-goes on). An update delivered twice does no harm: a record replaces the portal's copy.
+step's progress (``CapNhatTienDoHoSoMC``). A sender loop claims the next unsent update
+of each dossier (a short transaction, with a lease): its records first, in order, then
+its progress lines, in order, and a progress line only once the portal holds the dossier
+(as OpenCPS's ``syncDossierAndDossierStatus`` sends the record before the line). It calls
+the portal with no transaction open and marks what happened in another: sent; waiting
+again after a backoff, the try counted; or set aside with the portal's answer when it
+refuses an update for what it holds, or after ``max_attempts`` tries (the dossier's next
+update goes on). An update delivered twice does no harm: a record replaces the portal's
+copy. A progress line the portal cannot place (-4) queues the whole record before it.
 
 While the portal is away nothing is counted against the updates: the loop waits, backing
 off exponentially with jitter on how long the outage has lasted, and tries again with one
 batch; the first answer releases everything that waited. A reconciliation job asks the
-portal what it holds (``TraCuuHoSo``) and queues the whole record again where it differs.
+portal what it holds (``TraCuuHoSo``) and queues the whole record again where a field its
+answer carries differs, or where the record is missing (also for a dossier never created
+there: its create set aside, its progress lines waiting).
 """
 
 from __future__ import annotations
@@ -56,6 +62,13 @@ NOT_FOUND = -4
 the real portal)."""
 INVALID = -1
 """A field the portal refuses (the simulator names the record and the field)."""
+
+
+def differs(ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+    """The fields where the portal's copy (``TraCuuHoSo``'s ``result[0]``) differs from our
+    record: only those its answer carries (a field it does not return is not a difference:
+    the real answer may hold fewer keys than we send), and only those we own (``ours``)."""
+    return [k for k, v in ours.items() if k in theirs and theirs[k] != v]
 
 
 @dataclass(frozen=True)
@@ -204,41 +217,29 @@ class PortalSync:
                 return
             culprit = self._culprit(group, answer.body, answer.message)
             others = [r["id"] for r in group if culprit is None or r["id"] != culprit["id"]]
+            said = f"{answer.error_code} {answer.message}"
             if culprit is not None and answer.error_code in (EXISTS, NOT_FOUND):
-                # the portal holds it (or not) after all: the same update, the other way
-                await store.portal_known(conn, culprit["dossier_code"], answer.error_code == EXISTS)
-                await store.sync_retry(
-                    conn, [culprit["id"]], claim, now, answer.message, count_attempt=False
-                )
+                code = culprit["dossier_code"]
+                await store.portal_known(conn, code, answer.error_code == EXISTS)
+                if culprit["kind"] == "record":
+                    # the portal holds it (or not) after all: the same record, the other
+                    # way, at once the first time, with backoff if it keeps flipping
+                    await self._again(
+                        conn, claim, culprit, answer, at_once=culprit["attempts"] == 0
+                    )
+                else:
+                    # a progress line of a dossier the portal does not hold: the whole
+                    # record goes first (claim_sync), the line waits for it, with backoff
+                    await self._record_first(conn, culprit, now)
+                    await self._again(conn, claim, culprit, answer)
             elif culprit is not None and answer.error_code == INVALID:
                 self.stats.refused += 1
                 log.warning("portal_refused", code=culprit["dossier_code"], answer=answer.message)
-                await store.sync_failed(conn, culprit["id"], claim, answer.message, answer.body)
+                await store.sync_failed(conn, culprit["id"], claim, said, answer.body)
             elif len(group) == 1:
                 # refused without a reason we understand: kept, tried again later, and
                 # set aside with the answer after the last attempt
-                r = group[0]
-                self.stats.retried += 1
-                if r["attempts"] >= self.policy.max_attempts:
-                    self.stats.refused += 1
-                    await store.sync_failed(
-                        conn,
-                        r["id"],
-                        claim,
-                        f"gave up after {r['attempts']} attempts: {answer.error_code}"
-                        f" {answer.message}",
-                        answer.body,
-                    )
-                else:
-                    due = now + self.policy.backoff(r["attempts"], self.rng)
-                    await store.sync_retry(
-                        conn,
-                        [r["id"]],
-                        claim,
-                        due,
-                        f"{answer.error_code} {answer.message}",
-                        count_attempt=True,
-                    )
+                await self._again(conn, claim, group[0], answer)
                 return
             # the rest of an all-or-nothing batch was not stored: again, each alone
             self.stats.retried += len(others)
@@ -250,6 +251,48 @@ class PortalSync:
                 "sent again after the batch was refused",
                 count_attempt=True,
             )
+
+    async def _again(
+        self,
+        conn: asyncpg.Connection,
+        claim: uuid.UUID,
+        r: asyncpg.Record,
+        answer: Any,
+        *,
+        at_once: bool = False,
+    ) -> None:
+        """A refused update, tried again after a backoff (exponential, capped:
+        ``SyncPolicy.backoff``) and counted; after ``max_attempts`` tries it is set aside
+        with the portal's last answer, which operators read (``/ops/portal-sync/failed``,
+        the dossier's ``portal-sync`` view)."""
+        tries = int(r["attempts"]) + 1
+        said = f"{answer.error_code} {answer.message}"
+        self.stats.retried += 1
+        if tries >= self.policy.max_attempts:
+            self.stats.refused += 1
+            log.warning("portal_gave_up", code=r["dossier_code"], tries=tries, answer=said)
+            await store.sync_failed(
+                conn,
+                r["id"],
+                claim,
+                f"Cổng DVCQG từ chối {tries} lần, đã tạm gác; lần cuối: {said}",
+                answer.body,
+            )
+            return
+        now = self.clock.now()
+        due = now if at_once else now + self.policy.backoff(tries, self.rng)
+        await store.sync_retry(conn, [r["id"]], claim, due, said, count_attempt=True)
+
+    async def _record_first(
+        self, conn: asyncpg.Connection, r: asyncpg.Record, now: datetime
+    ) -> None:
+        """Queue the dossier's whole record (a create: the portal said it does not hold
+        it), once per refused try of the line; it goes before the line (``claim_sync``)."""
+        row = await store.get_dossier(conn, r["dossier_code"])
+        if row is None:
+            return
+        cause = uuid.uuid5(RECONCILE_NS, f"record-first/{r['id']}/{r['attempts']}")
+        await store.enqueue_sync(conn, r["dossier_code"], "record", self.record_of(row), cause, now)
 
     @staticmethod
     def _culprit(
@@ -348,7 +391,10 @@ class PortalSync:
                 ours = self.record_of(row)
                 theirs = held[0] if held and isinstance(held[0], dict) else None
                 checked += 1
-                if theirs is None or any(theirs.get(k) != v for k, v in ours.items()):
+                if theirs is not None:
+                    # the portal holds it: progress lines waiting for the record may go
+                    await store.portal_known(conn, code, True)
+                if theirs is None or differs(ours, theirs):
                     if theirs is None:
                         missing += 1
                         await store.portal_known(conn, code, False)

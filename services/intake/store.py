@@ -163,12 +163,30 @@ async def resumed(conn: asyncpg.Connection, code: str, at: datetime, appointment
     await conn.execute("UPDATE dossiers SET supplement_history = $2 WHERE code = $1", code, history)
 
 
-async def new_appointment(conn: asyncpg.Connection, code: str, at: datetime) -> None:
+async def new_appointment(conn: asyncpg.Connection, code: str, a: Any) -> None:
+    """An apology (Form 04, ``ApologyIssued``): the applicant's appointment becomes its new
+    date; the legal appointment stays where it was (the portal's NgayHenTra) and the
+    apology goes into the history, once per number."""
+    line = {
+        "number": a.number,
+        "agency_id": a.agency_id,
+        "agency_name": a.agency_name,
+        "reason": a.reason,
+        "previous_appointment_at": a.previous_appointment_at.isoformat(),
+        "appointment_at": a.appointment_at.isoformat(),
+        "issued_at": a.issued_at.isoformat(),
+    }
     await conn.execute(
-        "UPDATE dossiers SET appointment_at = $2, apologies = apologies + 1, updated_at = now()"
-        " WHERE code = $1",
+        "UPDATE dossiers SET legal_appointment_at = coalesce(legal_appointment_at, $3),"
+        " appointment_at = $2, apologies = apologies + 1,"
+        " apology_history = apology_history || jsonb_build_array($4::jsonb),"
+        " updated_at = now()"
+        " WHERE code = $1 AND NOT apology_history @> jsonb_build_array($5::jsonb)",
         code,
-        at,
+        a.appointment_at,
+        a.previous_appointment_at,
+        line,
+        {"number": a.number},
     )
 
 
@@ -227,15 +245,21 @@ async def enqueue_sync(
 async def claim_sync(
     conn: asyncpg.Connection, now: datetime, lease: timedelta, limit: int, claim: UUID
 ) -> list[asyncpg.Record]:
-    """The oldest unsent update of each dossier that is due (a 'sending' one whose lease
-    ended counts as due: its sender died), claimed for ``lease``; later updates of a
-    dossier wait for the earlier ones, so the portal sees them in order."""
+    """The next unsent update of each dossier that is due (a 'sending' one whose lease
+    ended counts as due: its sender died), claimed for ``lease``. The record goes before
+    the progress lines (as OpenCPS sends DongBoHoSoMC, then CapNhatTienDoHoSoMC): records
+    in order, then progress lines in order, and a progress line only of a dossier the
+    portal holds (it waits for the record otherwise), so a line the portal cannot place
+    never holds back the record that would create the dossier."""
     rows = await conn.fetch(
         "SELECT s.id, s.dossier_code, s.kind, s.payload, s.attempts, d.known"
         " FROM portal_sync s LEFT JOIN portal_dossiers d ON d.dossier_code = s.dossier_code"
         " WHERE s.status IN ('pending', 'sending') AND s.due_at <= $1"
+        " AND (s.kind = 'record' OR coalesce(d.known, false))"
         " AND NOT EXISTS (SELECT 1 FROM portal_sync e WHERE e.dossier_code = s.dossier_code"
-        "   AND e.id < s.id AND e.status IN ('pending', 'sending'))"
+        "   AND e.status IN ('pending', 'sending') AND e.id <> s.id"
+        "   AND ((e.kind = 'record' AND (s.kind = 'progress' OR e.id < s.id))"
+        "     OR (e.kind = 'progress' AND s.kind = 'progress' AND e.id < s.id)))"
         " ORDER BY s.id LIMIT $2 FOR UPDATE OF s SKIP LOCKED",
         now,
         limit,
@@ -374,12 +398,20 @@ async def retry_failed_sync(pool: asyncpg.Pool, sid: int, now: datetime) -> bool
 
 
 async def to_reconcile(conn: asyncpg.Pool, limit: int) -> list[str]:
-    """Dossiers the portal should hold completely (nothing on its way), least recently
-    compared first."""
+    """Dossiers to compare with the portal, least recently compared first: those it should
+    hold completely (nothing on its way), and those whose record is missing there (not
+    known, no record on its way, but progress lines waiting for it or a record set
+    aside): nothing else would ever create them."""
     rows = await conn.fetch(
-        "SELECT d.dossier_code FROM portal_dossiers d WHERE d.known AND NOT EXISTS"
-        " (SELECT 1 FROM portal_sync s WHERE s.dossier_code = d.dossier_code"
-        "  AND s.status IN ('pending', 'sending'))"
+        "SELECT d.dossier_code FROM portal_dossiers d WHERE"
+        " (d.known AND NOT EXISTS (SELECT 1 FROM portal_sync s"
+        "   WHERE s.dossier_code = d.dossier_code AND s.status IN ('pending', 'sending')))"
+        " OR (NOT d.known AND NOT EXISTS (SELECT 1 FROM portal_sync s"
+        "   WHERE s.dossier_code = d.dossier_code AND s.kind = 'record'"
+        "   AND s.status IN ('pending', 'sending'))"
+        "  AND EXISTS (SELECT 1 FROM portal_sync s WHERE s.dossier_code = d.dossier_code"
+        "   AND ((s.kind = 'progress' AND s.status IN ('pending', 'sending'))"
+        "     OR (s.kind = 'record' AND s.status = 'failed'))))"
         " ORDER BY d.checked_at NULLS FIRST, d.dossier_code LIMIT $1",
         limit,
     )

@@ -72,6 +72,24 @@ def _redacted(v: dict[str, Any]) -> dict[str, Any]:
     return {**v, "recipient": auth.mask(v["recipient"]), "body_text": REDACTED}
 
 
+STATUS_LABEL = {
+    "pending": "đang chờ gửi",
+    "sending": "đang được gửi",
+    "sent": "đã gửi",
+    "delivered": "đã đến người nhận",
+    "failed": "gửi không thành công",
+}
+"""A notification's status as a refusal a person reads names it."""
+
+
+def _refused(status: int, field: str, reason: str) -> HTTPException:
+    """A refusal a person reads (the applicant, an officer, an operator): in Vietnamese,
+    naming the field and the reason, in the error shape every service answers with."""
+    return HTTPException(
+        status, detail={"detail": reason, "errors": [{"field": field, "reason": reason}]}
+    )
+
+
 def build_router(rt: Runtime) -> APIRouter:
     r = APIRouter(prefix="/v1")
     g = rt.guards
@@ -87,23 +105,27 @@ def build_router(rt: Runtime) -> APIRouter:
         lambda: rt.pool, stored_hash, auth.GuessLimits.of(rt.settings), rt.clock.now
     )
 
-    async def allowed(code: str, cred: BearerCred, lookup: LookupCred, request: Request) -> bool:
-        """Who may read ``code``'s notices; True when they must be masked (operators)."""
+    async def allowed(
+        code: str, cred: BearerCred, lookup: LookupCred, request: Request
+    ) -> tuple[bool, bool]:
+        """Who may read ``code``'s notices: (masked, applicant). Masked for operators; the
+        applicant (with the lookup code) reads only the notices addressed to them, never the
+        agencies' own (``domain.addressed_to_applicant``)."""
         who = await g.resolve(code, cred, lookup, door, auth.client_address(request))
         if isinstance(who, auth.Applicant):
-            return False
+            return False, True
         assert isinstance(who, auth.Staff)
         row = await rt.pool.fetchrow(
             "SELECT receiving_agency, lead_agency FROM dossier_access WHERE dossier_code = $1",
             code,
         )
         if who.is_operator:
-            return True
+            return True, False
         if row is None:
-            raise HTTPException(404, detail=f"no notifications for {code}")
+            raise _refused(404, "dossier", f"Không có thông báo nào của hồ sơ {code}")
         auth.require_agency(who, (row["receiving_agency"], row["lead_agency"]), operators=True)
         await auth.audit_read(rt.pool, who, code, f"GET {request.url.path}", rt.clock.now())
-        return False
+        return False, False
 
     @r.get(
         "/notifications",
@@ -117,8 +139,10 @@ def build_router(rt: Runtime) -> APIRouter:
         lookup: LookupCred,
         request: Request,
     ) -> list[Any]:
-        masked = await allowed(dossier, cred, lookup, request)
+        masked, applicant = await allowed(dossier, cred, lookup, request)
         rows = await store.of_dossier(rt.pool, dossier)
+        if applicant:
+            rows = [x for x in rows if domain.addressed_to_applicant(x["channel"])]
         views = [{**_view(x), "dossier_code": x["dossier_code"]} for x in rows]
         return [_redacted(v) for v in views] if masked else views
 
@@ -128,10 +152,16 @@ def build_router(rt: Runtime) -> APIRouter:
             if cred is None and lookup:  # as a wrong code for a dossier that does not exist
                 await g.resolve(str(nid), None, lookup, door, auth.client_address(request))
             if cred is None:
-                raise auth.unauthorized("missing bearer token or lookup code")
+                raise auth.unauthorized(
+                    "Thiếu mã xác thực (Bearer) hoặc mã tra cứu hồ sơ (X-Lookup-Code)"
+                )
             await rt.auth.tokens.verify(cred.credentials, rt.clock.now())
-            raise HTTPException(404, detail=f"no notification {nid}")
-        return row, await allowed(row["dossier_code"], cred, lookup, request)
+            raise _refused(404, "nid", f"Không có thông báo {nid}")
+        masked, applicant = await allowed(row["dossier_code"], cred, lookup, request)
+        if applicant and not domain.addressed_to_applicant(row["channel"]):
+            # an agency's notice: to the applicant, as if it did not exist
+            raise _refused(404, "nid", f"Không có thông báo {nid}")
+        return row, masked
 
     @r.get(
         "/notifications/{nid}",
@@ -172,10 +202,12 @@ def build_router(rt: Runtime) -> APIRouter:
         async with rt.pool.acquire() as conn, conn.transaction():
             row = await store.get(conn, nid)
             if row is None:
-                raise HTTPException(404, detail=f"no notification {nid}")
-            unreachable = domain.address_problem(domain.Recipient(row["channel"], row["recipient"]))
+                raise _refused(404, "nid", f"Không có thông báo {nid}")
+            unreachable = domain.unreachable_reason(
+                domain.Recipient(row["channel"], row["recipient"])
+            )
             if unreachable:
-                raise HTTPException(409, detail=f"its recipient cannot be reached: {unreachable}")
+                raise _refused(409, "recipient", f"Không gửi lại được: {unreachable}")
             updated = await store.resend(
                 conn,
                 nid,
@@ -186,8 +218,12 @@ def build_router(rt: Runtime) -> APIRouter:
                 reason=body.reason,
             )
             if updated is None:
-                shown = STATUS_SHOWN.get(row["status"], row["status"])
-                raise HTTPException(409, detail=f"notification {nid} is {shown}: already in line")
+                shown = STATUS_LABEL.get(row["status"], row["status"])
+                raise _refused(
+                    409,
+                    "nid",
+                    f"Thông báo {nid} {shown}: đã ở trong hàng chờ gửi, không cần gửi lại",
+                )
         log.info("notification_resent", id=str(nid), by=who.actor, resends=updated["resends"])
         return _redacted(_view(updated))
 

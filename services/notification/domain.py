@@ -24,14 +24,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from contracts.common import Channel, Office, SupplementStage
+from contracts.common import Channel, ObjectType, Office, SupplementStage
 from contracts.events import (
     ApologyDrafted,
+    ApologyEscalated,
     ApologyWithdrawn,
     ConsultationRequested,
     DossierReceived,
     DossierRefused,
     FeeRequested,
+    RouteClosed,
     SupplementRequested,
 )
 from contracts.text import email_problem, forbidden_character
@@ -40,6 +42,7 @@ from services.runtime.forms import (
     BLANK,
     Addressee,
     applicant_view,
+    day_of,
     moment,
     office_view,
     place_and_date,
@@ -55,6 +58,15 @@ ELECTRONIC = (EMAIL, SMS, PORTAL)
 HANDED_OVER = frozenset({DESK, POST, AGENCY})
 """Notices people hand over: marked sent when queued, no server involved."""
 CHANNELS = frozenset({*ELECTRONIC, *HANDED_OVER})
+TO_APPLICANT = frozenset({*ELECTRONIC, DESK, POST})
+"""The channels of notices addressed to the applicant. An ``agency`` notice (an opinion
+request, a reminder, an escalation, a drafted or withdrawn apology) is the agencies' own
+business: the applicant reading with the lookup code never sees it."""
+
+
+def addressed_to_applicant(channel: str) -> bool:
+    """Whether a notice on ``channel`` is one the applicant may read (``TO_APPLICANT``)."""
+    return channel in TO_APPLICANT
 
 
 @dataclass(frozen=True)
@@ -115,6 +127,17 @@ def address_problem(recipient: Recipient) -> str | None:
     if recipient.channel == SMS and not _SMS_NUMBER.fullmatch(recipient.address):
         return "not a Vietnamese phone number (0 and 9 or 10 digits)"
     return None
+
+
+def unreachable_reason(recipient: Recipient) -> str | None:
+    """Why a recipient cannot be reached, as a refusal a person reads says it (in
+    Vietnamese, naming what is wrong), or None; ``address_problem`` gives the technical
+    reason kept with the notification."""
+    if address_problem(recipient) is None:
+        return None
+    if recipient.channel == EMAIL:
+        return "địa chỉ thư điện tử của người nhận không đúng định dạng, không gửi thư được"
+    return "số điện thoại của người nhận không phải số Việt Nam (số 0 và 9 hoặc 10 chữ số)"
 
 
 def printable(value: str) -> str:
@@ -212,6 +235,8 @@ class Contact:
     address: str | None = None
     phone: str | None = None
     portal_account: str | None = None
+    object_type: int = int(ObjectType.CITIZEN)
+    """1 a citizen, 2 an organisation (LoaiDoiTuong): how a notice addresses them."""
 
     _KEYS = ("name", "email", "address", "phone", "portal_account")
 
@@ -223,10 +248,16 @@ class Contact:
             address=a.address,
             phone=a.phone,
             portal_account=a.portal_account,
+            object_type=int(getattr(a, "object_type", None) or ObjectType.CITIZEN),
         )
 
-    def as_json(self) -> dict[str, str]:
-        return {k: v for k in self._KEYS if (v := getattr(self, k)) is not None}
+    def as_json(self) -> dict[str, str | int]:
+        out: dict[str, str | int] = {
+            k: v for k in self._KEYS if (v := getattr(self, k)) is not None
+        }
+        if self.object_type != ObjectType.CITIZEN:  # a citizen's receipt keeps its old form
+            out["object_type"] = self.object_type
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Contact:
@@ -236,6 +267,7 @@ class Contact:
             address=data.get("address"),
             phone=data.get("phone"),
             portal_account=data.get("portal_account"),
+            object_type=int(data.get("object_type", ObjectType.CITIZEN)),
         )
 
 
@@ -351,11 +383,7 @@ def form03_context(r: DossierRefused, lookup_code: str | None = None) -> dict[st
         r.refused_at,
         lookup_code,
     )
-    ctx.update(
-        reasons=list(r.reasons),
-        contact=r.refused_by or ctx["office"]["desk_name"],
-        officer=r.refused_by,
-    )
+    ctx.update(reasons=list(r.reasons), officer=r.refused_by)  # Form 03 has no contact line
     return ctx
 
 
@@ -365,22 +393,35 @@ CONFIRM_PATH = "/v1/routes/{code}/apologies/{apology_id}/confirm"
 """Routing's endpoint that confirms a drafted apology (POST, a head of the agency)."""
 
 
-REPLY_PATH = "/v1/consultations/{request_id}/reply"
-"""Consultation's endpoint where the asked agency answers (POST, signed)."""
-
-
 def consultation_request_context(c: ConsultationRequested, lead_agency_name: str) -> dict[str, Any]:
-    """An opinion request to the asked agency: what about, by when, where to answer."""
+    """An opinion request to the asked agency: what about, by when, how to answer (in
+    words: on the system, a digitally signed reply; never a path or a service's name)."""
     return {
         "code": c.code,
         "agency_name": c.agency_name,
         "lead_agency": lead_agency_name,
         "subject": c.subject,
+        "number": c.number,
         "requested_local": moment(c.requested_at),
         "due_local": moment(c.due_at),
         "due_iso": c.due_at.isoformat(),
-        "reply_path": REPLY_PATH.format(request_id=c.request_id),
+        "deadline_basis": c.legal_basis,
+        "deemed_basis": c.deemed_basis,
     }
+
+
+def working_time_text(seconds: int | None, day_seconds: int = 8 * 3600) -> str | None:
+    """Working time as an official writes it: "01 ngày làm việc 03 giờ làm việc", a
+    working day of 8 hours (Labour Code 2019, Art. 105(1): normal hours no more than 8 a
+    day); "dưới 01 giờ làm việc" under an hour; None when unknown."""
+    if seconds is None:
+        return None
+    days, rest = divmod(max(0, seconds), day_seconds)
+    hours = rest // 3600
+    parts = [f"{days:02d} ngày làm việc"] if days else []
+    if hours:
+        parts.append(f"{hours:02d} giờ làm việc")
+    return " ".join(parts) or "dưới 01 giờ làm việc"
 
 
 def fee_context(f: FeeRequested, r: Receipt) -> dict[str, Any]:
@@ -406,6 +447,27 @@ def apology_withdrawn_context(w: ApologyWithdrawn) -> dict[str, Any]:
     }
 
 
+def apology_escalation_context(e: ApologyEscalated, *, to_superior: bool) -> dict[str, Any]:
+    """An unsigned Form 04 past its latest moment: to the head of the agency at fault, and
+    to the head's superior, who is asked to see it signed."""
+    return {
+        "code": e.code,
+        "agency_name": e.agency_name,
+        "head": e.head,
+        "superior": e.superior,
+        "to_superior": to_superior,
+        "to_name": e.superior if to_superior else e.head,
+        "reason": e.reason,
+        "why": e.why,
+        "after_latest": e.after_latest_moment,
+        "appointment_local": moment(e.appointment_at),
+        "appointment_iso": e.appointment_at.isoformat(),
+        "latest_local": moment(e.latest_issue_at),
+        "latest_iso": e.latest_issue_at.isoformat(),
+        "escalated_local": moment(e.escalated_at),
+    }
+
+
 def apology_draft_context(d: ApologyDrafted) -> dict[str, Any]:
     """A Form 04 was drafted for the agency at fault: the proposed new appointment, the
     latest moment it goes out unconfirmed, and how to confirm it."""
@@ -423,4 +485,51 @@ def apology_draft_context(d: ApologyDrafted) -> dict[str, Any]:
         "latest_iso": d.latest_issue_at.isoformat(),
         "drafted_local": moment(d.drafted_at),
         "confirm_path": CONFIRM_PATH.format(code=d.code, apology_id=d.apology_id),
+    }
+
+
+# --- a dossier that ended without a result: stopped by the agency, withdrawn by the applicant ---
+
+
+def _closed_common(c: RouteClosed, r: Receipt) -> dict[str, Any]:
+    """What both notices print: the applicant, the request, when it was received. Taken
+    from the event where routing gave it, else from the dossier's receipt (older events)."""
+    received_at = c.received_at or r.received_at
+    return {
+        "code": c.code,
+        "applicant": applicant_view(r.contact),
+        "procedure_name": c.procedure_name or r.procedure_name,
+        "received_date": day_of(received_at).removeprefix("ngày "),
+        "received_iso": received_at.isoformat(),
+        "reason": c.reason,
+    }
+
+
+def stop_notice_context(c: RouteClosed, r: Receipt) -> dict[str, Any]:
+    """The notice that processing stopped (Mẫu số 05 of Annex I, Circular 03/2025/TT-VPCP,
+    "Thông báo dừng giải quyết hồ sơ"): from the agency that decides the dossier (its header
+    as routing named it; the receiving office when an older event does not say), with the
+    reason and the moment of the stop."""
+    receiving = r.office.name if r.office else BLANK
+    agency = c.agency_name or receiving
+    office = office_view(c.office or (None if c.agency_name else r.office), agency)
+    return {
+        **_closed_common(c, r),
+        "office": office,
+        "number": BLANK,  # the agency's document number (Số: …/…) is not in the event
+        "place_date": place_and_date(office["place"], c.closed_at),
+        "receiving_agency": receiving,
+        "reason": c.reason or BLANK,
+        "stopped_local": moment(c.closed_at),
+        "stopped_iso": c.closed_at.isoformat(),
+    }
+
+
+def withdrawal_context(c: RouteClosed, r: Receipt) -> dict[str, Any]:
+    """The acknowledgement of a withdrawal by the applicant."""
+    return {
+        **_closed_common(c, r),
+        "agency_name": c.agency_name or (r.office.name if r.office else BLANK),
+        "withdrawn_local": moment(c.closed_at),
+        "withdrawn_iso": c.closed_at.isoformat(),
     }

@@ -10,12 +10,14 @@ from typing import Any
 import asyncpg
 
 from contracts.agencies import AgencyError, default_book
-from contracts.common import Channel
+from contracts.common import Channel, DossierStatus
 from contracts.envelope import Envelope
 from contracts.events import (
     ApologyDrafted,
+    ApologyEscalated,
     ApologyIssued,
     ApologyWithdrawn,
+    ConsultationDeemedConsent,
     ConsultationEscalated,
     ConsultationExtended,
     ConsultationReminded,
@@ -24,6 +26,7 @@ from contracts.events import (
     DossierRefused,
     FeeRequested,
     ResultReady,
+    RouteClosed,
     SupplementRequested,
 )
 from services.notification import domain, store
@@ -269,7 +272,12 @@ def build(n: Notifier) -> dict[str, Handler]:
             env,
             "consultation_reminder",
             domain.Recipient("agency", c.agency_id),
-            {"code": c.code, "agency_name": name, "due_local": _local(c.due_at)},
+            {
+                "code": c.code,
+                "agency_name": name,
+                "due_local": _local(c.due_at),
+                "deemed_basis": c.deemed_basis,
+            },
         )
 
     async def on_escalated(
@@ -288,8 +296,44 @@ def build(n: Notifier) -> dict[str, Handler]:
                 "notify_name": c.notify_name,
                 "ask": c.ask,
                 "step": c.step,
+                "due_local": _local(c.due_at) if c.due_at else None,
+                "escalated_local": _local(c.escalated_at),
+                "overdue": domain.working_time_text(c.overdue_working_seconds),
             },
         )
+
+    async def on_deemed(
+        conn: asyncpg.Connection, env: Envelope, c: ConsultationDeemedConsent
+    ) -> None:
+        """An opinion deemed given: the asked agency and the lead agency are each told,
+        with the legal text that makes silence consent."""
+        req = await store.get_request(conn, c.request_id)
+        name = req["agency_name"] if req else _agency_name(c.agency_id)
+        lead = c.lead_agency
+        if lead is None:
+            row = await conn.fetchrow(
+                "SELECT lead_agency FROM dossier_access WHERE dossier_code = $1", c.code
+            )
+            lead = row["lead_agency"] if row else None
+        told = [(c.agency_id, name, False)]
+        if lead is not None and lead != c.agency_id:
+            told.append((lead, _agency_name(lead), True))
+        for agency_id, recipient_name, to_lead in told:
+            await n.notify(
+                conn,
+                env,
+                "consultation_deemed",
+                domain.Recipient("agency", agency_id),
+                {
+                    "code": c.code,
+                    "agency_name": name,
+                    "recipient_name": recipient_name,
+                    "lead_name": _agency_name(lead) if lead else "",
+                    "to_lead": to_lead,
+                    "deemed_local": _local(c.deemed_at),
+                    "legal_basis_event": c.legal_basis,
+                },
+            )
 
     async def on_apology_drafted(
         conn: asyncpg.Connection, env: Envelope, d: ApologyDrafted
@@ -312,6 +356,26 @@ def build(n: Notifier) -> dict[str, Handler]:
             "fee_requested",
             n.to_applicant(r.contact, r.channel, r.code),
             domain.fee_context(f, r),
+        )
+
+    async def on_apology_escalated(
+        conn: asyncpg.Connection, env: Envelope, e: ApologyEscalated
+    ) -> None:
+        """An unsigned Form 04 at its latest moment: the head of the agency at fault and the
+        head's superior are each told (the operators see it on the console's SLA board)."""
+        await n.notify(
+            conn,
+            env,
+            "apology_escalation",
+            domain.Recipient("agency", e.agency_id),
+            domain.apology_escalation_context(e, to_superior=False),
+        )
+        await n.notify(
+            conn,
+            env,
+            "apology_escalation",
+            domain.Recipient("agency", f"superior:{e.superior_agency_id or e.superior}"),
+            domain.apology_escalation_context(e, to_superior=True),
         )
 
     async def on_apology_withdrawn(
@@ -348,6 +412,22 @@ def build(n: Notifier) -> dict[str, Handler]:
             forms.result_context(res, r.contact, r.office),
         )
 
+    async def on_route_closed(conn: asyncpg.Connection, env: Envelope, c: RouteClosed) -> None:
+        """A dossier ended without a result: stopped by the agency, the applicant gets the
+        stop notice with the reason (Mẫu số 05 of Annex I, Circular 03/2025/TT-VPCP); withdrawn
+        by the applicant, an acknowledgement. On every channel the applicant has."""
+        if c.state not in (DossierStatus.STOPPED, DossierStatus.WITHDRAWN):
+            return
+        r = await _receipt(conn, c.code)
+        stopped = c.state is DossierStatus.STOPPED
+        await n.notify(
+            conn,
+            env,
+            "stop_notice" if stopped else "withdrawal_notice",
+            n.to_applicant(r.contact, r.channel, r.code),
+            domain.stop_notice_context(c, r) if stopped else domain.withdrawal_context(c, r),
+        )
+
     return {
         "dossier.received": on_received,
         "dossier.supplement_requested": on_supplement,
@@ -356,11 +436,14 @@ def build(n: Notifier) -> dict[str, Handler]:
         "consultation.extended": on_extended,
         "consultation.reminded": on_reminded,
         "consultation.escalated": on_escalated,
+        "consultation.deemed_consent": on_deemed,
         "routing.apology_drafted": on_apology_drafted,
         "routing.apology_issued": on_apology_issued,
         "routing.apology_withdrawn": on_apology_withdrawn,
+        "routing.apology_escalated": on_apology_escalated,
         "routing.fee_requested": on_fee,
         "routing.result_ready": on_result_ready,
+        "routing.route_closed": on_route_closed,
     }
 
 

@@ -129,6 +129,10 @@ def view(route: Route) -> RouteView:
                 automatic=a.automatic,
                 after_latest_moment=a.after_latest_moment,
                 repeat=a.status is ApologyStatus.ISSUED and a.issue_number > 1,
+                escalated_at=a.escalated_at,
+                document_number=a.document_number,
+                signer_name=a.signer_name,
+                signer_title=a.signer_title,
             )
             for a in route.apologies
         ],
@@ -150,7 +154,9 @@ def router(rt: Runtime, routing: Routing, book: forms.FormBook) -> APIRouter:
         under the route's lock, with whose turn it is."""
         route = await routing.route(code)
         if route is None:
-            raise _raise(RouteError(Refusal.NOT_FOUND, "code", f"no route for {code} (yet)"))
+            raise _raise(
+                RouteError(Refusal.NOT_FOUND, "code", f"chưa có tuyến xử lý của hồ sơ {code}")
+            )
         try:
             route.require_party(officer(who))
         except RouteError as exc:
@@ -163,7 +169,7 @@ def router(rt: Runtime, routing: Routing, book: forms.FormBook) -> APIRouter:
     async def get(code: Code, who: AnyStaff) -> RouteView:
         route = await routing.route(code)
         if route is None:
-            raise HTTPException(404, detail=f"no route for {code}")
+            raise HTTPException(404, detail=f"không có hồ sơ {code}")
         if not who.is_operator:
             try:
                 route.require_party(officer(who))
@@ -192,7 +198,7 @@ def router(rt: Runtime, routing: Routing, book: forms.FormBook) -> APIRouter:
         giver's step ended (early, on time, late)."""
         route = await routing.route(code)
         if route is None:
-            raise HTTPException(404, detail=f"no route for {code}")
+            raise HTTPException(404, detail=f"không có hồ sơ {code}")
         if not who.is_operator:
             try:
                 route.require_party(officer(who))

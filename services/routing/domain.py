@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from contracts.agencies import AgencyBook, AgencyError
+from contracts.agencies import AgencyBook, AgencyError, Commune
 from contracts.common import (
     ActingRole,
     DocumentRef,
@@ -44,6 +44,7 @@ from contracts.common import (
 from contracts.envelope import EventPayload
 from contracts.events import (
     ApologyDrafted,
+    ApologyEscalated,
     ApologyIssued,
     ApologyWithdrawn,
     ConsultTarget,
@@ -55,10 +56,12 @@ from contracts.events import (
     HandedOver,
     HandOver,
     Holder,
+    Outcome,
     ProcessingSupplementRequested,
     ResultDecision,
     ResultReady,
     ResultReturned,
+    RoundOutcome,
     RoundToOpen,
     RouteClosed,
     StepCompleted,
@@ -78,12 +81,12 @@ WATCH = "routing.watch"
 RISK = "routing.risk"
 """Timer at the latest moment the open step can end for the dossier to finish in time."""
 APOLOGY_DUE = "routing.apology_due"
-"""Timer at the latest legal moment of a drafted apology: issue it unconfirmed."""
+"""Timer at the latest legal moment of a drafted apology: unsigned, it is escalated."""
 
 LATE_STEP = "quá hạn giải quyết của bước"
 RISK_SLACK = timedelta(seconds=1)
 ISSUE_SLACK = timedelta(minutes=1)
-"""An apology issued by its own timer a little after its latest moment is not late."""
+"""An apology signed a little after its latest moment (the request in flight) is not late."""
 MAX_POSTPONEMENT = timedelta(days=366)
 """Why a step counts against its agency: past its budget."""
 
@@ -117,6 +120,13 @@ def _forbidden(reason: str, field: str) -> RouteError:
 
 def _invalid(reason: str, field: str) -> RouteError:
     return RouteError(Refusal.INVALID, field, reason)
+
+
+def _role_label(role: str) -> str:
+    try:
+        return ActingRole(role).label
+    except ValueError:
+        return "không có vai trò xử lý hồ sơ"
 
 
 @dataclass(frozen=True)
@@ -189,6 +199,27 @@ def classify(done_at: datetime, deadline: datetime, cal: WorkingCalendar) -> Tim
     return Timeliness.ON_TIME
 
 
+def step_timeliness(
+    done_at: datetime, deadline: datetime, cal: WorkingCalendar
+) -> tuple[Timeliness, int]:
+    """How a step ended, and the working seconds it lost: a step is late only by the
+    holder's working time past its budget. Ending at 17:00:05 of the last day, or at night,
+    loses none: on time (the round closed by the deadline timer a few seconds after 17:00 is
+    not a fault). Early: on a day before the deadline's day."""
+    lost = cal.working_seconds_between(deadline, done_at) if done_at > deadline else 0
+    if lost > 0:
+        return Timeliness.LATE, lost
+    if cal.local(done_at).date() < cal.local(deadline).date():
+        return Timeliness.EARLY, 0
+    return Timeliness.ON_TIME, 0
+
+
+def overdue_moment(cal: WorkingCalendar, deadline: datetime) -> datetime:
+    """The first moment a step still open has lost working time: one working second past
+    its deadline (the next opening, for a deadline at the close of office)."""
+    return cal.add_working_seconds(deadline, 1)
+
+
 def latest_start(
     cal: WorkingCalendar, end: datetime, budget: Duration, scale: float = 1.0
 ) -> datetime:
@@ -207,13 +238,16 @@ def _working(d: Duration) -> bool:
 
 def latest_apology_moment(cal: WorkingCalendar, appointment: datetime) -> datetime:
     """The latest legal moment for Form 04: one working day before the appointment it
-    replaces, at the close of office of the day before when that falls at an opening.
+    replaces, never later than the close of the working day before the appointment's day.
     Decree 61/2018/NĐ-CP, Art. 19(1)(c) as we read it ("chậm nhất 01 ngày trước ngày hết
     hạn"; clause to be checked), a rule Decree 118/2025/NĐ-CP keeps (article to be
     checked); domain.md states the same practice."""
     t = cal.subtract_working_seconds(appointment, cal.working_seconds_per_day)
     before = cal.latest_working_moment(t - timedelta(seconds=1))
-    return before if cal.working_seconds_between(before, t) == 0 else t
+    t = before if cal.working_seconds_between(before, t) == 0 else t
+    day = cal.local(appointment).date()
+    eve = cal.end_of_day(cal.previous_working_day(day))
+    return min(t, eve)
 
 
 # --- the plan of a route ---------------------------------------------------------------------
@@ -254,12 +288,78 @@ def default_steps(p: Procedure) -> tuple[Step, ...]:
     )
 
 
-def plan_steps(p: Procedure, book: AgencyBook, receiving: str | None = None) -> tuple[StepRef, ...]:
+@dataclass(frozen=True)
+class Locality:
+    """Where a dossier's applicant lives and its land (or building, or business seat)
+    lies, as commune keys of the agency book; either may be unknown."""
+
+    residence: str | None = None
+    property: str | None = None
+
+
+def _is_desk(p: Procedure, s: Step) -> bool:
+    return s.kind in (StepKind.RECEIVE, StepKind.RETURN) and s.agency_id == p.receiving_agency
+
+
+def _localized(book: AgencyBook, commune: Commune, s: Step) -> Step:
+    """A step of a commune body of the catalogue, given to the same kind of body of the
+    competent commune, with the same department (the book must hold it there)."""
+    agency_id = book.localize(s.agency_id, commune)
+    if agency_id == s.agency_id:
+        return s
+    if s.department is not None and s.department not in {
+        d.code for d in book.get(agency_id).departments
+    }:
+        raise AgencyError(f"{agency_id} ({commune.name}) has no department {s.department}")
+    return s.model_copy(update={"agency_id": agency_id})
+
+
+def localize_procedure(
+    p: Procedure, book: AgencyBook, receiving: str | None, locality: Locality
+) -> Procedure:
+    """The procedure as the competent commune does it: for a commune-level procedure,
+    every step, the lead agency and every consulted agency that is a body of a commune
+    (the catalogue's default one) becomes the body of the same kind (``BodyKind``) of the
+    commune the procedure's ``competence`` names (the applicant's residence, the land's
+    commune, or the receiving one); the desk steps stay at the receiving desk. A commune
+    the book does not know raises ``CompetenceError``; any other procedure is unchanged."""
+    commune = book.competent_commune(p, receiving, locality.residence, locality.property)
+    if commune is None:
+        return p
+    steps = tuple(s if _is_desk(p, s) else _localized(book, commune, s) for s in p.steps)
+    consultations = []
+    for c in p.consultations:
+        there = book.localize(c.agency_id, commune)
+        if there != c.agency_id:
+            c = c.model_copy(update={"agency_id": there, "agency_name": book.get(there).name})
+        consultations.append(c)
+    lead = book.localize(p.lead_agency, commune)
+    name = book.get(lead).name if lead != p.lead_agency else p.lead_agency_name
+    return p.model_copy(
+        update={
+            "steps": steps,
+            "lead_agency": lead,
+            "lead_agency_name": name,
+            "consultations": tuple(consultations),
+        }
+    )
+
+
+def plan_steps(
+    p: Procedure,
+    book: AgencyBook,
+    receiving: str | None = None,
+    locality: Locality | None = None,
+) -> tuple[StepRef, ...]:
     """The procedure's steps with the names forms print (agency, department). A dossier
-    received at another desk than the catalogue's is received and returned there."""
+    received at another desk than the catalogue's is received and returned there; with a
+    ``locality``, a commune-level procedure's other steps go to the competent commune
+    (``localize_procedure``)."""
+    if locality is not None:
+        p = localize_procedure(p, book, receiving, locality)
     out = []
     for s in sorted(p.steps or default_steps(p), key=lambda s: s.order):
-        desk = s.kind in (StepKind.RECEIVE, StepKind.RETURN) and s.agency_id == p.receiving_agency
+        desk = _is_desk(p, s)
         if desk and receiving and receiving != s.agency_id:
             s = s.model_copy(update={"agency_id": receiving, "department": None})
         agency_name, department_name = s.agency_id, None
@@ -298,6 +398,34 @@ def consult_targets(procedure: Procedure) -> tuple[ConsultTarget, ...]:
             )
         )
     return tuple(out)
+
+
+class Chain(BaseModel):
+    """Who answers for an agency's lateness: its head, and whom the head answers to (for a
+    body of a commune, the chairman of its People's Committee; for a vertical agency such as
+    the police, its own superior, whom a chairman cannot command; else the province's
+    chairman). An unsigned apology is escalated to them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    head: str
+    superior: str
+    superior_agency_id: str | None = None
+
+
+def chain_of(book: AgencyBook, agency_id: str) -> Chain:
+    """The agency's head and superior, from the agency registry."""
+    a = book.get(agency_id)
+    if a.vertical:
+        assert a.superior is not None  # the registry requires it of a vertical agency
+        parent = a.parent if a.parent in book.ids() else None
+        return Chain(head=a.head, superior=a.superior, superior_agency_id=parent)
+    if a.parent and a.parent in book.ids():
+        up = book.get(a.parent)
+        return Chain(head=a.head, superior=up.head, superior_agency_id=up.id)
+    province = book.province(a.province)
+    return Chain(
+        head=a.head, superior=province.chairman, superior_agency_id=province.chairman_agency
+    )
 
 
 # --- the aggregate ---------------------------------------------------------------------------
@@ -345,6 +473,12 @@ class ApologyStatus(StrEnum):
     ISSUED = "issued"
     WITHDRAWN = "withdrawn"
 
+    @property
+    def label(self) -> str:
+        return {"drafted": "đang chờ xác nhận", "issued": "đã ban hành", "withdrawn": "đã hủy"}[
+            self.value
+        ]
+
 
 class Apology(BaseModel):
     """A Form 04 of the dossier: drafted for the agency at fault, issued (confirmed or at
@@ -370,6 +504,12 @@ class Apology(BaseModel):
     after_latest_moment: bool = False
     issue_number: int = 0
     """1 for the dossier's first issued apology, 2 for the second..."""
+    escalated_at: datetime | None = Field(
+        default=None, description="When its head's superior and the operators were told"
+    )
+    document_number: str | None = None
+    signer_name: str | None = None
+    signer_title: str | None = None
 
 
 class Route(BaseModel):
@@ -431,6 +571,9 @@ class Route(BaseModel):
         default=None, description="The appointment the lead-time watch last looked at"
     )
     ended_reason: str | None = None
+    chains: dict[str, Chain] = Field(
+        default_factory=dict, description="Each agency's head and superior, from the registry"
+    )
     version: int = 0
     _events: list[EventPayload] = PrivateAttr(default_factory=list)
 
@@ -484,6 +627,7 @@ class Route(BaseModel):
         for agency_id in sorted(route.agencies()):
             if agency_id in book.ids():
                 route.offices[agency_id] = book.office(agency_id)
+                route.chains[agency_id] = chain_of(book, agency_id)
         first = route.steps[0]
         if first.kind is StepKind.RECEIVE:
             first.status = StepStatus.DONE
@@ -609,17 +753,17 @@ class Route(BaseModel):
     def _open(self, order: int | None = None) -> StepState:
         """The open step, if the dossier is being processed (and ``order`` names it)."""
         if self.state.final:
-            raise _conflict(f"the dossier is closed ({self.state.value})")
+            raise _conflict(f"hồ sơ đã kết thúc ({self.state.label})")
         if self.state in (DossierStatus.RESULT_READY, DossierStatus.REFUSED):
-            raise _conflict(f"the result is at the desk ({self.state.value})")
+            raise _conflict(f"kết quả đã ở bộ phận trả kết quả ({self.state.label})")
         if self.state.paused:
-            raise _conflict("the dossier is waiting for the applicant; the clock is paused")
+            raise _conflict("hồ sơ đang chờ người nộp; thời hạn giải quyết đang tạm dừng")
         step = self.open_step
         if step is None:
-            raise _conflict("the dossier is at no step")
+            raise _conflict("hồ sơ không ở bước nào")
         if order is not None and order != step.order:
             raise _conflict(
-                f"step {order} is not the current step: the dossier is at step {step.order}"
+                f"bước {order} không phải bước hiện tại: hồ sơ đang ở bước {step.order}"
                 f" ({step.ref.action})",
                 "step",
             )
@@ -628,7 +772,9 @@ class Route(BaseModel):
     def require_party(self, who: Officer) -> None:
         """403 unless the caller's agency has a part in the dossier."""
         if who.agency_id not in self.agencies():
-            raise _forbidden("this dossier belongs to other agencies", "agency")
+            raise _forbidden(
+                "hồ sơ này thuộc các cơ quan khác, cơ quan của ông/bà không tham gia", "agency"
+            )
 
     def _require(self, who: Officer, step: StepState, role: ActingRole | None = None) -> None:
         """The caller may act on ``step``: of its agency (else 403 for a stranger, 409 for
@@ -638,20 +784,21 @@ class Route(BaseModel):
         holder = self._held(step)
         if who.agency_id != holder.agency_id:
             raise _conflict(
-                f"the dossier is at step {step.order} ({step.ref.action}), held by"
-                f" {holder.agency_name}, not by your agency",
+                f"hồ sơ đang ở bước {step.order} ({step.ref.action}) do {holder.agency_name}"
+                " giữ, không phải cơ quan của ông/bà",
                 "agency",
             )
         need = role or step.ref.role
         if who.rank < need.rank:
             raise _forbidden(
-                f"step {step.order} is acted on by a {need.value} or above, not a {who.role}",
+                f"bước {step.order} do {need.label} trở lên thực hiện; vai trò của ông/bà là"
+                f" {_role_label(who.role)}",
                 "role",
             )
         if holder.department and not who.is_agency_head and who.department != holder.department:
             raise _forbidden(
-                f"step {step.order} is held by {holder.department_name or holder.department};"
-                f" your department is {who.department or 'not stated in your token'}",
+                f"bước {step.order} do {holder.department_name or holder.department} giữ;"
+                f" phòng, ban của ông/bà là {who.department or 'không ghi trong thẻ đăng nhập'}",
                 "department",
             )
 
@@ -661,11 +808,11 @@ class Route(BaseModel):
         """A person takes the dossier in hand at its step (Form 05: the receiver signs)."""
         step = self._open(order)
         if step.kind in (StepKind.CONSULT, StepKind.RECEIVE):
-            raise _conflict(f"step {order} ({step.kind.value}) runs by itself", "step")
+            raise _conflict(f"bước {order} ({step.kind.label}) tự chạy, không cần nhận", "step")
         self._require(who, step)
         holder = self._held(step)
         if holder.person_id and holder.person_id != who.person and not who.is_head:
-            raise _conflict(f"step {order} is already in the hands of {holder.person}", "step")
+            raise _conflict(f"bước {order} đã do {holder.person} nhận xử lý", "step")
         step.holder = self._acting(step, who)
         if note:
             step.notes.append(note)
@@ -708,20 +855,33 @@ class Route(BaseModel):
         if step.kind is StepKind.CONSULT and who.is_agency_head:
             self._require(who, step, role=ActingRole.AGENCY_HEAD)
             if not (note and note.strip()):
-                raise _invalid("say why the round ends without every opinion", "note")
+                raise _invalid("nêu lý do kết thúc lấy ý kiến khi chưa đủ ý kiến", "note")
             self._finish(step, now, cal, by=self._acting(step, who), result=note, docs=())
             self._advance(now, cal, giver=step.holder, note=note)
             return
         if step.kind not in (StepKind.ASSIGN, StepKind.APPRAISE, StepKind.WORK):
             how = {
-                StepKind.CONSULT: "ends when every opinion is in (or by the lead agency's"
-                " head, with a note)",
-                StepKind.APPROVE: "ends with the decision (POST .../decision)",
-                StepKind.RETURN: "ends when the result is returned (POST .../return)",
-                StepKind.RECEIVE: "ended at receipt",
+                StepKind.CONSULT: "kết thúc khi có đủ ý kiến (hoặc do người đứng đầu cơ"
+                " quan chủ trì quyết định, có ghi lý do)",
+                StepKind.APPROVE: "kết thúc bằng quyết định phê duyệt hoặc từ chối",
+                StepKind.RETURN: "kết thúc khi trả kết quả cho người nộp",
+                StepKind.RECEIVE: "đã kết thúc khi tiếp nhận",
             }[step.kind]
-            raise _conflict(f"step {order} ({step.kind.value}) {how}", "step")
+            raise _conflict(f"bước {order} ({step.kind.label}) {how}", "step")
         self._require(who, step)
+        holder = self._held(step)
+        if holder.person_id is None:
+            raise _conflict(
+                f"bước {order} chưa có người nhận xử lý: người xử lý nhận hồ sơ (ký nhận trên"
+                " Phiếu kiểm soát quá trình giải quyết) trước khi hoàn thành bước",
+                "step",
+            )
+        if holder.person_id != who.person and not who.is_head:
+            raise _conflict(
+                f"bước {order} do {holder.person or holder.person_id} nhận xử lý; chỉ người đó"
+                " hoặc người đứng đầu hoàn thành thay",
+                "step",
+            )
         self._finish(step, now, cal, by=self._acting(step, who), result=result, docs=documents)
         self._advance(now, cal, giver=step.holder, note=note)
 
@@ -739,21 +899,21 @@ class Route(BaseModel):
         its step: a line of Form 05; the step's deadline stays, its fault moves with it."""
         step = self._open()
         if step.kind in (StepKind.CONSULT, StepKind.RECEIVE):
-            raise _conflict(f"step {step.order} ({step.kind.value}) runs by itself", "step")
+            raise _conflict(
+                f"bước {step.order} ({step.kind.label}) tự chạy, không chuyển giao được", "step"
+            )
         holder = self._held(step)
         self.require_party(who)
         if who.agency_id != holder.agency_id:
-            raise _conflict(
-                f"the dossier is at step {step.order}, held by {holder.agency_name}", "agency"
-            )
+            raise _conflict(f"hồ sơ đang ở bước {step.order} do {holder.agency_name} giữ", "agency")
         holds = holder.person_id is not None and holder.person_id == who.person
         heads = who.is_agency_head or (
             who.is_head and (holder.department is None or who.department == holder.department)
         )
         if not (holds or heads):
             raise _forbidden(
-                "the agency's head, the head of the department holding it, or the person"
-                " holding it hands it over",
+                "chỉ người đứng đầu cơ quan, người đứng đầu phòng, ban đang giữ hồ sơ hoặc"
+                " người đang xử lý mới chuyển giao được",
                 "role",
             )
         try:
@@ -797,13 +957,13 @@ class Route(BaseModel):
         step = self._open()
         if step.kind in (StepKind.CONSULT, StepKind.RETURN, StepKind.RECEIVE):
             raise _conflict(
-                f"no supplement can be asked at step {step.order} ({step.kind.value});"
-                " ask it at an appraisal, work or approval step",
+                f"không thể yêu cầu bổ sung ở bước {step.order} ({step.kind.label}); yêu cầu ở"
+                " bước thẩm định, thực hiện hoặc phê duyệt",
                 "step",
             )
         self._require(who, step, role=ActingRole.OFFICER)
         if not items:
-            raise _invalid("name at least one document", "missing")
+            raise _invalid("nêu ít nhất một giấy tờ cần bổ sung", "missing")
         self.supplement_requests += 1
         number = self.supplement_requests
         violation = number > 1
@@ -841,7 +1001,10 @@ class Route(BaseModel):
         (time waiting for the applicant does not count)."""
         step = self._open()
         if step.kind in (StepKind.CONSULT, StepKind.RETURN, StepKind.RECEIVE):
-            raise _conflict(f"no payment can be asked at step {step.order} ({step.kind.value})")
+            raise _conflict(
+                f"không thể yêu cầu thực hiện nghĩa vụ tài chính ở bước {step.order}"
+                f" ({step.kind.label})"
+            )
         self._require(who, step, role=ActingRole.OFFICER)
         self.paused_at = now
         self.fee_requests += 1
@@ -861,14 +1024,14 @@ class Route(BaseModel):
     def fee_paid(self, who: Officer, at: datetime, now: datetime, cal: WorkingCalendar) -> None:
         """The payment arrived (recorded by the agency whose step it is): on again."""
         if self.state is not DossierStatus.WAITING_FEE:
-            raise _conflict("the dossier is not waiting for a payment")
+            raise _conflict("hồ sơ không chờ thực hiện nghĩa vụ tài chính")
         step = self.open_step
         assert step is not None
         self._require(who, step, role=ActingRole.OFFICER)
         if at.tzinfo is None:
-            raise _invalid("must carry a timezone, e.g. +07:00", "paid_at")
+            raise _invalid("thời điểm phải ghi múi giờ, ví dụ +07:00", "paid_at")
         if at > now:
-            raise _invalid("is in the future", "paid_at")
+            raise _invalid("thời điểm nộp ở tương lai", "paid_at")
         self.resume(at, cal)
 
     def resume(self, at: datetime, cal: WorkingCalendar) -> bool:
@@ -906,6 +1069,7 @@ class Route(BaseModel):
                 paused_working_seconds=paused,
                 previous_appointment_at=previous,
                 appointment_at=self.appointment_at,
+                legal_appointment_at=self.legal_appointment_at,
                 step=step.ref,
                 step_deadline_at=step.deadline_at or at,
             )
@@ -913,9 +1077,17 @@ class Route(BaseModel):
         self._review(at, cal)
         return True
 
-    def opinions_in(self, now: datetime, cal: WorkingCalendar) -> bool:
+    def opinions_in(
+        self, now: datetime, cal: WorkingCalendar, outcomes: Sequence[RoundOutcome] = ()
+    ) -> bool:
         """The opinion round completed: the consult step ends and the route goes on. False
-        when the route is not at a consult step (a late or repeated completion)."""
+        when the route is not at a consult step (a late or repeated completion).
+
+        The step ended when its work was done: at the last outcome (a reply, or the
+        deadline of an opinion deemed given), not when routing heard of it. A round closed
+        by deemed consent at its deadline is on time by definition: the law makes silence
+        consent at that moment (e.g. Law on Construction 2014, Art. 102(1) as amended in
+        2020; Circular 02/2022/TT-BTNMT, Art. 16), so the lead agency lost no time."""
         step = self.open_step
         if (
             step is None
@@ -923,7 +1095,37 @@ class Route(BaseModel):
             or self.state is not DossierStatus.PROCESSING
         ):
             return False
-        self._finish(step, now, cal, by=None, result="Đã có đủ ý kiến của các cơ quan", docs=())
+        assert step.started_at is not None
+        moments = [o.at for o in outcomes if o.at is not None]
+        done = min(now, max(moments)) if moments else now
+        done = max(done, step.started_at)
+        deadline = step.deadline_at
+        assert deadline is not None
+        late = [
+            o
+            for o in outcomes
+            if o.at is not None
+            and o.outcome is Outcome.REPLIED
+            and step_timeliness(o.at, deadline, cal)[0] is Timeliness.LATE
+        ]
+        # deemed given at the deadline is on time; a reply that came late is not, and the
+        # time was lost by the agency whose late opinion came last, not by the lead
+        deemed = not late and any(o.outcome is Outcome.DEEMED_CONSENT for o in outcomes)
+        if late:
+            last = max(late, key=lambda o: o.at or done)
+            names = {c.agency_id: c.agency_name for c in self.consult}
+            step.late_holder = Holder(
+                agency_id=last.agency_id, agency_name=names.get(last.agency_id, last.agency_id)
+            )
+        self._finish(
+            step,
+            done,
+            cal,
+            by=None,
+            result="Đã có đủ ý kiến của các cơ quan",
+            docs=(),
+            on_time=deemed,
+        )
         self._advance(now, cal, giver=step.holder, note="Đã có đủ ý kiến của các cơ quan")
         nxt = self.open_step
         self._emit(
@@ -951,14 +1153,14 @@ class Route(BaseModel):
         step = self._open()
         if step.kind is not StepKind.APPROVE:
             raise _conflict(
-                f"the dossier is at step {step.order} ({step.ref.action}), not at its approval",
+                f"hồ sơ đang ở bước {step.order} ({step.ref.action}), chưa đến bước phê duyệt",
                 "step",
             )
         self._require(who, step)
         if decision is ResultDecision.APPROVED and not documents:
-            raise _invalid("an approval carries the result documents", "documents")
+            raise _invalid("phê duyệt phải kèm văn bản kết quả", "documents")
         if decision is ResultDecision.REFUSED and not [r for r in reasons if r.strip()]:
-            raise _invalid("a refusal gives its reasons", "reasons")
+            raise _invalid("từ chối phải nêu lý do", "reasons")
         by = self._acting(step, who)
         self.decision = decision
         self.decision_documents = list(documents)
@@ -1001,15 +1203,15 @@ class Route(BaseModel):
         step = self._open()
         if step.kind is not StepKind.RETURN:
             raise _conflict(
-                f"the dossier is at step {step.order} ({step.ref.action}); the result is not"
-                " at the desk yet",
+                f"hồ sơ đang ở bước {step.order} ({step.ref.action}); kết quả chưa đến bộ"
+                " phận trả kết quả",
                 "step",
             )
         self._require(who, step)
         if self.decision is None:
-            raise _conflict("no decision has been made", "step")
+            raise _conflict("chưa có quyết định giải quyết", "step")
         self.ready_at = now
-        t = classify(now, self.legal_appointment_at, cal)
+        t, _ = step_timeliness(now, self.legal_appointment_at, cal)  # no working time lost
         self.timeliness = Timeliness.LATE if self.supplement_violations else t
         self.state = (
             DossierStatus.RESULT_READY
@@ -1066,8 +1268,8 @@ class Route(BaseModel):
         """The result handed to the applicant (at the desk, by post, online): the end."""
         if self.state not in (DossierStatus.RESULT_READY, DossierStatus.REFUSED):
             if self.state.final:
-                raise _conflict(f"the dossier is closed ({self.state.value})")
-            raise _conflict("the result is not ready at the desk yet", "step")
+                raise _conflict(f"hồ sơ đã kết thúc ({self.state.label})")
+            raise _conflict("kết quả chưa có tại bộ phận trả kết quả", "step")
         step = self.open_step
         assert step is not None
         self._require(who, step)
@@ -1090,11 +1292,12 @@ class Route(BaseModel):
 
     def close(self, state: DossierStatus, reason: str | None, now: datetime) -> bool:
         """A withdrawal by the applicant or a stop by the agency ends the route without a
-        result. Not once the result is at the desk or returned (intake then follows the
-        result, not the late withdrawal). False if it changed nothing."""
-        if self.state.final or self.state in (DossierStatus.RESULT_READY, DossierStatus.REFUSED):
-            # returned, ended before, or its result already at the desk: nothing to stop
-            return False
+        result. Intake refuses one once it knows the result is at the desk; one it accepted
+        while the result was on its way still ends the route (a final status never moves:
+        intake and routing agree on 7 or 8), and how processing ended stays recorded. Not
+        once returned. False if it changed nothing."""
+        if self.state.final:
+            return False  # returned or ended before: nothing to stop
         step = self.open_step
         drafts = sum(1 for a in self.apologies if a.status is ApologyStatus.DRAFTED)
         self._withdraw_drafts(now, f"hồ sơ kết thúc ({state.value})")
@@ -1111,6 +1314,11 @@ class Route(BaseModel):
                 at_step=step.order if step else None,
                 closed_at=now,
                 withdrawn_apologies=drafts,
+                agency_id=self.lead_agency,
+                agency_name=self.lead_agency_name,
+                office=self.offices.get(self.lead_agency),
+                procedure_name=self.procedure_name,
+                received_at=self.received_at,
             )
         )
         return True
@@ -1123,8 +1331,8 @@ class Route(BaseModel):
         step = self.open_step
         if self.state is not DossierStatus.PROCESSING or step is None or step.overdue:
             return
-        if step.deadline_at is None or now < step.deadline_at:
-            return
+        if step.deadline_at is None or now < overdue_moment(cal, step.deadline_at):
+            return  # no working time lost yet (a deadline at 17:00 is not late at 17:00:05)
         step.overdue = True
         step.late_working_seconds = cal.working_seconds_between(step.deadline_at, now)
         step.late_holder = holder = self._holder_at(step, step.deadline_at)
@@ -1147,9 +1355,9 @@ class Route(BaseModel):
         self._review(now, cal)
 
     def on_apology_due(self, apology_id: uuid.UUID, now: datetime, cal: WorkingCalendar) -> None:
-        """The latest legal moment of a draft: issued unconfirmed if the dossier still
-        cannot finish in time; kept while its step is late but the rest could still fit;
-        else withdrawn (``_review``)."""
+        """The latest legal moment of a draft: still unsigned and still needed, it is
+        escalated to the head's superior and the operators (never sent unsigned); no longer
+        needed, it is withdrawn (``_review``)."""
         a = self._apology(apology_id)
         if a is not None and a.status is ApologyStatus.DRAFTED:
             self._review(now, cal)
@@ -1162,41 +1370,56 @@ class Route(BaseModel):
         cal: WorkingCalendar,
         *,
         reason: str,
-        appointment: datetime | None,
+        appointment: datetime,
+        number: str,
+        signer_name: str | None = None,
     ) -> Apology:
-        """The agency at fault confirms its Form 04, in its words, maybe with its own new
-        appointment (later than the one it replaces and than now)."""
+        """The head of the agency at fault signs its Form 04: the reason in its words, the
+        letter's number, the new appointment (later than the one it replaces and than now)
+        and their name. Circular 03/2025/TT-VPCP, Form 04 (an apology with a request to
+        extend, signed by the head); Decree 30/2020/NĐ-CP, Annex I (number, signer)."""
         self.require_party(who)
         a = self._apology(apology_id)
         if a is None:
-            raise RouteError(Refusal.NOT_FOUND, "apology", f"no apology {apology_id}")
+            raise RouteError(Refusal.NOT_FOUND, "apology", f"không có phiếu xin lỗi {apology_id}")
         if who.agency_id != a.agency_id:
-            raise _forbidden(f"the apology is {a.agency_name}'s to confirm", "agency")
-        if not who.is_head:
-            raise _forbidden("a head of the agency confirms an apology", "role")
+            raise _forbidden(f"phiếu xin lỗi do {a.agency_name} xác nhận", "agency")
+        if not who.is_agency_head:
+            raise _forbidden("người đứng đầu cơ quan ký phiếu xin lỗi", "role")
         if a.status is not ApologyStatus.DRAFTED:
-            raise _conflict(f"apology {a.number} is {a.status.value}", "apology")
+            raise _conflict(f"phiếu xin lỗi số {a.number} {a.status.label}", "apology")
         if self.state is not DossierStatus.PROCESSING:
-            raise _conflict(f"the dossier is {self.state.value}: nothing to apologise for now")
-        if appointment is not None:
-            if appointment.tzinfo is None:
-                raise _invalid("must carry a timezone, e.g. +07:00", "appointment_at")
-            if appointment <= max(now, self.appointment_at):
-                raise _invalid(
-                    "the new appointment comes after the one it replaces and after now",
-                    "appointment_at",
-                )
-            if appointment > now + MAX_POSTPONEMENT:
-                raise _invalid("the new appointment is more than a year away", "appointment_at")
+            raise _conflict(f"hồ sơ {self.state.label}: không còn gì để xin lỗi")
+        if appointment.tzinfo is None:
+            raise _invalid("ngày hẹn phải ghi múi giờ, ví dụ +07:00", "appointment_at")
+        if appointment <= max(now, self.appointment_at):
+            raise _invalid(
+                "ngày hẹn mới phải sau ngày hẹn cũ và sau thời điểm hiện tại", "appointment_at"
+            )
+        if appointment > now + MAX_POSTPONEMENT:
+            raise _invalid("ngày hẹn mới xa hơn một năm", "appointment_at")
+        if not number.strip():
+            raise _invalid("ghi số của văn bản (Số: …)", "number")
+        # the signer is the person logged in: a name in the body only where the token
+        # carries none, never another person's
+        token_name = (who.name or "").strip()
+        name = token_name or (signer_name or "").strip()
+        if not name:
+            raise _invalid("ghi họ tên người ký", "signer_name")
+        if token_name and signer_name and signer_name.strip() != token_name:
+            raise _invalid("họ tên người ký phải là người đăng nhập", "signer_name")
+        chain = self.chains.get(a.agency_id)
+        a.document_number = number.strip()
+        a.signer_name = name
+        a.signer_title = chain.head if chain else None
         self._issue(
             a,
             now,
-            cal,
             by=Holder(
                 agency_id=who.agency_id,
                 agency_name=a.agency_name,
                 department=who.department,
-                person=who.display,
+                person=name,
                 person_id=who.person,
             ),
             reason=reason,
@@ -1217,7 +1440,8 @@ class Route(BaseModel):
         step = self.open_step
         if step is not None and step.deadline_at is not None and not step.overdue:
             ref = f"{self.code}/{STEP_DUE}/{self.version}"
-            plans.append(TimerPlan(STEP_DUE, ref, step.deadline_at, payload))
+            due = overdue_moment(cal, step.deadline_at)
+            plans.append(TimerPlan(STEP_DUE, ref, due, payload))
         if self.watched_for != self.appointment_at:
             due = cal.subtract_working_seconds(self.appointment_at, watch_seconds)
             plans.append(TimerPlan(WATCH, f"{self.code}/{WATCH}/{self.version}", due, payload))
@@ -1226,7 +1450,7 @@ class Route(BaseModel):
             due = risk + RISK_SLACK  # at_risk holds from just after the moment
             plans.append(TimerPlan(RISK, f"{self.code}/{RISK}/{self.version}", due, payload))
         for a in self.apologies:
-            if a.status is ApologyStatus.DRAFTED:
+            if a.status is ApologyStatus.DRAFTED and a.escalated_at is None:
                 plans.append(
                     TimerPlan(
                         APOLOGY_DUE,
@@ -1267,7 +1491,11 @@ class Route(BaseModel):
                 base = cal.local(now).date() + timedelta(days=days)
             else:
                 raw_end = cal.local(step.started_at).date() + timedelta(days=days + step.shift_days)
-                base = max(cal.local(now).date(), raw_end)
+                raw_end = min(raw_end, cal.local(step.deadline_at).date())  # capped to fit
+                # days run through days off: a step's deadline moved off a weekend (Art.
+                # 148(5)) costs the plan nothing until working time is actually lost
+                lost = now >= overdue_moment(cal, step.deadline_at)
+                base = max(cal.local(now).date(), raw_end) if lost else raw_end
             return self._calendar_end(cal, base, later)
         if restart and late:
             t = budget_end(cal, now, step.ref.duration, self.budget_scale)
@@ -1291,23 +1519,25 @@ class Route(BaseModel):
             return None
         later = self._later()
         if self.calendar_days:
-            # the last day the open step may end on: the latest D with the later steps'
-            # days, counted from D, ending by the appointment
-            appointment = self.appointment_at
-            d = cal.local(appointment).date() - timedelta(
-                days=sum(s.ref.duration.value for s in later)
-            )
-            for _ in range(400):
-                if self._calendar_end(cal, d + timedelta(days=1), later) > appointment:
-                    break
-                d += timedelta(days=1)
-            while d > date.min and self._calendar_end(cal, d, later) > appointment:
-                d -= timedelta(days=1)
+            d = self._last_day(cal, later)
             return datetime.combine(d + timedelta(days=1), time(0), cal.tz).astimezone(UTC)
         t = self.appointment_at
         for s in reversed(later):
             t = latest_start(cal, t, s.ref.duration, self.budget_scale)
         return t
+
+    def _last_day(self, cal: WorkingCalendar, later: list[StepState]) -> date:
+        """In days: the last day a step may end on for ``later``'s days, counted from it,
+        to end by the appointment."""
+        appointment = self.appointment_at
+        d = cal.local(appointment).date() - timedelta(days=sum(s.ref.duration.value for s in later))
+        for _ in range(400):
+            if self._calendar_end(cal, d + timedelta(days=1), later) > appointment:
+                break
+            d += timedelta(days=1)
+        while d > date.min and self._calendar_end(cal, d, later) > appointment:
+            d -= timedelta(days=1)
+        return d
 
     def at_risk(self, now: datetime, cal: WorkingCalendar) -> bool:
         """Unfinished, and the work left cannot be done by the appointment."""
@@ -1330,12 +1560,14 @@ class Route(BaseModel):
     def _review(self, now: datetime, cal: WorkingCalendar, *, watching: bool = False) -> None:
         """After every move and timer, the rule of Form 04.
 
-        The dossier is at risk when the work left cannot be done by its appointment. Then
-        (or, at the lead-time watch, when its open step is already late) the agency at
-        fault gets a draft to confirm. An unconfirmed draft is issued at its latest legal
-        moment if the dossier is still at risk, or as soon as it is after that moment; it
-        is withdrawn when the dossier catches up (not at risk, no step late). Discovered
-        only after the latest moment, the apology goes out at once, flagged."""
+        A draft goes to the agency at fault as soon as the dossier is at risk (the work left
+        cannot be done by the appointment), or its open step is overdue when waiting for the
+        risk would pass the latest legal moment (the later steps add up to a working day or
+        less) or at the lead-time watch. The head signs it (``confirm_apology``). At its
+        latest moment, unsigned and still needed, it is escalated to the head's superior and
+        the operators, and the dossier is flagged; it is never sent unsigned. Drafted only
+        after that moment, it is escalated at once. It is withdrawn when the dossier catches
+        up (not at risk, no step overdue)."""
         if self.state is not DossierStatus.PROCESSING:
             return
         step = self.open_step
@@ -1343,16 +1575,16 @@ class Route(BaseModel):
         risk = self.at_risk(now, cal)
         draft = self._draft()
         if draft is not None:
-            if risk and now >= draft.latest_issue_at:
-                self._issue(draft, now, cal, by=None, reason=draft.reason, appointment=None)
-            elif not risk and not overdue:
+            if not risk and not overdue:
                 self._withdraw(draft, now, "hồ sơ có thể trả kết quả đúng hẹn")
+            elif now >= draft.latest_issue_at and draft.escalated_at is None:
+                self._escalate(draft, now, "chưa được người đứng đầu ký đến thời điểm muộn nhất")
             return
-        if not (risk or (watching and overdue)):
+        latest = latest_apology_moment(cal, self.appointment_at)
+        if not (risk or (overdue and (watching or self._too_late_to_wait(cal, latest)))):
             return
         fault = self._fault_now()
         number = len(self.apologies) + 1
-        latest = latest_apology_moment(cal, self.appointment_at)
         late = fault.late_working_seconds > 0 or now > fault.deadline_at
         a = Apology(
             id=uuid.uuid5(APOLOGY_NS, f"{self.code}/{number}"),
@@ -1369,14 +1601,11 @@ class Route(BaseModel):
             ),
             previous_appointment_at=self.appointment_at,
             proposed_appointment_at=self._proposal(now, cal),
-            latest_issue_at=max(now, latest),
+            latest_issue_at=latest,
             drafted_at=now,
+            after_latest_moment=now > latest,
         )
         self.apologies.append(a)
-        if risk and now >= latest:
-            a.after_latest_moment = now > latest
-            self._issue(a, now, cal, by=None, reason=a.reason, appointment=None)
-            return
         self._emit(
             ApologyDrafted(
                 apology_id=a.id,
@@ -1391,6 +1620,43 @@ class Route(BaseModel):
                 proposed_appointment_at=a.proposed_appointment_at,
                 latest_issue_at=a.latest_issue_at,
                 drafted_at=now,
+                after_latest_moment=a.after_latest_moment,
+            )
+        )
+        if now >= latest:
+            self._escalate(a, now, "chỉ phát hiện sau thời điểm muộn nhất để gửi phiếu xin lỗi")
+
+    def _too_late_to_wait(self, cal: WorkingCalendar, latest: datetime) -> bool:
+        """Whether the risk moment (when the dossier can no longer finish in time) comes
+        only at or after the latest moment to apologise: then an overdue step is drafted
+        for at once, or the apology could only be late."""
+        risk = self.risk_moment(cal)
+        return risk is None or risk + RISK_SLACK >= latest
+
+    def _escalate(self, a: Apology, now: datetime, why: str) -> None:
+        """Tell the head's superior and the operators that a Form 04 is unsigned."""
+        a.escalated_at = now
+        chain = self.chains.get(a.agency_id) or Chain(
+            head=f"Người đứng đầu {a.agency_name}",
+            superior=f"Cấp trên trực tiếp của {a.agency_name}",
+        )
+        self._emit(
+            ApologyEscalated(
+                apology_id=a.id,
+                code=self.code,
+                number=a.number,
+                agency_id=a.agency_id,
+                agency_name=a.agency_name,
+                head=chain.head,
+                superior=chain.superior,
+                superior_agency_id=chain.superior_agency_id,
+                reason=a.reason,
+                why=f"Phiếu xin lỗi và hẹn lại ngày trả kết quả số {a.number} {why}",
+                appointment_at=self.appointment_at,
+                latest_issue_at=a.latest_issue_at,
+                drafted_at=a.drafted_at,
+                escalated_at=now,
+                after_latest_moment=a.after_latest_moment,
             )
         )
 
@@ -1408,22 +1674,19 @@ class Route(BaseModel):
         self,
         a: Apology,
         now: datetime,
-        cal: WorkingCalendar,
         *,
-        by: Holder | None,
+        by: Holder,
         reason: str,
-        appointment: datetime | None,
+        appointment: datetime,
     ) -> None:
-        if appointment is None:
-            appointment = max(a.proposed_appointment_at, self._proposal(now, cal))
-        if appointment <= self.appointment_at:  # drafted before a pause moved the appointment
-            appointment = self._proposal(now, cal)
+        """The signed Form 04 goes to the applicant; its date becomes the appointment the
+        dossier is now held to (the legal one stays, for lateness)."""
         appointment = appointment.astimezone(UTC)
         a.after_latest_moment = a.after_latest_moment or now > a.latest_issue_at + ISSUE_SLACK
         a.status = ApologyStatus.ISSUED
         a.issued_at = now
         a.issued_by = by
-        a.automatic = by is None
+        a.automatic = False
         a.reason = reason
         a.appointment_at = appointment
         a.issue_number = sum(1 for x in self.apologies if x.status is ApologyStatus.ISSUED)
@@ -1441,11 +1704,14 @@ class Route(BaseModel):
                 appointment_at=appointment,
                 issued_at=now,
                 issued_by=by,
-                automatic=a.automatic,
+                automatic=False,
                 after_latest_moment=a.after_latest_moment,
                 procedure_name=self.procedure_name,
                 received_at=self.received_at,
                 office=self.offices.get(a.agency_id),
+                document_number=a.document_number,
+                signer_name=a.signer_name,
+                signer_title=a.signer_title,
             )
         )
 
@@ -1490,18 +1756,23 @@ class Route(BaseModel):
         by: Holder | None,
         result: str | None,
         docs: Sequence[DocumentRef],
+        on_time: bool = False,
     ) -> None:
+        """End ``step`` at ``now``: late only by working time lost past its deadline
+        (``step_timeliness``); with ``on_time`` (deemed consent at the deadline) never late.
+        A step found overdue by its timer that ends without loss is cleared of the fault."""
         assert step.started_at is not None and step.deadline_at is not None
         step.status = StepStatus.DONE
         step.completed_at = now
-        step.timeliness = classify(now, step.deadline_at, cal)
-        step.late_working_seconds = (
-            cal.working_seconds_between(step.deadline_at, now)
-            if step.timeliness is Timeliness.LATE
-            else 0
-        )
-        if step.timeliness is Timeliness.LATE and step.late_holder is None:
-            step.late_holder = self._holder_at(step, step.deadline_at)
+        timeliness, lost = step_timeliness(now, step.deadline_at, cal)
+        if on_time and timeliness is Timeliness.LATE:
+            timeliness, lost = Timeliness.ON_TIME, 0
+        step.timeliness, step.late_working_seconds = timeliness, lost
+        if timeliness is Timeliness.LATE:
+            if step.late_holder is None:
+                step.late_holder = self._holder_at(step, step.deadline_at)
+        else:
+            step.overdue, step.late_holder = False, None
         if by is not None:
             step.holder = by
         step.result = result
@@ -1575,6 +1846,17 @@ class Route(BaseModel):
         step.status = StepStatus.ACTIVE
         step.started_at = start
         step.deadline_at = budget_end(cal, start, step.ref.duration, self.budget_scale)
+        if self.calendar_days and step.kind is not StepKind.CONSULT:
+            # days run through days off, but a step's own deadline is moved off one (Civil
+            # Code Art. 148(5)): after a step that ended on a Monday for a Saturday, the
+            # budgets left no longer fit. A step then ends by the day the steps after it
+            # still fit in, so one that keeps its deadline never makes the dossier late.
+            # (An opinion round keeps the period the law gives the asked agencies.)
+            ret = self._return_index()
+            later = [s for s in self.steps[index + 1 : ret + 1] if s.status is StepStatus.PENDING]
+            cap = cal.latest_working_moment(cal.end_of_day(self._last_day(cal, later)))
+            if start < cap < step.deadline_at:
+                step.deadline_at = cap
         step.holder = self._holder_of(step)
         self.current = index
         prev = prev or (self.steps[index - 1] if index > 0 else None)

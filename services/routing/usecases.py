@@ -38,10 +38,12 @@ from services.routing.domain import (
     RISK,
     STEP_DUE,
     WATCH,
+    Locality,
     Officer,
     Refusal,
     Route,
     RouteError,
+    localize_procedure,
 )
 from services.runtime.calendar import WorkingCalendar
 from services.runtime.clock import Clock
@@ -118,6 +120,10 @@ class Routing:
             raise RetryLater(f"procedure {d.procedure_code} v{d.procedure_version} not known yet")
         now = self.clock.now()
         hours = procedure.office_hours or self.book.office_hours(procedure.receiving_agency)
+        # territorial competence: the commune of the applicant's residence or of the land,
+        # or the receiving one, as the catalogue says (intake refused unknown communes)
+        locality = Locality(residence=d.applicant.commune, property=d.property_commune)
+        procedure = localize_procedure(procedure, self.book, d.receiving_agency, locality)
         route = Route.start(
             code=d.code,
             procedure=procedure,
@@ -147,7 +153,7 @@ class Routing:
             await store.advance_legacy(conn, r.code, self.clock.now())
             return
         now = self.clock.now()
-        if route.opinions_in(now, self.calendar(route)):
+        if route.opinions_in(now, self.calendar(route), r.outcomes):
             await self._save(conn, route, env, now)
 
     async def on_supplemented(
@@ -210,7 +216,7 @@ class Routing:
         async with self._pool().acquire() as conn, conn.transaction():
             route = await store.lock_route(conn, code)
             if route is None:
-                raise RouteError(Refusal.NOT_FOUND, "code", f"no route for {code} (yet)")
+                raise RouteError(Refusal.NOT_FOUND, "code", f"chưa có tuyến xử lý của hồ sơ {code}")
             route.require_party(who)
             now = self.clock.now()
             move(route, self.calendar(route), now)
@@ -255,7 +261,7 @@ class Routing:
         async with self._pool().acquire() as conn:
             route = await store.read_route(conn, code)
             if route is None:
-                raise RouteError(Refusal.NOT_FOUND, "code", f"no route for {code} (yet)")
+                raise RouteError(Refusal.NOT_FOUND, "code", f"chưa có tuyến xử lý của hồ sơ {code}")
             route.require_party(who)
             procedure = await store.get_procedure(
                 conn, route.procedure_code, route.procedure_version
@@ -264,12 +270,16 @@ class Routing:
         unknown = [c for c in cmd.missing if c not in known]
         if unknown:
             raise RouteError(
-                Refusal.INVALID, "missing", f"not documents of this procedure: {unknown}"
+                Refusal.INVALID,
+                "missing",
+                "không phải thành phần hồ sơ của thủ tục: " + ", ".join(unknown),
             )
         stray = [c for c in cmd.reasons if c not in cmd.missing]
         if stray:
             raise RouteError(
-                Refusal.INVALID, "reasons", f"reasons for documents not listed: {stray}"
+                Refusal.INVALID,
+                "reasons",
+                "lý do cho giấy tờ không có trong danh sách cần bổ sung: " + ", ".join(stray),
             )
         items = [
             MissingItem(
@@ -320,7 +330,14 @@ class Routing:
     ) -> Route:
         def move(r: Route, cal: WorkingCalendar, now: datetime) -> None:
             r.confirm_apology(
-                who, apology_id, now, cal, reason=cmd.reason, appointment=cmd.appointment_at
+                who,
+                apology_id,
+                now,
+                cal,
+                reason=cmd.reason,
+                appointment=cmd.appointment_at,
+                number=cmd.number,
+                signer_name=cmd.signer_name,
             )
 
         return await self.act(code, who, move)

@@ -5,7 +5,9 @@ government swaps in, as the ``holidays`` package knows them (lunar Tết include
 the official decisions it does not know yet shipped as data (``calendar_vn.yaml``, each
 entry citing its document) and an optional extra file over that. Office hours and the
 receipt cut-off come from ``OfficeHours`` (default 08:00-12:00, 13:00-17:00, cut-off
-15:00 in Asia/Ho_Chi_Minh); a province or a procedure uses its own via ``with_office``.
+15:00 in Asia/Ho_Chi_Minh, and ``after_cutoff``: whether a period in days received after
+it starts a day later, ``same_day`` by default, see ``contracts.common.AfterCutoff`` for
+the texts); a province or a procedure uses its own via ``with_office``.
 Everything takes aware datetimes and returns UTC.
 """
 
@@ -23,7 +25,7 @@ import holidays
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from contracts.common import Duration, OfficeHours, TimeUnit
+from contracts.common import AfterCutoff, Duration, OfficeHours, TimeUnit
 
 VN_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 HOUR = 3600
@@ -216,6 +218,14 @@ class WorkingCalendar:
                 return d
         raise ValueError("no working day within ten years")
 
+    def previous_working_day(self, d: date) -> date:
+        """The last working day strictly before ``d``."""
+        for _ in range(_MAX_DAYS_SCANNED):
+            d -= timedelta(days=1)
+            if self.is_working_day(d):
+                return d
+        raise ValueError("no working day within ten years")
+
     def working_day_on_or_after(self, d: date) -> date:
         """``d`` if it is a working day, else the next one (Civil Code 2015 Art. 148(5))."""
         return d if self.is_working_day(d) else self.next_working_day(d)
@@ -272,6 +282,15 @@ class WorkingCalendar:
         """The working day the clock starts on: the receipt day, or the next working day."""
         return self.local(self.clock_start(received_at)).date()
 
+    def period_start_day(self, received_at: datetime) -> date:
+        """The day a period in days is counted from (that day itself not counted, Civil
+        Code 2015 Art. 147(2)): the local date of receipt (``AfterCutoff.SAME_DAY``, the
+        default), or, where the office hours say ``NEXT_DAY``, the working day the clock
+        starts on for a receipt after the cut-off or on a day off."""
+        if self.office.after_cutoff is AfterCutoff.NEXT_DAY:
+            return self.receipt_day(received_at)
+        return self.local(received_at).date()
+
     def deadline(self, received_at: datetime, period: Duration) -> datetime:
         """Appointment for a period counted from receipt; each unit its own way.
 
@@ -282,10 +301,14 @@ class WorkingCalendar:
           counts, exactly as the working-hours clock counts it from its opening. Counting
           from the calendar date of receipt gives both at once, and so "1 working day"
           and "8 working hours" received Monday 16:00 both end Tuesday at close: the
-          cut-off is not charged twice (the old rule moved the receipt to Tuesday *and*
-          left Tuesday uncounted, giving Wednesday). Before the cut-off the cut-off does
-          not apply and the day of receipt is not counted either.
-        * CALENDAR_DAYS: the date of receipt plus N days (Art. 147(2)); a last day that
+          cut-off is not charged twice. Before the cut-off the cut-off does not apply and
+          the day of receipt is not counted either. This is ``AfterCutoff.SAME_DAY``, the
+          default: the 15:00 rule governs the transfer (Decree 61/2018/NĐ-CP Art. 18(2);
+          see ``AfterCutoff``), not the start of the period. A province that sets
+          ``after_cutoff: next_day`` counts a receipt after the cut-off (or on a day off)
+          from the next working day, so Monday 16:00 plus 1 working day ends Wednesday.
+        * CALENDAR_DAYS: the date of receipt (``period_start_day``: with ``NEXT_DAY`` the
+          next working day for a late receipt) plus N days (Art. 147(2)); a last day that
           is not a working day moves to the next working day (Art. 148(5)); ends at close
           of office, when the desk returns results (Art. 148(6) would allow midnight).
         * WITHIN_THE_DAY: close of office on the day of receipt; after the cut-off or on
@@ -298,7 +321,7 @@ class WorkingCalendar:
             return self.add_working_seconds(self.clock_start(received_at), period.value * HOUR)
         if period.unit is TimeUnit.WITHIN_THE_DAY or period.value == 0:
             return self.end_of_day(self.receipt_day(received_at))
-        received_on = self.local(received_at).date()
+        received_on = self.period_start_day(received_at)
         if period.unit is TimeUnit.WORKING_DAYS:
             return self.end_of_day(self.add_working_days(received_on, period.value))
         if period.unit is TimeUnit.CALENDAR_DAYS:

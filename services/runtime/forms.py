@@ -28,7 +28,7 @@ from markupsafe import Markup
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import contracts
-from contracts.common import Office, ReturnMethod, Timeliness
+from contracts.common import ObjectType, Office, ReturnMethod, Timeliness
 from contracts.events import ApologyIssued, HandOver, ResultDecision, ResultReady
 from services.runtime.calendar import format_local
 
@@ -250,10 +250,23 @@ class Addressee(Protocol):
     def address(self) -> str | None: ...
 
 
+ORGANISATION_YOU = "Quý tổ chức"
+"""How a notice speaks to an organisation or business (object type 2) in its sentences,
+where it speaks to a citizen as "Ông/Bà"."""
+
+
 def applicant_view(a: Addressee) -> dict[str, str]:
-    """The applicant as a form prints them; ``phone`` only where the object has one."""
+    """The applicant as a form prints them; ``phone`` only where the object has one.
+
+    ``addressee`` is the "Kính gửi" line and how a sentence names them: a citizen "Ông/Bà
+    <name>", an organisation (object type 2, ``object_type`` where the object has one) by
+    its own name ("Công ty TNHH ..."); ``you`` is how a sentence speaks to them: "Ông/Bà",
+    or "Quý tổ chức"."""
+    org = int(getattr(a, "object_type", None) or ObjectType.CITIZEN) == ObjectType.ORGANISATION
     return {
         "name": a.name,
+        "addressee": a.name if org else f"Ông/Bà {a.name}",
+        "you": ORGANISATION_YOU if org else "Ông/Bà",
         "address": a.address or BLANK,
         "phone": getattr(a, "phone", None) or BLANK,
         "email": a.email or BLANK,
@@ -279,7 +292,7 @@ def form04_context(a: ApologyIssued, applicant: Addressee) -> dict[str, Any]:
     return {
         "code": a.code,
         "office": office,
-        "number": BLANK,  # the agency's document number (Số: …/…) is not in the event
+        "number": a.document_number or BLANK,  # Số: as the head signed it
         "place_date": place_and_date(office["place"], a.issued_at),
         "applicant": applicant_view(applicant),
         "procedure_name": a.procedure_name,
@@ -292,7 +305,9 @@ def form04_context(a: ApologyIssued, applicant: Addressee) -> dict[str, Any]:
         "reason": a.reason,
         "apology_number": a.number,
         "repeat": a.repeat or a.number > 1,
-        "signer": a.issued_by.person if a.issued_by and a.issued_by.person else None,
+        "signer": a.signer_name
+        or (a.issued_by.person if a.issued_by and a.issued_by.person else None),
+        "signer_title": a.signer_title,
         "automatic": a.automatic,
         "late_issue": a.after_latest_moment,
         "issued_local": moment(a.issued_at),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -39,13 +39,14 @@ WARD_DESK, WARD, WARD_POLICE, SOCIAL = (
     "000.00.32.H29",
 )
 BIRTH = {
-    "procedure_code": "2.000986",
+    "procedure_code": "3.000722",  # the birth group; replaces 2.000986 (civil.yaml)
     "channel": 2,
     "applicant": {
         "name": "Nguyễn Văn An",
         "id_number": "079190000002",
         "email": "an.nguyen@example.vn",
         "phone": "0912345679",
+        "commune": "SAI_GON",
     },
     "summary": "Khai sinh cho con Nguyễn Minh Khang",
     "documents": [{"code": "TK-LT"}, {"code": "GCS"}],
@@ -140,6 +141,17 @@ class Life:
         """The notice of ``kind`` by email (the applicant has one; SMS and the portal, when
         configured, carry it on their own channels)."""
         return bool(x["kind"] == kind and x["channel"] == "email")
+
+    async def requests_now(self) -> list[dict[str, Any]]:
+        r = await self.http.get(
+            f"{self.stack.url('consultation')}/v1/consultations",
+            params={"dossier": self.code},
+            headers=self.who(OPERATOR, "operator"),
+        )
+        return list(r.json()) if r.status_code == 200 else []
+
+    async def requests(self, n: int) -> list[dict[str, Any]]:
+        return await eventually(self.requests_now, lambda qs: len(qs) >= n, timeout=30)
 
     async def form05(self, fmt: str = "text") -> str:
         r = await self.http.get(
@@ -274,7 +286,7 @@ async def portal_holds_ours(life: Life) -> dict[str, Any]:
     return dict(theirs)
 
 
-async def test_birth_group_three_agencies_one_late_apology_before_the_deadline(
+async def test_birth_group_three_agencies_one_late_apology_signed_by_the_head(
     life: Life,
 ) -> None:
     accepted = await life.submit(BIRTH, WARD_DESK)
@@ -302,22 +314,40 @@ async def test_birth_group_three_agencies_one_late_apology_before_the_deadline(
     assert apology["status"] == "drafted" and apology["agency_id"] == WARD_POLICE
     assert drafted["steps"][2]["overdue"]
     assert not [n for n in await life.notices() if n["kind"] == "form04"]  # not yet issued
-    # nobody confirms: it is issued at the latest legal moment, a working day before
-    life.at(local(10, 17))
-    issued = await life.route_where(lambda r: r["apologies"][0]["status"] == "issued", 40)
-    new_appointment = datetime.fromisoformat(issued["appointment_at"])
-    assert new_appointment > datetime.fromisoformat(accepted["appointment_at"])
-    first = issued["apologies"][0]
-    assert first["automatic"] and not first["repeat"] and not first["after_latest_moment"]
+    # nobody signs by the latest legal moment (Wednesday 17:00, a working day before the
+    # appointment): the head's superior is told, the letter is never sent unsigned
+    life.at(local(10, 17, 1))
+    escalated = await life.route_where(lambda r: r["apologies"][0]["escalated_at"], 40)
+    assert escalated["apologies"][0]["status"] == "drafted"
+    assert escalated["appointment_at"] == accepted["appointment_at"]
+    # the police head signs it the next morning, with the number, the date and their name
+    life.at(local(11, 7, 45))
+    signed = await life.ok(
+        f"apologies/{apology['id']}/confirm",
+        {
+            "reason": "Chờ xác minh nơi thường trú của người mẹ",
+            "appointment_at": local(15, 17).isoformat(),
+            "number": "27/PXL-CAP",
+        },
+        WARD_POLICE,
+        "agency_head",
+    )
+    first = signed["apologies"][0]
+    assert first["status"] == "issued" and first["after_latest_moment"]  # flagged late
+    assert not first["automatic"] and first["document_number"] == "27/PXL-CAP"
+    assert signed["appointment_at"].startswith("2027-03-15T10:00")
     form04 = (await life.sent("form04"))[0]
     assert "XIN LỖI" in form04["body_text"].upper()
+    assert "27/PXL-CAP" in form04["body_text"]
+    assert f"agency_head {WARD_POLICE}" in form04["body_text"]  # the signer, from the token
     dossier = await eventually(
-        life.dossier, lambda d: d["appointment_at"] == issued["appointment_at"]
+        life.dossier, lambda d: d["appointment_at"] == signed["appointment_at"]
     )
     assert dossier["apologies"] == 1
 
     life.at(local(11, 8))
     await life.ok("steps/3/complete", {"result": "Đã đăng ký thường trú"}, WARD_POLICE)
+    await life.ok("steps/4/take", {}, SOCIAL)
     await life.ok("steps/4/complete", {"result": "Thẻ bảo hiểm y tế điện tử"}, SOCIAL)
     await life.ok("result-ready", {}, WARD_DESK)
     await life.ok("return", {"method": "online"}, WARD_DESK)
@@ -336,6 +366,91 @@ async def test_birth_group_three_agencies_one_late_apology_before_the_deadline(
     print("\nForm 04 as sent:\n" + form04["body_text"])
     print("\nForm 05:\n" + slip)
     print("\nstatus history:", [(h["state"], h["status"]) for h in dossier["status_history"]])
+
+
+async def test_building_permit_whose_opinions_are_all_deemed_given_finishes_on_time(
+    life: Life,
+) -> None:
+    """Issue 23 (A): nobody answers; at the deadline every opinion is deemed given (Law on
+    Construction, Art. 102(1)). The round closes seconds after 17:00, and the consult step
+    is on time by definition: no fault on Form 05 or in the result notice."""
+    await life.submit(PERMIT, CITY_DESK)
+    route = await life.route_where(lambda r: r["current_step"] == 2)
+    deadline = datetime.fromisoformat(route["steps"][1]["deadline_at"])
+    requests = await life.requests(3)
+    assert {q["due_at"] for q in requests} == {route["steps"][1]["deadline_at"]}, requests
+    life.at(deadline.astimezone(VN) + timedelta(seconds=20))
+    deemed = await eventually(
+        life.requests_now,
+        lambda qs: all(q["status"] == "deemed_consent" for q in qs),
+        timeout=60,
+    )
+    assert len(deemed) == 3
+    route = await life.route_where(lambda r: r["current_step"] == 3, timeout=60)
+    consult = route["steps"][1]
+    assert consult["timeliness"] in ("on_time", "early"), consult
+    assert consult["late_working_seconds"] == 0 and not consult["overdue"]
+    assert route["faults"] == [] and route["apologies"] == []
+    life.at(life.clock.now() + timedelta(minutes=10))
+    await life.ok("steps/3/take", {}, CONSTRUCTION)
+    life.at(life.clock.now() + timedelta(hours=1))
+    await life.ok("steps/3/complete", {"result": "Đủ điều kiện cấp phép"}, CONSTRUCTION)
+    await life.ok(
+        "decision",
+        {"decision": "approved", "documents": [{"code": "GPXD", "name": "Giấy phép xây dựng"}]},
+        CONSTRUCTION,
+        "agency_head",
+    )
+    ready = await life.ok("result-ready", {}, CITY_DESK)
+    assert ready["timeliness"] in ("on_time", "early") and ready["faults"] == []
+    notice = (await life.sent("result_ready"))[0]
+    assert "quá hạn" not in notice["body_text"].lower(), notice["body_text"]
+    slip = await life.form05()
+    assert "Quá hạn" not in slip, slip
+
+
+async def test_a_late_dossier_whose_last_step_is_short_is_apologised_for_in_time(
+    life: Life,
+) -> None:
+    """Issue 23 (1): the social insurance step goes overdue Wednesday 09:00 with only the
+    desk's 4 hours after it. The draft comes at once (not at Thursday's risk moment), and
+    the head signs it before Wednesday 17:00, a working day before the appointment."""
+    accepted = await life.submit(BIRTH, WARD_DESK)
+    assert accepted["appointment_at"].startswith("2027-03-11T10:00")  # Thu 17:00 local
+    await life.route_where(lambda r: r["current_step"] == 2)
+    life.at(local(8, 9, 30))
+    await life.ok(
+        "decision",
+        {"decision": "approved", "documents": [{"code": "GKS", "name": "Giấy khai sinh"}]},
+        WARD,
+        "agency_head",
+    )
+    await life.ok("steps/3/take", {}, WARD_POLICE)
+    life.at(local(9, 9))
+    await life.ok("steps/3/complete", {"result": "Đã đăng ký thường trú"}, WARD_POLICE)
+    life.at(local(10, 9, 30))  # social insurance idle past its 8 working hours
+    drafted = await life.route_where(lambda r: r["apologies"], timeout=40)
+    draft = drafted["apologies"][0]
+    assert draft["agency_id"] == SOCIAL and draft["status"] == "drafted"
+    latest = datetime.fromisoformat(draft["latest_issue_at"])
+    assert latest == local(10, 17)  # the close of the working day before Thursday
+    life.at(local(10, 10))
+    signed = await life.ok(
+        f"apologies/{draft['id']}/confirm",
+        {
+            "reason": "Chờ dữ liệu từ Cơ sở dữ liệu quốc gia về bảo hiểm",
+            "appointment_at": local(15, 17).isoformat(),
+            "number": "05/PXL-BHXH",
+        },
+        SOCIAL,
+        "agency_head",
+    )
+    issued = signed["apologies"][0]
+    assert issued["status"] == "issued" and not issued["after_latest_moment"]
+    assert datetime.fromisoformat(issued["issued_at"]) <= latest
+    assert issued["signer_name"] == f"agency_head {SOCIAL}"  # the token's name
+    form04 = (await life.sent("form04"))[0]
+    assert "05/PXL-BHXH" in form04["body_text"]
 
 
 async def test_supplement_mid_processing_pauses_and_moves_the_appointment_exactly(
@@ -386,7 +501,7 @@ async def test_wrong_moves_conflict_and_another_agencys_dossier_is_forbidden(lif
     await life.submit(BIRTH, WARD_DESK)
     await life.route_where(lambda r: r["current_step"] == 2)
     r = await life.move("steps/3/complete", {}, WARD_POLICE)
-    assert r.status_code == 409 and "not the current step" in r.json()["detail"]
+    assert r.status_code == 409 and "không phải bước hiện tại" in r.json()["detail"]
     r = await life.move("steps/2/take", {}, WARD_POLICE)
     assert r.status_code == 409 and r.json()["errors"][0]["field"] == "agency"
     r = await life.move("result-ready", {}, WARD_DESK)
@@ -412,4 +527,4 @@ async def test_wrong_moves_conflict_and_another_agencys_dossier_is_forbidden(lif
     r = await life.move(
         "decision", {"decision": "approved", "documents": [{"code": "GKS"}]}, WARD, "agency_head"
     )
-    assert r.status_code == 409 and "closed" in r.json()["detail"]
+    assert r.status_code == 409 and "đã kết thúc" in r.json()["detail"]

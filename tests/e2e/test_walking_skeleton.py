@@ -41,7 +41,9 @@ EIA = {
     },
     "documents": [{"code": "VB-DN"}, {"code": "DTM"}, {"code": "BCNCKT"}],
 }
-CONSULTED = {"1.009972": 3, "1.004249": 3}
+# Requests opened at routing: the EIA's round follows its appraisal council (step 2), so
+# none opens until the council's step is done (construction_land.yaml, LEP 2020 Art. 34).
+CONSULTED = {"1.009972": 3, "1.004249": 0}
 RECEIVING = {"1.009972": "000.00.01.H29", "1.004249": "000.00.01.H29"}
 LEAD = {"1.009972": "000.00.06.H29", "1.004249": "000.00.08.H29"}
 
@@ -226,7 +228,8 @@ async def test_sigkill_mid_batch_loses_and_doubles_nothing(
         "SELECT dossier_code, count(*) AS n, count(DISTINCT agency_id) AS agencies"
         " FROM consultation.requests GROUP BY dossier_code"
     )
-    assert {r["dossier_code"] for r in per_dossier} == set(dossiers)
+    consulting = {c for c, p in dossiers.items() if CONSULTED[p]}  # EIA: after its council
+    assert {r["dossier_code"] for r in per_dossier} == consulting
     for r in per_dossier:
         assert r["n"] == r["agencies"] == CONSULTED[dossiers[r["dossier_code"]]]
     routes = await db.fetchval("SELECT count(*) FROM routing.routes")

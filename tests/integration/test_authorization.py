@@ -314,7 +314,12 @@ class World:
             case ("routing", "POST", "/v1/routes/{code}/return"):
                 kw["json"] = {"method": "at_desk"}
             case ("routing", "POST", "/v1/routes/{code}/apologies/{apology_id}/confirm"):
-                kw["json"] = {"reason": "Chậm do khảo sát thực địa"}
+                kw["json"] = {
+                    "reason": "Chậm do khảo sát thực địa",
+                    "appointment_at": "2027-12-31T17:00:00+07:00",
+                    "number": "15/PXL-SXD",
+                    "signer_name": "Nguyễn Văn An",
+                }
             case ("intake", "POST", "/v1/dossiers/{code}/withdrawal"):
                 kw["json"] = {"reason": "Không còn nhu cầu"}
             case ("intake", "POST", "/v1/dossiers/{code}/stop"):

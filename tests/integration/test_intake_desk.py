@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from contracts.common import DocumentRef, Duration, MissingItem, StepKind, Timeliness, TimeUnit
 from contracts.envelope import new_envelope
 from contracts.events import (
+    ApologyIssued,
     Holder,
     ProcessingSupplementRequested,
     ResultDecision,
@@ -23,19 +25,25 @@ from services.runtime.calendar import VN_TZ, WorkingCalendar
 from services.runtime.clock import ManualClock
 from services.runtime.service import create_app
 from services.runtime.settings import ServiceSettings
-from tests.helpers import TEST_PORTAL_CLIENT, applicant, configure_auth, staff
+from tests.helpers import TEST_PORTAL_CLIENT, applicant, configure_auth, eventually, staff
 
 cal = WorkingCalendar()
 MARRIAGE = {
     "procedure_code": "1.000894",
     "channel": 1,
-    "applicant": {"name": "Trần Văn Bình", "id_number": "001090001234", "phone": "0987654321"},
+    "applicant": {
+        "name": "Trần Văn Bình",
+        "id_number": "001090001234",
+        "phone": "0987654321",
+        "commune": "SAI_GON",
+    },
     "documents": [{"code": "TK", "name": "Tờ khai đăng ký kết hôn"}],
 }
 PERMIT = {
     "procedure_code": "1.009973",
     "channel": 1,
     "applicant": {"name": "Phạm Thị Hoa", "id_number": "001190067890", "email": "hoa@example.vn"},
+    "property_commune": "SAI_GON",
     "documents": [{"code": "DDN"}, {"code": "QSDD"}, {"code": "BVTK"}],
 }
 
@@ -118,7 +126,7 @@ async def test_idempotency_key(intake: httpx.AsyncClient, clock: ManualClock) ->
 BIRTH = {
     "procedure_code": "1.001193",
     "channel": 1,
-    "applicant": {"name": "Lê Thị Mai", "id_number": "001190012345"},
+    "applicant": {"name": "Lê Thị Mai", "id_number": "001190012345", "commune": "SAI_GON"},
     "documents": [{"code": "TK"}, {"code": "GCS"}],
 }
 
@@ -158,9 +166,10 @@ async def test_desk_stage_supplement_starts_no_clock_and_uses_up_nothing__form_0
     r = await intake.post("/v1/dossiers", json=body, headers=officer(PERMIT_DESK, clock))
     assert r.status_code == 201
     first = r.json()
+    # registered, never received: portal status 1, not 5 (issue 23, item 11)
     assert (first["outcome"], first["status"], first["missing_documents"]) == (
         "supplement_requested",
-        5,
+        1,
         ["BVTK"],
     )
     assert first["appointment_at"] is None  # no clock before a complete, valid dossier
@@ -260,7 +269,12 @@ async def test_refusal_and_unknown_procedure(intake: httpx.AsyncClient, clock: M
     h = officer(MARRIAGE_DESK, clock)
     org = {
         **MARRIAGE,
-        "applicant": {"name": "Công ty A", "object_type": 2, "id_number": "0101234567"},
+        "applicant": {
+            "name": "Công ty A",
+            "object_type": 2,
+            "id_number": "0101234567",
+            "commune": "SAI_GON",
+        },
     }
     r = await intake.post("/v1/dossiers", json=org, headers=h)
     assert r.status_code == 201
@@ -448,11 +462,11 @@ async def test_the_lookup_code_opens_only_its_own_dossier(
     assert r.status_code == 200 and r.json()["status"] == 7
 
 
-async def test_a_withdrawal_that_overtook_the_result_yields_to_it(
+async def test_a_withdrawn_dossier_stays_withdrawn_when_the_result_crosses_it(
     intake: httpx.AsyncClient, clock: ManualClock
 ) -> None:
     """The applicant withdrew at intake while routing already had the result at the desk:
-    routing keeps the result (a withdrawal cannot undo it), and intake follows routing."""
+    a final status (7, 8) never moves (issue 23, item 6); the result is on the timeline."""
     desk = officer(PERMIT_DESK, clock)
     accepted = (await intake.post("/v1/dossiers", json=PERMIT, headers=desk)).json()
     code = accepted["code"]
@@ -483,6 +497,102 @@ async def test_a_withdrawal_that_overtook_the_result_yields_to_it(
     env = new_envelope(ready, subject=code, producer="routing", occurred_at=now)
     async with rt.pool.acquire() as conn, conn.transaction():
         await rt.consumer.handlers[ready.event_type](conn, env, ready)
+
+    async def seen() -> Any:
+        return (await intake.get(f"/v1/dossiers/{code}", headers=me)).json()
+
+    # the history is built from the events intake consumes (its own included)
+    view = await eventually(seen, lambda v: bool(v["status_history"]), timeout=20)
+    assert (view["status"], view["state"]) == (7, "withdrawn")
+    assert view["status_history"][-1]["status"] == 7
+    assert view["timeline"][-1]["type"] == "routing.result_ready"
+
+
+async def _consume(intake: httpx.AsyncClient, event: Any, code: str, at: datetime) -> None:
+    rt = intake.app.state.runtime  # type: ignore[attr-defined]
+    env = new_envelope(event, subject=code, producer="routing", occurred_at=at)
+    async with rt.pool.acquire() as conn, conn.transaction():
+        await rt.consumer.handlers[event.event_type](conn, env, event)
+
+
+async def test_the_dossier_view_says_late_and_keeps_the_legal_appointment_after_an_apology(
+    intake: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    """Issue 23, item 4 and E: an apology gives the applicant a new date, but the legal
+    appointment stays (the portal's NgayHenTra); once the result is ready, intake's view
+    says early / on time / late, as routing decided it."""
+    import uuid
+
+    desk = officer(PERMIT_DESK, clock)
+    accepted = (await intake.post("/v1/dossiers", json=PERMIT, headers=desk)).json()
+    code, legal = accepted["code"], datetime.fromisoformat(accepted["appointment_at"])
+    me = applicant(accepted["lookup_code"])
+    clock.advance(timedelta(minutes=5))
+    now = clock.now()
+    apology = ApologyIssued(
+        apology_id=uuid.uuid4(),
+        code=code,
+        number=1,
+        agency_id=PERMIT_LEAD,
+        agency_name="Ủy ban nhân dân phường Sài Gòn",
+        reason="Chờ ý kiến của cơ quan phòng cháy, chữa cháy",
+        previous_appointment_at=legal,
+        appointment_at=legal + timedelta(days=5),
+        issued_at=now,
+        procedure_name="Cấp giấy phép xây dựng mới đối với nhà ở riêng lẻ",
+        received_at=now,
+    )
+    await _consume(intake, apology, code, now)
+    await _consume(intake, apology, code, now)  # again: one apology in the history
+    rt = intake.app.state.runtime  # type: ignore[attr-defined]
+    row = await rt.pool.fetchrow("SELECT * FROM dossiers WHERE code = $1", code)
+    assert (row["appointment_at"], row["legal_appointment_at"]) == (
+        legal + timedelta(days=5),
+        legal,
+    )
+    assert [a["number"] for a in row["apology_history"]] == [1]
     view = (await intake.get(f"/v1/dossiers/{code}", headers=me)).json()
-    assert (view["status"], view["state"]) == (9, "result_ready")
-    assert view["status_history"][-1]["status"] == 9
+    assert view["timeliness"] is None  # not before the result is ready
+    ready_at = legal + timedelta(days=2)  # after the legal date, before the new one
+    ready = ResultReady(
+        code=code,
+        procedure_code="1.009973",
+        procedure_name="Cấp giấy phép xây dựng mới đối với nhà ở riêng lẻ",
+        decision=ResultDecision.APPROVED,
+        documents=(DocumentRef(code="GPXD"),),
+        ready_at=ready_at,
+        received_at=now,
+        appointment_at=legal + timedelta(days=5),
+        legal_appointment_at=legal,
+        timeliness=Timeliness.LATE,
+        apologies=1,
+        receiving_agency=PERMIT_DESK,
+        receiving_agency_name="Trung tâm Phục vụ hành chính công phường Sài Gòn",
+        lead_agency=PERMIT_LEAD,
+        lead_agency_name="Ủy ban nhân dân phường Sài Gòn",
+    )
+    await _consume(intake, ready, code, ready_at)
+    view = (await intake.get(f"/v1/dossiers/{code}", headers=me)).json()
+    assert (view["status"], view["timeliness"], view["timeliness_label"]) == (
+        9,
+        "late",
+        "Quá hạn",
+    )
+    assert datetime.fromisoformat(view["legal_appointment_at"]) == legal
+
+
+async def test_a_residence_or_land_bound_dossier_names_its_commune_at_the_desk__issue_23_item_3(
+    intake: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    """Guessing the receiving ward would have the wrong ward decide: the desk must say
+    where the applicant lives (marriage, Law on Civil Status Art. 17(1)) or where the land
+    lies (a building permit of a house)."""
+    h = officer(MARRIAGE_DESK, clock)
+    nowhere = {**MARRIAGE, "applicant": {**MARRIAGE["applicant"], "commune": None}}
+    r = await intake.post("/v1/dossiers", json=nowhere, headers=h)
+    assert r.status_code == 422, r.text
+    (e,) = r.json()["errors"]
+    assert e["field"] == "applicant.commune" and "nơi cư trú" in e["reason"]
+    land = {k: v for k, v in PERMIT.items() if k != "property_commune"}
+    r = await intake.post("/v1/dossiers", json=land, headers=officer(PERMIT_DESK, clock))
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "property_commune"

@@ -31,6 +31,7 @@ GOOD = {
         "phone": "0987654321",
         "email": "binh@example.vn",
         "address": "Số 1 Lê Lợi, Phường Bến Thành",
+        "commune": "BEN_THANH",
     },
     "summary": "Đăng ký kết hôn",
     "documents": [{"code": "TK", "name": "Tờ khai đăng ký kết hôn", "url": "https://hs.vn/tk"}],
@@ -243,7 +244,7 @@ async def test_bad_agency_ids(intake: httpx.AsyncClient) -> None:
     assert r.json()["errors"] == [
         {
             "field": "receiving_agency",
-            "reason": "000.99.99.H99 is neither an agency of the catalogue nor a one-stop desk",
+            "reason": "000.99.99.H99 không phải cơ quan trong danh mục hay bộ phận một cửa",
         }
     ]
     r = await intake.post(  # in the agency book, but it keeps no one-stop desk: its own

@@ -31,6 +31,7 @@ PERMIT = {
         "phone": "0987654321",
         "address": "12 Lê Lợi, phường Sài Gòn",
     },
+    "property_commune": "SAI_GON",
     "documents": [{"code": "DDN"}, {"code": "QSDD"}, {"code": "BVTK"}],
 }
 

@@ -31,7 +31,12 @@ DESK = "000.01.50.H29"  # receives (and decides) 1.000894
 MARRIAGE = {
     "procedure_code": "1.000894",
     "channel": 1,
-    "applicant": {"name": "Trần Văn Bình", "id_number": "001090001234", "email": "b@example.vn"},
+    "applicant": {
+        "name": "Trần Văn Bình",
+        "id_number": "001090001234",
+        "email": "b@example.vn",
+        "commune": "SAI_GON",
+    },
     "documents": [{"code": "TK", "name": "Tờ khai đăng ký kết hôn"}],
 }
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=VN_TZ)

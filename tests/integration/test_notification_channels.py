@@ -23,13 +23,23 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from contracts.common import Applicant, Channel, DocumentRef, Duration, Office, StepKind
+from contracts.common import (
+    Applicant,
+    Channel,
+    DocumentRef,
+    DossierStatus,
+    Duration,
+    ObjectType,
+    Office,
+    StepKind,
+)
 from contracts.envelope import EventPayload, new_envelope
 from contracts.events import (
     ConsultationRequested,
     DossierReceived,
     FeeRequested,
     Holder,
+    RouteClosed,
     StepRef,
 )
 from contracts.topics import topic_for
@@ -363,6 +373,14 @@ def signed(body: bytes) -> dict[str, str]:
 OPERATOR = staff(OPS, "operator")
 
 
+def errors(r: httpx.Response) -> list[dict[str, Any]]:
+    """A refusal's ``errors``: the service flattens a structured ``detail`` into the body
+    (``runtime.service``); this bare test app leaves it under ``detail``."""
+    body = r.json()
+    shaped = body["detail"] if isinstance(body.get("detail"), dict) else body
+    return list(shaped["errors"])
+
+
 # --- tests ------------------------------------------------------------------------------------
 
 
@@ -654,9 +672,18 @@ async def test_an_operator_resend_keeps_the_id(
         1,
     )
     r = await http.post(url, json=reason, headers=OPERATOR)
-    assert r.status_code == 409  # already in line
-    r = await http.post(f"/v1/notifications/{uuid.uuid4()}/resend", json=reason, headers=OPERATOR)
+    assert r.status_code == 409  # already in line: said in Vietnamese, field and reason
+    assert errors(r) == [
+        {
+            "field": "nid",
+            "reason": f"Thông báo {sms['id']} đang chờ gửi: đã ở trong hàng chờ gửi,"
+            " không cần gửi lại",
+        }
+    ]
+    missing = uuid.uuid4()
+    r = await http.post(f"/v1/notifications/{missing}/resend", json=reason, headers=OPERATOR)
     assert r.status_code == 404
+    assert errors(r) == [{"field": "nid", "reason": f"Không có thông báo {missing}"}]
 
     gateway.refused.clear()
     assert await world.sms.run_once() == 1
@@ -788,5 +815,101 @@ async def test_the_asked_agency_is_told_of_its_opinion_request(world: World, rt:
     )
     assert "Kính gửi: Công an Thành phố Hồ Chí Minh" in row["body_text"]
     assert "Thẩm duyệt phòng cháy, chữa cháy" in row["body_text"]
-    assert f"POST /v1/consultations/{uuid.UUID(int=9)}/reply" in row["body_text"]
+    # how to answer, in words: no HTTP path, no service name (issue 23, item 7)
+    assert "/v1/" not in row["body_text"] and "POST" not in row["body_text"]
+    assert "trả lời trên Hệ thống bằng văn bản có chữ ký số" in row["body_text"]
     assert row["subject"].startswith(f"Đề nghị cho ý kiến hồ sơ {code()} - hạn")
+
+
+async def test_the_applicant_reads_only_the_notices_addressed_to_them__issue_23_e(
+    world: World, rt: Runtime, http: httpx.AsyncClient
+) -> None:
+    """With the lookup code the applicant lists their own notices (Form 01 by email, SMS and
+    the portal), never the agencies' (here the opinion request to the police); the agencies
+    of the dossier still read everything."""
+    from services.runtime import auth
+
+    sealed = auth.seal(rt.settings.lookup_seal_public_key, "K7Q2-M9XD-4TPW", code())
+    await world.feed(received(lookup_code_sealed=sealed))
+    request = ConsultationRequested(
+        request_id=uuid.UUID(int=7),
+        code=code(),
+        lead_agency=DESK,
+        agency_id="000.02.30.H29",
+        agency_name="Công an Thành phố Hồ Chí Minh",
+        template_id="pccc",
+        template_version=1,
+        subject="Thẩm duyệt phòng cháy, chữa cháy",
+        requested_at=AT,
+        due_at=AT + timedelta(days=5),
+    )
+    await world.feed(request, "consultation")
+    lookup = {auth.LOOKUP_HEADER: "K7Q2-M9XD-4TPW"}
+    r = await http.get("/v1/notifications", params={"dossier": code()}, headers=lookup)
+    assert r.status_code == 200, r.text
+    assert sorted((n["kind"], n["channel"]) for n in r.json()) == [
+        ("form01", "email"),
+        ("form01", "portal"),
+        ("form01", "sms"),
+    ]
+    (agency,) = [x for x in await rows(rt) if x["channel"] == "agency"]
+    for path in (f"/v1/notifications/{agency['id']}", f"/v1/notifications/{agency['id']}/html"):
+        r = await http.get(path, headers=lookup)
+        assert r.status_code == 404
+        assert errors(r) == [{"field": "nid", "reason": f"Không có thông báo {agency['id']}"}]
+    r = await http.get("/v1/notifications", params={"dossier": code()}, headers=staff(DESK))
+    assert r.status_code == 200
+    assert sorted(n["kind"] for n in r.json()) == ["consultation_request"] + ["form01"] * 3
+
+
+async def test_a_stopped_dossier_tells_the_applicant_on_every_channel__circular_03_2025_form_05(
+    world: World, rt: Runtime, smtp: SmtpSink, gateway: FakeGateway, portal: FakePortal
+) -> None:
+    """routing.route_closed (stopped): the stop notice (Mẫu số 05 of Annex I, Circular
+    03/2025/TT-VPCP) by email, SMS and the portal, with the reason, once per channel
+    however often the event comes; a company addressed by its name (issue 23, E and 5)."""
+    company = Applicant(
+        name="Công ty TNHH Xây dựng An Phú",
+        object_type=ObjectType.ORGANISATION,
+        id_number="0301234567",
+        phone="0912345678",
+        email="anphu@example.vn",
+        portal_account="dn-0301234567",
+    )
+    await world.feed(
+        received(
+            applicant=company, procedure_name="Cấp giấy phép xây dựng", lookup_code_sealed=None
+        )
+    )
+    reason = "Cơ quan có thẩm quyền phát hiện giấy tờ trong hồ sơ bị giả mạo"
+    stop = RouteClosed(
+        code=code(),
+        state=DossierStatus.STOPPED,
+        status=DossierStatus.STOPPED.portal,
+        reason=reason,
+        at_step=2,
+        closed_at=AT + timedelta(days=1),
+        agency_id=DESK,
+        agency_name="Ủy ban nhân dân phường Sài Gòn",
+        office=OFFICE,
+        procedure_name="Cấp giấy phép xây dựng",
+        received_at=AT,
+    )
+    raw = await world.feed(stop, "routing")
+    await world.consume(raw)  # redelivered: still one notice per channel
+    notes = {r["channel"]: r for r in await rows(rt) if r["kind"] == "stop_notice"}
+    assert sorted(notes) == ["email", "portal", "sms"]
+    email = notes["email"]["body_text"]
+    assert "THÔNG BÁO DỪNG GIẢI QUYẾT HỒ SƠ" in email
+    assert "Kính gửi: Công ty TNHH Xây dựng An Phú" in email and "Ông/Bà" not in email
+    assert f"Lý do: {reason}" in email
+    assert notes["sms"]["body_text"] == (
+        f"Hồ sơ {code()} đã dừng giải quyết từ 09:00 ngày 21/11/2026. Lý do: {reason}."
+    )
+    assert notes["portal"]["recipient"] == "dn-0301234567"
+    assert notes["portal"]["subject"] == f"Thông báo dừng giải quyết hồ sơ - Mã hồ sơ {code()}"
+    assert await world.email.run_once() == 2  # Form 01 and the stop notice
+    assert await world.sms.run_once() == 2
+    assert await world.portal.run_once() == 2
+    after = {r["channel"]: r["status"] for r in await rows(rt) if r["kind"] == "stop_notice"}
+    assert after == {"email": "sent", "sms": "sent", "portal": "delivered"}

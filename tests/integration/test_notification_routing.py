@@ -274,15 +274,18 @@ async def test_apology_draft_form04_and_result_each_queued_once_for_the_sender(
     draft = rows["apology_draft"]
     assert (draft["channel"], draft["recipient"]) == ("agency", AGENCY)
     assert draft["status"] == "pending" and draft["due_at"] is not None
-    assert f"POST /v1/routes/{CODE}/apologies/{uuid.UUID(int=7)}/confirm" in draft["body_text"]
-    assert "Văn bản xin lỗi và đề nghị gia hạn thời gian giải quyết" in draft["body_text"]
+    assert "POST" not in draft["body_text"] and "/v1/" not in draft["body_text"]
+    assert "ký phiếu" in draft["body_text"] or "ký văn bản" in draft["body_text"]
+    # drafted 2 July 2025, before Circular 03/2025/TT-VPCP's forms (15 September 2025)
+    assert "Phiếu xin lỗi và hẹn lại ngày trả kết quả" in draft["body_text"]
 
     apology = rows["form04"]
     assert (apology["channel"], apology["recipient"]) == ("email", "lan@example.vn")
-    assert apology["form_version"] == 2 and apology["status"] == "pending"
+    # issued in July 2025: the 2018 form, Circular 03/2025's applies from 15 September 2025
+    assert apology["form_version"] == 1 and apology["status"] == "pending"
     text = apology["body_text"].splitlines()
-    assert "VĂN BẢN XIN LỖI VÀ ĐỀ NGHỊ GIA HẠN THỜI GIAN GIẢI QUYẾT" in text
-    assert "Kính gửi: Nguyễn Thị Lan" in text
+    assert "PHIẾU XIN LỖI VÀ HẸN LẠI NGÀY TRẢ KẾT QUẢ" in text
+    assert "Kính gửi: Ông/Bà Nguyễn Thị Lan" in text
     assert (
         "Đây là lần thứ 2 Sở Xây dựng Thành phố Hồ Chí Minh xin lỗi và hẹn lại ngày trả kết quả"
         " đối với hồ sơ này." in text
@@ -314,7 +317,7 @@ async def test_apology_draft_form04_and_result_each_queued_once_for_the_sender(
     statuses = {r["kind"]: r["status"] for r in await notifications(rt.pool)}
     assert set(statuses.values()) == {"sent"}
     subjects = sorted(str(m["Subject"]) for m in smtp.messages)
-    assert any(s.startswith("Văn bản xin lỗi và đề nghị gia hạn") for s in subjects)
+    assert any(s.startswith("Phiếu xin lỗi và hẹn lại ngày trả kết quả") for s in subjects)
     assert any("đã có kết quả giải quyết - Quá hạn" in s for s in subjects)
 
 

@@ -111,7 +111,7 @@ async def test_three_agencies_in_sequence_wrong_moves_and_a_pause(
 
     base = f"/v1/routes/{CODE}"
     r = await routing.post(f"{base}/steps/3/take", json={}, headers=who(POLICE, clock))
-    assert r.status_code == 409 and "not the current step" in r.json()["detail"]
+    assert r.status_code == 409 and "không phải bước hiện tại" in r.json()["detail"]
     r = await routing.post(f"{base}/steps/2/take", json={}, headers=who(POLICE, clock))
     assert r.status_code == 409 and r.json()["errors"][0]["field"] == "agency"
     r = await routing.post(f"{base}/steps/2/take", json={}, headers=who("000.00.06.H29", clock))
@@ -149,7 +149,7 @@ async def test_three_agencies_in_sequence_wrong_moves_and_a_pause(
         json={"decision": "approved", "documents": [{"code": "GKS"}]},
         headers=who(WARD, clock, "agency_head"),
     )
-    assert r.status_code == 409 and "paused" in r.json()["detail"]
+    assert r.status_code == 409 and "tạm dừng" in r.json()["detail"]
     clock.advance(timedelta(hours=3))  # 12:00 -> back at 12:00: 2.5 working hours waited
     await feed(
         routing,
@@ -181,8 +181,9 @@ async def test_three_agencies_in_sequence_wrong_moves_and_a_pause(
     r = await routing.post(f"{base}/steps/3/take", json={}, headers=who(POLICE, clock))
     assert r.status_code == 200 and r.json()["steps"][2]["holder"]["person"]
 
-    # the police sit on it past its 8 working hours: the timer finds the step late
-    clock.advance(timedelta(days=1, hours=1))
+    # the police sit on it past its 8 working hours (due Tuesday 11:30; the lunch break
+    # loses no working time, so late from 13:00): the timer finds the step late
+    clock.advance(timedelta(days=1, hours=1, minutes=5))
     rt = routing.app.state.runtime  # type: ignore[attr-defined]
     await eventually(lambda: outbox(routing), lambda t: "routing.step_overdue" in t, timeout=20)
     view = await route(routing, clock)
@@ -193,6 +194,8 @@ async def test_three_agencies_in_sequence_wrong_moves_and_a_pause(
         headers=who(POLICE, clock),
     )
     assert r.status_code == 200, r.text
+    r = await routing.post(f"{base}/steps/4/take", json={}, headers=who(SOCIAL, clock))
+    assert r.status_code == 200, r.text
     r = await routing.post(f"{base}/steps/4/complete", json={}, headers=who(SOCIAL, clock))
     assert r.status_code == 200, r.text
     r = await routing.post(f"{base}/result-ready", json={}, headers=who(DESK, clock))
@@ -200,7 +203,7 @@ async def test_three_agencies_in_sequence_wrong_moves_and_a_pause(
     r = await routing.post(f"{base}/return", json={"method": "at_desk"}, headers=who(DESK, clock))
     assert r.status_code == 200 and r.json()["state"] == "returned"
     r = await routing.post(f"{base}/return", json={"method": "post"}, headers=who(DESK, clock))
-    assert r.status_code == 409 and "closed" in r.json()["detail"]
+    assert r.status_code == 409 and "đã kết thúc" in r.json()["detail"]
     types = await outbox(routing)
     assert types[0] == "routing.dossier_routed" and types[-1] == "routing.result_returned"
     assert types.count("routing.dossier_routed") == 1

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from contracts.common import Duration, OfficeHours, TimeUnit
+from contracts.common import AfterCutoff, Duration, OfficeHours, TimeUnit
 from services.runtime.calendar import (
     VN_TZ,
     CalendarOverrides,
@@ -497,3 +497,68 @@ def test_a_day_both_off_and_working_is_refused() -> None:
     day = OverrideDay(date=date(2026, 12, 1), reason="x", source=src)
     with pytest.raises(ValueError, match="2026-12-01"):
         CalendarOverrides(days_off=[day], working_days=[day])
+
+
+# --- issue 23: the 15:00 cut-off and the start of a period in days ----------------------------
+
+NEXT_DAY = HCMC.model_copy(update={"after_cutoff": AfterCutoff.NEXT_DAY})
+next_day = cal.with_office(NEXT_DAY)
+
+
+def test_the_default_after_cutoff_is_same_day_as_the_governing_texts_give__civil_code_art_147_2() -> (
+    None
+):
+    # Decree 61/2018/NĐ-CP Art. 18(2): after 15:00 the dossier is *transferred* at the start
+    # of the next working day; the period is counted by Civil Code Art. 147(2).
+    assert OfficeHours().after_cutoff is AfterCutoff.SAME_DAY
+    assert HCMC.after_cutoff is AfterCutoff.SAME_DAY
+    assert "Art. 18(2)" in (AfterCutoff.__doc__ or "") and "Art. 147(2)" in (
+        AfterCutoff.__doc__ or ""
+    )
+
+
+def test_shipped_province_sets_its_rule_with_its_source__decree_61_2018_art_18_2() -> None:
+    from contracts.agencies import default_book
+
+    hours = default_book().province("H29").office_hours
+    assert hours.after_cutoff is AfterCutoff.SAME_DAY
+    assert "khoản 2 Điều 18" in (hours.legal_basis or "")
+    assert "khoản 2 Điều 147" in (hours.legal_basis or "")
+
+
+@pytest.mark.parametrize(
+    ("calendar", "expected"),
+    [(hcmc, "03/03/2026"), (next_day, "04/03/2026")],
+    ids=["same_day", "next_day"],
+)
+def test_monday_16h_plus_one_working_day_by_the_province_setting(
+    calendar: WorkingCalendar, expected: str
+) -> None:
+    received = vn(2026, 3, 2, 16, 0)  # Monday, after the 15:00 cut-off
+    assert format_local(calendar.deadline(received, wd(1))) == close(expected)
+
+
+@pytest.mark.parametrize("calendar", [hcmc, next_day], ids=["same_day", "next_day"])
+def test_before_the_cutoff_the_setting_changes_nothing(calendar: WorkingCalendar) -> None:
+    received = vn(2026, 3, 2, 9, 0)
+    assert format_local(calendar.deadline(received, wd(3))) == close("05/03/2026")
+    assert format_local(calendar.deadline(received, cd(3))) == close("05/03/2026")
+
+
+def test_next_day_moves_calendar_days_and_a_day_off_receipt_too() -> None:
+    friday_late = vn(2026, 3, 6, 16, 0)  # Friday 16:00: deemed received Monday 9 March
+    assert format_local(hcmc.deadline(friday_late, cd(3))) == close("09/03/2026")
+    assert format_local(next_day.deadline(friday_late, cd(3))) == close("12/03/2026")
+    saturday = vn(2026, 3, 7, 10, 0)
+    assert format_local(hcmc.deadline(saturday, wd(1))) == close("09/03/2026")
+    assert format_local(next_day.deadline(saturday, wd(1))) == close("10/03/2026")
+
+
+@pytest.mark.parametrize("calendar", [hcmc, next_day], ids=["same_day", "next_day"])
+def test_hours_and_within_the_day_follow_the_cutoff_whatever_the_setting(
+    calendar: WorkingCalendar,
+) -> None:
+    received = vn(2026, 3, 2, 16, 0)
+    assert format_local(calendar.deadline(received, wh(8))) == close("03/03/2026")
+    within = Duration(value=0, unit=TimeUnit.WITHIN_THE_DAY)
+    assert format_local(calendar.deadline(received, within)) == close("03/03/2026")

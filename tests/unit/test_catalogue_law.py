@@ -73,7 +73,7 @@ def test_decree_63_2024_group_is_its_own_entry_of_work_steps_not_opinions__decre
     catalogue: Catalogue, book: AgencyBook
 ) -> None:
     birth = current(catalogue, "1.001193")
-    group = current(catalogue, "2.000986")
+    group = current(catalogue, "3.000722")
     assert not birth.group  # plain birth registration: the ward alone, no group
     assert {s.agency_id for s in birth.steps} == {birth.receiving_agency, birth.lead_agency}
     assert group.group and "63/2024" in group.group
@@ -223,3 +223,60 @@ def test_a_ministry_group_is_not_a_field_code() -> None:
 )
 def test_portal_matthc_with_agency_suffix_is_normalised(sent: str, national: str) -> None:
     assert national_procedure_code(sent) == national
+
+
+# --- issue 23: codes, citations and the order of the EIA round ------------------------------
+
+
+def test_lien_thong_groups_carry_national_codes_not_invented_ones__decree_63_2024(
+    catalogue: Catalogue,
+) -> None:
+    # 2.000986 (birth group) and 2.002622 (death group) are replaced by 3.000722 and
+    # 2.002913 in the annex of Quyết định 3582/QĐ-UBND of Hải Phòng (secondary source);
+    # "H29-LT-KHAITU" was a local code no national list knows.
+    codes = set(catalogue.versions)
+    assert {"3.000722", "2.002913"} <= codes
+    assert not codes & {"2.000986", "2.002622", "H29-LT-KHAITU"}
+    assert all(re.fullmatch(r"[0-9]\.[0-9]{6}", c) for c in codes)
+    birth, death = current(catalogue, "3.000722"), current(catalogue, "2.002913")
+    assert birth.name.startswith("Liên thông điện tử: đăng ký khai sinh")
+    assert death.name == (
+        "Liên thông điện tử: đăng ký khai tử, xóa đăng ký thường trú, giải quyết mai táng phí,"
+        " tử tuất"
+    )
+    for p in (birth, death):
+        assert "3582/QĐ-UBND" in p.legal_basis and "nguồn thứ cấp" in p.legal_basis
+
+
+def test_marriage_fee_exemption_is_point_b_of_art_11_1__law_on_civil_status_2014(
+    catalogue: Catalogue,
+) -> None:
+    (fee,) = current(catalogue, "1.000894").fees
+    assert fee.amount_vnd == 0
+    assert (fee.legal_basis or "").startswith("Luật Hộ tịch 2014, điểm b khoản 1 Điều 11")
+
+
+@pytest.mark.parametrize("code", ["1.001193", "1.000894", "2.000635"])
+def test_the_15h_rule_of_civil_status_cites_art_5_3__law_on_civil_status_2014(
+    catalogue: Catalogue, code: str
+) -> None:
+    # "trường hợp nhận hồ sơ sau 15 giờ mà không giải quyết được ngay thì trả kết quả trong
+    # ngày làm việc tiếp theo" is Art. 5(3) of the Law (official codification), not Art. 16
+    # or Art. 64, which only say "ngay sau khi".
+    basis = current(catalogue, code).processing_time.legal_basis or ""
+    assert "khoản 3 Điều 5: nhận hồ sơ sau 15 giờ" in basis
+    assert "(Luật Hộ tịch 2014, Điều 64)" not in basis and "(sau 15 giờ" not in basis
+
+
+def test_eia_round_follows_the_appraisal_council_and_precedes_approval__lep_2020_art_34(
+    catalogue: Catalogue,
+) -> None:
+    p = current(catalogue, "1.004249")
+    kinds = [s.kind for s in p.steps]
+    council, round_, approval = (
+        kinds.index(StepKind.APPRAISE),
+        kinds.index(StepKind.CONSULT),
+        kinds.index(StepKind.APPROVE),
+    )
+    assert council < round_ < approval
+    assert "Thông tư 02/2022/TT-BTNMT, Điều 16" in (p.steps[round_].duration.legal_basis or "")

@@ -20,7 +20,7 @@ from services.intake.domain import CATALOGUE_DIR, Catalogue, CatalogueError, ste
 
 TODAY = date(2026, 11, 23)
 SHIPPED = 14  # 13 procedures and the Decree 63/2024 death group
-DEATH_GROUP = "H29-LT-KHAITU"  # local, provisional: the national code is not verified
+DEATH_GROUP = "2.002913"  # replaces 2.002622 (Quyết định 3582/QĐ-UBND of Hải Phòng, secondary)
 
 R, AP, C, W, A, RT = (
     StepKind.RECEIVE,
@@ -124,7 +124,7 @@ def test_departments_named_exist_and_approvals_are_signed_by_a_head(
 
 
 def test_birth_group_is_three_agencies_in_sequence__decree_63_2024(catalogue: Catalogue) -> None:
-    p = current(catalogue, "2.000986")
+    p = current(catalogue, "3.000722")
     h = TimeUnit.WORKING_HOURS
     officer, head = ActingRole.OFFICER, ActingRole.AGENCY_HEAD
     assert route(p) == [
@@ -143,14 +143,14 @@ def test_birth_group_is_three_agencies_in_sequence__decree_63_2024(catalogue: Ca
     assert len({s.order for s in p.steps}) == len(p.steps)  # no two parts share an order
 
 
-def test_death_group_has_the_same_shape_and_a_provisional_code__decree_63_2024(
+def test_death_group_has_the_same_shape_and_its_national_code__decree_63_2024(
     catalogue: Catalogue, book: AgencyBook
 ) -> None:
     p = current(catalogue, DEATH_GROUP)
     assert "khai tử" in p.name and "xóa đăng ký thường trú" in p.name and "mai táng" in p.name
     assert p.group and "63/2024" in p.group
-    assert "chưa xác minh" in p.legal_basis  # the code is local, not the national one
-    assert not re.fullmatch(r"[0-9]\.[0-9]{6}", p.code)  # it does not look like one
+    assert re.fullmatch(r"[0-9]\.[0-9]{6}", p.code)  # a national code, not a local one
+    assert "3582/QĐ-UBND" in p.legal_basis  # where the code was read, and that it is secondary
     assert not p.consultations
     assert [s.kind for s in p.steps] == [R, A, W, W, RT]
     assert [book.get(s.agency_id).name for s in p.steps[1:4]] == [
@@ -180,14 +180,19 @@ def test_building_permit_opens_the_opinion_round_after_receipt__law_on_construct
     assert "Điều 102" in (p.steps[1].duration.legal_basis or "")
 
 
-def test_eia_appraisal_asks_with_the_transfer_then_appraises__law_on_environmental_protection_art_34(
+def test_eia_council_appraises_before_the_irrigation_agency_is_asked__law_on_environmental_protection_art_34(
     catalogue: Catalogue,
 ) -> None:
+    # The irrigation-works agency consents to the report the council appraised, before the
+    # result is approved (LEP 2020 Art. 34; Circular 02/2022/TT-BTNMT Art. 16): not before
+    # the council has met.
     p = current(catalogue, "1.004249")
-    assert [s.kind for s in p.steps] == [R, C, AP, A, RT]
+    assert [s.kind for s in p.steps] == [R, AP, C, A, RT]
+    assert "irrigation-works-opinion" in {c.template_id for c in p.consultations}
+    assert "thủy lợi" in p.steps[2].action and "hội đồng" in p.steps[2].action
     assert {s.duration.unit for s in p.steps} == {TimeUnit.CALENDAR_DAYS}
     assert sum(s.duration.value for s in p.steps) == 30
-    assert p.steps[1].agency_id == p.lead_agency
+    assert p.steps[2].agency_id == p.lead_agency
 
 
 def test_land_and_company_keep_their_agencies_in_order__decrees_151_2025_and_168_2025(
@@ -231,7 +236,7 @@ def refused(tmp_path: Path, file: str, entry: dict[str, Any]) -> str:
 
 
 PERMIT = ("construction_land.yaml", "1.009972")
-BIRTH = ("civil.yaml", "2.000986")
+BIRTH = ("civil.yaml", "3.000722")
 MARRIAGE = ("civil.yaml", "1.000894")
 
 
@@ -248,7 +253,7 @@ def test_refuses_budgets_one_hour_over(tmp_path: Path) -> None:
     e = shipped_entry(*BIRTH)
     e["steps"][4]["duration"]["value"] += 1
     assert (
-        "civil.yaml: procedure 2.000986 v1: field steps: budgets add up to 25 working hours,"
+        "civil.yaml: procedure 3.000722 v1: field steps: budgets add up to 25 working hours,"
         " processing_time is 3 working days (24 working hours)"
     ) in refused(tmp_path, BIRTH[0], e)
 
@@ -277,7 +282,7 @@ def test_refuses_calendar_days_in_a_working_day_route(tmp_path: Path) -> None:
     e = shipped_entry(*BIRTH)
     e["steps"][2]["duration"] = {"value": 1, "unit": "calendar_days", "legal_basis": "Phân bổ"}
     msg = refused(tmp_path, BIRTH[0], e)
-    assert "civil.yaml: procedure 2.000986 v1: field steps.duration of step 3" in msg
+    assert "civil.yaml: procedure 3.000722 v1: field steps.duration of step 3" in msg
     assert "every step is in working_days or working_hours" in msg
 
 
@@ -298,7 +303,7 @@ def test_refuses_a_route_without_its_return_step(tmp_path: Path) -> None:
     e["steps"] = e["steps"][:-1]
     msg = refused(tmp_path, BIRTH[0], e)
     assert (
-        "civil.yaml: procedure 2.000986 v1: field steps.kind of step 4: work, but the last step"
+        "civil.yaml: procedure 3.000722 v1: field steps.kind of step 4: work, but the last step"
         " is the return step"
     ) in msg
 
@@ -308,7 +313,7 @@ def test_refuses_a_receive_step_at_another_agency(tmp_path: Path) -> None:
     e["steps"][0]["agency_id"] = "000.00.50.H29"
     e["steps"][0].pop("department")
     assert (
-        "civil.yaml: procedure 2.000986 v1: field steps.agency_id of step 1: 000.00.50.H29,"
+        "civil.yaml: procedure 3.000722 v1: field steps.agency_id of step 1: 000.00.50.H29,"
         " but the receive step is at the receiving agency 000.01.50.H29"
     ) in refused(tmp_path, BIRTH[0], e)
 
@@ -320,7 +325,7 @@ def test_refuses_two_approve_steps(tmp_path: Path) -> None:
     e["steps"][3]["role"] = "agency_head"
     e["steps"][3].pop("department")
     assert (
-        "civil.yaml: procedure 2.000986 v1: field steps: 2 approve steps (step 2, step 4),"
+        "civil.yaml: procedure 3.000722 v1: field steps: 2 approve steps (step 2, step 4),"
         " but a route has exactly one"
     ) in refused(tmp_path, BIRTH[0], e)
 
@@ -337,7 +342,7 @@ def test_refuses_a_consult_step_without_consultations(tmp_path: Path) -> None:
     e["steps"][2]["agency_id"] = "000.00.50.H29"
     e["steps"][2]["department"] = "TPHT"
     assert (
-        "civil.yaml: procedure 2.000986 v1: field steps.kind of step 3: consult, but the"
+        "civil.yaml: procedure 3.000722 v1: field steps.kind of step 3: consult, but the"
         " version has no consultations"
     ) in refused(tmp_path, BIRTH[0], e)
 
@@ -377,7 +382,7 @@ def test_refuses_orders_that_do_not_run_in_sequence(tmp_path: Path) -> None:
     e = shipped_entry(*BIRTH)
     e["steps"][3]["order"] = 3  # the old shape: two parts sharing an order
     assert (
-        "civil.yaml: procedure 2.000986 v1: field steps: orders are 1, 2, 3, 3, 5, but they"
+        "civil.yaml: procedure 3.000722 v1: field steps: orders are 1, 2, 3, 3, 5, but they"
         " must run 1..5 in sequence"
     ) in refused(tmp_path, BIRTH[0], e)
 
@@ -401,7 +406,7 @@ def test_each_problem_names_its_own_file(tmp_path: Path) -> None:
     with pytest.raises(CatalogueError) as err:
         Catalogue.load(tmp_path)
     msg = str(err.value)
-    assert "civil.yaml: procedure 2.000986 v1: field steps: budgets add up to 23" in msg
+    assert "civil.yaml: procedure 3.000722 v1: field steps: budgets add up to 23" in msg
     assert "construction_land.yaml: procedure 1.009972 v1: field steps: budgets add up to 19" in msg
 
 

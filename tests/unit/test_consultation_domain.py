@@ -83,15 +83,18 @@ def test_signatures() -> None:
     ok = {"agency_id": "000.00.07.H29", "allowed_roles": (Role.DEPARTMENT_HEAD,), "message": msg}
     domain.verify_signature(signer, signature_b64=sig, **ok)
     tampered = domain.canonical_reply(rid, Decision.DISAGREE, None, None, "k1", "n1")
-    with pytest.raises(domain.ReplyError, match="verify"):
+    with pytest.raises(domain.ReplyError, match="không khớp với nội dung"):
         domain.verify_signature(signer, signature_b64=sig, **{**ok, "message": tampered})
-    with pytest.raises(domain.ReplyError, match="another agency"):
+    # a valid key of someone not allowed to answer is a refusal of authority, not of the
+    # signature (403, not 401), told in Vietnamese without raw role ids
+    with pytest.raises(domain.SignerNotAllowed, match="thuộc cơ quan khác"):
         domain.verify_signature(signer, signature_b64=sig, **{**ok, "agency_id": "000.00.08.H29"})
-    with pytest.raises(domain.ReplyError, match="may not sign"):
+    with pytest.raises(domain.SignerNotAllowed, match="chức danh trưởng phòng") as e:
         domain.verify_signature(
             signer, signature_b64=sig, **{**ok, "allowed_roles": (Role.AGENCY_HEAD,)}
         )
-    with pytest.raises(domain.ReplyError, match="no active"):
+    assert "department_head" not in e.value.reason and "thủ trưởng cơ quan" in e.value.reason
+    with pytest.raises(domain.ReplyError, match="không có khóa ký số"):
         domain.verify_signature(None, signature_b64=sig, **ok)
     with pytest.raises(domain.ReplyError):
         domain.verify_signature(signer, signature_b64="@@@", **ok)

@@ -76,6 +76,9 @@ class CivilCalendar:
             return self._days(t, period.value)
         return self.w.after(t, period)
 
+    def working_seconds_between(self, start: datetime, end: datetime) -> int:
+        return self.w.working_seconds_between(start, end)
+
 
 cal = CivilCalendar()
 
@@ -118,9 +121,9 @@ def fire(rnd: Round, template: Template, registry: AgencyBook = agencies) -> lis
         rid = uuid.UUID(t.ref.split("/", 1)[0])
         gen = t.payload["gen"]
         if t.kind == domain.REMIND:
-            rnd.remind(rid, gen, t.payload["index"], t.due_at)
+            rnd.remind(rid, gen, t.payload["index"], t.due_at, template, cal, registry)
         elif t.kind == domain.ESCALATE:
-            rnd.escalate(rid, gen, t.payload["step"], template, t.due_at, registry)
+            rnd.escalate(rid, gen, t.payload["step"], template, t.due_at, registry, cal)
         else:
             rnd.lapse(rid, gen, template, t.due_at, registry)
     rnd.plan_timers = []

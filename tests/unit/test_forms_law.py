@@ -48,7 +48,7 @@ APPLICANT = Applicant(
     address="12 Lê Lợi, phường Sài Gòn",
 )
 BEFORE = datetime(2025, 6, 10, 2, 30, tzinfo=UTC)  # 09:30 on 10 June 2025 in Hồ Chí Minh City
-AFTER = datetime(2025, 7, 10, 2, 30, tzinfo=UTC)  # 09:30 on 10 July 2025
+AFTER = datetime(2025, 9, 16, 2, 30, tzinfo=UTC)  # 09:30 on 16 September 2025
 CIRCULAR_2018 = "Thông tư số 01/2018/TT-VPCP ngày 23/11/2018"
 CIRCULAR_2025 = "Phụ lục I ban hành kèm theo Thông tư số 03/2025/TT-VPCP"
 DECREE_2025 = "Nghị định số 118/2025/NĐ-CP"
@@ -164,7 +164,7 @@ def lines(r: Rendered) -> list[str]:
 @pytest.mark.parametrize("kind", ["form01", "form02", "form03"])
 @pytest.mark.parametrize(
     ("on", "version"),
-    [(date(2025, 6, 30), 1), (date(2025, 7, 1), 2), (date(2026, 11, 23), 2)],
+    [(date(2025, 9, 14), 1), (date(2025, 9, 15), 2), (date(2026, 11, 23), 2)],
 )
 def test_version_in_force_either_side_of_1_july_2025__decree_118_2025(
     kind: str, on: date, version: int
@@ -173,11 +173,11 @@ def test_version_in_force_either_side_of_1_july_2025__decree_118_2025(
 
 
 def test_the_version_follows_the_local_day_not_the_utc_day__asia_ho_chi_minh() -> None:
-    # 00:10 on 1 July 2025 in Hồ Chí Minh City is still 30 June in UTC.
-    r = render("form01", received(at=datetime(2025, 6, 30, 17, 10, tzinfo=UTC)))
+    # 00:10 on 15 September 2025 in Hồ Chí Minh City is still 14 September in UTC.
+    r = render("form01", received(at=datetime(2025, 9, 14, 17, 10, tzinfo=UTC)))
     assert r.version == 2
-    assert "4. Thời gian nhận hồ sơ: 00 giờ 10 phút, ngày 01 tháng 07 năm 2025" in lines(r)
-    assert "Sài Gòn, ngày 01 tháng 07 năm 2025" in lines(r)
+    assert "4. Thời gian nhận hồ sơ: 00 giờ 10 phút, ngày 15 tháng 09 năm 2025" in lines(r)
+    assert "Sài Gòn, ngày 15 tháng 09 năm 2025" in lines(r)
 
 
 # --- Form 01 --------------------------------------------------------------------------------
@@ -247,7 +247,7 @@ def test_form01_after_1_july_2025_cites_circular_03_2025__decree_118_2025() -> N
     )
     # the 2018 wording stands until Circular 03/2025's own wording is verified
     assert "GIẤY TIẾP NHẬN HỒ SƠ VÀ HẸN TRẢ KẾT QUẢ" in lines(r)
-    assert "Sài Gòn, ngày 10 tháng 07 năm 2025" in lines(r)
+    assert "Sài Gòn, ngày 16 tháng 09 năm 2025" in lines(r)
 
 
 @pytest.mark.parametrize(
@@ -404,9 +404,7 @@ FORM03_2018 = [
     " nhận, giải quyết hồ sơ này với lý do cụ thể như sau:",
     "   - Một bên chưa đủ tuổi kết hôn",
     "   - Thủ tục không thuộc thẩm quyền của phường",
-    "Xin thông báo cho Ông/Bà được biết và thực hiện.",
-    "Trong quá trình hoàn thiện hồ sơ nếu có vướng mắc, Ông/Bà liên hệ với Trần Văn Bình,"
-    " số điện thoại 02838291234 để được hướng dẫn./.",
+    "Xin thông báo cho Ông/Bà được biết và thực hiện./.",
     "",
     "NGƯỜI TIẾP NHẬN HỒ SƠ",
     "(Ký và ghi rõ họ tên)",
@@ -425,6 +423,18 @@ def test_form03_prints_reasons_contact_line_and_signature__circular_01_2018_form
     r = render("form03", refused())
     assert r.version == 1
     assert lines(r) == FORM03_2018
+
+
+@pytest.mark.parametrize("at", [BEFORE, AFTER], ids=["2018_forms", "2025_forms"])
+def test_form03_has_not_form02s_contact_line_in_either_version__issue_23_item_8(
+    at: datetime,
+) -> None:
+    """Form 02's line ("Trong quá trình hoàn thiện hồ sơ nếu có vướng mắc, ...": a dossier
+    to complete) is not Form 03's: a refusal ends with "... được biết và thực hiện./."."""
+    r = render("form03", refused(at=at))
+    assert "Trong quá trình hoàn thiện hồ sơ" not in r.text + r.html
+    assert "Xin thông báo cho Ông/Bà được biết và thực hiện./." in lines(r)
+    assert "Trong quá trình hoàn thiện hồ sơ" in render("form02", supplement(at=at)).text
 
 
 def test_form03_after_1_july_2025_cites_circular_03_2025__decree_118_2025() -> None:
@@ -466,7 +476,7 @@ def test_an_older_event_without_office_or_officer_renders_dotted_blanks(
     assert "Địa chỉ: ……" in text and "Số điện thoại: ……    Email: ……" in text
     if kind == "form01":
         assert "Vào Sổ theo dõi hồ sơ, Quyển số: ……    Số thứ tự: ……" in text
-    else:
+    elif kind == "form02":  # Form 03 has no contact line (issue 23, item 8)
         assert any(
             "liên hệ với Ủy ban nhân dân phường Sài Gòn, số điện thoại …… để được hướng dẫn./."
             in line
@@ -493,3 +503,30 @@ def test_html_keeps_header_title_lists_and_signatures_and_escapes_what_it_prints
         assert part in html
     assert "<ol>" in html or "<ul>" in html
     assert html.index("form-signatures") < html.index("Mã tra cứu (giữ bí mật)")
+
+
+# --- issue 23: the dates the forms take effect ------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["form01", "form02", "form03", "form04", "form05", "form06"])
+def test_2018_forms_take_effect_with_circular_01_2018_and_2025_forms_with_circular_03_2025(
+    kind: str,
+) -> None:
+    # Circular 01/2018/TT-VPCP (23/11/2018) in force 06/01/2019, not Decree 61/2018's signing
+    # day 23/4/2018; Circular 03/2025/TT-VPCP is dated 15/9/2025, so its forms cannot apply
+    # from 1/7/2025 (Decree 118/2025/NĐ-CP's entry into force).
+    v1, v2 = sorted(BOOK.forms[kind].versions, key=lambda v: v.version)
+    assert v1.effective_from == date(2019, 1, 6) and "01/2018/TT-VPCP" in v1.legal_basis
+    assert v2.effective_from == date(2025, 9, 15)
+    assert "03/2025/TT-VPCP ngày 15/9/2025" in v2.legal_basis
+    assert BOOK.in_force(kind, date(2025, 7, 1)).version == 1
+
+
+def test_no_version_starts_before_the_text_it_cites() -> None:
+    starts = {"01/2018/TT-VPCP": date(2019, 1, 6), "03/2025/TT-VPCP": date(2025, 9, 15)}
+    starts |= {"61/2018/NĐ-CP": date(2018, 6, 21), "118/2025/NĐ-CP": date(2025, 7, 1)}
+    for kind, form in BOOK.forms.items():
+        for v in form.versions:
+            for text, start in starts.items():
+                if text in v.legal_basis:
+                    assert v.effective_from >= start, (kind, v.version, text)

@@ -67,7 +67,7 @@ APPLICANT = Applicant(
     address="12 Lê Lợi, phường Sài Gòn",
 )
 RECEIVED = datetime(2025, 6, 10, 2, 30, tzinfo=UTC)  # 09:30 on 10 June 2025, Hồ Chí Minh City
-LATER = timedelta(days=30)  # the same dossier a month on: 10 July 2025, after the new rules
+LATER = timedelta(days=98)  # the same dossier on 16 September 2025, after the 2025 forms
 CIRCULAR_2018 = "Thông tư số 01/2018/TT-VPCP ngày 23/11/2018"
 CIRCULAR_2025 = "Phụ lục I ban hành kèm theo Thông tư số 03/2025/TT-VPCP"
 DECREE_2025 = "Nghị định số 118/2025/NĐ-CP"
@@ -255,7 +255,7 @@ NEW = ["form04", "form05", "form06", "result_ready", "apology_draft"]
 @pytest.mark.parametrize("kind", NEW)
 @pytest.mark.parametrize(
     ("on", "version"),
-    [(date(2025, 6, 30), 1), (date(2025, 7, 1), 2), (date(2026, 11, 23), 2)],
+    [(date(2025, 9, 14), 1), (date(2025, 9, 15), 2), (date(2026, 11, 23), 2)],
 )
 def test_version_in_force_either_side_of_1_july_2025__decree_118_2025(
     kind: str, on: date, version: int
@@ -273,10 +273,10 @@ def test_every_template_is_contract_data_in_one_spelling__nfc() -> None:
 
 @pytest.mark.parametrize("kind", ["form04", "form05", "form06"])
 def test_version_2_cites_decree_118_and_circular_03_2025_and_not_2018(kind: str) -> None:
-    v = BOOK.in_force(kind, date(2025, 7, 1))
+    v = BOOK.in_force(kind, date(2025, 9, 15))
     assert CIRCULAR_2025 in v.legal_basis and "Nghị định số 118/2025/NĐ-CP" in v.legal_basis
     assert "01/2018" not in v.legal_basis
-    assert CIRCULAR_2018 in BOOK.in_force(kind, date(2025, 6, 30)).legal_basis
+    assert CIRCULAR_2018 in BOOK.in_force(kind, date(2025, 9, 14)).legal_basis
 
 
 # --- Form 04 ----------------------------------------------------------------------------------
@@ -292,7 +292,7 @@ FORM04_2018 = [
     "",
     "PHIẾU XIN LỖI VÀ HẸN LẠI NGÀY TRẢ KẾT QUẢ",
     "",
-    "Kính gửi: Nguyễn Thị Lan",
+    "Kính gửi: Ông/Bà Nguyễn Thị Lan",
     "",
     "Ngày 10 tháng 06 năm 2025, Sở Xây dựng Thành phố Hồ Chí Minh tiếp nhận giải quyết hồ sơ"
     " đề nghị Cấp giấy phép xây dựng của Ông/Bà Nguyễn Thị Lan.",
@@ -343,8 +343,8 @@ def test_form04_after_1_july_2025_is_titled_an_apology_with_a_request_to_extend_
     assert CIRCULAR_2018 not in r.text and CIRCULAR_2018 not in r.html
     assert r.subject.startswith("Văn bản xin lỗi và đề nghị gia hạn thời gian giải quyết")
     # the body keeps the 2018 wording until Annex I of Circular 03/2025 is verified
-    assert "Thành phố Hồ Chí Minh, ngày 16 tháng 07 năm 2025" in text
-    assert "Kính gửi: Nguyễn Thị Lan" in text and "THỦ TRƯỞNG CƠ QUAN, ĐƠN VỊ" in text
+    assert "Thành phố Hồ Chí Minh, ngày 22 tháng 09 năm 2025" in text
+    assert "Kính gửi: Ông/Bà Nguyễn Thị Lan" in text and "THỦ TRƯỞNG CƠ QUAN, ĐƠN VỊ" in text
 
 
 def test_form04_a_repeat_apology_says_so_and_names_the_previous_apology_as_the_old_appointment() -> (
@@ -579,7 +579,7 @@ def test_form06_after_1_july_2025_cites_form_07_of_circular_03_2025__decree_118_
         "Mẫu số 07 Phụ lục I ban hành kèm theo Thông tư số 03/2025/TT-VPCP ngày 15/9/2025"
         " của Văn phòng Chính phủ hướng dẫn Nghị định số 118/2025/NĐ-CP"
     )
-    assert "Ngày 10 tháng 07 năm 2025" in text and "      Nhận hồ sơ: 09:30 ngày 10/07/2025" in text
+    assert "Ngày 16 tháng 09 năm 2025" in text and "      Nhận hồ sơ: 09:30 ngày 16/09/2025" in text
 
 
 def test_form06_of_a_day_without_dossiers() -> None:
@@ -623,7 +623,7 @@ RESULT_2018 = [
     "THÔNG BÁO CÓ KẾT QUẢ GIẢI QUYẾT HỒ SƠ",
     f"Mã hồ sơ: {CODE}",
     "",
-    "Kính gửi: Nguyễn Thị Lan",
+    "Kính gửi: Ông/Bà Nguyễn Thị Lan",
     "",
     "Hồ sơ đề nghị Đăng ký kết hôn của Ông/Bà, tiếp nhận lúc 09 giờ 30 phút, ngày 10 tháng 06"
     " năm 2025, đã có kết quả giải quyết lúc 14 giờ 30 phút, ngày 13 tháng 06 năm 2025.",
@@ -763,10 +763,11 @@ def test_apology_draft_notice_tells_the_agency_the_new_date_the_latest_moment_an
         " người nộp hồ sơ.",
         "Lý do: Cần lấy thêm ý kiến của cơ quan phòng cháy, chữa cháy",
         "Ngày hẹn trả kết quả mới đề xuất: 09 giờ 30 phút, ngày 22 tháng 06 năm 2025",
-        "Nếu không được xác nhận, phiếu sẽ được gửi người nộp hồ sơ vào 09 giờ 30 phút, ngày 16"
-        " tháng 06 năm 2025, thời điểm muộn nhất để gửi phiếu.",
-        f"Đề nghị thủ trưởng cơ quan xác nhận phiếu: POST /v1/routes/{CODE}/apologies/"
-        "0b7f4c1e-2a35-4d8e-9c61-3f2a1b0c9d8e/confirm (dịch vụ điều phối hồ sơ, routing).",
+        "Phiếu phải được thủ trưởng cơ quan ký và gửi người nộp hồ sơ chậm nhất vào 09 giờ 30"
+        " phút, ngày 16 tháng 06 năm 2025; quá thời điểm này mà chưa ký, việc chậm xin lỗi sẽ"
+        " được báo cáo cấp trên trực tiếp của thủ trưởng cơ quan.",
+        "Đề nghị thủ trưởng cơ quan xem xét, ghi lý do, số văn bản, ngày hẹn trả kết quả mới và"
+        f" ký phiếu trên Hệ thống thông tin giải quyết thủ tục hành chính, mục hồ sơ {CODE}.",
         "────────────────────",
         "Nghị định số 61/2018/NĐ-CP; Mẫu số 04 ban hành kèm theo Thông tư số 01/2018/TT-VPCP",
     ]

@@ -32,7 +32,7 @@ from services.runtime.forms import FormBook
 def test_form01_version_in_force_and_content() -> None:
     book = FormBook.load()
     assert book.in_force("form01", date(2024, 1, 1)).version == 1
-    assert book.in_force("form01", date(2025, 7, 1)).version == 2
+    assert book.in_force("form01", date(2025, 9, 15)).version == 2
     received = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
     event = DossierReceived(
         code="000.01.50.H29-261122-0001",
@@ -106,7 +106,7 @@ class _Notifier:
 async def test_handlers_pass_what_forms_01_to_03_print() -> None:
     n = _Notifier()
     handlers = build(n)
-    at = datetime(2025, 7, 2, 3, 0, tzinfo=UTC)
+    at = datetime(2025, 9, 16, 3, 0, tzinfo=UTC)
     office = Office(
         parent_name="Ủy ban nhân dân Thành phố Hồ Chí Minh",
         name="Ủy ban nhân dân phường Bến Thành",
@@ -161,7 +161,7 @@ async def test_handlers_pass_what_forms_01_to_03_print() -> None:
     kinds = [k for k, _ in n.sent]
     assert kinds == ["form01", "form02", "form03"]
     for _, text in n.sent:
-        assert "Bến Thành, ngày 02 tháng 07 năm 2025" in text
+        assert "Bến Thành, ngày 16 tháng 09 năm 2025" in text
         assert "Thông tư số 03/2025/TT-VPCP" in text
         assert text.rstrip().endswith("Mã tra cứu (giữ bí mật): K7Q2-M9XD")
     assert "   (1) Tờ khai đăng ký kết hôn (số lượng: 1)" in n.sent[0][1]

@@ -24,6 +24,7 @@ from services.intake.domain import Catalogue
 from services.intake.portal_sync import SyncPolicy
 
 PORTAL_CODES = {
+    DossierStatus.REGISTERED: 1,
     DossierStatus.RECEIVED: 2,
     DossierStatus.NOT_RECEIVED: 3,
     DossierStatus.PROCESSING: 4,
@@ -44,7 +45,8 @@ def test_every_status_has_the_portals_code(state: DossierStatus) -> None:
 
 def test_every_status_is_mapped() -> None:
     assert set(PORTAL_CODES) == set(DossierStatus)
-    assert {c for c in PORTAL_CODES.values()} == set(range(2, 11))  # 1 is the portal's own
+    # 1 (mới đăng ký) too: registered, not yet received (issue 23, item 11)
+    assert {c for c in PORTAL_CODES.values()} == set(range(1, 11))
 
 
 def test_backoff_doubles_to_ten_minutes_spread_by_a_fifth() -> None:
@@ -181,3 +183,225 @@ def test_a_step_as_the_portal_follows_its_progress() -> None:
         "20261123143000",
     )
     assert p["TrangThai"] == "4"
+
+
+# --- issue 23: H, 4, 6 ----------------------------------------------------------------------
+
+
+def test_each_fee_is_sent_as_phi_or_le_phi() -> None:
+    """LoaiPhiLePhi "2" for a lệ phí, "1" for a phí (Law on Fees and Charges 2015, Art. 3
+    and its annexes), not "1" for every fee."""
+    procedure = Catalogue.load().in_force("1.005370", t(23, 9).date())
+    fees = portal.outbound_record(row(), procedure)["DanhSachLePhi"]
+    assert [(f["TenPhiLePhi"].split()[0], f["LoaiPhiLePhi"]) for f in fees] == [
+        ("Lệ", "2"),
+        ("Phí", "1"),
+    ]
+
+
+def test_every_catalogue_fee_has_the_kind_its_name_says() -> None:
+    for p in Catalogue.load().all():
+        for f in p.fees:
+            expected = "le_phi" if f.name.startswith("Lệ phí") else "phi"
+            assert f.kind.value == expected, (p.code, f.name)
+
+
+def test_a_fee_without_a_kind_stays_valid() -> None:
+    from contracts.common import Fee, FeeKind
+
+    assert Fee.model_validate({"name": "Phí x", "legal_basis": "Thông tư 1"}).kind is FeeKind.FEE
+
+
+def test_document_ids_do_not_shift_when_the_list_changes() -> None:
+    docs = [
+        {"code": "GDN", "name": "Giấy đề nghị", "url": None},
+        {"code": "DL", "name": "Điều lệ", "url": None},
+        {"code": "DSTV", "name": "Danh sách thành viên", "url": None},
+    ]
+    before = portal.outbound_record(row(documents=docs), None)["TaiLieuNop"]
+    after = portal.outbound_record(row(documents=docs[1:]), None)["TaiLieuNop"]
+    ids = {d["MaThanhPhanHoSo"]: d["TepDinhKemId"] for d in before}
+    assert {d["MaThanhPhanHoSo"]: d["TepDinhKemId"] for d in after} == {
+        k: v for k, v in ids.items() if k != "GDN"
+    }
+    assert len(set(ids.values())) == 3
+    twice = portal.outbound_record(row(documents=[docs[0], docs[0]]), None)["TaiLieuNop"]
+    assert len({d["TepDinhKemId"] for d in twice}) == 2
+
+
+def test_after_an_apology_the_portal_keeps_the_legal_appointment() -> None:
+    """NgayHenTra stays the legal date, so by Decision 766's rule (finished no later than
+    the appointment) the portal counts a late dossier late; the new date travels as a
+    re-scheduled appointment (NgayHenTraTruoc / NgayHenTraMoi)."""
+    apology = {
+        "number": 1,
+        "agency_id": "000.01.05.H29",
+        "agency_name": "Sở Tài chính Thành phố Hồ Chí Minh",
+        "reason": "Chờ kết quả xác minh",
+        "previous_appointment_at": t(27, 15).isoformat(),
+        "appointment_at": t(30, 17).isoformat(),
+        "issued_at": t(26, 10).isoformat(),
+    }
+    late = row(
+        appointment_at=t(30, 17),
+        legal_appointment_at=t(27, 15),
+        apologies=1,
+        apology_history=[apology],
+    )
+    rec = portal.outbound_record(late, None)
+    assert rec["NgayHenTra"] == "20261127150000"
+    line = rec["DanhSachHoSoBoSung"][-1]
+    assert (line["NgayHenTraTruoc"], line["NgayHenTraMoi"]) == ("20261127150000", "20261130170000")
+    assert "Xin lỗi" in line["NoiDungBoSung"]
+    # a row from before the column: the apology's previous date
+    old = {**late, "legal_appointment_at": None}
+    assert portal.outbound_record(old, None)["NgayHenTra"] == "20261127150000"
+
+
+def test_reconciliation_compares_only_the_fields_the_portal_answers() -> None:
+    from services.intake.portal_sync import differs
+
+    ours = portal.outbound_record(row(), None)
+    fewer = {k: ours[k] for k in ("MaHoSo", "TrangThaiHoSo", "NgayHenTra")}
+    assert differs(ours, fewer) == []
+    assert differs(ours, {**fewer, "TrangThaiHoSo": "2"}) == ["TrangThaiHoSo"]
+    assert differs(ours, {**fewer, "TheirOwnField": "x"}) == []
+
+
+def test_a_final_status_never_moves() -> None:
+    """routing.result_ready (or any event) cannot move a withdrawn, stopped, refused at the
+    desk or returned dossier (issue 23, item 6)."""
+    from services.intake.handlers import MOVES
+
+    for event, (_state, allowed) in MOVES.items():
+        assert not [s for s in allowed if s.final], event
+
+
+def _step() -> StepRef:
+    return StepRef(
+        order=2,
+        kind=StepKind.APPRAISE,
+        action="Thẩm định hồ sơ",
+        agency_id="000.01.05.H29",
+        agency_name="Sở Tài chính Thành phố Hồ Chí Minh",
+        department="DKKD",
+        department_name="Phòng Đăng ký kinh doanh",
+        role=ActingRole.OFFICER,
+        duration=Duration(value=2, unit=TimeUnit.WORKING_DAYS),
+    )
+
+
+def _holder() -> Holder:
+    return Holder(
+        agency_id="000.01.05.H29",
+        agency_name="Sở Tài chính Thành phố Hồ Chí Minh",
+        department="DKKD",
+        department_name="Phòng Đăng ký kinh doanh",
+        person="Lê Văn Hải",
+    )
+
+
+async def test_pauses_resumption_and_apology_each_send_a_progress_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A supplement request (5), a fee request (6), a resumption (4) and an apology each
+    queue a CapNhatTienDoHoSoMC line after the record (issue 23, H)."""
+    import uuid
+
+    from contracts.common import MissingItem
+    from contracts.envelope import new_envelope
+    from contracts.events import (
+        ApologyIssued,
+        DossierResumed,
+        FeeRequested,
+        ProcessingSupplementRequested,
+    )
+    from services.intake import handlers as h
+    from services.intake import store
+
+    code = "000.00.01.H29-261123-0007"
+    queued: list[tuple[str, Any]] = []
+
+    class Sync:
+        async def record(self, conn: Any, c: str, env: Any) -> None:
+            queued.append(("record", None))
+
+        async def progress(self, conn: Any, c: str, step: dict[str, str], env: Any) -> None:
+            queued.append(("progress", step))
+
+    class Desk:
+        async def processing_supplement(self, conn: Any, env: Any, p: Any) -> bool:
+            await Sync().record(conn, p.code, env)  # the desk queues the record itself
+            return True
+
+    async def nothing(*_a: Any, **_k: Any) -> None:
+        return None
+
+    async def moved(*_a: Any, **_k: Any) -> bool:
+        return True
+
+    async def dossier(*_a: Any, **_k: Any) -> dict[str, Any]:
+        return {"state": "processing", "status": 4, "apologies": 0}
+
+    for name in ("record_event", "resumed", "new_appointment", "record_status"):
+        monkeypatch.setattr(store, name, nothing)
+    monkeypatch.setattr(store, "move", moved)
+    monkeypatch.setattr(store, "get_dossier", dossier)
+    table = h.handlers(Desk(), Sync())  # type: ignore[arg-type]
+    events = [
+        ProcessingSupplementRequested(
+            code=code,
+            step=_step(),
+            items=(MissingItem(code="DL", name="Điều lệ", reason="Thiếu chữ ký"),),
+            requested_by=_holder(),
+            request_number=1,
+            requested_at=t(24, 10),
+        ),
+        FeeRequested(
+            code=code,
+            step=_step(),
+            amount_vnd=50000,
+            requested_by=_holder(),
+            requested_at=t(24, 11),
+        ),
+        DossierResumed(
+            code=code,
+            paused_at=t(24, 11),
+            resumed_at=t(25, 9),
+            paused_working_seconds=3600 * 6,
+            previous_appointment_at=t(26, 17),
+            appointment_at=t(27, 15),
+            step=_step(),
+            step_deadline_at=t(26, 15),
+        ),
+        ApologyIssued(
+            apology_id=uuid.uuid4(),
+            code=code,
+            number=1,
+            agency_id="000.01.05.H29",
+            agency_name="Sở Tài chính Thành phố Hồ Chí Minh",
+            reason="Chờ kết quả xác minh",
+            previous_appointment_at=t(27, 15),
+            appointment_at=t(30, 17),
+            issued_at=t(26, 10),
+            issued_by=_holder(),
+            procedure_name="Đăng ký thành lập công ty TNHH một thành viên",
+            received_at=t(23, 9, 30),
+        ),
+    ]
+    for e in events:
+        queued.clear()
+        env = new_envelope(e, subject=code, producer="routing", occurred_at=t(26, 10))
+        await table[e.event_type](None, env, e)  # type: ignore[arg-type]
+        kinds = [k for k, _ in queued]
+        assert kinds == ["record", "progress"], (e.event_type, kinds)
+        step = queued[-1][1]
+        assert step["MaHoSo"] == code and step["NoiDungXuLy"]
+        expected = {
+            "routing.supplement_requested": "5",
+            "routing.fee_requested": "6",
+            "routing.dossier_resumed": "4",
+            "routing.apology_issued": "4",
+        }[e.event_type]
+        assert step["TrangThai"] == expected, e.event_type
+    assert "30/11/2026" in step["NoiDungXuLy"]  # the apology's new date, in words

@@ -6,7 +6,6 @@ around the result."""
 
 from __future__ import annotations
 
-import itertools
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,7 +14,13 @@ import pytest
 
 from contracts.common import DocumentRef, DossierStatus, ReturnMethod, StepKind, Timeliness
 from contracts.envelope import EventPayload
-from contracts.events import ApologyDrafted, ApologyIssued, ApologyWithdrawn, ResultDecision
+from contracts.events import (
+    ApologyDrafted,
+    ApologyEscalated,
+    ApologyIssued,
+    ApologyWithdrawn,
+    ResultDecision,
+)
 from services.intake.domain import Catalogue, schedule
 from services.routing.domain import (
     APOLOGY_DUE,
@@ -111,18 +116,33 @@ def test_an_idle_officer_costs_one_apology_per_missed_appointment_each_drafted_f
     route.take_events()
     events = run_timers(route, at(9, 9, 30), at(20, 17))  # the police do nothing for 2 weeks
     drafted = [e for e in events if isinstance(e, ApologyDrafted)]
-    issued = [e for e in events if isinstance(e, ApologyIssued)]
+    escalated = [e for e in events if isinstance(e, ApologyEscalated)]
     withdrawn = [e for e in events if isinstance(e, ApologyWithdrawn)]
-    assert issued and not withdrawn  # nothing drafted and taken back while nobody works
-    first = issued[0]
-    assert drafted[0].apology_id == first.apology_id and first.automatic
-    assert not first.after_latest_moment  # offered to confirm, issued at the latest moment
-    assert first.issued_at <= first.previous_appointment_at
-    for a, b in itertools.pairwise(issued):
-        assert b.repeat and b.previous_appointment_at == a.appointment_at
-        assert CAL.working_seconds_between(a.issued_at, b.issued_at) >= 8 * 3600
-    assert len(issued) <= 8  # ten working days, not one a day
+    assert not [e for e in events if isinstance(e, ApologyIssued)]  # never unsigned
+    assert len(drafted) == len(escalated) == 1 and not withdrawn
+    (draft,), (up,) = drafted, escalated
+    assert up.apology_id == draft.apology_id and up.escalated_at == draft.latest_issue_at
+    assert draft.latest_issue_at <= CAL.end_of_day(
+        CAL.previous_working_day(CAL.local(draft.previous_appointment_at).date())
+    )
     assert all(f.agency_id == POLICE for f in route.faults())
+    # the head signs a week late: one apology, flagged; the next one is drafted first
+    route.confirm_apology(
+        officer(POLICE, "agency_head"),
+        draft.apology_id,
+        at(20, 17),
+        CAL,
+        reason="Lý do",
+        appointment=at(27, 17),
+        number="3/PXL",
+        signer_name="Trần Văn Bình",
+    )
+    (signed,) = [e for e in route.take_events() if isinstance(e, ApologyIssued)]
+    assert signed.after_latest_moment and not signed.automatic
+    later = run_timers(route, at(20, 17), at(27, 17))
+    again = [e for e in later if isinstance(e, ApologyDrafted)]
+    assert again and again[0].number == 2
+    assert not [e for e in later if isinstance(e, ApologyIssued)]
 
 
 def test_an_apology_drafted_while_late_is_withdrawn_when_the_dossier_catches_up() -> None:
@@ -138,14 +158,19 @@ def test_an_apology_drafted_while_late_is_withdrawn_when_the_dossier_catches_up(
     run_timers(route, at(9, 9, 30), at(11, 13, 30))  # past the risk moment: drafted
     assert route.apologies and route.apologies[0].status.value == "drafted"
     route.take_events()
+    route.take(officer(POLICE), 3, at(11, 13, 35))
     route.complete(officer(POLICE), 3, at(11, 13, 40), CAL)
+    route.take(officer(SOCIAL), 4, at(11, 13, 45))
     route.complete(officer(SOCIAL), 4, at(11, 14), CAL)  # the rest now fits
     events = route.take_events()
     assert any(isinstance(e, ApologyWithdrawn) for e in events)
     assert not any(isinstance(e, ApologyIssued) for e in events)
 
 
-def test_a_withdrawal_after_the_result_is_at_the_desk_changes_nothing() -> None:
+def test_a_withdrawal_that_crossed_the_result_ends_the_route_as_intake_has_it() -> None:
+    """Intake accepted the withdrawal before it heard the result was ready: a final status
+    never moves (issue 23, item 6), so routing ends the route withdrawn too, keeping how
+    processing ended."""
     route = start()
     route.decide(
         officer(WARD, "agency_head"),
@@ -156,8 +181,26 @@ def test_a_withdrawal_after_the_result_is_at_the_desk_changes_nothing() -> None:
         reasons=["Không đủ điều kiện"],
     )
     route.mark_ready(officer(DESK), at(9, 11), CAL)
-    assert not route.close(DossierStatus.WITHDRAWN, "rút", at(9, 12))
-    assert route.state is DossierStatus.REFUSED
+    timeliness = route.timeliness
+    assert route.close(DossierStatus.WITHDRAWN, "rút", at(9, 12))
+    assert route.state is DossierStatus.WITHDRAWN and route.timeliness == timeliness
+    with pytest.raises(RouteError) as e:
+        route.return_result(officer(DESK), at(16, 9), CAL, ReturnMethod.AT_DESK)
+    assert e.value.kind is Refusal.CONFLICT
+    assert not route.close(DossierStatus.STOPPED, "dừng", at(9, 13))  # ended: nothing more
+
+
+def test_a_result_collected_a_week_later_is_not_the_desks_fault() -> None:
+    route = start()
+    route.decide(
+        officer(WARD, "agency_head"),
+        at(9, 10),
+        CAL,
+        decision=ResultDecision.REFUSED,
+        documents=[],
+        reasons=["Không đủ điều kiện"],
+    )
+    route.mark_ready(officer(DESK), at(9, 11), CAL)
     route.return_result(officer(DESK), at(16, 9), CAL, ReturnMethod.AT_DESK, "nhận tại quầy")
     assert route.state is DossierStatus.RETURNED
     desk = route.steps[-1]
@@ -280,9 +323,25 @@ def test_confirming_asks_a_later_date_within_a_year_and_a_processing_dossier() -
     ]
     for when, field in bad:
         with pytest.raises(RouteError) as e:
-            route.confirm_apology(head, a.id, at(11, 14), CAL, reason="Lý do", appointment=when)
+            route.confirm_apology(
+                head, a.id, at(11, 14), CAL, reason="Lý do", appointment=when, number="1/PXL"
+            )
         assert e.value.field == field
-    route.confirm_apology(head, a.id, at(11, 14), CAL, reason="Lý do", appointment=at(16, 17))
+    with pytest.raises(RouteError) as e:
+        route.confirm_apology(
+            head, a.id, at(11, 14), CAL, reason="Lý do", appointment=at(16, 17), number=" "
+        )
+    assert e.value.field == "number"  # never a blank "Số:"
+    route.confirm_apology(
+        head,
+        a.id,
+        at(11, 14),
+        CAL,
+        reason="Lý do",
+        appointment=at(16, 17),
+        number="1/PXL",
+        signer_name="Trần Văn Bình",
+    )
     assert route.appointment_at == at(16, 17)
     assert (
         route.appointment_at.tzinfo is not None and route.appointment_at.utcoffset() == timedelta(0)

@@ -26,6 +26,7 @@ from contracts.common import (
 )
 from contracts.events import (
     ApologyDrafted,
+    ApologyEscalated,
     ApologyIssued,
     DossierRouted,
     HandedOver,
@@ -157,7 +158,9 @@ def test_a_birth_dossier_goes_through_three_agencies_in_sequence() -> None:
     ]
     assert route.open_step is not None and route.open_step.ref.agency_id == POLICE
 
+    route.take(officer(POLICE), 3, at(9, 10, 30))
     route.complete(officer(POLICE), 3, at(9, 15), CAL, result="Đã đăng ký thường trú")
+    route.take(officer(SOCIAL), 4, at(10, 8))
     route.complete(officer(SOCIAL), 4, at(10, 9), CAL, result="Thẻ BHYT số ...")
     route.mark_ready(officer(DESK), at(10, 10), CAL)
     ready = next(e for e in route.take_events() if isinstance(e, ResultReady))
@@ -172,7 +175,7 @@ def test_wrong_moves_are_conflicts_and_strangers_are_forbidden() -> None:
     route = start()
     with pytest.raises(RouteError) as e:
         route.complete(officer(POLICE), 3, at(9, 10), CAL)
-    assert e.value.kind is Refusal.CONFLICT and "step 3 is not the current step" in e.value.reason
+    assert e.value.kind is Refusal.CONFLICT and "bước 3 không phải bước hiện tại" in e.value.reason
     with pytest.raises(RouteError) as e:
         route.take(officer(POLICE), 2, at(9, 10))
     assert e.value.kind is Refusal.CONFLICT and e.value.field == "agency"
@@ -185,10 +188,10 @@ def test_wrong_moves_are_conflicts_and_strangers_are_forbidden() -> None:
     route.close(DossierStatus.WITHDRAWN, "rút", at(9, 11))
     with pytest.raises(RouteError) as e:
         route.take(officer(WARD, "agency_head"), 2, at(9, 12))
-    assert e.value.kind is Refusal.CONFLICT and "closed" in e.value.reason
+    assert e.value.kind is Refusal.CONFLICT and "đã kết thúc" in e.value.reason
 
 
-def test_a_late_step_is_attributed_and_an_apology_issued_at_the_latest_moment() -> None:
+def test_a_late_step_is_attributed_and_an_unsigned_apology_escalated_at_its_latest_moment() -> None:
     route = start()
     route.decide(
         officer(WARD, "agency_head"),
@@ -202,7 +205,7 @@ def test_a_late_step_is_attributed_and_an_apology_issued_at_the_latest_moment() 
     police = route.open_step
     assert police is not None and police.deadline_at == at(10, 10)  # 8 working hours
     plan = {p.kind: p.due_at for p in route.timer_plan(CAL, 16 * 3600, at(9, 10))}
-    assert plan[STEP_DUE] == at(10, 10)
+    assert plan[STEP_DUE] == at(10, 10) + timedelta(seconds=1)  # the first working second lost
     assert plan[RISK] == at(11, 13) + timedelta(seconds=1)  # 12 working hours before Thu 17:00
 
     route.on_step_due(at(10, 10, 1), CAL)
@@ -219,12 +222,31 @@ def test_a_late_step_is_attributed_and_an_apology_issued_at_the_latest_moment() 
     assert plan[APOLOGY_DUE].due_at == at(11, 17) and RISK not in plan
 
     route.on_apology_due(drafted.apology_id, at(11, 17, 1), CAL)
+    (escalated,) = route.take_events()  # never sent unsigned: the superior is told
+    assert isinstance(escalated, ApologyEscalated) and escalated.agency_id == POLICE
+    assert escalated.superior and escalated.head and "17:00" not in escalated.superior
+    assert escalated.latest_issue_at == at(11, 17) and route.appointment_at == at(12, 17)
+    assert APOLOGY_DUE not in {p.kind for p in route.timer_plan(CAL, 16 * 3600, at(11, 17, 1))}
+    route.confirm_apology(
+        officer(POLICE, "agency_head", "truong-ca"),
+        drafted.apology_id,
+        at(12, 8),
+        CAL,
+        reason="Chậm cập nhật cơ sở dữ liệu cư trú",
+        appointment=at(16, 17),
+        number="12/PXL-CAP",
+        signer_name="Trần Văn Bình",
+    )
     issued = route.take_events()[0]
-    assert isinstance(issued, ApologyIssued) and issued.automatic and not issued.repeat
+    assert isinstance(issued, ApologyIssued) and not issued.automatic and not issued.repeat
+    assert issued.after_latest_moment  # signed after Wednesday 17:00: flagged
+    assert (issued.document_number, issued.signer_name) == ("12/PXL-CAP", "Trần Văn Bình")
     assert issued.previous_appointment_at == at(12, 17)
-    assert route.appointment_at == issued.appointment_at > issued.previous_appointment_at
+    assert route.appointment_at == issued.appointment_at == at(16, 17)
 
+    route.take(officer(POLICE), 3, at(12, 8, 30))
     route.complete(officer(POLICE), 3, at(12, 9), CAL)
+    route.take(officer(SOCIAL), 4, at(12, 9, 30))
     route.complete(officer(SOCIAL), 4, at(12, 16), CAL)
     route.mark_ready(officer(DESK), at(13, 8), CAL)  # the desk within its 4 hours
     ready = next(e for e in route.take_events() if isinstance(e, ResultReady))
@@ -248,17 +270,34 @@ def test_a_confirmed_apology_takes_the_agencys_reason_and_date_and_a_second_is_f
     route.on_step_due(at(10, 10, 1), CAL)
     route.on_risk(at(11, 14), CAL)
     a = route.apologies[0]
+    new = at(16, 17)
     with pytest.raises(RouteError) as e:
         route.confirm_apology(
-            officer(POLICE), a.id, at(11, 14, 30), CAL, reason="x", appointment=None
+            officer(POLICE), a.id, at(11, 14, 30), CAL, reason="x", appointment=new, number="1"
         )
     assert e.value.field == "role"
     with pytest.raises(RouteError) as e:
         route.confirm_apology(
-            officer(WARD, "agency_head"), a.id, at(11, 14, 30), CAL, reason="x", appointment=None
+            officer(WARD, "agency_head"),
+            a.id,
+            at(11, 14, 30),
+            CAL,
+            reason="x",
+            appointment=new,
+            number="1",
         )
     assert e.value.field == "agency"
-    new = at(16, 17)
+    with pytest.raises(RouteError) as e:  # the token names no one: the signer's name is asked
+        route.confirm_apology(
+            officer(POLICE, "agency_head"),
+            a.id,
+            at(11, 14, 30),
+            CAL,
+            reason="x",
+            appointment=new,
+            number="1",
+        )
+    assert e.value.field == "signer_name"
     route.confirm_apology(
         officer(POLICE, "agency_head"),
         a.id,
@@ -266,16 +305,21 @@ def test_a_confirmed_apology_takes_the_agencys_reason_and_date_and_a_second_is_f
         CAL,
         reason="Hệ thống cơ sở dữ liệu cư trú gián đoạn",
         appointment=new,
+        number="15/PXL-CAP",
+        signer_name="Trần Văn Bình",
     )
     issued = next(e for e in route.take_events() if isinstance(e, ApologyIssued))
     assert issued.appointment_at == new and not issued.automatic and issued.issued_by
     assert issued.reason == "Hệ thống cơ sở dữ liệu cư trú gián đoạn"
+    assert issued.signer_title == "Trưởng Công an phường Sài Gòn"
+    assert not issued.after_latest_moment
     # on the day of the new appointment with two steps left: past the latest moment of a
-    # second apology, so it goes out at once, flagged as a repeat and as late
+    # second apology, so it is drafted and escalated at once, flagged; never sent unsigned
     route.on_risk(at(16, 10), CAL)
-    again = [e for e in route.take_events() if isinstance(e, (ApologyDrafted, ApologyIssued))]
-    assert len(again) == 1 and isinstance(again[0], ApologyIssued)
-    assert again[0].repeat and again[0].number == 2 and again[0].after_latest_moment
+    again = [e for e in route.take_events() if isinstance(e, (ApologyDrafted, ApologyEscalated))]
+    assert [type(e) for e in again] == [ApologyDrafted, ApologyEscalated]
+    assert again[0].number == 2 and again[0].after_latest_moment  # type: ignore[union-attr]
+    assert not [a for a in route.apologies if a.status.value == "issued" and a.number == 2]
 
 
 def test_a_supplement_during_processing_pauses_and_moves_everything_by_the_time_waited() -> None:
