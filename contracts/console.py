@@ -68,6 +68,16 @@ class DossierSummary(BaseModel):
     supplement_requests: int
     overdue_steps: int
     events: int
+    last_event_at: datetime | None = Field(default=None, description="Its latest event's time")
+
+
+class DossierPage(BaseModel):
+    """Dossiers a search found, most recently active first (then by code)."""
+
+    items: list[DossierSummary]
+    next_after: str | None = Field(
+        description="Pass it back as ``after`` for the next page (None: this is the last)"
+    )
 
 
 class CausalLink(BaseModel):
@@ -271,6 +281,19 @@ class UnsignedApology(BaseModel):
     superior: str | None = None
 
 
+class FinishedLate(BaseModel):
+    """A dossier finished late within the board's period (its last ``horizon_hours``)."""
+
+    dossier_code: str
+    agency: str | None
+    procedure_code: str | None
+    what: str | None = Field(description="The procedure's name")
+    due_at: datetime | None = Field(description="The appointment its timeliness was read on")
+    finished_at: datetime
+    hours_late: float | None = Field(description="Finished this long after ``due_at``")
+    state: str | None
+
+
 class SlaBoard(BaseModel):
     generated_at: datetime
     horizon_hours: int
@@ -278,6 +301,10 @@ class SlaBoard(BaseModel):
     opinion_requests: list[SlaItem]
     agencies: list[SlaAgency]
     unsigned_apologies: list[UnsignedApology] = Field(default_factory=list)
+    finished_late: list[FinishedLate] = Field(
+        default_factory=list,
+        description="Dossiers finished late in the last ``horizon_hours``, latest first",
+    )
 
 
 class FigureRow(BaseModel):

@@ -49,6 +49,7 @@ API_MODELS: tuple[type[BaseModel], ...] = (
     api.InboundRejectView,
     console.ConsoleStatus,
     console.EventPage,
+    console.DossierPage,
     console.DossierTimeline,
     console.LagReport,
     console.DeadLetterSummary,

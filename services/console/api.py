@@ -15,14 +15,17 @@ Credentials: a staff bearer token, or the console's session cookie set by ``/log
 """
 
 import asyncio
+import base64
 import contextlib
 import json
+import re
 import time
+import unicodedata
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import asyncpg
 import httpx
@@ -32,6 +35,7 @@ from fastapi.security import APIKeyCookie
 from pydantic import BaseModel, ValidationError
 
 from contracts import console as c
+from contracts.agencies import default_book
 from contracts.envelope import DOSSIER_CODE_PATTERN, Envelope
 from contracts.events import EVENT_TYPES, parse_payload
 from contracts.topics import REPLAYS as REPLAY_TOPICS
@@ -57,15 +61,45 @@ Code = Annotated[str, Path(pattern=DOSSIER_CODE_PATTERN, max_length=26)]
 # "<writer>-<partition>-<offset>"; entries read before writers had topics of their own
 # keep "<partition>-<offset>" (shown, discardable, not replayable)
 EntryId = Annotated[str, Path(pattern=r"^(?:[a-z]{1,20}-)?[0-9]{1,6}-[0-9]{1,19}$", max_length=48)]
+# A filter field a form sent empty (``?type=&agency=``) is no filter: the patterns accept
+# the empty string and the handlers read it as None (``or None``).
 TypeFilter = Annotated[
     str | None,
-    Query(alias="type", pattern=r"^[a-z_]+(\.[a-z_]+|\.\*)$", max_length=80),
+    Query(alias="type", pattern=r"^(|[a-z_]+(\.[a-z_]+|\.\*))$", max_length=80),
 ]
 AgencyFilter = Annotated[
-    str | None, Query(pattern=r"^[0-9]{3}\.[0-9]{2}\.[0-9]{2}\.[A-Z][0-9]{2}$", max_length=13)
+    str | None,
+    Query(pattern=r"^(|[0-9]{3}\.[0-9]{2}\.[0-9]{2}\.[A-Z][0-9]{2})$", max_length=13),
 ]
-DossierFilter = Annotated[str | None, Query(pattern=DOSSIER_CODE_PATTERN, max_length=26)]
-Month = Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
+DossierFilter = Annotated[
+    str | None, Query(pattern="^(|" + DOSSIER_CODE_PATTERN.strip("^$") + ")$", max_length=26)
+]
+Month = Annotated[str | None, Query(pattern=r"^(|\d{4}-(0[1-9]|1[0-2]))$")]
+# the dossier search (``/dossiers``) and the dead-letter filters; empty is no filter
+SearchText = Annotated[str | None, Query(max_length=100, description="Words, all must match")]
+CodePrefix = Annotated[
+    str | None,
+    Query(pattern=r"^[0-9A-Za-z.\-]{0,26}$", description="A dossier code or its beginning"),
+]
+StateFilter = Annotated[str | None, Query(pattern=r"^(|[a-z_]{1,30})$")]
+SearchCursor = Annotated[
+    str | None, Query(pattern=r"^[A-Za-z0-9_\-]{0,200}$", description="``next_after``")
+]
+WriterFilter = Annotated[
+    str | None, Query(pattern=r"^(|[a-z]{1,20})$", description="The service that wrote it")
+]
+EventTypeFilter = Annotated[
+    str | None, Query(pattern=r"^(|[a-z_]+(\.[a-z_]+|\.\*))$", max_length=80)
+]
+DeadLetterCursor = Annotated[
+    str | None,
+    Query(
+        pattern=r"^(|(?:[a-z]{1,20}-)?[0-9]{1,6}-[0-9]{1,19})$",
+        max_length=48,
+        description="The id of the last dead letter of the page before",
+    ),
+]
+ProcedureFilter = Annotated[str | None, Query(pattern=r"^[0-9A-Za-z.\-]{0,40}$", max_length=40)]
 
 
 SSE_EVENT: dict[str, Any] = {
@@ -108,7 +142,9 @@ def caller_dependency(rt: Runtime) -> Callable[..., Awaitable[Staff]]:
 
 
 def scope(who: Staff, asked: str | None = None) -> str | None:
-    """The agency whose rows the caller may see (None: every agency, an operator)."""
+    """The agency whose rows the caller may see (None: every agency, an operator). An
+    empty field of a form asks for no agency."""
+    asked = asked or None
     if who.is_operator:
         return asked
     if asked and asked != who.agency_id:
@@ -440,13 +476,46 @@ def build_router(rt: Runtime, broadcaster: Broadcaster, monitor: Monitor) -> API
         """Lag per group, topic and partition of every service; events per minute."""
         return await lag_report(rt, monitor, minutes)
 
+    @r.get("/dossiers", response_model=c.DossierPage, responses=responses(422))
+    async def search(
+        who: Caller,
+        q: SearchText = None,
+        code: CodePrefix = None,
+        state: StateFilter = None,
+        agency: AgencyFilter = None,
+        after: SearchCursor = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> c.DossierPage:
+        """Dossiers by code (whole or its beginning), words of their procedure (code or
+        name) or agencies (id or name, with or without accents) and state, most recently
+        active first; page on with ``after=next_after``. Nothing of the applicant's is
+        searched. An agency sees its own dossiers only."""
+        return await search_dossiers(
+            rt, scope(who, agency), q=q, code=code, state=state, after=after, limit=limit
+        )
+
     @r.get("/dead-letters", response_model=list[c.DeadLetterSummary], responses=responses(422))
     async def dead_letters(
         who: Caller,
-        status: Annotated[c.DeadLetterStatus | None, Query()] = None,
+        status: Annotated[c.DeadLetterStatus | Literal[""] | None, Query()] = None,
+        writer: WriterFilter = None,
+        event_type: EventTypeFilter = None,
+        dossier: DossierFilter = None,
+        after: DeadLetterCursor = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[c.DeadLetterSummary]:
-        rows = await store.dead_letters(rt.pool, agency=scope(who), status=status, limit=limit)
+        """Dead letters, newest first, narrowed by every filter given (an empty one is
+        none); the next page: ``after`` = the last one's id."""
+        rows = await store.dead_letters(
+            rt.pool,
+            agency=scope(who),
+            status=status or None,
+            limit=limit,
+            writer=writer or None,
+            event_type=event_type or None,
+            dossier=dossier or None,
+            after=after or None,
+        )
         return [summary(x) for x in rows]
 
     @r.get(
@@ -503,20 +572,24 @@ def build_router(rt: Runtime, broadcaster: Broadcaster, monitor: Monitor) -> API
         who: Caller,
         agency: AgencyFilter = None,
         hours: Annotated[int, Query(ge=1, le=720)] = 24,
+        procedure: ProcedureFilter = None,
     ) -> c.SlaBoard:
-        """Dossiers and opinion requests within ``hours`` of their deadline or past it."""
-        return await sla_board(rt, scope(who, agency), hours)
+        """Dossiers and opinion requests within ``hours`` of their deadline or past it,
+        and the dossiers finished late in the last ``hours``."""
+        return await sla_board(rt, scope(who, agency), hours, procedure or None)
 
     @r.get("/figures", response_model=c.Figures, responses=responses(422))
     async def figures(
         who: Caller,
         agency: AgencyFilter = None,
-        procedure: Annotated[str | None, Query(pattern=r"^[0-9A-Za-z.\-]{1,40}$")] = None,
+        procedure: ProcedureFilter = None,
         from_month: Month = None,
         to_month: Month = None,
     ) -> c.Figures:
         """Decision 766 figures per agency, procedure and month, and the monthly trend."""
-        return await figures_of(rt, scope(who, agency), procedure, from_month, to_month)
+        return await figures_of(
+            rt, scope(who, agency), procedure or None, from_month or None, to_month or None
+        )
 
     return r
 
@@ -566,6 +639,60 @@ async def lag_report(rt: Runtime, monitor: Monitor, minutes: int) -> c.LagReport
         ],
         samples=[s for s in monitor.samples if s.at >= rt.clock.now() - timedelta(minutes=minutes)],
         errors=errors,
+    )
+
+
+def encode_cursor(at: datetime, code: str) -> str:
+    """A search page's last row as the opaque ``next_after``."""
+    raw = f"{at.isoformat()}|{code}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(value: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        at, code = raw.split("|", 1)
+        when = datetime.fromisoformat(at)
+        if when.tzinfo is None or not re.fullmatch(DOSSIER_CODE_PATTERN, code):
+            raise ValueError(raw)
+    except ValueError:
+        raise HTTPException(
+            422, detail=problem("query.after", "not a cursor this search gave")
+        ) from None
+    return when, code
+
+
+async def search_dossiers(
+    rt: Runtime,
+    agency: str | None,
+    *,
+    q: str | None,
+    code: str | None,
+    state: str | None,
+    after: str | None,
+    limit: int,
+) -> c.DossierPage:
+    """The dossier search (the API's and the page's): each word of ``q`` also matches the
+    agencies whose name holds it."""
+    book = default_book()
+    terms = []
+    for word in store.fold(unicodedata.normalize("NFC", q or "")).split()[:8]:
+        ids = [a.id for a in book.agencies if word in store.fold(a.name)]
+        terms.append((word, ids))
+    rows = await store.search_dossiers(
+        rt.pool,
+        agency=agency,
+        terms=terms,
+        code=(code or "").upper() or None,
+        state=state or None,
+        after=decode_cursor(after) if after else None,
+        limit=limit + 1,
+    )
+    items = [from_row(c.DossierSummary, x) for x in rows[:limit]]
+    last = rows[limit - 1] if len(rows) > limit else None
+    return c.DossierPage(
+        items=items,
+        next_after=encode_cursor(last["sort_at"], last["code"]) if last is not None else None,
     )
 
 
@@ -748,7 +875,11 @@ async def do_replay(
     )
 
 
-async def sla_board(rt: Runtime, agency: str | None, hours: int) -> c.SlaBoard:
+async def sla_board(
+    rt: Runtime, agency: str | None, hours: int, procedure: str | None = None
+) -> c.SlaBoard:
+    """What is due within ``hours`` or past it, and what finished late in the last
+    ``hours``; of one agency and one procedure when given (empty: every one)."""
     now = rt.clock.now()
     until = now + timedelta(hours=hours)
     args: list[Any] = [until]
@@ -756,32 +887,53 @@ async def sla_board(rt: Runtime, agency: str | None, hours: int) -> c.SlaBoard:
     if agency:
         args.append(agency)
         own = " AND $2 IN (agency, receiving_agency, lead_agency)"
+    proc, proc_q, proc_a = "", "", ""
+    if procedure:
+        args.append(procedure)
+        n = len(args)
+        proc = f" AND procedure_code = ${n}"
+        proc_q = f" AND dossier_code IN (SELECT code FROM dossiers WHERE procedure_code = ${n})"
     ds = await rt.pool.fetch(
         "SELECT * FROM dossiers WHERE finished_at IS NULL AND appointment_at IS NOT NULL"
         " AND (state IS NULL OR state NOT IN ('result_ready', 'returned', 'withdrawn',"
         " 'stopped', 'refused', 'not_received')) AND appointment_at <= $1"
         + own
+        + proc
         + " ORDER BY appointment_at LIMIT 500",
         *args,
+    )
+    # finished late within the period: the same parameters, $1 the period's start
+    late = await rt.pool.fetch(
+        "SELECT * FROM dossiers WHERE finished_at IS NOT NULL AND timeliness = 'late'"
+        " AND finished_at >= $1" + own + proc + " ORDER BY finished_at DESC LIMIT 500",
+        now - timedelta(hours=hours),
+        *args[1:],
     )
     own_q = " AND $2 IN (agency_id, lead_agency)" if agency else ""
     qs = await rt.pool.fetch(
         "SELECT * FROM opinion_requests WHERE closed_at IS NULL AND due_at IS NOT NULL"
-        " AND due_at <= $1" + own_q + " ORDER BY due_at LIMIT 500",
+        " AND due_at <= $1" + own_q + proc_q + " ORDER BY due_at LIMIT 500",
         *args,
     )
 
     own_a = " AND $1 = ANY(d.agencies)" if agency else ""
+    args_a: list[Any] = [agency] if agency else []
+    if procedure:
+        args_a.append(procedure)
+        proc_a = (
+            " AND d.dossier_code IN (SELECT code FROM dossiers"
+            f" WHERE procedure_code = ${len(args_a)})"
+        )
     drafts = await rt.pool.fetch(
         "SELECT d.dossier_code, d.data AS draft, x.data AS up FROM events d"
         " LEFT JOIN events x ON x.type = 'routing.apology_escalated'"
         " AND x.dossier_code = d.dossier_code AND x.data->>'apology_id' = d.data->>'apology_id'"
-        " WHERE d.type = 'routing.apology_drafted'" + own_a + " AND NOT EXISTS (SELECT 1"
+        " WHERE d.type = 'routing.apology_drafted'" + own_a + proc_a + " AND NOT EXISTS (SELECT 1"
         " FROM events e WHERE e.dossier_code = d.dossier_code"
         " AND e.type IN ('routing.apology_issued', 'routing.apology_withdrawn')"
         " AND e.data->>'apology_id' = d.data->>'apology_id')"
         " ORDER BY d.data->>'latest_issue_at' LIMIT 500",
-        *([agency] if agency else []),
+        *args_a,
     )
 
     def left(t: datetime) -> float:
@@ -857,6 +1009,21 @@ async def sla_board(rt: Runtime, agency: str | None, hours: int) -> c.SlaBoard:
         opinion_requests=requests,
         agencies=sorted(per.values(), key=lambda a: (-a.past, -a.near, a.agency)),
         unsigned_apologies=unsigned,
+        finished_late=[
+            c.FinishedLate(
+                dossier_code=d["code"],
+                agency=d["agency"],
+                procedure_code=d["procedure_code"],
+                what=d["procedure_name"],
+                due_at=(due := d["legal_appointment_at"] or d["appointment_at"]),
+                finished_at=d["finished_at"],
+                hours_late=(
+                    round((d["finished_at"] - due).total_seconds() / 3600, 2) if due else None
+                ),
+                state=d["state"],
+            )
+            for d in late
+        ],
     )
 
 

@@ -39,6 +39,7 @@ def wire(rt: Runtime) -> Wiring:
         router=router,
         on_start=start,
         consumer_class=ConsoleConsumer,
+        error_page=pages.error_page,
     )
 
 

@@ -5,12 +5,14 @@ a bearer token; without one a browser gets the login page (401), anything else t
 error. Agency users see their own agency's rows, as in the API.
 """
 
+import csv
 import html
+import io
 import re
 import unicodedata
 from pathlib import Path as FsPath
-from typing import Annotated, Any
-from urllib.parse import unquote, urlsplit
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlencode, urlsplit
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -18,7 +20,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from contracts import console as c
+from contracts.agencies import AgencyError, default_book
 from services.console import api, domain, store
+from services.runtime.acl import SERVICES
 from services.runtime.auth import Staff
 from services.runtime.service import Runtime
 
@@ -48,6 +52,30 @@ STATES = {
     "returned": "Đã trả kết quả",
 }
 TIMELINESS = {"early": "Trước hạn", "on_time": "Đúng hạn", "late": "Quá hạn"}
+REQUEST_STATUS = {
+    "requested": "Đã gửi, chờ trả lời",
+    "open": "Đang chờ trả lời",
+    "reminded": "Đã nhắc",
+    "escalated": "Đã báo cáo cấp trên",
+    "lapsed": "Quá hạn, đang chờ trả lời",
+    "replied": "Đã trả lời",
+    "deemed_consent": "Được coi là đã đồng ý",
+    "cancelled": "Đã hủy",
+    "extended": "Đã gia hạn",
+}
+
+
+def agency_label(agency_id: Any) -> str:
+    """An agency as people read it: its name, with its id after it (or the id alone when
+    the registry does not know it)."""
+    if not agency_id:
+        return ""
+    try:
+        return f"{default_book().get(str(agency_id)).name} ({agency_id})"
+    except AgencyError:
+        return str(agency_id)
+
+
 DL_STATUS = {
     "open": "Chưa xử lý",
     "replay_pending": "Đang phát lại",
@@ -65,8 +93,68 @@ def environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["vn"] = domain.local
-    env.globals.update(STATES=STATES, TIMELINESS=TIMELINESS, DL_STATUS=DL_STATUS)
+    env.filters["agency"] = agency_label
+    env.globals.update(
+        STATES=STATES, TIMELINESS=TIMELINESS, DL_STATUS=DL_STATUS, REQUEST_STATUS=REQUEST_STATUS
+    )
     return env
+
+
+ERROR_TITLES = {
+    400: "Yêu cầu không đọc được",
+    401: "Cần đăng nhập",
+    403: "Không có quyền xem trang này",
+    404: "Không tìm thấy",
+    409: "Không thực hiện được",
+    413: "Dữ liệu gửi lên quá lớn",
+    415: "Định dạng không được hỗ trợ",
+    422: "Dữ liệu không hợp lệ",
+    429: "Quá nhiều yêu cầu, vui lòng thử lại sau",
+}
+FIELDS = {
+    "query.type": "Loại sự kiện",
+    "query.agency": "Cơ quan",
+    "query.dossier": "Mã hồ sơ",
+    "query.hours": "Số giờ",
+    "query.minutes": "Số phút",
+    "query.procedure": "Thủ tục",
+    "query.from_month": "Từ tháng",
+    "query.to_month": "Đến tháng",
+    "query.q": "Từ khóa tìm kiếm",
+    "query.code": "Mã hồ sơ",
+    "query.state": "Trạng thái",
+    "query.status": "Trạng thái",
+    "query.writer": "Dịch vụ ghi",
+    "query.event_type": "Loại sự kiện",
+    "query.after": "Trang tiếp theo",
+    "query.limit": "Số dòng mỗi trang",
+    "path.code": "Mã hồ sơ",
+    "path.entry_id": "Mã thư chết",
+    "agency": "Cơ quan",
+    "role": "Vai trò",
+}
+_ERRORS = None
+
+
+def error_page(request: Request, status: int, content: dict[str, Any]) -> HTMLResponse:
+    """An error as a page, for a browser that asked for one: what went wrong and which
+    field, in Vietnamese, never raw JSON."""
+    global _ERRORS
+    if _ERRORS is None:
+        _ERRORS = environment()
+    raw = content.get("detail")
+    errors = [e for e in content.get("errors") or [] if isinstance(e, dict)]
+    detail = raw if isinstance(raw, str) and raw not in ("invalid request",) else ""
+    page = _ERRORS.get_template("error.html.j2").render(
+        who=None,
+        dev=False,
+        path=request.url.path,
+        title=ERROR_TITLES.get(status, f"Lỗi {status}"),
+        detail=detail,
+        errors=errors,
+        FIELDS=FIELDS,
+    )
+    return HTMLResponse(page, status_code=status, headers={"Cache-Control": "no-store"})
 
 
 def safe_next(value: str | None) -> str:
@@ -162,6 +250,68 @@ def line_chart(
         )
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+FIGURES_CSV_HEADER = (
+    "Tháng",
+    "Mã cơ quan",
+    "Cơ quan",
+    "Mã thủ tục",
+    "Thủ tục",
+    "Tiếp nhận",
+    "Trực tuyến",
+    "Tỷ lệ trực tuyến",
+    "Đã giải quyết",
+    "Đúng hạn",
+    "Quá hạn",
+    "Tỷ lệ đúng hạn",
+    "Phiếu xin lỗi",
+)
+
+
+def agency_name(agency_id: str) -> str:
+    try:
+        return default_book().get(agency_id).name
+    except AgencyError:
+        return ""
+
+
+def figures_csv(f: c.Figures) -> str:
+    """The figures' rows as CSV for Excel: a BOM (so it reads UTF-8 Vietnamese), a header
+    row in Vietnamese, names beside ids, numbers plain (rates as fractions, ``.``)."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\r\n")
+    w.writerow(FIGURES_CSV_HEADER)
+    for r in f.rows:
+        w.writerow(
+            [
+                r.month,
+                r.agency,
+                agency_name(r.agency),
+                r.procedure_code,
+                r.procedure_name or "",
+                r.received,
+                r.online,
+                "" if r.online_share is None else r.online_share,
+                r.finished,
+                r.on_time,
+                r.late,
+                "" if r.on_time_rate is None else r.on_time_rate,
+                r.apologies,
+            ]
+        )
+    return "\ufeff" + unicodedata.normalize("NFC", out.getvalue())
+
+
+def figures_csv_response(f: c.Figures) -> Response:
+    return Response(
+        figures_csv(f).encode("utf-8"),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": 'attachment; filename="chi-so-766.csv"',
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 def causation_svg(t: c.DossierTimeline) -> Markup:
@@ -298,6 +448,42 @@ def build_router(rt: Runtime, monitor: api.Monitor) -> APIRouter:
             types=types,
         )
 
+    @r.get("/dossiers")
+    async def search_page(
+        request: Request,
+        q: api.SearchText = None,
+        code: api.CodePrefix = None,
+        state: api.StateFilter = None,
+        agency: api.AgencyFilter = None,
+        after: api.SearchCursor = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> Response:
+        """The dossier search: the top bar's box (``q``) and the form's filters."""
+        staff = await who(request)
+        if isinstance(staff, Response):
+            return staff
+        found = await api.search_dossiers(
+            rt, api.scope(staff, agency), q=q, code=code, state=state, after=after, limit=limit
+        )
+        filters = {"q": q or "", "code": code or "", "state": state or "", "agency": agency or ""}
+        kept = {k: v for k, v in filters.items() if v}
+        if limit != 50:
+            kept["limit"] = str(limit)
+        more = (
+            "/dossiers?" + urlencode({**kept, "after": found.next_after})
+            if found.next_after
+            else None
+        )
+        return render(
+            "dossiers.html.j2",
+            request,
+            staff,
+            found=found,
+            filters=filters,
+            more=more,
+            first="/dossiers?" + urlencode(kept) if after else None,
+        )
+
     @r.get("/dossiers/{code}")
     async def dossier_page(request: Request, code: api.Code) -> Response:
         staff = await who(request)
@@ -333,12 +519,54 @@ def build_router(rt: Runtime, monitor: api.Monitor) -> APIRouter:
         )
 
     @r.get("/dead-letters")
-    async def dead_letters_page(request: Request) -> Response:
+    async def dead_letters_page(
+        request: Request,
+        status: Annotated[c.DeadLetterStatus | Literal[""] | None, Query()] = None,
+        writer: api.WriterFilter = None,
+        event_type: api.EventTypeFilter = None,
+        dossier: api.DossierFilter = None,
+        after: api.DeadLetterCursor = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 200,
+    ) -> Response:
+        """Dead letters, filtered (empty fields are no filter), a page at a time."""
         staff = await who(request)
         if isinstance(staff, Response):
             return staff
-        rows = await store.dead_letters(rt.pool, agency=api.scope(staff), status=None, limit=200)
-        return render("dead_letters.html.j2", request, staff, items=[api.summary(x) for x in rows])
+        rows = await store.dead_letters(
+            rt.pool,
+            agency=api.scope(staff),
+            status=status or None,
+            limit=limit + 1,
+            writer=writer or None,
+            event_type=event_type or None,
+            dossier=dossier or None,
+            after=after or None,
+        )
+        items = [api.summary(x) for x in rows[:limit]]
+        filters = {
+            "status": status or "",
+            "writer": writer or "",
+            "event_type": event_type or "",
+            "dossier": dossier or "",
+        }
+        kept = {k: v for k, v in filters.items() if v}
+        if limit != 200:
+            kept["limit"] = str(limit)
+        more = (
+            "/dead-letters?" + urlencode({**kept, "after": items[-1].id})
+            if len(rows) > limit
+            else None
+        )
+        return render(
+            "dead_letters.html.j2",
+            request,
+            staff,
+            items=items,
+            filters=filters,
+            writers=sorted(SERVICES),
+            more=more,
+            first="/dead-letters?" + urlencode(kept) if after else None,
+        )
 
     @r.get("/dead-letters/{entry_id}")
     async def dead_letter_page(
@@ -357,22 +585,93 @@ def build_router(rt: Runtime, monitor: api.Monitor) -> APIRouter:
         )
         return render("dead_letter.html.j2", request, staff, d=d, pretty=pretty)
 
+    async def choices(own: str | None) -> dict[str, list[tuple[str, str]]]:
+        """The agencies and procedures a filter form offers: those of the caller's rows."""
+        where, args = ("", []) if own is None else (" WHERE agency = $1", [own])
+        rows = await rt.pool.fetch(
+            "SELECT DISTINCT agency, procedure_code, procedure_name FROM dossiers" + where, *args
+        )
+        agencies = sorted({x["agency"] for x in rows if x["agency"]})
+        procedures = {x["procedure_code"]: x["procedure_name"] or "" for x in rows}
+        return {
+            "agencies": [(a, agency_label(a)) for a in agencies],
+            "procedures": sorted((k, v) for k, v in procedures.items() if k),
+        }
+
     @r.get("/sla")
     async def sla_page(
-        request: Request, hours: Annotated[int, Query(ge=1, le=720)] = 24
+        request: Request,
+        hours: Annotated[int, Query(ge=1, le=720)] = 24,
+        agency: api.AgencyFilter = None,
+        procedure: api.ProcedureFilter = None,
     ) -> Response:
         staff = await who(request)
         if isinstance(staff, Response):
             return staff
-        board = await api.sla_board(rt, api.scope(staff), hours)
-        return render("sla.html.j2", request, staff, board=board)
+        own = api.scope(staff, agency)
+        board = await api.sla_board(rt, own, hours, procedure or None)
+        filters = {"hours": hours, "agency": agency or "", "procedure": procedure or ""}
+        return render(
+            "sla.html.j2",
+            request,
+            staff,
+            board=board,
+            filters=filters,
+            choices=await choices(api.scope(staff)),
+        )
 
-    @r.get("/figures")
-    async def figures_page(request: Request) -> Response:
+    async def figures_for(
+        request: Request,
+        agency: str | None,
+        procedure: str | None,
+        from_month: str | None,
+        to_month: str | None,
+    ) -> Response | tuple[Staff, c.Figures]:
+        """The caller and the figures it may see (empty fields: no filter), or the login
+        page / error for one without a session."""
         staff = await who(request)
         if isinstance(staff, Response):
             return staff
-        f = await api.figures_of(rt, api.scope(staff), None, None, None)
+        f = await api.figures_of(
+            rt, api.scope(staff, agency), procedure or None, from_month or None, to_month or None
+        )
+        return staff, f
+
+    @r.get("/figures.csv")
+    async def figures_csv_page(
+        request: Request,
+        agency: api.AgencyFilter = None,
+        procedure: api.ProcedureFilter = None,
+        from_month: api.Month = None,
+        to_month: api.Month = None,
+    ) -> Response:
+        found = await figures_for(request, agency, procedure, from_month, to_month)
+        if isinstance(found, Response):
+            return found
+        return figures_csv_response(found[1])
+
+    @r.get("/figures")
+    async def figures_page(
+        request: Request,
+        agency: api.AgencyFilter = None,
+        procedure: api.ProcedureFilter = None,
+        from_month: api.Month = None,
+        to_month: api.Month = None,
+        format_: Annotated[str | None, Query(alias="format", pattern=r"^(|html|csv)$")] = None,
+    ) -> Response:
+        found = await figures_for(request, agency, procedure, from_month, to_month)
+        if isinstance(found, Response):
+            return found
+        staff, f = found
+        if format_ == "csv":
+            return figures_csv_response(f)
+        filters = {
+            "agency": agency or "",
+            "procedure": procedure or "",
+            "from_month": from_month or "",
+            "to_month": to_month or "",
+        }
+        query = urlencode({k: v for k, v in filters.items() if v})
         rate = {
             "Tỷ lệ đúng hạn": [
                 (t.month, t.on_time_rate or 0.0) for t in f.trend if t.on_time_rate is not None
@@ -381,6 +680,15 @@ def build_router(rt: Runtime, monitor: api.Monitor) -> APIRouter:
                 (t.month, t.online_share or 0.0) for t in f.trend if t.online_share is not None
             ],
         }
-        return render("figures.html.j2", request, staff, f=f, chart=line_chart(rate, percent=True))
+        return render(
+            "figures.html.j2",
+            request,
+            staff,
+            f=f,
+            chart=line_chart(rate, percent=True),
+            filters=filters,
+            csv_url="/figures.csv" + (f"?{query}" if query else ""),
+            choices=await choices(api.scope(staff)),
+        )
 
     return r

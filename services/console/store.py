@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from datetime import datetime
 from typing import Any
@@ -169,7 +170,10 @@ async def events(
     after: int | None,
     limit: int,
 ) -> list[asyncpg.Record]:
-    where, args = event_filters(type_=type_, agency=agency, dossier=dossier, after=after)
+    # a field a form left empty is no filter
+    where, args = event_filters(
+        type_=type_ or None, agency=agency or None, dossier=dossier or None, after=after
+    )
     order = "ASC" if after is not None else "DESC"
     rows = await pool.fetch(
         f"SELECT {EVENT_COLUMNS} FROM events{where} ORDER BY seq {order} LIMIT {int(limit)}",
@@ -215,13 +219,43 @@ DEAD_LETTER_STATUS = """
 """
 
 
+DL_SORT = "COALESCE({p}dead_lettered_at, timestamptz '1970-01-01 00:00:00+00')"
+
+
 async def dead_letters(
-    pool: asyncpg.Pool, *, agency: str | None, status: str | None, limit: int
+    pool: asyncpg.Pool,
+    *,
+    agency: str | None,
+    status: str | None,
+    limit: int,
+    writer: str | None = None,
+    event_type: str | None = None,
+    dossier: str | None = None,
+    after: str | None = None,
 ) -> list[asyncpg.Record]:
-    where, args = [], []
+    """Dead letters, newest first (then by id, descending); each filter given narrows them
+    (an event type ending in ``.*`` is a family); ``after``: the id of the last row of the
+    page before, the page goes on after it (an unknown id: nothing after it)."""
+    where: list[str] = []
+    args: list[Any] = []
     if agency:
         args.append(agency)
         where.append(f"${len(args)} = ANY(agencies)")
+    if writer:
+        args.append(writer)
+        where.append(f"d.writer = ${len(args)}")
+    if event_type:
+        args.append(event_type[:-1] + "%" if event_type.endswith(".*") else event_type)
+        where.append(f"d.event_type {'LIKE' if event_type.endswith('.*') else '='} ${len(args)}")
+    if dossier:
+        args.append(dossier)
+        where.append(f"d.dossier_code = ${len(args)}")
+    if after:
+        args.append(after)
+        where.append(
+            f"({DL_SORT.format(p='d.')}, d.id) < (SELECT {DL_SORT.format(p='')}, id"
+            f" FROM dead_letter_entries WHERE id = ${len(args)})"
+        )
     sql = (
         "SELECT * FROM (SELECT d.id, d.writer, d.forged, d.dlq_partition, d.dlq_offset, d.key,"
         " d.reason, d.detail,"
@@ -233,7 +267,7 @@ async def dead_letters(
     if status:
         args.append(status)
         sql += f" WHERE status = ${len(args)}"
-    sql += f" ORDER BY dead_lettered_at DESC NULLS LAST, id DESC LIMIT {int(limit)}"
+    sql += f" ORDER BY {DL_SORT.format(p='')} DESC, id DESC LIMIT {int(limit)}"
     return list(await pool.fetch(sql, *args))
 
 
@@ -257,3 +291,91 @@ async def dead_letter_actions(pool: asyncpg.Pool, entry_id: str) -> list[asyncpg
             entry_id,
         )
     )
+
+
+# --- search -----------------------------------------------------------------------------
+
+
+def fold(text: str) -> str:
+    """Text as a search compares it: lower case, Vietnamese diacritics and đ dropped
+    ("Sở Xây dựng" -> "so xay dung"), so a term typed with or without accents matches."""
+    decomposed = unicodedata.normalize("NFD", text.replace("đ", "d").replace("Đ", "D"))
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
+
+
+def _fold_table() -> tuple[str, str]:
+    """``translate()``'s two strings doing ``fold`` in SQL for every accented Latin letter
+    (PostgreSQL's ``lower()`` may know only ASCII under the C collation)."""
+    src, dst = [], []
+    for cp in (*range(0xC0, 0x250), *range(0x1E00, 0x1F00)):
+        ch = chr(cp)
+        folded = fold(ch)
+        if len(folded) == 1 and folded.isascii() and folded.isalpha() and folded != ch:
+            src.append(ch)
+            dst.append(folded)
+    return "".join(src), "".join(dst)
+
+
+FOLD_FROM, FOLD_TO = _fold_table()
+
+
+def like_term(term: str) -> str:
+    """A ``LIKE`` pattern matching ``term`` anywhere, its wildcards taken literally."""
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+SORT_AT = "COALESCE(last_event_at, timestamptz '1970-01-01 00:00:00+00')"
+HAYSTACK = (
+    "lower(translate(code || ' ' || COALESCE(procedure_code, '') || ' '"
+    " || COALESCE(procedure_name, '') || ' ' || COALESCE(agency, '') || ' '"
+    " || COALESCE(receiving_agency, '') || ' ' || COALESCE(lead_agency, ''), {src}, {dst}))"
+)
+
+
+async def search_dossiers(
+    pool: asyncpg.Pool,
+    *,
+    agency: str | None,
+    terms: list[tuple[str, list[str]]],
+    code: str | None,
+    state: str | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Dossiers, most recently active first (then by code, descending: a stable order to
+    page on with ``after``, the last row's sort key). ``terms`` are folded words, each with
+    the agency ids whose name holds it: every word must be in the dossier's code,
+    procedure code or name, or an agency's id or name. Nothing of the applicant's is
+    searched (the read model holds none). ``agency``: one of the dossier's agencies."""
+    args: list[Any] = []
+    where: list[str] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    haystack = HAYSTACK.format(src=arg(FOLD_FROM), dst=arg(FOLD_TO)) if terms else ""
+    for term, ids in terms:
+        cond = f"{haystack} LIKE {arg(like_term(term))}"
+        if ids:
+            named = arg(ids)
+            cond += (
+                f" OR agency = ANY({named}::text[]) OR receiving_agency = ANY({named}::text[])"
+                f" OR lead_agency = ANY({named}::text[])"
+            )
+        where.append(f"({cond})")
+    if code:
+        where.append(f"code LIKE {arg(like_term(code)[1:])}")
+    if state:
+        where.append(f"state = {arg(state)}")
+    if agency:
+        where.append(f"{arg(agency)} IN (agency, receiving_agency, lead_agency)")
+    if after is not None:
+        where.append(f"({SORT_AT}, code) < ({arg(after[0])}::timestamptz, {arg(after[1])})")
+    sql = (
+        f"SELECT *, {SORT_AT} AS sort_at FROM dossiers"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + f" ORDER BY {SORT_AT} DESC, code DESC LIMIT {int(limit)}"
+    )
+    return list(await pool.fetch(sql, *args))

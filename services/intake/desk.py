@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from contracts.agencies import AgencyBook, CompetenceError, default_book
+from contracts.agencies import AgencyBook, AgencyError, CompetenceError, default_book
 from contracts.api import DossierAccepted, SubmitDossier, SupplementDossier
 from contracts.common import (
     Applicant,
@@ -439,7 +439,7 @@ class Desk:
                     channel=cmd.channel,
                     applicant=cmd.applicant,
                     receiving_agency=receiving,
-                    receiving_agency_name=procedure.receiving_agency_name,
+                    receiving_agency_name=_desk_name(procedure, receiving),
                     missing=assessment.missing,
                     requested_at=received_at,
                     lookup_code_sealed=sealed,
@@ -464,7 +464,7 @@ class Desk:
                     channel=cmd.channel,
                     applicant=cmd.applicant,
                     receiving_agency=receiving,
-                    receiving_agency_name=procedure.receiving_agency_name,
+                    receiving_agency_name=_desk_name(procedure, receiving),
                     reasons=assessment.reasons,
                     refused_at=received_at,
                     lookup_code_sealed=sealed,
@@ -722,7 +722,7 @@ class Desk:
                 channel=row["channel"],
                 applicant=Applicant.model_validate(row["applicant"]),
                 receiving_agency=row["receiving_agency"],
-                receiving_agency_name=procedure.receiving_agency_name,
+                receiving_agency_name=_desk_name(procedure, row["receiving_agency"]),
                 missing=missing,
                 note=p.note,
                 requested_at=p.requested_at,
@@ -774,6 +774,17 @@ class Desk:
         return row
 
 
+def _desk_name(procedure: Procedure, receiving: str) -> str:
+    """How forms name the desk that received the dossier: the registry's name of that desk
+    (another ward's centre than the catalogue's, often), else the catalogue's."""
+    if receiving == procedure.receiving_agency:
+        return procedure.receiving_agency_name
+    try:
+        return default_book().get(receiving).name
+    except AgencyError:
+        return procedure.receiving_agency_name
+
+
 def _received(
     code: str,
     procedure: Procedure,
@@ -798,7 +809,7 @@ def _received(
         summary=summary,
         documents=tuple(documents),
         receiving_agency=receiving,
-        receiving_agency_name=procedure.receiving_agency_name,
+        receiving_agency_name=_desk_name(procedure, receiving),
         lead_agency=lead_agency or procedure.lead_agency,  # the competent commune's
         processing_time=procedure.processing_time,
         received_at=received_at,

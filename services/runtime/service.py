@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -78,6 +79,9 @@ class Wiring:
     consumer_class: type[EventConsumer] = EventConsumer
     """The consumer to build: a subclass may take records the envelope path cannot (the
     console reads the dead-letter topic raw)."""
+    error_page: Callable[[Request, int, dict[str, Any]], Response] | None = None
+    """A service with screens: how an error looks to a browser that asked for a page (the
+    JSON problem otherwise)."""
 
 
 @dataclass
@@ -309,8 +313,25 @@ def create_app(
 
     app = FastAPI(title=f"Liên thông {spec.name}", version="0.1.0", lifespan=lifespan)
     app.state.runtime = rt
-    app.add_exception_handler(RequestValidationError, _problem_422)  # type: ignore[arg-type]
-    app.add_exception_handler(StarletteHTTPException, _problem_http)  # type: ignore[arg-type]
+    page = wiring.error_page
+
+    def as_page(request: Request, answer: JSONResponse) -> Response:
+        """The JSON problem, or the service's error page for a browser asking for one
+        (never for the API under /v1 or the ops endpoints)."""
+        wants_html = "text/html" in request.headers.get("accept", "")
+        path = request.url.path
+        if page is None or not wants_html or path.startswith(("/v1/", "/ops")):
+            return answer
+        return page(request, answer.status_code, json.loads(bytes(answer.body)))
+
+    def problem_422(request: Request, exc: RequestValidationError) -> Response:
+        return as_page(request, _problem_422(request, exc))
+
+    def problem_http(request: Request, exc: StarletteHTTPException) -> Response:
+        return as_page(request, _problem_http(request, exc))
+
+    app.add_exception_handler(RequestValidationError, problem_422)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, problem_http)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _problem_500)
     install_edge_guards(app, settings.max_body_bytes)
 

@@ -179,11 +179,14 @@ RULES: dict[tuple[str, str, str], dict[str, str]] = {
             "/v1/console/dead-letters/{entry_id}",
             "/v1/console/sla",
             "/v1/console/figures",
+            "/v1/console/dossiers",
             "/",
+            "/dossiers",
             "/dead-letters",
             "/dead-letters/{entry_id}",
             "/sla",
             "/figures",
+            "/figures.csv",
         )
     },
     **{

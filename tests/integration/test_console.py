@@ -247,6 +247,21 @@ async def test_console_follows_a_dossier_dead_letters_replay_and_rebuild(
         assert r.status_code == 200, (path, r.text[:300])
     r = await console.get("/", headers={"accept": "text/html"})
     assert r.status_code == 401 and "Đăng nhập" in r.text
+    # a filter form with fields left empty is no filter (it answered 422 as raw JSON)
+    html = {**OPERATOR, "accept": "text/html"}
+    r = await console.get("/?type=&agency=&dossier=", headers=html)
+    assert r.status_code == 200, r.text[:300]
+    r = await console.get("/v1/console/events?type=&agency=&dossier=", headers=OPERATOR)
+    assert r.status_code == 200 and r.json()["items"]
+    # a wrong field is a page for a browser, in Vietnamese, naming the field; JSON for the API
+    r = await console.get("/?type=bad type", headers=html)
+    assert r.status_code == 422 and r.headers["content-type"].startswith("text/html")
+    assert "Dữ liệu không hợp lệ" in r.text and "Loại sự kiện" in r.text
+    r = await console.get("/v1/console/events?type=bad type", headers=html)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "query.type"
+    # agencies by name beside their ids
+    r = await console.get(f"/dossiers/{code}", headers=html)
+    assert "Sở Xây dựng Thành phố Hồ Chí Minh (000.00.06.H29)" in r.text
 
     # the rebuild from the log equals the live read models
     async def settled() -> int:

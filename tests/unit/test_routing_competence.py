@@ -202,3 +202,16 @@ def test_the_bench_load_spreads_commune_decisions_over_the_wards() -> None:
         assert found is not None
         deciders.add(found[0].code)
     assert deciders == {c.code for c in BOOK.communes} and len(deciders) >= 5
+
+
+def test_a_dossier_received_at_another_wards_centre_names_that_centre() -> None:
+    """Forms and events name the desk that received the dossier, not the catalogue's."""
+    from services.intake.desk import _desk_name
+    from services.intake.domain import Catalogue
+
+    book = default_book()
+    p = Catalogue.load().all()[0]
+    here = _desk_name(p, p.receiving_agency)
+    assert here == p.receiving_agency_name
+    other = next(a for a in book.agencies if a.desk and a.id != p.receiving_agency)
+    assert _desk_name(p, other.id) == other.name
